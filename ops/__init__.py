@@ -1,0 +1,7 @@
+"""detvm's operator library: every operator declared once (:class:`ops.base.OpDef`).
+
+Importing this package registers all ops; a missing rule is an import-time error naming the op.
+"""
+from .base import Attr, OpDef, OpError, Ref, bound, bitlen, number_precision  # noqa: F401
+from .registry import REGISTRY, all_ops, by_opcode, get  # noqa: F401
+from . import nn, elemwise, broadcast, reduce, layout, vision  # noqa: F401  (registration)

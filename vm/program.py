@@ -1,0 +1,98 @@
+"""A program is data: a tensor table, a constant pool, an SSA instruction list and outputs.
+
+Every front-end (text assembly, CVM JSON, ONNX) builds a :class:`Program`; the binary encoder
+(vm/encoding.py), the validator (vm/validate.py) and the executors only ever see this.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Mapping
+
+import numpy as np
+
+KINDS = ("input", "const", "value")
+SEMANTICS_VERSION = 1
+"""Version of the integer semantics of the op set; bumped when any op's meaning changes."""
+
+
+def storage_dtype(precision: int) -> np.dtype:
+    """CVM storage convention: int8 when the precision is <= 8, else int32 (little endian)."""
+    return np.dtype("<i1") if precision <= 8 else np.dtype("<i4")
+
+
+@dataclass(frozen=True)
+class Tensor:
+    """One entry of the tensor table. ``kind`` is input, const or value (an op result)."""
+
+    name: str
+    shape: tuple[int, ...]
+    precision: int
+    kind: str
+
+    @property
+    def size(self) -> int:
+        n = 1
+        for d in self.shape:
+            n *= d
+        return n
+
+    @property
+    def dtype(self) -> np.dtype:
+        return storage_dtype(self.precision)
+
+
+@dataclass(frozen=True)
+class Instr:
+    """One SSA instruction: op name, input and output tensor ids, canonical attributes."""
+
+    op: str
+    inputs: tuple[int, ...]
+    outputs: tuple[int, ...]
+    attrs: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self):
+        object.__setattr__(self, "attrs", MappingProxyType(dict(sorted(self.attrs.items()))))
+
+
+@dataclass
+class Program:
+    """A whole model. ``consts`` maps a const tensor id to its values (storage dtype)."""
+
+    name: str
+    tensors: list[Tensor]
+    consts: dict[int, np.ndarray]
+    code: list[Instr]
+    outputs: list[int]
+    metadata: dict[str, str] = field(default_factory=dict)
+    semantics: int = SEMANTICS_VERSION
+
+    @property
+    def inputs(self) -> list[int]:
+        return [i for i, t in enumerate(self.tensors) if t.kind == "input"]
+
+    def tensor_id(self, name: str) -> int:
+        for i, t in enumerate(self.tensors):
+            if t.name == name:
+                return i
+        raise KeyError(name)
+
+    def describe(self, index: int) -> str:
+        """The instruction ``index`` as one line of assembly (for error messages)."""
+        ins = self.code[index]
+        names = lambda ids: ", ".join("%" + self.tensors[i].name for i in ids)
+        attrs = ", ".join(f"{k}={_attr_text(v)}" for k, v in ins.attrs.items())
+        return (f"instruction {index} `{names(ins.outputs)} = {ins.op} {names(ins.inputs)}"
+                + (f" {{{attrs}}}`" if attrs else "`"))
+
+
+def _attr_text(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if v is None:
+        return "none"
+    if isinstance(v, tuple):
+        return "[" + ", ".join(map(str, v)) + "]"
+    if isinstance(v, str):
+        return '"' + v + '"'
+    return str(v)

@@ -1,0 +1,265 @@
+"""Validation: everything is checked before anything is allocated or run.
+
+``validate(program, limits)`` re-derives every fact the executors rely on from the ops' rules,
+and returns an :class:`Analysis` (gas, peak memory, liveness, licensed GEMM paths). A program
+that fails raises :class:`InvalidError` naming the tensor or quoting the instruction.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+import ops
+from ops.base import OpError, bound
+
+from .errors import InvalidError
+from .program import KINDS, SEMANTICS_VERSION, Program, storage_dtype
+
+MAX_NDIM = 6
+MAX_DIM = 1 << 24
+MAX_ELEMENTS = 1 << 30
+MAX_PRECISION = 32
+MEMORY_WEIGHT = 5
+"""CVM GetOps charges 5 gas per element of every tensor (its memory term)."""
+GEMM_LIMITS = (("float32", 1 << 24), ("float64", 1 << 53))
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Resource ceilings checked at load time. The defaults are safe for an untrusted model."""
+
+    max_gas: int = 1 << 40
+    max_memory: int = 2 << 30
+    max_instructions: int = 1 << 20
+    max_tensors: int = 1 << 21
+
+
+@dataclass
+class Analysis:
+    """What validation proved about a program; executors use it, never re-derive it."""
+
+    gas: int
+    peak_memory: int
+    last_use: list[int]
+    gemm: dict[int, str] = field(default_factory=dict)
+    acc_bounds: dict[int, int] = field(default_factory=dict)
+
+
+def infer(op_name: str, shapes: Sequence[tuple], precs: Sequence[int],
+          attrs: Mapping[str, Any]):
+    """Canonical attrs, output shapes and output precisions of one op application.
+
+    Raises OpError (from the op's rules) or KeyError for an unknown op.
+    """
+    op = ops.get(op_name)
+    if op is None:
+        raise KeyError(op_name)
+    canon = op.check_attrs(attrs)
+    out_shapes = op.infer_shapes(shapes, canon)
+    out_precs = op.infer_precisions(precs, shapes, canon)
+    return canon, out_shapes, out_precs
+
+
+def check_tensor_type(shape: Sequence[int], precision: int, what: str) -> None:
+    """The format's limits: 1 <= ndim <= 6, 1 <= dim <= 2**24, size <= 2**30, 1 <= p <= 32."""
+    if not 1 <= len(shape) <= MAX_NDIM:
+        raise InvalidError(f"{what}: ndim {len(shape)} outside [1, {MAX_NDIM}]")
+    size = 1
+    for d in shape:
+        if not 1 <= d <= MAX_DIM:
+            raise InvalidError(f"{what}: dimension {d} outside [1, 2^24]")
+        size *= d
+        if size > MAX_ELEMENTS:
+            raise InvalidError(f"{what}: more than 2^30 elements")
+    if not 1 <= precision <= MAX_PRECISION:
+        raise InvalidError(f"{what}: precision {precision} outside [1, {MAX_PRECISION}]")
+
+
+def validate(program: Program, limits: Limits = Limits()) -> Analysis:
+    """Check ``program`` completely; return its :class:`Analysis`."""
+    if program.semantics != SEMANTICS_VERSION:
+        raise InvalidError(f"semantics version {program.semantics} not supported "
+                           f"(this detvm implements {SEMANTICS_VERSION})")
+    _check_table(program, limits)
+    defined = _check_code(program, limits)
+    _check_outputs(program, defined)
+    last_use = _liveness(program)
+    analysis = Analysis(gas=_gas(program), peak_memory=_peak_memory(program, last_use),
+                        last_use=last_use)
+    if analysis.gas > limits.max_gas:
+        raise InvalidError(f"gas {analysis.gas} exceeds the ceiling {limits.max_gas}")
+    if analysis.peak_memory > limits.max_memory:
+        raise InvalidError(f"peak memory {analysis.peak_memory} bytes exceeds the ceiling "
+                           f"{limits.max_memory}")
+    _license_gemms(program, analysis)
+    return analysis
+
+
+def _check_table(program: Program, limits: Limits) -> None:
+    if len(program.tensors) > limits.max_tensors:
+        raise InvalidError(f"{len(program.tensors)} tensors exceed the ceiling {limits.max_tensors}")
+    if len(program.code) > limits.max_instructions:
+        raise InvalidError(f"{len(program.code)} instructions exceed the ceiling "
+                           f"{limits.max_instructions}")
+    seen: set[str] = set()
+    for i, t in enumerate(program.tensors):
+        what = f"tensor {i} %{t.name}"
+        if not t.name or not t.name.isprintable() or len(t.name.encode()) > 255:
+            raise InvalidError(f"tensor {i}: bad name {t.name!r}")
+        if t.name in seen:
+            raise InvalidError(f"{what}: duplicate name")
+        seen.add(t.name)
+        if t.kind not in KINDS:
+            raise InvalidError(f"{what}: unknown kind {t.kind!r}")
+        check_tensor_type(t.shape, t.precision, what)
+        data = program.consts.get(i)
+        if t.kind != "const":
+            if data is not None:
+                raise InvalidError(f"{what}: a {t.kind} has constant data")
+            continue
+        if data is None:
+            raise InvalidError(f"{what}: constant has no data")
+        _check_const(t, data, what)
+    for i in program.consts:
+        if not 0 <= i < len(program.tensors):
+            raise InvalidError(f"constant pool entry for unknown tensor {i}")
+
+
+def _check_const(t, data: np.ndarray, what: str) -> None:
+    if tuple(data.shape) != tuple(t.shape):
+        raise InvalidError(f"{what}: data shape {tuple(data.shape)} != {tuple(t.shape)}")
+    if data.dtype != storage_dtype(t.precision):
+        raise InvalidError(f"{what}: data dtype {data.dtype} is not the storage dtype "
+                           f"{storage_dtype(t.precision)} of p{t.precision}")
+    r = bound(t.precision)
+    if data.size:
+        wide = data.astype(np.int64)
+        bad = np.flatnonzero((wide > r) | (wide < -r))
+        if bad.size:
+            raise InvalidError(f"{what}: value {int(wide.reshape(-1)[bad[0]])} at flat index "
+                               f"{int(bad[0])} exceeds precision {t.precision} (|v| <= {r})")
+
+
+def _check_code(program: Program, limits: Limits) -> list[bool]:
+    tensors = program.tensors
+    defined = [t.kind in ("input", "const") for t in tensors]
+    for index, ins in enumerate(program.code):
+        where = program.describe(index) if _ids_ok(ins, len(tensors)) else f"instruction {index}"
+        op = ops.get(ins.op)
+        if op is None:
+            raise InvalidError(f"{where}: unknown op {ins.op!r}")
+        if not _ids_ok(ins, len(tensors)):
+            raise InvalidError(f"{where}: tensor id out of range")
+        for i in ins.inputs:
+            if not defined[i]:
+                raise InvalidError(f"{where}: input %{tensors[i].name} used before definition")
+        if len(ins.outputs) != len(op.outputs):
+            raise InvalidError(f"{where}: {op.name} has {len(op.outputs)} outputs, "
+                               f"got {len(ins.outputs)}")
+        for i in ins.outputs:
+            if tensors[i].kind != "value":
+                raise InvalidError(f"{where}: writes the {tensors[i].kind} %{tensors[i].name}")
+            if defined[i]:
+                raise InvalidError(f"{where}: %{tensors[i].name} is written twice (not SSA)")
+        if len(set(ins.outputs)) != len(ins.outputs):
+            raise InvalidError(f"{where}: the same output twice")
+        shapes = [tensors[i].shape for i in ins.inputs]
+        precs = [tensors[i].precision for i in ins.inputs]
+        try:
+            canon, out_shapes, out_precs = infer(ins.op, shapes, precs, ins.attrs)
+        except OpError as e:
+            raise InvalidError(f"{where}: {e}") from None
+        if canon != dict(ins.attrs):
+            missing = sorted(set(canon) - set(ins.attrs))
+            raise InvalidError(f"{where}: attributes are not canonical"
+                               + (f" (missing {', '.join(missing)})" if missing else ""))
+        for i, s, p in zip(ins.outputs, out_shapes, out_precs):
+            t = tensors[i]
+            if tuple(s) != tuple(t.shape):
+                raise InvalidError(f"{where}: %{t.name} declared shape {list(t.shape)} but the "
+                                   f"shape rule gives {list(s)}")
+            if p > MAX_PRECISION:
+                raise InvalidError(f"{where}: %{t.name} needs precision {p} > {MAX_PRECISION}: "
+                                   "it could overflow its int32 storage")
+            if t.precision < p:
+                raise InvalidError(f"{where}: %{t.name} declared precision {t.precision} but "
+                                   f"its values need {p}")
+            defined[i] = True
+    return defined
+
+
+def _ids_ok(ins, n: int) -> bool:
+    return all(0 <= i < n for i in (*ins.inputs, *ins.outputs))
+
+
+def _check_outputs(program: Program, defined: list[bool]) -> None:
+    if not program.outputs:
+        raise InvalidError("the program has no output")
+    if len(set(program.outputs)) != len(program.outputs):
+        raise InvalidError("an output is listed twice")
+    for i in program.outputs:
+        if not 0 <= i < len(program.tensors):
+            raise InvalidError(f"output id {i} out of range")
+        if not defined[i]:
+            raise InvalidError(f"output %{program.tensors[i].name} is never computed")
+    for i, t in enumerate(program.tensors):
+        if t.kind == "value" and not defined[i]:
+            raise InvalidError(f"tensor %{t.name} is declared but never computed")
+
+
+def _liveness(program: Program) -> list[int]:
+    """last_use[t] = index of the last instruction reading (or writing) t; len(code) for outputs."""
+    last = [-1] * len(program.tensors)
+    for index, ins in enumerate(program.code):
+        for i in ins.inputs:
+            last[i] = index
+        for i in ins.outputs:
+            last[i] = index  # a value nobody reads dies where it is born
+    for i in program.outputs:
+        last[i] = len(program.code)
+    return last
+
+
+def op_gas(program: Program, ins) -> int:
+    """CVM GetOps for one op: base * size(output 0) + 5 * sum of output sizes."""
+    op = ops.get(ins.op)
+    shapes = [program.tensors[i].shape for i in ins.inputs]
+    sizes = [program.tensors[i].size for i in ins.outputs]
+    base = op.cost(shapes, ins.attrs)
+    return base * sizes[0] + MEMORY_WEIGHT * sum(sizes)
+
+
+def _gas(program: Program) -> int:
+    """CVM gas: every op's GetOps term plus 5 gas per element of every input and constant."""
+    gas = sum(MEMORY_WEIGHT * t.size for t in program.tensors if t.kind != "value")
+    return gas + sum(op_gas(program, ins) for ins in program.code)
+
+
+def _peak_memory(program: Program, last_use: list[int]) -> int:
+    """Peak bytes of live tensors (storage dtypes) when every buffer is freed once dead."""
+    nbytes = [t.size * t.dtype.itemsize for t in program.tensors]
+    live = sum(nbytes[i] for i, t in enumerate(program.tensors) if t.kind != "value")
+    peak = live
+    for index, ins in enumerate(program.code):
+        live += sum(nbytes[i] for i in ins.outputs)
+        peak = max(peak, live)
+        for i in set(ins.inputs) | set(ins.outputs):
+            if last_use[i] == index and program.tensors[i].kind != "const":
+                live -= nbytes[i]
+    return peak
+
+
+def _license_gemms(program: Program, analysis: Analysis) -> None:
+    """For ops with an accumulator: prove the partial-sum bound, pick the exact GEMM path."""
+    for index, ins in enumerate(program.code):
+        op = ops.get(ins.op)
+        if op.acc_bound is None:
+            continue
+        tensors = [program.tensors[i] for i in ins.inputs]
+        consts = [program.consts.get(i) for i in ins.inputs]
+        acc = op.acc_bound([t.precision for t in tensors], [t.shape for t in tensors],
+                           ins.attrs, consts)
+        analysis.acc_bounds[index] = acc
+        analysis.gemm[index] = next((name for name, lim in GEMM_LIMITS if acc < lim), "int64")
