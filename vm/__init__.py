@@ -1,0 +1,58 @@
+"""detvm: a deterministic, integer-only inference VM.
+
+    import vm
+    model = vm.load("model.dvm")            # decode, validate completely, bind to the CPU
+    out = model.run({"x": x})               # numpy in, numpy out, the same bytes everywhere
+    model.gas, model.hash                   # known before running
+
+Contexts: ``vm.cpu()``, ``vm.gpu(dev_id)``, ``vm.formal()``, ``vm.reference()``, or
+``vm.context(dev_type, dev_id)`` with CVM's numbering (0 cpu, 1 gpu, 2 formal).
+"""
+from __future__ import annotations
+
+from . import errors
+from .encoding import decode, encode
+from .errors import (DetvmError, EnvironmentFault, InternalError, InvalidError,
+                     MalformedError, TrapError)
+from .executors import DEVICE_TYPES, Context
+from .model import Model, TensorInfo, load
+from .program import Instr, Program, Tensor
+from .validate import Limits, validate
+
+__version__ = "0.1.0"
+
+
+def cpu(dev_id: int = 0) -> Context:
+    """The numpy executor."""
+    return Context("cpu", dev_id)
+
+
+def gpu(dev_id: int = 0) -> Context:
+    """The cupy executor on CUDA device ``dev_id`` (loading fails cleanly without cupy)."""
+    return Context("gpu", dev_id)
+
+
+def formal(dev_id: int = 0) -> Context:
+    """The Z3 executor: computes the output and proves it is the only one."""
+    return Context("formal", dev_id)
+
+
+def reference(dev_id: int = 0) -> Context:
+    """The pure-Python scalar reference executor (slow; the oracle of the tests)."""
+    return Context("reference", dev_id)
+
+
+def context(dev_type: int | str, dev_id: int = 0) -> Context:
+    """A context by CVM device number (0 cpu, 1 gpu, 2 formal) or name."""
+    if isinstance(dev_type, int):
+        if dev_type not in DEVICE_TYPES:
+            raise EnvironmentFault(f"unknown device type {dev_type} "
+                                   f"(0 cpu, 1 gpu, 2 formal, 3 reference)")
+        dev_type = DEVICE_TYPES[dev_type]
+    return Context(dev_type, dev_id)
+
+
+__all__ = ["load", "Model", "TensorInfo", "Program", "Tensor", "Instr", "Limits", "validate",
+           "encode", "decode", "cpu", "gpu", "formal", "reference", "context", "Context",
+           "errors", "DetvmError", "MalformedError", "InvalidError", "TrapError",
+           "EnvironmentFault", "InternalError"]

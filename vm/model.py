@@ -1,0 +1,175 @@
+"""The public Model: load bytes, validate, bind, run numpy in / numpy out."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import numpy as np
+
+from ops.base import bound
+
+from .encoding import decode, encode, model_hash
+from .errors import EnvironmentFault, TrapError
+from .executors import Context, make_executor
+from .interp import Plan
+from .program import Program
+from .validate import Limits, validate
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """A model input or output: name, shape, precision and numpy storage dtype."""
+
+    name: str
+    shape: tuple[int, ...]
+    precision: int
+    dtype: np.dtype
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape))
+
+
+def _type_size(precisions) -> int:
+    """CVM type size: 1 byte when every precision is <= 8, else 4 (int32)."""
+    return 1 if max(precisions) <= 8 else 4
+
+
+class Model:
+    """A validated program bound to an executor. Create it with :func:`vm.load`.
+
+    ``run`` is thread-safe: it keeps no state between calls.
+    """
+
+    def __init__(self, program: Program, ctx: Context | None = None,
+                 limits: Limits | None = None, data: bytes | None = None):
+        self.program = program
+        self.analysis = validate(program, limits or Limits())
+        self.ctx = ctx or Context("cpu")
+        self._bytes = data if data is not None else encode(program)
+        self.hash = model_hash(self._bytes)
+        self.plan = Plan(program, self.analysis, make_executor(self.ctx))
+        info = lambda i: TensorInfo(program.tensors[i].name, program.tensors[i].shape,
+                                    program.tensors[i].precision, program.tensors[i].dtype)
+        self.inputs = [info(i) for i in program.inputs]
+        self.outputs = [info(i) for i in program.outputs]
+
+    # -- facts (known before running) -------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return self.program.name
+
+    @property
+    def metadata(self) -> dict[str, str]:
+        return dict(self.program.metadata)
+
+    @property
+    def gas(self) -> int:
+        """CVM gas (GetOps): op weights x output sizes + 5 x every tensor's elements."""
+        return self.analysis.gas
+
+    @property
+    def peak_memory(self) -> int:
+        """Peak bytes of live tensors with buffers freed once dead."""
+        return self.analysis.peak_memory
+
+    @property
+    def input_type_size(self) -> int:
+        return _type_size(t.precision for t in self.inputs) if self.inputs else 1
+
+    @property
+    def input_length(self) -> int:
+        return sum(t.size for t in self.inputs) * self.input_type_size
+
+    @property
+    def output_type_size(self) -> int:
+        return _type_size(t.precision for t in self.outputs)
+
+    @property
+    def output_length(self) -> int:
+        return sum(t.size for t in self.outputs) * self.output_type_size
+
+    def to_bytes(self) -> bytes:
+        """The canonical .dvm bytes (their SHA-256 is :attr:`hash`)."""
+        return self._bytes
+
+    # -- running ----------------------------------------------------------------------------
+    def run(self, inputs: Any, trace=None) -> dict[str, np.ndarray]:
+        """Run on a dict ``{input name: integer array}`` (or one array for a single-input
+        model); return ``{output name: array}`` in the outputs' storage dtypes.
+
+        Inputs are checked, never clamped: a missing or unknown name, a wrong shape, a
+        non-integer dtype or a value outside the input's precision is a TrapError.
+        """
+        feeds = self._check_inputs(inputs)
+        ex = self.plan.executor
+        device = {self.program.inputs[k]: ex.from_host(a) for k, a in enumerate(feeds)}
+        values = self.plan.run(device, trace)
+        return {t.name: np.array(ex.to_host(v), dtype=t.dtype, copy=True)
+                for t, v in zip(self.outputs, values)}
+
+    def _check_inputs(self, inputs: Any) -> list[np.ndarray]:
+        if not isinstance(inputs, Mapping):
+            if len(self.inputs) != 1:
+                raise TrapError(f"model has {len(self.inputs)} inputs "
+                                f"({', '.join(t.name for t in self.inputs)}): pass a dict")
+            inputs = {self.inputs[0].name: inputs}
+        names = [t.name for t in self.inputs]
+        unknown = sorted(set(inputs) - set(names))
+        if unknown:
+            raise TrapError(f"unknown input {unknown[0]!r} (inputs: {', '.join(names)})")
+        return [_check_input(t, inputs.get(t.name)) for t in self.inputs]
+
+    # -- context manager --------------------------------------------------------------------
+    def close(self) -> None:
+        self.plan = None
+
+    def __enter__(self) -> "Model":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (f"<detvm.Model {self.name!r} {self.hash[:12]} on {self.ctx}: "
+                f"{len(self.inputs)} in, {len(self.outputs)} out, gas {self.gas}>")
+
+
+def _check_input(t: TensorInfo, value: Any) -> np.ndarray:
+    if value is None:
+        raise TrapError(f"missing input {t.name!r}")
+    array = np.asarray(value)
+    if array.dtype.kind not in "iu":
+        raise TrapError(f"input {t.name!r}: dtype {array.dtype} is not an integer type")
+    if tuple(array.shape) != tuple(t.shape):
+        raise TrapError(f"input {t.name!r}: shape {tuple(array.shape)} != {tuple(t.shape)}")
+    r = bound(t.precision)
+    if array.size:
+        lo, hi = int(array.min()), int(array.max())
+        if lo < -r or hi > r:
+            flat = array.reshape(-1)
+            k = int(np.flatnonzero((flat < -r) if lo < -r else (flat > r))[0])
+            raise TrapError(f"input {t.name!r}: value {int(flat[k])} at flat index {k} outside "
+                            f"precision {t.precision} (|v| <= {r})")
+    return array.astype(t.dtype)
+
+
+def load(source: Any, ctx: Context | None = None, limits: Limits | None = None) -> Model:
+    """Load a model from a path (``.dvm`` bytes or ``.dvmt`` text) or from bytes; validate it
+    completely, then bind it to ``ctx`` (default ``vm.cpu()``)."""
+    if isinstance(source, Program):
+        return Model(source, ctx, limits)
+    if isinstance(source, (str, os.PathLike)):
+        path = os.fspath(source)
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+        except OSError as e:
+            raise EnvironmentFault(f"cannot read {path}: {e.strerror or e}") from None
+        if path.endswith(".dvmt"):
+            from compiler import parse
+            return Model(parse(data.decode("utf-8", errors="replace")), ctx, limits)
+        source = data
+    program = decode(source)
+    return Model(program, ctx, limits, data=bytes(source))
