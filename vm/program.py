@@ -6,7 +6,6 @@ Every front-end (text assembly, CVM JSON, ONNX) builds a :class:`Program`; the b
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from types import MappingProxyType
 from typing import Any, Mapping
 
 import numpy as np
@@ -52,7 +51,7 @@ class Instr:
     attrs: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self):
-        object.__setattr__(self, "attrs", MappingProxyType(dict(sorted(self.attrs.items()))))
+        object.__setattr__(self, "attrs", dict(sorted(self.attrs.items())))
 
 
 @dataclass

@@ -1,0 +1,126 @@
+"""Validation: each invalid program is rejected with InvalidError naming what is wrong,
+before anything is allocated."""
+from __future__ import annotations
+
+import copy
+import re
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+import vm
+from vm.errors import InvalidError
+from vm.program import Instr, Program, Tensor
+from vm.validate import Limits, validate
+from tests.conftest import small_cnn
+
+
+def mutate(fn):
+    p = copy.deepcopy(small_cnn())
+    fn(p)
+    return p
+
+
+def set_tensor(p, tensor, **changes):
+    i = p.tensor_id(tensor)
+    p.tensors[i] = replace(p.tensors[i], **changes)
+
+
+def conv_index(p):
+    return next(k for k, ins in enumerate(p.code) if ins.op == "conv2d")
+
+
+def test_valid_program_passes():
+    a = validate(small_cnn())
+    assert a.gas > 0 and a.peak_memory > 0
+    assert set(a.gemm.values()) <= {"float32", "float64", "int64"}
+
+
+CASES = {
+    "use before definition": (lambda p: p.code.insert(0, p.code.pop(2)), "before definition"),
+    "written twice": (lambda p: p.code.append(p.code[2]), "written twice"),
+    "declared shape wrong": (lambda p: set_tensor(p, "logits", shape=(2, 11)),
+                             "declared shape"),
+    "precision too small": (lambda p: set_tensor(p, p.tensors[p.code[0].outputs[0]].name,
+                                                 precision=16), "declared precision 16"),
+    "unknown op": (lambda p: p.code.__setitem__(0, replace(p.code[0], op="nope")),
+                   "unknown op 'nope'"),
+    "bad attribute value": (lambda p: p.code.__setitem__(1, Instr(
+        p.code[1].op, p.code[1].inputs, p.code[1].outputs,
+        {**p.code[1].attrs, "shift_bit": 0})), "shift_bit value 0 out of range"),
+    "non-canonical attrs": (lambda p: p.code.__setitem__(0, Instr(
+        "conv2d", p.code[0].inputs, p.code[0].outputs,
+        {k: v for k, v in p.code[0].attrs.items() if k != "strides"})), "not canonical"),
+    "const out of precision": (lambda p: p.consts.__setitem__(
+        p.tensor_id("w1"), np.full((4, 3, 3, 3), -128, np.int8)), "exceeds precision 8"),
+    "const wrong dtype": (lambda p: p.consts.__setitem__(
+        p.tensor_id("w1"), p.consts[p.tensor_id("w1")].astype(np.int32)), "storage dtype"),
+    "duplicate name": (lambda p: set_tensor(p, "w2", name="w1"), "duplicate name"),
+    "ndim 7": (lambda p: set_tensor(p, "x", shape=(1,) * 7), "ndim 7"),
+    "dim too large": (lambda p: set_tensor(p, "x", shape=(2, 3, 8, (1 << 24) + 1)),
+                      "outside [1, 2^24]"),
+    "too many elements": (lambda p: set_tensor(p, "x", shape=(1 << 12, 1 << 12, 1 << 7)),
+                          "2^30"),
+    "precision 33": (lambda p: set_tensor(p, "x", precision=33), "precision 33"),
+    "no outputs": (lambda p: p.outputs.clear(), "no output"),
+    "writes an input": (lambda p: p.code.__setitem__(0, replace(p.code[0], outputs=(0,))),
+                        "writes the input"),
+    "id out of range": (lambda p: p.code.__setitem__(0, replace(p.code[0], inputs=(0, 99, 2))),
+                        "out of range"),
+    "conv weight shape disagrees": (lambda p: p.code.__setitem__(0, Instr(
+        "conv2d", p.code[0].inputs, p.code[0].outputs,
+        {**p.code[0].attrs, "channels": 8})), "weight shape"),
+    "wrong arity": (lambda p: p.code.__setitem__(2, replace(p.code[2],
+                                                           inputs=p.code[2].inputs * 2)),
+                    "takes 1 inputs"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_invalid_program_is_rejected(case):
+    fn, message = CASES[case]
+    with pytest.raises(InvalidError, match=re.escape(message)):
+        validate(mutate(fn))
+
+
+def test_instruction_is_quoted():
+    p = mutate(lambda p: set_tensor(p, "logits", shape=(2, 11)))
+    with pytest.raises(InvalidError) as e:
+        validate(p)
+    assert "cvm_right_shift" in str(e.value) and "%logits" in str(e.value)
+
+
+def test_precision_beyond_storage_is_rejected():
+    """broadcast_mul of two p20 tensors needs 40 bits: it could leave int32 storage."""
+    t = [Tensor("a", (4,), 20, "input"), Tensor("b", (4,), 20, "input"),
+         Tensor("c", (4,), 32, "value")]
+    p = Program("mul", t, {}, [Instr("broadcast_mul", (0, 1), (2,), {})], [2])
+    with pytest.raises(InvalidError, match=r"instruction 0 .*precision 40 > 32"):
+        validate(p)
+
+
+def test_gas_and_memory_ceilings():
+    p = small_cnn()
+    gas = validate(p).gas
+    with pytest.raises(InvalidError, match="gas"):
+        validate(p, Limits(max_gas=gas - 1))
+    validate(p, Limits(max_gas=gas))
+    with pytest.raises(InvalidError, match="peak memory"):
+        validate(p, Limits(max_memory=100))
+
+
+def test_huge_model_rejected_before_allocation():
+    """A 2^30-element int32 input passes the format limits but not the default memory ceiling."""
+    t = [Tensor("x", (1 << 15, 1 << 15), 16, "input"),
+         Tensor("y", (1 << 15, 1 << 15), 16, "value")]
+    p = Program("big", t, {}, [Instr("relu", (0,), (1,), {})], [1])
+    with pytest.raises(InvalidError, match="peak memory"):
+        vm.load(p)
+
+
+def test_ceilings_are_configurable():
+    t = [Tensor("x", (4,), 8, "input"), Tensor("y", (4,), 8, "value")]
+    p = Program("tiny", t, {}, [Instr("relu", (0,), (1,), {})], [1])
+    with pytest.raises(InvalidError, match="instructions"):
+        validate(p, Limits(max_instructions=0))
