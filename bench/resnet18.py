@@ -24,8 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import vm  # noqa: E402
 from compiler import Builder  # noqa: E402
 
-WEIGHT_STD = 73.0   # std of uniform integers in [-127, 127]
-ACT_STD = 40.0      # target std of a p8 activation after requantization
+WEIGHT_STD = 73.0   # std of uniform integers in [-127, 127]: a shift of log2(sqrt(K) * 73)
+                    # keeps an activation's spread through a conv of fan-in K
 
 
 class ResNetBuilder:
@@ -50,7 +50,7 @@ class ResNetBuilder:
 
     def requant(self, y, fan_in):
         """cvm_right_shift to p8 with a shift that keeps the activations' spread."""
-        shift = max(1, round(math.log2(math.sqrt(fan_in) * WEIGHT_STD * ACT_STD / ACT_STD)))
+        shift = max(1, round(math.log2(math.sqrt(fan_in) * WEIGHT_STD)))
         return self.b.op("cvm_right_shift", y, precision=8, shift_bit=shift)
 
     def block(self, x, cin, cout, stride):
