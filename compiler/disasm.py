@@ -84,7 +84,7 @@ def _body(program: Program) -> list[str]:
         for i in ins.inputs:
             if i in decls and i not in done:
                 declare(i)
-        lines.append(_instruction(program, ins))
+        lines.append(instruction_text(program, ins))
     for i in decls:
         declare(i)
     return lines
@@ -102,7 +102,8 @@ def _declaration(program: Program, tid: int) -> str:
     return f"{head} = [\n    " + ",\n    ".join(rows) + "\n]"
 
 
-def _instruction(program: Program, ins) -> str:
+def instruction_text(program: Program, ins) -> str:
+    """One instruction as the parser reads it (also quoted by error messages)."""
     results = ", ".join(f"{ref(program, i)} : "
                         + type_text(program.tensors[i].shape, program.tensors[i].precision)
                         for i in ins.outputs)

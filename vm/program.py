@@ -77,21 +77,6 @@ class Program:
         raise KeyError(name)
 
     def describe(self, index: int) -> str:
-        """The instruction ``index`` as one line of assembly (for error messages)."""
-        ins = self.code[index]
-        names = lambda ids: ", ".join("%" + self.tensors[i].name for i in ids)
-        attrs = ", ".join(f"{k}={_attr_text(v)}" for k, v in ins.attrs.items())
-        return (f"instruction {index} `{names(ins.outputs)} = {ins.op} {names(ins.inputs)}"
-                + (f" {{{attrs}}}`" if attrs else "`"))
-
-
-def _attr_text(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if v is None:
-        return "none"
-    if isinstance(v, tuple):
-        return "[" + ", ".join(map(str, v)) + "]"
-    if isinstance(v, str):
-        return '"' + v + '"'
-    return str(v)
+        """Instruction ``index`` quoted as one line of assembly (for error messages)."""
+        from compiler.disasm import instruction_text
+        return f"instruction {index} `{instruction_text(self, self.code[index])}`"
