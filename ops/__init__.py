@@ -2,6 +2,9 @@
 
 Importing this package registers all ops; a missing rule is an import-time error naming the op.
 """
+__all__ = ["Attr", "OpDef", "OpError", "Ref", "bound", "bitlen", "number_precision",
+           "REGISTRY", "all_ops", "by_opcode", "get"]
+
 from .base import Attr, OpDef, OpError, Ref, bound, bitlen, number_precision  # noqa: F401
 from .registry import REGISTRY, all_ops, by_opcode, get  # noqa: F401
 from . import nn, elemwise, broadcast, reduce, layout, vision  # noqa: F401  (registration)

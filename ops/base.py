@@ -327,11 +327,6 @@ def clip_ints(xp, a, lo: int, hi: int):
     return xp.minimum(xp.maximum(a, lo), hi)
 
 
-def floor_div(a: int, b: int) -> int:
-    """Python floor division, named for the references."""
-    return a // b
-
-
 def trunc_div(a: int, b: int) -> int:
     """Division truncating toward zero (C semantics); b != 0."""
     q = abs(a) // abs(b)

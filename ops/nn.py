@@ -1,8 +1,9 @@
 """Neural-network ops: conv2d, dense, relu, max_pool2d, upsampling (CVM semantics, NCHW/OIHW)."""
 from __future__ import annotations
 
-from .base import (Attr, OpDef, Ref, bitlen, bound, fail, indices, require, size_of, wide)
+from .base import Attr, OpDef, Ref, bitlen, bound, require, size_of, wide
 from .registry import register
+from .z3util import build, fold_max
 
 SPATIAL = dict(kind="ints", length=(2,), expand=2)
 GEMM_DTYPES = ("float32", "float64", "int64")
@@ -129,6 +130,30 @@ def _conv2d_kernel(xp, x, w, b=None, *, channels, kernel_size, strides, padding,
     return y
 
 
+def _conv2d_z3(zx, x, w, b=None, *, channels, kernel_size, strides, padding, dilation,
+               groups, use_bias, gemm=None):
+    """Each output element is the exact sum of its bias and in-range products."""
+    n, c, h, wd = x.shape
+    oc, cg, kh, kw = w.shape
+    (sh, sw), (ph, pw), (dh, dw) = strides, padding, dilation
+    ocg = oc // groups
+
+    def element(i):
+        bt, o, p, q = i
+        terms = [b.data[o]] if b is not None else []
+        for ic in range(cg):
+            ch = (o // ocg) * cg + ic
+            for r in range(kh):
+                y = p * sh + r * dh - ph
+                for s in range(kw):
+                    z = q * sw + s * dw - pw
+                    if 0 <= y < h and 0 <= z < wd:
+                        terms.append(x.at((bt, ch, y, z)) * w.at((o, ic, r, s)))
+        return zx.sum(terms)
+
+    return build((n, oc, _conv_out(h, ph, kh, dh, sh), _conv_out(wd, pw, kw, dw, sw)), element)
+
+
 register(OpDef(
     name="conv2d", opcode=1,
     doc="""2-D cross-correlation, NCHW data, OIHW weight, optional bias.
@@ -148,7 +173,7 @@ register(OpDef(
            Attr("groups", "int", default=1, lo=1, hi=1 << 24),
            Attr("use_bias", "bool", default=True)),
     shape=_conv2d_shape, precision=_conv2d_precision, cost=_conv2d_cost,
-    scalar=_conv2d_scalar, kernel=_conv2d_kernel,
+    scalar=_conv2d_scalar, kernel=_conv2d_kernel, z3=_conv2d_z3,
     acc_bound=lambda precs, shapes, a, consts: _linear_acc_bound(precs, shapes[1], consts),
 ))
 
@@ -191,6 +216,13 @@ def _dense_kernel(xp, x, w, b=None, *, units, use_bias, gemm="int64"):
     return y
 
 
+def _dense_z3(zx, x, w, b=None, *, units, use_bias, gemm=None):
+    m, k = x.shape
+    return build((m, units), lambda i: zx.sum(
+        ([b.data[i[1]]] if b is not None else [])
+        + [x.data[i[0] * k + j] * w.data[i[1] * k + j] for j in range(k)]))
+
+
 register(OpDef(
     name="dense", opcode=2,
     doc="""Fully connected layer on 2-D data: Y[m,n] = B[n] + sum_k X[m,k] * W[n,k].
@@ -203,7 +235,7 @@ register(OpDef(
     precision=lambda precs, shapes, a: _linear_precision(
         precs[0], precs[1], shapes[0][1], precs[2] if a["use_bias"] else None, "dense"),
     cost=lambda shapes, a: shapes[1][1] * 3 + (1 if a["use_bias"] else 0),
-    scalar=_dense_scalar, kernel=_dense_kernel,
+    scalar=_dense_scalar, kernel=_dense_kernel, z3=_dense_z3,
     acc_bound=lambda precs, shapes, a, consts: _linear_acc_bound(precs, shapes[1], consts),
 ))
 
@@ -221,6 +253,7 @@ register(OpDef(
     cost=lambda shapes, a: 1,
     scalar=lambda args, a: Ref(args[0].shape, [max(v, 0) for v in args[0].data]),
     kernel=lambda xp, x: xp.maximum(x, 0),
+    z3=lambda zx, x: Ref(x.shape, [zx.max(v, 0) for v in x.data]),
     inplace=True,
 ))
 
@@ -284,6 +317,16 @@ def _max_pool2d_kernel(xp, x, *, pool_size, strides, padding, ceil_mode):
     return y
 
 
+def _max_pool2d_z3(zx, x, **a):
+    """The maximum of the in-range cells of each window."""
+    n, c, h, w = x.shape
+    (kh, kw), (sh, sw), (ph, pw) = a["pool_size"], a["strides"], a["padding"]
+    return build(_max_pool2d_shape([x.shape], a), lambda i: fold_max(zx, [
+        x.at((i[0], i[1], y, z))
+        for y in range(i[2] * sh - ph, i[2] * sh - ph + kh) if 0 <= y < h
+        for z in range(i[3] * sw - pw, i[3] * sw - pw + kw) if 0 <= z < w]))
+
+
 register(OpDef(
     name="max_pool2d", opcode=4,
     doc="""2-D max pooling, NCHW. Window (p, q) covers rows p*SH - PH .. + KH - 1 and columns
@@ -298,7 +341,7 @@ register(OpDef(
     shape=_max_pool2d_shape,
     precision=lambda precs, shapes, a: precs[0],
     cost=lambda shapes, a: a["pool_size"][0] * a["pool_size"][1],
-    scalar=_max_pool2d_scalar, kernel=_max_pool2d_kernel,
+    scalar=_max_pool2d_scalar, kernel=_max_pool2d_kernel, z3=_max_pool2d_z3,
 ))
 
 
@@ -326,4 +369,7 @@ register(OpDef(
         _upsampling_shape([args[0].shape], a),
         lambda i: args[0].at((i[0], i[1], i[2] // a["scale"], i[3] // a["scale"]))),
     kernel=lambda xp, x, *, scale, method: xp.repeat(xp.repeat(x, scale, axis=2), scale, axis=3),
+    z3=lambda zx, x, *, scale, method: build(
+        _upsampling_shape([x.shape], dict(scale=scale)),
+        lambda i: x.at((i[0], i[1], i[2] // scale, i[3] // scale))),
 ))
