@@ -149,7 +149,7 @@ def _is_int(v: Any) -> bool:
 # The op record
 # ---------------------------------------------------------------------------------------------
 
-RULES = ("shape", "precision", "cost", "scalar", "kernel")
+RULES = ("shape", "precision", "cost", "scalar", "kernel", "z3")
 
 
 @dataclass(frozen=True)
@@ -166,7 +166,9 @@ class OpDef:
     acc_bound:optional ``(precs, shapes, attrs, consts) -> int``: proven bound of every partial
               sum of the op's reduction; it licenses exact float BLAS (float32 < 2**24,
               float64 < 2**53). The executor passes the chosen path as ``gemm=`` to the kernel.
-    z3:       Z3 encoding (formal mode).
+    z3:       ``(zx, *tensors, **attrs) -> Ref | (Ref, ...)``: the Z3 encoding of the same
+              semantics on tensors of Z3 terms, against an arithmetic namespace ``zx``
+              (verify/domains.py: integers or bit-vectors; ops never import z3).
     overrides:per-executor kernels, e.g. ``{"gpu": kernel}``.
     inplace:  CVM's in-place whitelist: output may share storage with input 0.
     """

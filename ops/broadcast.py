@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from .base import OpDef, Ref, require, trunc_div, wide
 from .registry import register
+from .z3util import build
 
 
 def broadcast_shape(a: tuple, b: tuple, op: str = "broadcast") -> tuple:
@@ -29,8 +30,9 @@ def _source(t: Ref, out_index: tuple) -> tuple:
     return tuple(min(i, d - 1) for i, d in zip(tail, t.shape))
 
 
-def _broadcast(name, opcode, doc, fn, kernel, precision):
-    """Register a broadcasting binary op; ``fn(a, b)`` is the scalar semantics of one pair."""
+def _broadcast(name, opcode, doc, fn, kernel, precision, z3):
+    """Register a broadcasting binary op; ``fn(a, b)`` is the scalar semantics of one pair,
+    ``z3(zx, a, b)`` its Z3 encoding."""
     def scalar(args, attrs):
         x, y = args
         return Ref.build(broadcast_shape(x.shape, y.shape, name),
@@ -43,6 +45,8 @@ def _broadcast(name, opcode, doc, fn, kernel, precision):
         cost=lambda shapes, a: 1,
         scalar=scalar,
         kernel=lambda xp, a, b: kernel(xp, wide(xp, a), wide(xp, b)),   # int64, then broadcast
+        z3=lambda zx, x, y: build(broadcast_shape(x.shape, y.shape, name), lambda i: z3(
+            zx, x.at(_source(x, i)), y.at(_source(y, i)))),
     ))
 
 
@@ -56,29 +60,30 @@ def _div_kernel(xp, a, b):
 
 _broadcast("broadcast_add", 20, "y = a + b, exact. Precision max(P0, P1) + 1.",
            lambda x, y: x + y, lambda xp, a, b: a + b,
-           lambda precs, shapes, a: max(precs) + 1)
+           lambda precs, shapes, a: max(precs) + 1, lambda zx, x, y: x + y)
 
 _broadcast("broadcast_sub", 21, "y = a - b, exact. Precision max(P0, P1) + 1.",
            lambda x, y: x - y, lambda xp, a, b: a - b,
-           lambda precs, shapes, a: max(precs) + 1)
+           lambda precs, shapes, a: max(precs) + 1, lambda zx, x, y: x - y)
 
 _broadcast("broadcast_mul", 22, "y = a * b, exact. Precision P0 + P1.",
            lambda x, y: x * y, lambda xp, a, b: a * b,
-           lambda precs, shapes, a: precs[0] + precs[1])
+           lambda precs, shapes, a: precs[0] + precs[1], lambda zx, x, y: x * y)
 
 _broadcast("broadcast_div", 23,
            """y = a / b truncated toward zero (C division: -7/2 = -3, 7/-2 = -3, -7/-2 = 3), and
            y = 0 where b == 0 (no trap). |y| <= |a|, so precision P0.""",
            lambda x, y: 0 if y == 0 else trunc_div(x, y), _div_kernel,
-           lambda precs, shapes, a: precs[0])
+           lambda precs, shapes, a: precs[0],
+           lambda zx, x, y: zx.ite(y == 0, 0, zx.tdiv(x, y)))
 
 _broadcast("broadcast_max", 24, "y = max(a, b). Precision max(P0, P1).",
            max, lambda xp, a, b: xp.maximum(a, b),
-           lambda precs, shapes, a: max(precs))
+           lambda precs, shapes, a: max(precs), lambda zx, x, y: zx.max(x, y))
 
 _broadcast("broadcast_greater", 25,
            """y = 1 if a > b else 0. Precision P0, the left operand's (CVM quirk, kept: it sets
            the output byte width), raised to 2 when P0 = 1, because 1 does not fit p1 (R(1) = 0);
            both are 1-byte widths, so CVM's output bytes are unchanged.""",
            lambda x, y: int(x > y), lambda xp, a, b: (a > b).astype(xp.int64),
-           lambda precs, shapes, a: max(precs[0], 2))
+           lambda precs, shapes, a: max(precs[0], 2), lambda zx, x, y: zx.flag(x > y))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from .base import Attr, OpDef, Ref, bitlen, bound, clip_ints, number_precision, require, wide
 from .registry import register
+from .z3util import pointwise
 
 INT31 = (1 << 31) - 1
 PRECISION = Attr("precision", "int", lo=1, hi=32)
@@ -14,11 +15,11 @@ SHIFT_BIT = Attr("shift_bit", "int", lo=1, hi=32)
 
 
 def _unary(name, opcode, doc, fn, kernel, *, attrs=(), precision=None, check=None,
-           inplace=True):
+           inplace=True, z3=None):
     """Register a one-input, same-shape op; ``fn(x, attrs)`` is the scalar semantics of one int.
 
     ``precision`` defaults to the rule ``P0``; ``check(attrs)`` (raising OpError) runs in the
-    shape rule.
+    shape rule; ``z3(zx, term, attrs)`` is the Z3 encoding of one element.
     """
     def shape(shapes, a):
         if check is not None:
@@ -31,12 +32,13 @@ def _unary(name, opcode, doc, fn, kernel, *, attrs=(), precision=None, check=Non
         precision=precision or (lambda precs, shapes, a: precs[0]),
         cost=lambda shapes, a: 1,
         scalar=lambda args, a: Ref(args[0].shape, [fn(v, a) for v in args[0].data]),
-        kernel=kernel, inplace=inplace,
+        kernel=kernel, inplace=inplace, z3=pointwise(z3),
     ))
 
 
 def _same_shape_binary(name, opcode, doc, fn, kernel):
-    """Register a two-input op over equal shapes with precision max(P0, P1) + 1."""
+    """Register a two-input op over equal shapes with precision max(P0, P1) + 1; ``fn`` works
+    on ints and on Z3 terms alike (it is only ``+`` or ``-``)."""
     def shape(shapes, a):
         require(shapes[0] == shapes[1], f"{name} needs equal shapes, got {shapes[0]} and "
                 f"{shapes[1]} (use broadcast_{name.split('_')[1]} to broadcast)")
@@ -50,6 +52,7 @@ def _same_shape_binary(name, opcode, doc, fn, kernel):
         scalar=lambda args, a: Ref(args[0].shape,
                                    [fn(x, y) for x, y in zip(args[0].data, args[1].data)]),
         kernel=kernel, inplace=True,
+        z3=lambda zx, x, y: Ref(x.shape, [fn(u, v) for u, v in zip(x.data, y.data)]),
     ))
 
 
@@ -62,11 +65,13 @@ def _clamp(v: int, lo: int, hi: int) -> int:
 # ---------------------------------------------------------------------------------------------
 
 _unary("abs", 10, "y = |x| (exact; |x| <= R(P0) so it fits). Precision P0.",
-       lambda v, a: abs(v), lambda xp, x: xp.abs(wide(xp, x)))
+       lambda v, a: abs(v), lambda xp, x: xp.abs(wide(xp, x)),
+       z3=lambda zx, v, a: zx.abs(v))
 
 _unary("negative", 11, "y = -x (exact; the precision bound is symmetric). Precision P0. "
        "Not in-place (CVM's whitelist misspells it).",
-       lambda v, a: -v, lambda xp, x: -wide(xp, x), inplace=False)
+       lambda v, a: -v, lambda xp, x: -wide(xp, x), inplace=False,
+       z3=lambda zx, v, a: -v)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -84,11 +89,17 @@ def _bit_length_kernel(xp, x):
     return xp.maximum(y + n, 1)        # n is now 0 or 1: the last bit
 
 
+def _bit_length_z3(zx, v, a):
+    """1 + #{k in 1..62 : |v| >= 2^k}: max(bitlen(|v|), 1) for |v| < 2^63."""
+    n = zx.abs(v)
+    return zx.sum([zx.num(1)] + [zx.flag(n >= (1 << k)) for k in range(1, 63)])
+
+
 _unary("cvm_precision", 12,
        """y = bitlen(|x|) for x != 0, and 1 for x = 0 (1 -> 1, 2..3 -> 2, 4..7 -> 3).
        Integer-only (no log2). Output precision 6 (values <= 31 for 32-bit inputs).""",
        lambda v, a: max(bitlen(abs(v)), 1), _bit_length_kernel,
-       precision=lambda precs, shapes, a: 6)
+       precision=lambda precs, shapes, a: 6, z3=_bit_length_z3)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -126,7 +137,8 @@ _unary("clip", 15,
        lambda v, a: max(min(v, a["a_max"]), a["a_min"]),
        lambda xp, x, *, a_min, a_max: xp.maximum(xp.minimum(wide(xp, x), a_max), a_min),
        attrs=(Attr("a_min", "int", lo=-INT31, hi=INT31), Attr("a_max", "int", lo=-INT31, hi=INT31)),
-       precision=_clip_precision, check=_clip_check)
+       precision=_clip_precision, check=_clip_check,
+       z3=lambda zx, v, a: zx.clip(v, a["a_min"], a["a_max"]))
 
 _unary("cvm_clip", 16,
        """y = clip(x, -R(p), R(p)) with p = the precision attribute, R(p) = 2^(p-1) - 1.
@@ -135,7 +147,8 @@ _unary("cvm_clip", 16,
        lambda xp, x, *, precision, is_sign: clip_ints(xp, wide(xp, x), -bound(precision),
                                                        bound(precision)),
        attrs=(PRECISION, Attr("is_sign", "bool", default=True)),
-       precision=lambda precs, shapes, a: a["precision"])
+       precision=lambda precs, shapes, a: a["precision"],
+       z3=lambda zx, v, a: zx.clip(v, -bound(a["precision"]), bound(a["precision"])))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -154,7 +167,9 @@ _unary("cvm_left_shift", 17,
        lambda v, a: _clamp(v * 2 ** a["shift_bit"], -bound(a["precision"]), bound(a["precision"])),
        lambda xp, x, *, precision, shift_bit: clip_ints(
            xp, xp.left_shift(wide(xp, x), shift_bit), -bound(precision), bound(precision)),
-       attrs=(PRECISION, SHIFT_BIT), precision=_left_shift_precision)
+       attrs=(PRECISION, SHIFT_BIT), precision=_left_shift_precision,
+       z3=lambda zx, v, a: zx.clip(zx.shl(v, a["shift_bit"]), -bound(a["precision"]),
+                                   bound(a["precision"])))
 
 
 def _right_shift_scalar(v: int, a) -> int:
@@ -174,4 +189,6 @@ _unary("cvm_right_shift", 18,
        s = 31 and 32 included (CVM formal backend; CVM's cpu shortcut x >> 31 is not followed).
        p = 1 gives zeros. Precision p.""",
        _right_shift_scalar, _right_shift_kernel,
-       attrs=(PRECISION, SHIFT_BIT), precision=lambda precs, shapes, a: a["precision"])
+       attrs=(PRECISION, SHIFT_BIT), precision=lambda precs, shapes, a: a["precision"],
+       z3=lambda zx, v, a: zx.clip(zx.shr(v + (1 << (a["shift_bit"] - 1)), a["shift_bit"]),
+                                   -bound(a["precision"]), bound(a["precision"])))

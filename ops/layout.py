@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from .base import Attr, OpDef, Ref, clip_ints, flat_index, require, size_of, wide
 from .registry import register
+from .z3util import build, gather
 
 INT = (1 << 31) - 1  # CVM attributes are C++ ints
 
@@ -121,7 +122,8 @@ register(OpDef(
     not change. Precision P0.""",
     inputs=("x",), outputs=("out",), attrs=(Attr("shape", "ints", lo=-4, hi=INT),),
     shape=_reshape_shape, precision=_p0, cost=_gas,
-    scalar=_copy_scalar(_reshape_shape), kernel=_copy_kernel(_reshape_shape), inplace=True,
+    scalar=_copy_scalar(_reshape_shape), kernel=_copy_kernel(_reshape_shape),
+    z3=gather(_copy_scalar(_reshape_shape)), inplace=True,
 ))
 
 
@@ -136,7 +138,8 @@ register(OpDef(
     doc="Same C-order data with shape (d0, d1*...*dn-1). Precision P0.",
     inputs=("x",), outputs=("out",), attrs=(),
     shape=_flatten_shape, precision=_p0, cost=_gas,
-    scalar=_copy_scalar(_flatten_shape), kernel=_copy_kernel(_flatten_shape), inplace=True,
+    scalar=_copy_scalar(_flatten_shape), kernel=_copy_kernel(_flatten_shape),
+    z3=gather(_copy_scalar(_flatten_shape)), inplace=True,
 ))
 
 
@@ -155,6 +158,7 @@ register(OpDef(
            Attr("num_newaxis", "int", default=1, lo=1, hi=4096)),
     shape=_expand_dims_shape, precision=_p0, cost=_gas,
     scalar=_copy_scalar(_expand_dims_shape), kernel=_copy_kernel(_expand_dims_shape),
+    z3=gather(_copy_scalar(_expand_dims_shape)),
     inplace=True,
 ))
 
@@ -174,7 +178,8 @@ register(OpDef(
     with axis=(), without every size-1 axis. An empty result becomes (1,). Precision P0.""",
     inputs=("x",), outputs=("out",), attrs=(Attr("axis", "ints", default=(), lo=-INT, hi=INT),),
     shape=_squeeze_shape, precision=_p0, cost=_gas,
-    scalar=_copy_scalar(_squeeze_shape), kernel=_copy_kernel(_squeeze_shape), inplace=True,
+    scalar=_copy_scalar(_squeeze_shape), kernel=_copy_kernel(_squeeze_shape),
+    z3=gather(_copy_scalar(_squeeze_shape)), inplace=True,
 ))
 
 
@@ -202,7 +207,7 @@ register(OpDef(
     a full permutation, negatives allowed (+n). Precision P0.""",
     inputs=("x",), outputs=("out",), attrs=(Attr("axes", "ints", default=(), lo=-INT, hi=INT),),
     shape=lambda shapes, a: tuple(shapes[0][p] for p in _perm(len(shapes[0]), a["axes"])),
-    precision=_p0, cost=_gas, scalar=_transpose_scalar,
+    precision=_p0, cost=_gas, scalar=_transpose_scalar, z3=gather(_transpose_scalar),
     kernel=lambda xp, x, *, axes: xp.transpose(x, _perm(x.ndim, axes)),
 ))
 
@@ -236,7 +241,7 @@ register(OpDef(
     dims off the axis. Precision max(P_i).""",
     inputs=("x*",), outputs=("out",), attrs=(Attr("axis", "int", default=1, lo=-INT, hi=INT),),
     shape=_concatenate_shape, precision=lambda precs, shapes, a: max(precs), cost=_gas,
-    scalar=_concatenate_scalar,
+    scalar=_concatenate_scalar, z3=gather(_concatenate_scalar),
     kernel=lambda xp, *xs, axis: xp.concatenate(_common_dtype(xp, xs),
                                                 axis=_axis(axis, xs[0].ndim, "concatenate")),
 ))
@@ -262,6 +267,7 @@ register(OpDef(
     inputs=("x",), outputs=("out",),
     attrs=(Attr("repeats", "int", lo=1, hi=INT), Attr("axis", "int", default=0, lo=-INT, hi=INT)),
     shape=_repeat_shape, precision=_p0, cost=_gas, scalar=_repeat_scalar,
+    z3=gather(_repeat_scalar),
     kernel=lambda xp, x, *, repeats, axis: xp.repeat(x, repeats,
                                                      axis=_axis(axis, x.ndim, "repeat")),
 ))
@@ -291,7 +297,7 @@ register(OpDef(
     doc="""Tiles X reps times, right-aligned over max(ndim, len(reps)) dims (missing leading
     dims and reps are 1): Y[i] = X[i mod dims]. reps non-empty, each in [1, 4096]. Precision P0.""",
     inputs=("x",), outputs=("out",), attrs=(Attr("reps", "ints", lo=1, hi=4096),),
-    shape=_tile_shape, precision=_p0, cost=_gas, scalar=_tile_scalar,
+    shape=_tile_shape, precision=_p0, cost=_gas, scalar=_tile_scalar, z3=gather(_tile_scalar),
     kernel=lambda xp, x, *, reps: xp.tile(x, tuple(reps)),
 ))
 
@@ -348,6 +354,7 @@ register(OpDef(
     attrs=(Attr("begin", "ints"), Attr("end", "ints"), Attr("stride", "ints", default=())),
     shape=lambda shapes, a: tuple(n for _, _, n in _slice_plan(shapes[0], a)),
     precision=_p0, cost=_gas, scalar=_strided_slice_scalar, kernel=_strided_slice_kernel,
+    z3=gather(_strided_slice_scalar),
 ))
 
 
@@ -381,6 +388,7 @@ register(OpDef(
     shape=_slice_like_shape, precision=_p0, cost=_gas,
     scalar=lambda args, a: Ref.build(_slice_like_shape([r.shape for r in args], a), args[0].at),
     kernel=_slice_like_kernel,
+    z3=lambda zx, x, like, **a: build(_slice_like_shape([x.shape, like.shape], a), x.at),
 ))
 
 
@@ -417,6 +425,15 @@ def _take_kernel(xp, x, idx, *, axis):
     return xp.take(x, clip_ints(xp, wide(xp, idx), 0, x.shape[ax] - 1), axis=ax)
 
 
+def _take_z3(zx, x, idx, *, axis):
+    """Each output element selects among the candidates along the axis (clamped index)."""
+    if axis is None:
+        x, axis = Ref((len(x.data),), x.data), 0
+    ax, m = _axis(axis, x.ndim, "take"), idx.ndim
+    return build(x.shape[:ax] + idx.shape + x.shape[ax + 1:], lambda i: zx.select(
+        idx.at(i[ax:ax + m]), [x.at(i[:ax] + (j,) + i[ax + m:]) for j in range(x.shape[ax])]))
+
+
 register(OpDef(
     name="take", opcode=50,
     doc="""Gathers along an axis with CLAMPED indices (negative -> 0, too large -> n-1; no wrap).
@@ -427,6 +444,7 @@ register(OpDef(
     inputs=("x", "indices"), outputs=("out",),
     attrs=(Attr("axis", "optint", default=None, lo=-INT, hi=INT),),
     shape=_take_shape, precision=_p0, cost=_gas, scalar=_take_scalar, kernel=_take_kernel,
+    z3=_take_z3,
 ))
 
 
@@ -447,6 +465,7 @@ register(OpDef(
         args[1].data[_clip(v, 0, a["in_dim"] - 1)] for v in args[0].data]),
     kernel=lambda xp, d, t, *, in_dim: xp.take(
         t.reshape(-1), clip_ints(xp, wide(xp, d), 0, in_dim - 1)),
+    z3=lambda zx, d, t, *, in_dim: Ref(d.shape, [zx.select(v, t.data) for v in d.data]),
 ))
 
 
@@ -473,6 +492,12 @@ def _where_kernel(xp, cond, x, y):
     return xp.where(mask, x, y)
 
 
+def _where_z3(zx, c, x, y):
+    row = 1 if c.shape == x.shape else size_of(x.shape[1:])
+    return Ref(x.shape, [zx.ite(c.data[k // row] != 0, x.data[k], y.data[k])
+                         for k in range(len(x.data))])
+
+
 register(OpDef(
     name="where", opcode=52,
     doc="""Select. A cond of x's shape picks elementwise: out[i] = x[i] if cond[i] != 0 else
@@ -484,5 +509,5 @@ register(OpDef(
     the condition's P0, which can truncate values (detvm uses max(P1, P2)).""",
     inputs=("cond", "x", "y"), outputs=("out",), attrs=(),
     shape=_where_shape, precision=lambda precs, shapes, a: max(precs[1], precs[2]), cost=_gas,
-    scalar=_where_scalar, kernel=_where_kernel,
+    scalar=_where_scalar, kernel=_where_kernel, z3=_where_z3,
 ))

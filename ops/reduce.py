@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from .base import Attr, OpDef, Ref, bitlen, indices, require, size_of, wide
 from .registry import register
+from .z3util import fold_max
 
 REDUCE_ATTRS = (Attr("axis", "ints", default=()),
                 Attr("keepdims", "bool", default=False),
@@ -91,6 +92,7 @@ register(OpDef(
     precision=lambda precs, shapes, a: precs[0] + bitlen(_fold_len(shapes, a)),
     cost=_fold_len,
     scalar=_reduce_scalar(sum), kernel=_reduce_kernel("sum", widen=True),
+    z3=lambda zx, x, **a: _reduce_scalar(zx.sum)([x], a),
 ))
 
 register(OpDef(
@@ -106,4 +108,5 @@ register(OpDef(
     precision=lambda precs, shapes, a: precs[0],
     cost=lambda shapes, a: 1,
     scalar=_reduce_scalar(max), kernel=_reduce_kernel("max", widen=False),
+    z3=lambda zx, x, **a: _reduce_scalar(lambda terms: fold_max(zx, terms))([x], a),
 ))

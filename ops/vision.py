@@ -70,6 +70,31 @@ def _gvc_kernel(xp, x, *, score_threshold):
     return xp.sum(mask.astype(xp.int64), axis=1), y
 
 
+def _landing(zx, hits, payload, slots: int):
+    """Compaction: entry r with ``hits[r]`` lands at slot #hits before it; per slot, the
+    fields of the entry landing there, else -1 (shared by get_valid_counts and NMS)."""
+    before = [zx.sum([zx.flag(h) for h in hits[:r]]) for r in range(len(hits))]
+    out = []
+    for slot in range(slots):
+        for e in range(len(payload[0]) if payload else 0):
+            term = zx.num(-1)
+            for r in range(len(hits) - 1, slot - 1, -1):     # entry r lands at a slot <= r
+                term = zx.ite(zx.And(hits[r], before[r] == slot), payload[r][e], term)
+            out.append(term)
+    return out, before
+
+
+def _gvc_z3(zx, x, *, score_threshold):
+    batches, n, k = x.shape
+    counts, out = [], []
+    for b in range(batches):
+        rows = _rows(x, b)
+        valid = [row[1] > score_threshold for row in rows]
+        counts.append(zx.sum([zx.flag(v) for v in valid]))
+        out += _landing(zx, valid, rows, n)[0]
+    return Ref((batches,), counts), Ref(x.shape, out)
+
+
 register(OpDef(
     name="get_valid_counts", opcode=60,
     doc="""Per batch b of x (B, N, K), 2 <= K < 32: the rows with x[b,n,1] > score_threshold,
@@ -79,7 +104,7 @@ register(OpDef(
     inputs=("x",), outputs=("valid_count", "y"),
     attrs=(Attr("score_threshold", "int", default=0, lo=-INT32_MAX, hi=INT32_MAX),),
     shape=_gvc_shape, precision=_gvc_precision, cost=lambda shapes, a: 1,
-    scalar=_gvc_scalar, kernel=_gvc_kernel,
+    scalar=_gvc_scalar, kernel=_gvc_kernel, z3=_gvc_z3,
 ))
 
 
@@ -206,6 +231,58 @@ def _nms_kernel(xp, data, valid_count, **a):
     return xp.asarray(out)
 
 
+def _iou_at_least_z3(zx, a, b, t: int):
+    """iou_percent(a, b) >= t for t >= 1, division-free (U > 0: floor(100 I / U) >= t <=>
+    100 I >= t U), in a namespace wide enough for the exact products."""
+    w = zx.wide()
+    a, b = [zx.to_wide(v) for v in a], [zx.to_wide(v) for v in b]
+    s = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1])
+    ow = w.min(a[2], b[2]) - w.max(a[0], b[0])
+    oh = w.min(a[3], b[3]) - w.max(a[1], b[1])
+    inter = w.max(ow, 0) * w.max(oh, 0)
+    union = s - inter
+    return zx.And(s > 0, union > 0, 100 * inter >= t * union)
+
+
+def _nms_z3(zx, data, valid_count, **a):
+    """Stable rank by score among the first T rows, then the greedy scan as constraints:
+    keep[p] = p < p_max and kept-before < n_max and id >= 0 and no kept rival overlaps."""
+    batches, n, k = data.shape
+    out = []
+    for b in range(batches):
+        rows = _rows(data, b)
+        t = zx.clip(valid_count.data[b], 0, n)
+        live = [t > r for r in range(n)]
+        ahead = lambda j, r: rows[j][1] >= rows[r][1] if j < r else rows[j][1] > rows[r][1]
+        rank = [zx.sum([zx.flag(zx.And(live[j], ahead(j, r))) for j in range(n) if j != r])
+                for r in range(n)]
+        ranked = [[_pick(zx, [zx.And(live[r], rank[r] == p) for r in range(n)],
+                         [rows[r][e] for r in range(n)]) for e in range(k)] for p in range(n)]
+        p_max = t if a["top_k"] < 0 else zx.min(t, a["top_k"])
+        n_max = t if a["max_output_size"] < 0 else zx.min(t, a["max_output_size"])
+        keep, count = [], zx.num(0)
+        for p, row in enumerate(ranked):
+            rivals = [zx.And(keep[q], _iou_at_least_z3(zx, ranked[q][2:6], row[2:6],
+                                                       a["iou_threshold"]))
+                      if a["force_suppress"] else zx.And(keep[q], ranked[q][0] == row[0],
+                      _iou_at_least_z3(zx, ranked[q][2:6], row[2:6], a["iou_threshold"]))
+                      for q in range(p)]
+            ok = [p_max > p, count < n_max, row[0] >= 0] + ([zx.Not(zx.Or(rivals))] if rivals
+                                                            else [])
+            keep.append(zx.And(ok))
+            count = count + zx.flag(keep[-1])
+        out += _landing(zx, keep, ranked, n)[0]
+    return Ref(data.shape, out)
+
+
+def _pick(zx, conds, values):
+    """The value whose condition holds (at most one does), else -1."""
+    term = zx.num(-1)
+    for c, v in zip(reversed(conds), reversed(values)):
+        term = zx.ite(c, v, term)
+    return term
+
+
 register(OpDef(
     name="non_max_suppression", opcode=61,
     doc="""Per batch b of data (B, N, 6) rows (id, score, x1, y1, x2, y2) and valid_count (B,):
@@ -230,5 +307,5 @@ register(OpDef(
     shape=_nms_shape,
     precision=lambda precs, shapes, a: max(precs[0], 2),
     cost=lambda shapes, a: shapes[0][0] * 20,
-    scalar=_nms_scalar, kernel=_nms_kernel,
+    scalar=_nms_scalar, kernel=_nms_kernel, z3=_nms_z3,
 ))

@@ -28,7 +28,8 @@ def test_every_op_is_complete(op):
 
 def test_missing_rule_is_an_import_error_naming_the_op():
     rules = dict(shape=lambda s, a: s[0], precision=lambda p, s, a: p[0],
-                 cost=lambda s, a: 1, scalar=lambda r, a: r[0], kernel=lambda xp, x: x)
+                 cost=lambda s, a: 1, scalar=lambda r, a: r[0], kernel=lambda xp, x: x,
+                 z3=lambda zx, x: x)
     OpDef("fine", 9999, "y = x.", ("x",), ("y",), (), **rules)
     for missing in rules:
         partial = {**rules, missing: None}

@@ -1,5 +1,62 @@
-"""Formal mode (Z3): encodings, proof obligations, certificates, SMT-LIB export.
+"""Formal mode (Z3): op encodings, the formal executor, proof obligations, certificates.
 
-The formal executor and certificates are tracked by their own issue; until they land,
-``vm.formal()`` raises a clean EnvironmentFault when a model is loaded on it.
+* ``vm.load(model, vm.formal()).run(x)``: the formal executor (verify/executor.py) derives the
+  output from the program's constraints and returns it only when proved unique.
+* :func:`formal_run` returns the outputs and the :class:`~verify.executor.Proof`.
+* :func:`certify` proves shapes, lengths, gas, memory, no overflow and the float-BLAS licences
+  for every input of the input domain (verify/certificate.py); certificates are SMT-LIB2 files
+  (verify/smt2.py) re-checked by :func:`check_certificate`.
+
+z3 is imported by the submodules only, never by ``import vm`` or ``import ops``.
 """
+from __future__ import annotations
+
+
+def formal_run(model, inputs, domain: str = "bv", timeout_s: float | None = None):
+    """Run ``model`` (a vm.Model) formally on ``inputs``: ``({name: array}, Proof)``.
+
+    The outputs are derived from the constraints of the whole program and proved unique
+    jointly; when the proof is not ``proved`` the outputs are an empty dict.
+    """
+    from vm.executors import Context
+    from vm.interp import Plan
+
+    from .executor import FormalExecutor, solve
+    executor = FormalExecutor(Context("formal"), domain, timeout_s)
+    plan = Plan(model.program, model.analysis, executor)
+    feeds = model._check_inputs(inputs)
+    device = {model.program.inputs[k]: executor.from_host(a) for k, a in enumerate(feeds)}
+    arrays, proof = solve(plan.run(device), timeout_s)
+    if not proof.proved:
+        return {}, proof
+    return {t.name: a.astype(t.dtype) for t, a in zip(model.outputs, arrays)}, proof
+
+
+def certify(model, input_domain=None, **options):
+    """Prove the model's obligations; see :func:`verify.certify.certify`."""
+    from .certificate import certify as run
+    return run(model, input_domain, **options)
+
+
+def check_certificate(directory, model=None, **options):
+    """Re-check a certificate directory; see :func:`verify.smt2.check_certificate`."""
+    from .smt2 import check_certificate as run
+    return run(directory, model, **options)
+
+
+def require_certificate(model, directory) -> None:
+    """Raise InvalidError unless ``directory`` holds a certificate of ``model`` (regenerated
+    obligations equal its files) whose every obligation was proved and re-checks with z3."""
+    import os
+
+    from vm.errors import InvalidError
+
+    from .smt2 import check_certificate
+    if directory is None or not os.path.isdir(directory):
+        raise InvalidError(f"model {model.hash[:16]}...: no certificate"
+                           + (f" at {directory}" if directory is not None else ""))
+    report = check_certificate(directory, model, solvers=["z3"])
+    if not report.ok:
+        first = report.problems[0] if report.problems else next(
+            f"{f.file}: {f.problem}" for f in report.files if not f.ok)
+        raise InvalidError(f"certificate {directory} fails: {first}")

@@ -52,7 +52,15 @@ def context(dev_type: int | str, dev_id: int = 0) -> Context:
     return Context(dev_type, dev_id)
 
 
+def __getattr__(name: str):
+    """``vm.runtime`` (CVM's API) and ``vm.ndarray`` are imported on first use."""
+    if name in ("runtime", "ndarray"):
+        import importlib
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'vm' has no attribute {name!r}")
+
+
 __all__ = ["load", "Model", "TensorInfo", "Program", "Tensor", "Instr", "Limits", "validate",
            "encode", "decode", "cpu", "gpu", "formal", "reference", "context", "Context",
-           "errors", "DetvmError", "MalformedError", "InvalidError", "TrapError",
-           "EnvironmentFault", "InternalError"]
+           "errors", "runtime", "ndarray", "DetvmError", "MalformedError", "InvalidError",
+           "TrapError", "EnvironmentFault", "InternalError"]

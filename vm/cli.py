@@ -52,8 +52,9 @@ def _parser() -> argparse.ArgumentParser:
     d.set_defaults(func=cmd_dis)
 
     i = sub.add_parser("info", help="hash, inputs, outputs, gas, memory, CVM lengths")
-    i.add_argument("model")
+    i.add_argument("model", help="a .dvm/.dvmt file or a CVM model directory (symbol, params)")
     i.add_argument("--json", action="store_true")
+    i.add_argument("--compat", choices=["cvm"], help="import a CVM directory in compat mode")
     i.set_defaults(func=cmd_info)
 
     r = sub.add_parser("run", help="run a model on .npy inputs")
@@ -64,18 +65,70 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("-o", "--output", help="write the outputs to this .npz")
     r.add_argument("--json", action="store_true")
     r.add_argument("--ctx", default="cpu", choices=["cpu", "gpu", "formal", "reference"])
+    r.add_argument("--compat", choices=["cvm"], help="import a CVM directory in compat mode")
     r.set_defaults(func=cmd_run)
+
+    ic = sub.add_parser("import-cvm", help="import a CVM model (graph JSON + params) to .dvm")
+    ic.add_argument("graph")
+    ic.add_argument("params")
+    ic.add_argument("-o", "--output", required=True)
+    ic.add_argument("--compat", choices=["cvm"], help="reproduce CVM's quirks")
+    ic.set_defaults(func=cmd_import_cvm)
+
+    ec = sub.add_parser("export-cvm", help="write a model as a CVM directory (symbol, params)")
+    ec.add_argument("model")
+    ec.add_argument("-o", "--output", required=True, metavar="DIR")
+    ec.set_defaults(func=cmd_export_cvm)
 
     m = sub.add_parser("demo", help="run the shipped example model and check its bytes")
     m.set_defaults(func=cmd_demo)
+
+    from verify.cli import add_commands     # verify, check-cert (z3 imported only when run)
+    add_commands(sub)
     return p
 
 
 # ---------------------------------------------------------------------------------------------
 
-def _load(path: str, ctx: str = "cpu"):
-    from . import Context, load
+def _load(path: str, ctx: str = "cpu", compat: str | None = None):
+    from . import Context, Model, load
+    if Path(path).is_dir():
+        return Model(_import_cvm(Path(path) / "symbol", Path(path) / "params", compat),
+                     Context(ctx))
     return load(path, Context(ctx))
+
+
+def _read(path) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as e:
+        raise EnvironmentFault(f"cannot read {path}: {e.strerror or e}") from None
+
+
+def _import_cvm(graph: Path, params: Path, compat: str | None):
+    from compiler.cvm import import_cvm
+    name = graph.parent.resolve().name if graph.name == "symbol" else graph.stem
+    return import_cvm(_read(graph), _read(params), compat, name=name or "cvm")
+
+
+def cmd_import_cvm(args) -> None:
+    from . import Model
+    model = Model(_import_cvm(Path(args.graph), Path(args.params), args.compat))
+    _write(args.output, model.to_bytes())
+    print(f"{args.output}: {model.hash} ({len(model.program.code)} instructions, "
+          f"gas {model.gas})")
+
+
+def cmd_export_cvm(args) -> None:
+    from compiler.cvm import export_cvm
+    graph, params = export_cvm(_load(args.model).program)
+    try:
+        Path(args.output).mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise EnvironmentFault(f"cannot create {args.output}: {e.strerror or e}") from None
+    _write(Path(args.output) / "symbol", graph)
+    _write(Path(args.output) / "params", params)
+    print(f"{args.output}: symbol ({len(graph)} bytes), params ({len(params)} bytes)")
 
 
 def _write(path: str, data: bytes | str) -> None:
@@ -118,11 +171,22 @@ def info_dict(model) -> dict:
             "output_type_size": model.output_type_size,
             "instructions": len(model.program.code),
             "ops": dict(sorted(Counter(i.op for i in model.program.code).items())),
-            "metadata": model.metadata}
+            "metadata": model.metadata, **_cvm_facts(model)}
+
+
+def _cvm_facts(model) -> dict:
+    """CVM's API facts of a model imported from CVM."""
+    if "cvm.compat" not in model.metadata:
+        return {}
+    from .runtime import CVMError, load_model
+    try:
+        return {"cvm": load_model(model).info()}
+    except CVMError as e:
+        return {"cvm": {"error": e.message}}
 
 
 def cmd_info(args) -> None:
-    info = info_dict(_load(args.model))
+    info = info_dict(_load(args.model, compat=args.compat))
     if args.json:
         print(json.dumps(info, indent=2))
         return
@@ -141,6 +205,8 @@ def cmd_info(args) -> None:
     print(f"code       {info['instructions']} instructions: {ops}")
     for k, v in info["metadata"].items():
         print(f"meta       {k} = {v}")
+    for k, v in info.get("cvm", {}).items():
+        print(f"cvm        {k} = {v}")
 
 
 def _read_inputs(specs: list[str], model) -> dict:
@@ -171,7 +237,7 @@ def output_digest(outputs: dict) -> str:
 
 
 def cmd_run(args) -> None:
-    model = _load(args.model, args.ctx)
+    model = _load(args.model, args.ctx, args.compat)
     outputs = model.run(_read_inputs(args.input, model))
     if args.output:
         try:

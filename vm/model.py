@@ -155,9 +155,25 @@ def _check_input(t: TensorInfo, value: Any) -> np.ndarray:
     return array.astype(t.dtype)
 
 
-def load(source: Any, ctx: Context | None = None, limits: Limits | None = None) -> Model:
+def load(source: Any, ctx: Context | None = None, limits: Limits | None = None,
+         require_certificate: bool = False, certificate: Any = None) -> Model:
     """Load a model from a path (``.dvm`` bytes or ``.dvmt`` text) or from bytes; validate it
-    completely, then bind it to ``ctx`` (default ``vm.cpu()``)."""
+    completely, then bind it to ``ctx`` (default ``vm.cpu()``).
+
+    ``require_certificate``: the model must carry a certificate, the directory ``certificate``
+    (default: ``<model path>.cert`` next to the model file), that is this model's own and
+    re-checks with z3 (verify/, docs/formal.md); a missing or failing one is an InvalidError.
+    """
+    model = _load(source, ctx, limits)
+    if require_certificate:
+        from verify import require_certificate as check
+        if certificate is None and isinstance(source, (str, os.PathLike)):
+            certificate = os.fspath(source) + ".cert"
+        check(model, certificate)
+    return model
+
+
+def _load(source: Any, ctx: Context | None, limits: Limits | None) -> Model:
     if isinstance(source, Program):
         return Model(source, ctx, limits)
     if isinstance(source, (str, os.PathLike)):

@@ -1,0 +1,315 @@
+"""(3) No overflow and (4) the float-BLAS licences.
+
+Every tensor gets a proven range [lo, hi]: inputs the input domain, constants their exact
+min/max, op results their declared precision's range R(p), narrowed by interval bounds where
+those are exact and cheap. Per instruction, assuming its inputs lie in their ranges, one
+obligation claims that every output element lies within its declared precision (so, with
+``shapes``, within its storage type). How it is proved depends on the op's kind:
+
+* linear (conv2d, dense, sum): the general lemma ``lemma:linear_step`` is proved once in Z3
+  (nonlinear integers, symbolic weight): for lo <= 0 <= hi, lo <= x <= hi and S <= A,
+  ``S + w*x <= A + max(w*lo, w*hi)`` and ``S <= A + max(w*lo, w*hi)`` (a skipped term, e.g.
+  padding), and the mirror for lower bounds. By induction over the terms, every sum of any
+  subset of the products of output channel c, in any order, lies in
+  [lo*P_c + hi*N_c, hi*P_c + lo*N_c], P_c / N_c = the sums of c's positive / negative weights.
+  The lemma is instantiated per channel with exact integers (the bias added exactly). The same
+  bound without the bias bounds every partial sum: it is the accumulator bound that licenses
+  float32 (< 2^24) or float64 (< 2^53) BLAS, or int64 (< 2^63).
+* pointwise (elementwise, broadcast, where): every output element is the same function of one
+  element of each input, so Z3 proves the bound on the op's own encoding (integers) applied to
+  one symbolic element per input.
+* selection (layout ops, take, cvm_lut, max, max_pool2d, upsampling): every output element is
+  one of the selected inputs' elements (the encoding is built from the reference's index map,
+  clamped lookups or max); Z3 proves the hull lemma for the ranges.
+* whole (get_valid_counts, non_max_suppression): Z3 on the op's encoding at its real shapes
+  (up to WHOLE_LIMIT input elements, else the obligation stays unknown).
+"""
+from __future__ import annotations
+
+import numpy as np
+import z3
+
+import ops
+from ops.base import Ref, bound
+from vm.program import Program
+from vm.validate import GEMM_LIMITS
+
+from .domains import IntDomain
+from .obligations import Obligation, any_of
+from .smt2 import num, total
+
+LINEAR = ("conv2d", "dense", "sum")
+POINTWISE = ("relu", "abs", "negative", "cvm_precision", "elemwise_add", "elemwise_sub", "clip",
+             "cvm_clip", "cvm_left_shift", "cvm_right_shift", "broadcast_add", "broadcast_sub",
+             "broadcast_mul", "broadcast_div", "broadcast_max", "broadcast_greater", "where")
+SELECTION = {"max_pool2d": (0,), "upsampling": (0,), "max": (0,), "reshape": (0,),
+             "flatten": (0,), "expand_dims": (0,), "squeeze": (0,), "transpose": (0,),
+             "concatenate": None, "repeat": (0,), "tile": (0,), "strided_slice": (0,),
+             "slice_like": (0,), "take": (0,), "cvm_lut": (1,)}
+WHOLE = ("get_valid_counts", "non_max_suppression")
+WHOLE_LIMIT = 256
+LIMITS = dict(GEMM_LIMITS) | {"int64": 1 << 63}
+
+
+def kind_of(op_name: str) -> str:
+    for kind, names in (("linear", LINEAR), ("pointwise", POINTWISE), ("selection", SELECTION),
+                        ("whole", WHOLE)):
+        if op_name in names:
+            return kind
+    raise KeyError(f"op {op_name!r} has no bound-lemma kind (verify/bounds.py)")
+
+
+def _declared(t) -> tuple[int, int]:
+    r = bound(t.precision)
+    return -r, r
+
+
+def _intersect(a, b) -> tuple[int, int]:
+    return max(a[0], b[0]), min(a[1], b[1])
+
+
+# ---------------------------------------------------------------------------------------------
+# The general lemma of linear ops
+# ---------------------------------------------------------------------------------------------
+
+def linear_lemma() -> Obligation:
+    """The induction step of every dot-product bound (see the module doc), in Z3."""
+    def query():
+        s_, a_, w, x, lo, hi = z3.Ints("S A w x lo hi")
+        top = z3.If(w * lo >= w * hi, w * lo, w * hi)
+        low = z3.If(w * lo <= w * hi, w * lo, w * hi)
+        hyp = z3.And(lo <= 0, 0 <= hi, lo <= x, x <= hi)
+        claim = z3.And(z3.Implies(s_ <= a_, z3.And(s_ + w * x <= a_ + top, s_ <= a_ + top)),
+                       z3.Implies(s_ >= a_, z3.And(s_ + w * x >= a_ + low, s_ >= a_ + low)))
+        decls = [(n, "Int") for n in ("S", "A", "w", "x", "lo", "hi")]
+        return decls, [hyp.sexpr(), z3.Not(claim).sexpr()]
+    return Obligation("lemma:linear_step", "z3", query,
+                      note="induction step of the dot-product bound (any weight, any order)")
+
+
+# ---------------------------------------------------------------------------------------------
+# Per-instruction obligations
+# ---------------------------------------------------------------------------------------------
+
+class Bounds:
+    """Ranges of every tensor and the overflow / licence obligations of ``program``."""
+
+    def __init__(self, program: Program, input_ranges: dict[int, tuple[int, int]],
+                 gemm_paths: dict[int, str] | None = None):
+        self.program, self.gemm_paths = program, gemm_paths or {}
+        self.ranges: dict[int, tuple[int, int]] = dict(input_ranges)
+        for i, data in program.consts.items():
+            flat = np.asarray(data).reshape(-1)
+            self.ranges[i] = (int(flat.min()), int(flat.max()))
+        self.linear: dict[int, dict] = {}
+
+    def obligations(self) -> list[Obligation]:
+        """Overflow obligations in program order (lemma first), then the licences."""
+        out, licences = [], []
+        if any(kind_of(ins.op) == "linear" for ins in self.program.code):
+            out.append(linear_lemma())
+        for index, ins in enumerate(self.program.code):
+            kind = kind_of(ins.op)
+            out.append(getattr(self, f"_{kind}")(index, ins))
+            if ops.get(ins.op).acc_bound is not None:
+                licences.append(self._licence(index, ins))
+        return out + licences
+
+    def _name(self, what: str, index: int, ins) -> str:
+        outs = ",".join("%" + self.program.tensors[i].name for i in ins.outputs)
+        return f"{what}[{index}] {ins.op} {outs}"
+
+    def _range(self, i: int) -> tuple[int, int]:
+        if i not in self.ranges:
+            raise KeyError(f"tensor %{self.program.tensors[i].name} used before definition")
+        return self.ranges[i]
+
+    # -- linear -------------------------------------------------------------------------------
+    def _linear_terms(self, index: int, ins) -> dict:
+        """Per output channel: P (sum of positive weights), N (negative), bias interval;
+        and the hull [lo0, hi0] of the data range with 0 (padding contributes 0)."""
+        t, op, rows = self.program.tensors, ins.op, None
+        lo, hi = self._range(ins.inputs[0])
+        lo0, hi0 = min(lo, 0), max(hi, 0)
+        if op == "sum":
+            n = t[ins.inputs[0]].size // t[ins.outputs[0]].size
+            p, neg, bias = np.array([n], dtype=object), np.array([0], dtype=object), None
+        else:
+            weight = self.program.consts.get(ins.inputs[1])
+            units = t[ins.inputs[1]].shape[0]
+            if weight is not None:
+                w = np.asarray(weight).astype(np.int64).reshape(units, -1)
+                p = np.where(w > 0, w, 0).sum(axis=1).astype(object)
+                neg = np.where(w < 0, w, 0).sum(axis=1).astype(object)
+                rows = w
+            else:               # a symbolic weight in [wl, wh]: K corner products per channel
+                k = t[ins.inputs[1]].size // units
+                wl, wh = self._range(ins.inputs[1])
+                corners = [wl * lo0, wl * hi0, wh * lo0, wh * hi0]
+                p = np.full(units, k * max(corners), dtype=object)
+                neg = np.full(units, k * min(corners), dtype=object)
+                lo0, hi0 = 1, 1                        # p, neg already hold the products
+            bias = None
+            if len(ins.inputs) > 2:
+                data = self.program.consts.get(ins.inputs[2])
+                bias = (np.asarray(data).astype(object).reshape(-1) if data is not None
+                        else self._range(ins.inputs[2]))
+        up = hi0 * p + lo0 * neg
+        dn = lo0 * p + hi0 * neg
+        terms = dict(lo0=lo0, hi0=hi0, p=p, neg=neg, bias=bias, up=up, dn=dn, rows=rows)
+        if isinstance(bias, tuple):
+            terms.update(up_b=up + bias[1], dn_b=dn + bias[0])
+        elif bias is not None:
+            terms.update(up_b=up + bias, dn_b=dn + bias)
+        else:
+            terms.update(up_b=up, dn_b=dn)
+        return terms
+
+    def _linear(self, index: int, ins) -> Obligation:
+        out = self.program.tensors[ins.outputs[0]]
+        r = bound(out.precision)
+        terms = self._linear_terms(index, ins)
+        self.linear[index] = terms
+        lo, hi = int(min(terms["dn_b"])), int(max(terms["up_b"]))
+        self.ranges[ins.outputs[0]] = _intersect((lo, hi), _declared(out))
+
+        def decide():
+            if hi <= r and lo >= -r:
+                return "proved", f"range [{lo}, {hi}] within p{out.precision} (|y| <= {r})"
+            return "counterexample?", f"interval [{lo}, {hi}] exceeds p{out.precision}"
+
+        def query():
+            n = len(terms["p"])
+            return _weight_sums(terms), [any_of(
+                [f"(> {_channel_sum(terms, c, True, True)} {r})" for c in range(n)]
+                + [f"(< {_channel_sum(terms, c, False, True)} {num(-r)})" for c in range(n)])]
+
+        return Obligation(self._name("no_overflow", index, ins), "exact", query, decide,
+                          "instance of lemma:linear_step per output channel")
+
+    def _licence(self, index: int, ins) -> Obligation:
+        terms = self.linear[index]
+        acc = int(max(max(terms["up"]), -min(terms["dn"])))
+        path = self.gemm_paths.get(index) or next(
+            (name for name, lim in GEMM_LIMITS if acc < lim), "int64")
+        limit = LIMITS[path]
+        allowed = next((name for name, lim in LIMITS.items() if acc < lim), None)
+
+        def decide():
+            if acc < limit:
+                return "proved", (f"accumulator bound {acc} < 2^{limit.bit_length() - 1}: "
+                                  f"{path} is exact (best licensed path: {allowed})")
+            return "unknown", f"accumulator bound {acc} does not license {path}"
+
+        def query():
+            n = len(terms["p"])
+            return _weight_sums(terms), [any_of([f"(>= {_channel_sum(terms, c, True, False)} {limit})"
+                                for c in range(n)]
+                               + [f"(<= {_channel_sum(terms, c, False, False)} {num(-limit)})"
+                                  for c in range(n)])]
+
+        ob = Obligation(self._name("gemm_licence", index, ins), "exact", query, decide,
+                        f"every partial sum stays below the {path} exact-integer limit")
+        ob.facts = {"acc_bound": acc, "path": path, "allowed": allowed}
+        return ob
+
+    # -- pointwise, selection, whole ----------------------------------------------------------
+    def _pointwise(self, index: int, ins) -> Obligation:
+        t = self.program.tensors
+
+        def instance(zx, names):
+            return [Ref((1,) * len(t[i].shape), [v]) for i, v in zip(ins.inputs, names)]
+        return self._z3_obligation(index, ins, instance)
+
+    def _whole(self, index: int, ins) -> Obligation:
+        t = self.program.tensors
+        size = sum(t[i].size for i in ins.inputs)
+
+        def instance(zx, names):
+            return [Ref(t[i].shape, [z3.Int(f"x{k}_{j}") for j in range(t[i].size)])
+                    for k, i in enumerate(ins.inputs)]
+        if size > WHOLE_LIMIT:
+            ob = Obligation(self._name("no_overflow", index, ins), "z3",
+                            lambda: ([], ["true"]), lambda: ("unknown", (
+                                f"{size} input elements > {WHOLE_LIMIT}: not attempted")))
+            self._declare_outputs(ins)
+            return ob
+        return self._z3_obligation(index, ins, instance, per_element=True)
+
+    def _selection(self, index: int, ins) -> Obligation:
+        t = self.program.tensors
+        picked = SELECTION[ins.op] or tuple(range(len(ins.inputs)))
+        sources = [self._range(ins.inputs[k]) for k in picked]
+        hull = (min(s[0] for s in sources), max(s[1] for s in sources))
+        outs = [t[i] for i in ins.outputs]
+        for i, o in zip(ins.outputs, outs):
+            self.ranges[i] = _intersect(hull, _declared(o))
+        r = min(bound(o.precision) for o in outs)
+
+        def query():
+            xs = [z3.Int(f"x{k}") for k in range(len(sources))]
+            y = z3.Int("y")
+            cons = [z3.And(lo <= x, x <= hi) for x, (lo, hi) in zip(xs, sources)]
+            cons += [z3.Or([y == x for x in xs]), z3.Or(y > r, y < -r)]
+            return [(str(v), "Int") for v in xs + [y]], [c.sexpr() for c in cons]
+        return Obligation(self._name("no_overflow", index, ins), "z3", query,
+                          note="every output element is one of the selected inputs' elements")
+
+    def _declare_outputs(self, ins) -> None:
+        for i in ins.outputs:
+            self.ranges[i] = _declared(self.program.tensors[i])
+
+    def _z3_obligation(self, index: int, ins, instance, per_element: bool = False):
+        """Z3 on the op's integer encoding of an instance whose inputs range over their
+        ranges: some output element outside its declared precision is expected unsat."""
+        t, op = self.program.tensors, ops.get(ins.op)
+        ranges = [self._range(i) for i in ins.inputs]
+        self._declare_outputs(ins)
+
+        def query():
+            zx = IntDomain()
+            refs = instance(zx, [z3.Int(f"x{k}") for k in range(len(ins.inputs))])
+            decls, cons = [], []
+            for ref, (lo, hi) in zip(refs, ranges):
+                for v in ref.data:
+                    decls.append((str(v), "Int"))
+                    cons.append(z3.And(lo <= v, v <= hi))
+            out = op.z3(zx, *refs, **ins.attrs)
+            outs = [out] if len(op.outputs) == 1 else list(out)
+            bad = [z3.Or(v > bound(t[i].precision), v < -bound(t[i].precision))
+                   for ref, i in zip(outs, ins.outputs) for v in ref.data]
+            return decls, [c.sexpr() for c in cons] + [z3.Or(bad).sexpr()]
+        return Obligation(self._name("no_overflow", index, ins), "z3", query,
+                          note=("the op's encoding on its real shapes" if per_element else
+                                "the op's encoding on one symbolic element per input"))
+
+
+def _weight_sums(terms: dict) -> list:
+    """Definitions P_c / N_c = the sums of channel c's positive / negative constant weights
+    (written out weight by weight, so a solver re-checks the sums too)."""
+    rows = terms["rows"]
+    if rows is None:
+        return []
+    out = []
+    for c, row in enumerate(rows.tolist()):
+        out.append((f"P{c}", "Int", total([str(v) for v in row if v > 0])))
+        out.append((f"N{c}", "Int", total([num(v) for v in row if v < 0])))
+    return out
+
+
+def _channel_sum(terms: dict, c: int, upper: bool, with_bias: bool) -> str:
+    """SMT-LIB term of channel ``c``'s bound: hi0*P + lo0*N (upper) or lo0*P + hi0*N, plus
+    the bias when asked; P and N are the definitions of :func:`_weight_sums` when the weights
+    are constants, else the numbers."""
+    p, n = terms["p"][c], terms["neg"][c]
+    if terms["rows"] is not None:
+        p, n = f"P{c}", f"N{c}"
+    else:
+        p, n = num(int(p)), num(int(n))
+    a, b = (terms["hi0"], terms["lo0"]) if upper else (terms["lo0"], terms["hi0"])
+    parts = [f"(* {num(a)} {p})", f"(* {num(b)} {n})"]
+    bias = terms["bias"]
+    if with_bias and bias is not None:
+        value = (bias[1] if upper else bias[0]) if isinstance(bias, tuple) else int(bias[c])
+        parts.append(num(value))
+    return total(parts)

@@ -1,0 +1,192 @@
+"""Arithmetic namespaces for the ops' ``z3`` rules (the ``zx`` argument, like ``xp`` for kernels).
+
+An op's Z3 rule is ``z3(zx, *tensors, **attrs)``: tensors are :class:`ops.base.Ref` whose
+``data`` are Z3 terms, and every operation that is not ``+ - *`` or a comparison goes through
+``zx``. Two namespaces implement the same integer semantics:
+
+* :class:`IntDomain` (``"int"``): unbounded mathematical integers (linear integer arithmetic
+  whenever one factor of every product is a numeral). Used where bounds are proven: there it is
+  exact, because every proven intermediate lies far inside int64.
+* :class:`BVDomain` (``"bv"``): two's-complement bit-vectors of ``width`` bits (64: numpy's
+  int64 kernels) with signed comparisons, arithmetic shifts and truncating division, i.e. the
+  exact machine behaviour, wrap-around included. :meth:`BVDomain.store` narrows a value to its
+  storage width exactly like ``astype(int8/int32)``.
+
+``wide()`` gives a namespace able to hold exact products of two values (NMS areas); for ints
+it is the same namespace.
+"""
+from __future__ import annotations
+
+import z3
+
+SEED = 0
+"""Every solver is created with this seed (and a resource limit): results are deterministic."""
+
+
+def _coerce(zx, v):
+    return zx.num(v) if isinstance(v, int) else v
+
+
+class _Common:
+    """Operations shared by both namespaces (built from the sort-specific primitives)."""
+
+    def ite(self, c, a, b):
+        """``a`` if ``c`` else ``b``."""
+        return z3.If(c, _coerce(self, a), _coerce(self, b))
+
+    def max(self, a, b):
+        a, b = _coerce(self, a), _coerce(self, b)
+        return z3.If(a >= b, a, b)
+
+    def min(self, a, b):
+        a, b = _coerce(self, a), _coerce(self, b)
+        return z3.If(a <= b, a, b)
+
+    def clip(self, x, lo: int, hi: int):
+        """min(max(x, lo), hi) for integer constants lo <= hi."""
+        return self.min(self.max(x, lo), hi)
+
+    def abs(self, x):
+        return z3.If(x >= 0, x, -x)
+
+    def flag(self, c):
+        """1 if ``c`` else 0."""
+        return z3.If(c, self.num(1), self.num(0))
+
+    def sum(self, terms):
+        """The exact sum of ``terms`` (0 for none)."""
+        terms = list(terms)
+        if not terms:
+            return self.num(0)
+        return terms[0] if len(terms) == 1 else z3.Sum(terms)
+
+    def select(self, index, options):
+        """options[clip(index, 0, n - 1)]: a clamped lookup (take, cvm_lut)."""
+        known = self.value(index)
+        if known is not None:
+            return options[min(max(known, 0), len(options) - 1)]
+        out = options[-1]
+        for k in range(len(options) - 2, -1, -1):
+            out = z3.If(index <= k if k == 0 else index == k, options[k], out)
+        return out
+
+    And, Or, Not = staticmethod(z3.And), staticmethod(z3.Or), staticmethod(z3.Not)
+
+
+class IntDomain(_Common):
+    """Mathematical integers (SMT-LIB Int)."""
+
+    name = "int"
+
+    def num(self, v: int):
+        return z3.IntVal(int(v))
+
+    def var(self, name: str, bits: int | None = None):
+        return z3.Int(name)
+
+    def shr(self, x, s: int):
+        """floor(x / 2**s) (an arithmetic right shift)."""
+        return x / (1 << s)          # SMT-LIB div: floor for a positive divisor
+
+    def shl(self, x, s: int):
+        return x * (1 << s)
+
+    def tdiv(self, a, b):
+        """a / b truncated toward zero (b != 0; the value for b == 0 is unspecified)."""
+        q = self.abs(a) / self.abs(b)
+        return z3.If((a >= 0) == (b >= 0), q, -q)
+
+    def value(self, t) -> int | None:
+        """The Python int of a numeral term, else None."""
+        return t.as_long() if z3.is_int_value(t) else None
+
+    def store(self, term, bits: int):
+        """The value as held in a ``bits``-wide storage slot: unchanged (exact integers)."""
+        return term
+
+    def load(self, term, bits: int | None):
+        return term
+
+    def sort(self, bits: int | None = None):
+        return z3.IntSort()
+
+    def wide(self) -> "IntDomain":
+        return self
+
+    def to_wide(self, x):
+        return x
+
+
+class BVDomain(_Common):
+    """Signed two's-complement bit-vectors of ``width`` bits (machine arithmetic)."""
+
+    name = "bv"
+
+    def __init__(self, width: int = 64):
+        self.width = width
+
+    def num(self, v: int):
+        return z3.BitVecVal(int(v), self.width)
+
+    def var(self, name: str, bits: int | None = None):
+        return z3.BitVec(name, bits or self.width)
+
+    def shr(self, x, s: int):
+        return x >> s                # bvashr: arithmetic
+
+    def shl(self, x, s: int):
+        return x << s
+
+    def tdiv(self, a, b):
+        return a / b                 # bvsdiv truncates toward zero
+
+    def value(self, t) -> int | None:
+        return t.as_signed_long() if z3.is_bv_value(t) else None
+
+    def store(self, term, bits: int):
+        """The low ``bits`` bits (numpy's astype to a narrower signed integer type)."""
+        return term if bits == self.width else z3.Extract(bits - 1, 0, term)
+
+    def load(self, term, bits: int | None):
+        """A ``bits``-wide stored value sign-extended to the working width."""
+        if bits is None or bits == self.width:
+            return term
+        return z3.SignExt(self.width - bits, term)
+
+    def sort(self, bits: int | None = None):
+        return z3.BitVecSort(bits or self.width)
+
+    def wide(self) -> "BVDomain":
+        return BVDomain(2 * self.width + 8)
+
+    def to_wide(self, x):
+        return z3.SignExt(self.width + 8, x)
+
+
+def domain(name: str):
+    """The namespace called ``name``: ``"int"`` or ``"bv"`` (64-bit)."""
+    if name == "int":
+        return IntDomain()
+    if name == "bv":
+        return BVDomain(64)
+    raise ValueError(f"unknown formal domain {name!r} (int or bv)")
+
+
+def solver(rlimit: int = 50_000_000, timeout_s: float | None = None) -> z3.Solver:
+    """A solver with the pinned seed and deterministic resource limit (``timeout_s`` is an
+    extra wall-clock guard: hitting it gives ``unknown``, never a wrong answer)."""
+    s = z3.Solver()
+    s.set("random_seed", SEED)
+    s.set("rlimit", rlimit)
+    if timeout_s:
+        s.set("timeout", int(timeout_s * 1000))
+    return s
+
+
+def as_int(term) -> int:
+    """The Python int of a (simplified) numeral of either sort (bit-vectors read signed)."""
+    if z3.is_bv_value(term):
+        return term.as_signed_long()
+    if z3.is_int_value(term):
+        return term.as_long()
+    raise ValueError(f"not a numeral: {term}")

@@ -1,0 +1,233 @@
+"""Portable evidence: obligations as standalone SMT-LIB2 files, and their re-checking.
+
+A certificate is a directory::
+
+    manifest.json      {"format", "model" (SHA-256 of the .dvm), "input_domain", "solver",
+                        "obligations": [{"name", "status", "method", "detail", "seconds",
+                                         "file", "expected", "sha256"}, ...]}
+    0001-shapes.smt2   one standalone query per obligation: its *negated* claim, so the
+    ...                expected answer (recorded in the file as ``(set-info :status unsat)``
+                       and in the manifest) is ``unsat``
+
+Re-checking runs z3, and cvc5 when it is installed (``pip install 'detvm[cert]'``), on every
+file, and compares each answer with the expected one. Files are produced by this module from
+terms, never by a solver's printer, so the same model gives the same bytes on every machine.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+FORMAT = "detvm-certificate/1"
+MANIFEST = "manifest.json"
+RLIMIT = 50_000_000
+"""Resource limit (deterministic, z3 units) of one certificate query."""
+
+
+def smt2_text(model: str, name: str, expected: str, decls, asserts, note: str = "") -> str:
+    """One standalone SMT-LIB2 query: ``decls`` are (symbol, sort) constants or (symbol, sort,
+    term) definitions, ``asserts`` terms as
+    s-expression text; ``expected`` the recorded answer (``unsat`` for a proved claim)."""
+    lines = ["; detvm proof obligation (the negation of the claim: expected unsat)",
+             f"; model {model}", f"; obligation {name}"]
+    lines += [f"; {line}" for line in note.splitlines() if line]
+    lines += ["(set-logic ALL)", f"(set-info :status {expected})"]
+    lines += [f"(declare-const {d[0]} {d[1]})" if len(d) == 2 else
+              f"(define-fun {d[0]} () {d[1]} {d[2]})" for d in decls]
+    lines += [f"(assert {a})" for a in asserts]
+    lines += ["(check-sat)", "(exit)", ""]
+    return "\n".join(lines)
+
+
+def num(v: int) -> str:
+    """An integer literal in SMT-LIB (negatives as ``(- n)``)."""
+    return str(v) if v >= 0 else f"(- {-v})"
+
+
+def total(terms) -> str:
+    """The sum of s-expression terms (0 for none)."""
+    terms = list(terms)
+    if not terms:
+        return "0"
+    return terms[0] if len(terms) == 1 else "(+ " + " ".join(terms) + ")"
+
+
+def expected_of(text: str) -> str | None:
+    m = re.search(r"\(set-info :status (sat|unsat|unknown)\)", text)
+    return m.group(1) if m else None
+
+
+# ---------------------------------------------------------------------------------------------
+# Solvers
+# ---------------------------------------------------------------------------------------------
+
+def run_z3(text: str, rlimit: int = RLIMIT, timeout_s: float | None = None) -> str:
+    """z3's answer to ``text``: sat, unsat or unknown (seed and resource limit pinned)."""
+    from .domains import solver
+    s = solver(rlimit, timeout_s)
+    try:
+        s.from_string(text)
+    except Exception as e:  # a malformed file is not a proof of anything
+        return f"error: {e}"
+    return str(s.check())
+
+
+def cvc5_available() -> bool:
+    try:
+        import cvc5  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def run_cvc5(text: str, timeout_s: float | None = None) -> str:
+    """cvc5's answer to ``text`` (python bindings, seed pinned)."""
+    import cvc5
+    tm = cvc5.TermManager()
+    slv = cvc5.Solver(tm)
+    slv.setOption("seed", "0")
+    if timeout_s:
+        slv.setOption("tlimit-per", str(int(timeout_s * 1000)))
+    parser = cvc5.InputParser(slv)
+    parser.setStringInput(cvc5.InputLanguage.SMT_LIB_2_6, text, "obligation")
+    symbols, answers = parser.getSymbolManager(), []
+    try:
+        while True:
+            cmd = parser.nextCommand()
+            if cmd.isNull():
+                break
+            out = cmd.invoke(slv, symbols).strip()
+            if out:
+                answers.append(out)
+    except Exception as e:
+        return f"error: {e}"
+    return answers[-1] if answers else "error: no answer"
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing and re-checking a certificate directory
+# ---------------------------------------------------------------------------------------------
+
+def slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_")[:80]
+
+
+def write_certificate(cert, directory) -> Path:
+    """Write ``cert`` (a verify.certify.Certificate) as a certificate directory."""
+    path = Path(directory)
+    path.mkdir(parents=True, exist_ok=True)
+    for old in path.glob("*.smt2"):
+        old.unlink()
+    entries = []
+    for k, ob in enumerate(cert.obligations, 1):
+        text = ob.smt2(cert.model)
+        fname = f"{k:04d}-{slug(ob.name)}.smt2"
+        (path / fname).write_text(text)
+        entries.append({**ob.summary(), "file": fname, "expected": expected_of(text),
+                        "sha256": hashlib.sha256(text.encode()).hexdigest()})
+    manifest = {"format": FORMAT, "model": cert.model, "input_domain": cert.input_domain,
+                "solver": {"seed": 0, "rlimit": RLIMIT}, "obligations": entries}
+    (path / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
+    return path
+
+
+@dataclass
+class FileCheck:
+    """The re-check of one obligation file."""
+
+    name: str
+    file: str
+    expected: str
+    answers: dict = field(default_factory=dict)
+    problem: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return not self.problem
+
+
+@dataclass
+class CheckReport:
+    """The re-check of a certificate: ``ok`` only when every file gave its expected answer,
+    every obligation was proved, and (given the model) the files are the model's own."""
+
+    model: str
+    files: list[FileCheck]
+    problems: list[str]
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems and all(f.ok for f in self.files)
+
+
+def check_certificate(directory, model=None, solvers=None, timeout_s: float | None = None,
+                      progress=None) -> CheckReport:
+    """Re-check the certificate in ``directory`` with z3 (and cvc5 when installed).
+
+    With ``model`` (a vm.Model or Program) the obligations are also regenerated from it and
+    must equal the files byte for byte, which binds the certificate to that model.
+    """
+    path = Path(directory)
+    try:
+        manifest = json.loads((path / MANIFEST).read_text())
+    except (OSError, ValueError) as e:
+        return CheckReport("", [], [f"no readable {MANIFEST} in {path}: {e}"])
+    problems = []
+    if manifest.get("format") != FORMAT:
+        problems.append(f"unknown certificate format {manifest.get('format')!r}")
+    solvers = list(solvers or (["z3", "cvc5"] if cvc5_available() else ["z3"]))
+    entries = manifest.get("obligations", [])
+    if model is not None:
+        problems += _compare_with_model(path, manifest, model)
+    files = []
+    for k, entry in enumerate(entries):
+        files.append(_check_file(path, entry, solvers, timeout_s))
+        if progress:
+            progress(k + 1, len(entries), files[-1])
+    if not entries:
+        problems.append("the certificate has no obligation")
+    return CheckReport(manifest.get("model", ""), files, problems)
+
+
+def _check_file(path: Path, entry: dict, solvers, timeout_s) -> FileCheck:
+    check = FileCheck(entry.get("name", "?"), entry.get("file", "?"), entry.get("expected", "?"))
+    try:
+        text = (path / check.file).read_text()
+    except OSError as e:
+        check.problem = f"missing file: {e}"
+        return check
+    if hashlib.sha256(text.encode()).hexdigest() != entry.get("sha256"):
+        check.problem = "file differs from the digest in the manifest"
+    if entry.get("status") != "proved" or check.expected != "unsat" \
+            or expected_of(text) != "unsat":
+        check.problem = check.problem or f"obligation not proved ({entry.get('status')})"
+    for name in solvers:
+        answer = run_z3(text, timeout_s=timeout_s) if name == "z3" else run_cvc5(text, timeout_s)
+        check.answers[name] = answer
+        if answer != check.expected and not (name != "z3" and answer == "unknown"):
+            check.problem = check.problem or f"{name} answered {answer}, expected {check.expected}"
+    return check
+
+
+def _compare_with_model(path: Path, manifest: dict, model) -> list[str]:
+    from .certificate import certify, model_identity
+    if manifest.get("model") != model_identity(model):
+        return [f"certificate is for model {manifest.get('model')}, not "
+                f"{model_identity(model)}"]
+    domain = {k: tuple(v) for k, v in (manifest.get("input_domain") or {}).items()}
+    fresh = certify(model, domain or None, solve=False)
+    entries = manifest.get("obligations", [])
+    if [ob.name for ob in fresh.obligations] != [e.get("name") for e in entries]:
+        return ["the certificate's obligations are not the model's obligations"]
+    problems = []
+    for ob, entry in zip(fresh.obligations, entries):
+        try:
+            stored = (path / entry.get("file", "")).read_text()
+        except OSError:
+            continue                          # reported by the file check
+        if stored != ob.smt2(fresh.model):
+            problems.append(f"{entry.get('file')}: not the obligation {ob.name} of this model")
+    return problems

@@ -1,0 +1,115 @@
+"""CVM's ``cvm.ndarray`` on detvm: integer arrays and the params-blob codec.
+
+    params = vm.ndarray.load_param_dict(blob)            # {name: NDArray}
+    blob = vm.ndarray.save_param_dict({"w": vm.ndarray.array(w)})   # canonical bytes
+
+Arrays hold int8 or int32 values in host memory (a context is a label); ``empty`` gives zeros,
+so that nothing depends on stale memory. Errors are :class:`vm.runtime.CVMError`.
+"""
+from __future__ import annotations
+
+from typing import Mapping
+
+import numpy as np
+
+from .executors import Context
+from .runtime import LOGIC, CVMError, cvm_errors
+
+DTYPES = ("int8", "int32")
+
+
+def _dtype(dtype) -> np.dtype:
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        raise CVMError(LOGIC, f"unknown dtype {dtype!r}") from None
+    if dt.name not in DTYPES:
+        raise CVMError(LOGIC, f"dtype {dt.name} is not supported (int8 or int32)")
+    return dt
+
+
+def _as_ints(source, dtype=None) -> np.ndarray:
+    """``source`` as an int8/int32 array (int8 kept, other integers checked into int32)."""
+    a = source.asnumpy() if isinstance(source, NDArray) else np.asarray(source)
+    if a.dtype.kind not in "iu":
+        raise CVMError(LOGIC, f"arrays hold integers, got dtype {a.dtype}")
+    target = _dtype(dtype if dtype is not None else
+                    ("int8" if a.dtype == np.int8 else "int32"))
+    info = np.iinfo(target)
+    if a.size and (int(a.min()) < info.min or int(a.max()) > info.max):
+        raise CVMError(LOGIC, f"values do not fit {target.name}")
+    return np.ascontiguousarray(a, dtype=target.newbyteorder("="))
+
+
+class NDArray:
+    """An integer array on a context, as CVM's ``cvm.ndarray.NDArray``."""
+
+    def __init__(self, data: np.ndarray, ctx: Context | None = None):
+        self._data = _as_ints(data)
+        self._ctx = ctx if ctx is not None else Context("cpu")
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self._data.shape)
+
+    @property
+    def dtype(self) -> str:
+        return self._data.dtype.name
+
+    @property
+    def ndim(self) -> int:
+        return self._data.ndim
+
+    @property
+    def ctx(self) -> Context:
+        return self._ctx
+
+    context = ctx
+
+    def asnumpy(self) -> np.ndarray:
+        """A numpy copy of the values."""
+        return self._data.copy()
+
+    def copyfrom(self, source_array) -> "NDArray":
+        """Copy values of the same shape in (converted to this array's dtype)."""
+        src = _as_ints(source_array, self._data.dtype)
+        if src.shape != self._data.shape:
+            raise CVMError(LOGIC, f"copyfrom: shape {src.shape} != {self._data.shape}")
+        self._data[...] = src
+        return self
+
+    def same_as(self, other) -> bool:
+        return self is other
+
+    def __repr__(self) -> str:
+        return f"<NDArray {list(self.shape)} {self.dtype} @{self._ctx}>\n{self._data}"
+
+
+def array(arr, ctx: Context | None = None) -> NDArray:
+    """An NDArray holding a copy of ``arr`` (int8 stays int8, other integers become int32)."""
+    return NDArray(arr, ctx)
+
+
+def empty(shape, dtype="int32", ctx: Context | None = None) -> NDArray:
+    """An NDArray of ``shape`` (zeros: detvm never exposes uninitialised memory)."""
+    return NDArray(np.zeros(tuple(shape), dtype=_dtype(dtype)), ctx)
+
+
+def save_param_dict(dict_data: Mapping[str, object]) -> bytes:
+    """The canonical params blob of ``{name: NDArray or array}`` (the same dict, the same
+    bytes; CVM's own writer leaks stale bytes after its first call)."""
+    from compiler.cvm import save_params
+    if not isinstance(dict_data, Mapping) or not all(isinstance(k, str) for k in dict_data):
+        raise CVMError(LOGIC, "save_param_dict takes a dict of name -> array")
+    with cvm_errors():
+        return save_params({k: _as_ints(v) for k, v in dict_data.items()})
+
+
+def load_param_dict(bytes_data: bytes) -> dict[str, NDArray]:
+    """``{name: NDArray}`` of a params blob (strictly checked; a later duplicate name wins)."""
+    from compiler.cvm import load_params
+    with cvm_errors():
+        return {name: NDArray(a) for name, a in load_params(bytes_data)}
+
+
+__all__ = ["NDArray", "array", "empty", "save_param_dict", "load_param_dict"]
