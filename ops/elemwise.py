@@ -90,9 +90,13 @@ def _bit_length_kernel(xp, x):
 
 
 def _bit_length_z3(zx, v, a):
-    """1 + #{k in 1..62 : |v| >= 2^k}: max(bitlen(|v|), 1) for |v| < 2^63."""
-    n = zx.abs(v)
-    return zx.sum([zx.num(1)] + [zx.flag(n >= (1 << k)) for k in range(1, 63)])
+    """max(bitlen(|v|), 1) for |v| < 2^63: a binary search on |v| with if-then-else."""
+    n, y = zx.abs(v), zx.num(0)
+    for step in (32, 16, 8, 4, 2, 1):
+        big = n >= (1 << step)
+        y = y + zx.ite(big, step, 0)
+        n = zx.ite(big, zx.shr(n, step), n)
+    return zx.max(y + n, 1)
 
 
 _unary("cvm_precision", 12,

@@ -72,11 +72,9 @@ def test_demo_formal_equals_expected_bytes():
     assert all(outputs[k].tobytes() == expected[k].tobytes() for k in expected)
 
 
-@pytest.mark.parametrize("source", ["tiny_cnn.dvmt", "lines.dvmt"])
-def test_examples_formal_equals_cpu(source):
-    program = parse((EXAMPLES / source).read_text())
-    model = vm.load(program)
-    formal_equals_cpu(program, random_input(model, 3))
+def test_example_formal_equals_cpu():
+    program = parse((EXAMPLES / "tiny_cnn.dvmt").read_text())
+    formal_equals_cpu(program, random_input(vm.load(program), 3))
 
 
 def test_zoo_formal_equals_cpu_in_both_domains():
@@ -91,18 +89,19 @@ def test_zoo_formal_equals_cpu_in_both_domains():
 
 
 def test_edge_inputs_formal_equals_cpu():
-    program = small_cnn(batch=1)
-    for v in (-127, 127):
-        formal_equals_cpu(program, {"x": np.full((1, 3, 8, 8), v, np.int8)})
+    formal_equals_cpu(small_cnn(batch=1), {"x": np.full((1, 3, 8, 8), -127, np.int8)})
 
 
 def test_an_unproved_output_is_never_returned(monkeypatch):
     import verify.executor as ex
     monkeypatch.setattr(ex, "RLIMIT", 1)          # the solver gives up: unknown
-    model = vm.load(small_cnn(batch=1), vm.formal())
+    b = Builder("tiny")
+    b.output(b.op("dense", b.input("x", (1, 3), 8), b.const("w", [[1, -2, 3]]), units=1,
+                  use_bias=False))
+    x = {"x": np.array([[1, 2, 3]], np.int8)}
     with pytest.raises(EnvironmentFault, match="could not be proved unique"):
-        model.run(random_input(model))
-    outputs, proof = verify.formal_run(vm.load(small_cnn(batch=1)), random_input(model))
+        vm.load(b.build(), vm.formal()).run(x)
+    outputs, proof = verify.formal_run(vm.load(b.build()), x)
     assert outputs == {} and proof.status == "unknown" and not proof.proved
 
 
@@ -112,7 +111,7 @@ def test_formal_inputs_are_checked_like_cpu():
         model.run({"x": np.full((1, 3, 8, 8), -128, np.int16)})
 
 
-FEW = settings(max_examples=4, deadline=None, suppress_health_check=list(HealthCheck))
+FEW = settings(max_examples=3, deadline=None, suppress_health_check=list(HealthCheck))
 
 
 @pytest.mark.parametrize("name", sorted(CASES))

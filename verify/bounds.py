@@ -18,11 +18,12 @@ obligation claims that every output element lies within its declared precision (
 * pointwise (elementwise, broadcast, where): every output element is the same function of one
   element of each input, so Z3 proves the bound on the op's own encoding (integers) applied to
   one symbolic element per input.
-* selection (layout ops, take, cvm_lut, max, max_pool2d, upsampling): every output element is
-  one of the selected inputs' elements (the encoding is built from the reference's index map,
-  clamped lookups or max); Z3 proves the hull lemma for the ranges.
-* whole (get_valid_counts, non_max_suppression): Z3 on the op's encoding at its real shapes
-  (up to WHOLE_LIMIT input elements, else the obligation stays unknown).
+* selection (layout ops, take, cvm_lut, max, max_pool2d, upsampling, non_max_suppression):
+  every output element is one of the selected inputs' elements, or a fill constant (the
+  encoding is built from the reference's index map, clamped lookups, max, or if-then-else
+  chains over input rows); Z3 proves the hull lemma for the ranges.
+* compaction (get_valid_counts): its rows are selections of input rows or the -1 fill (the
+  hull lemma), and each count is a sum of N flags, so at most N (checked in the same query).
 """
 from __future__ import annotations
 
@@ -45,15 +46,16 @@ POINTWISE = ("relu", "abs", "negative", "cvm_precision", "elemwise_add", "elemwi
 SELECTION = {"max_pool2d": (0,), "upsampling": (0,), "max": (0,), "reshape": (0,),
              "flatten": (0,), "expand_dims": (0,), "squeeze": (0,), "transpose": (0,),
              "concatenate": None, "repeat": (0,), "tile": (0,), "strided_slice": (0,),
-             "slice_like": (0,), "take": (0,), "cvm_lut": (1,)}
-WHOLE = ("get_valid_counts", "non_max_suppression")
-WHOLE_LIMIT = 256
+             "slice_like": (0,), "take": (0,), "cvm_lut": (1,), "non_max_suppression": (0,)}
+FILL = {"non_max_suppression": -1}
+"""Selection ops that also write a constant (NMS fills unused rows with -1)."""
+COMPACTION = ("get_valid_counts",)
 LIMITS = dict(GEMM_LIMITS) | {"int64": 1 << 63}
 
 
 def kind_of(op_name: str) -> str:
     for kind, names in (("linear", LINEAR), ("pointwise", POINTWISE), ("selection", SELECTION),
-                        ("whole", WHOLE)):
+                        ("compaction", COMPACTION)):
         if op_name in names:
             return kind
     raise KeyError(f"op {op_name!r} has no bound-lemma kind (verify/bounds.py)")
@@ -109,11 +111,23 @@ class Bounds:
         if any(kind_of(ins.op) == "linear" for ins in self.program.code):
             out.append(linear_lemma())
         for index, ins in enumerate(self.program.code):
-            kind = kind_of(ins.op)
-            out.append(getattr(self, f"_{kind}")(index, ins))
-            if ops.get(ins.op).acc_bound is not None:
-                licences.append(self._licence(index, ins))
+            try:
+                out.append(getattr(self, f"_{kind_of(ins.op)}")(index, ins))
+                if ops.get(ins.op).acc_bound is not None:
+                    licences.append(self._licence(index, ins))
+            except Exception as e:      # e.g. a program the validator would refuse
+                out.append(self._unstatable(index, ins, e))
         return out + licences
+
+    def _unstatable(self, index: int, ins, error: Exception) -> Obligation:
+        """An instruction whose bound cannot even be stated: unknown (its file asserts
+        ``true``, which no solver answers unsat)."""
+        for i in ins.outputs:
+            if 0 <= i < len(self.program.tensors):
+                self.ranges[i] = _declared(self.program.tensors[i])
+        detail = f"cannot be stated: {type(error).__name__}: {error}"
+        return Obligation(self._name("no_overflow", index, ins), "exact",
+                          lambda: ([], ["true"]), lambda: ("unknown", detail))
 
     def _name(self, what: str, index: int, ins) -> str:
         outs = ",".join("%" + self.program.tensors[i].name for i in ins.outputs)
@@ -221,26 +235,29 @@ class Bounds:
             return [Ref((1,) * len(t[i].shape), [v]) for i, v in zip(ins.inputs, names)]
         return self._z3_obligation(index, ins, instance)
 
-    def _whole(self, index: int, ins) -> Obligation:
+    def _compaction(self, index: int, ins) -> Obligation:
         t = self.program.tensors
-        size = sum(t[i].size for i in ins.inputs)
+        count, rows = t[ins.outputs[0]], t[ins.outputs[1]]
+        n = t[ins.inputs[0]].shape[1]
+        lo, hi = self._range(ins.inputs[0])
+        self.ranges[ins.outputs[0]] = _intersect((0, n), _declared(count))
+        self.ranges[ins.outputs[1]] = _intersect((min(lo, -1), max(hi, -1)), _declared(rows))
+        rc, rr = bound(count.precision), bound(rows.precision)
 
-        def instance(zx, names):
-            return [Ref(t[i].shape, [z3.Int(f"x{k}_{j}") for j in range(t[i].size)])
-                    for k, i in enumerate(ins.inputs)]
-        if size > WHOLE_LIMIT:
-            ob = Obligation(self._name("no_overflow", index, ins), "z3",
-                            lambda: ([], ["true"]), lambda: ("unknown", (
-                                f"{size} input elements > {WHOLE_LIMIT}: not attempted")))
-            self._declare_outputs(ins)
-            return ob
-        return self._z3_obligation(index, ins, instance, per_element=True)
+        def query():
+            x, y = z3.Ints("x y")
+            cons = [z3.And(lo <= x, x <= hi), z3.Or(y == x, y == -1),
+                    z3.Or(y > rr, y < -rr, n > rc)]
+            return [("x", "Int"), ("y", "Int")], [c.sexpr() for c in cons]
+        return Obligation(self._name("no_overflow", index, ins), "z3", query,
+                          note=f"rows: an input row's element or -1; counts: at most N = {n}")
 
     def _selection(self, index: int, ins) -> Obligation:
         t = self.program.tensors
         picked = SELECTION[ins.op] or tuple(range(len(ins.inputs)))
         sources = [self._range(ins.inputs[k]) for k in picked]
-        hull = (min(s[0] for s in sources), max(s[1] for s in sources))
+        fills = [FILL[ins.op]] if ins.op in FILL else []
+        hull = (min([s[0] for s in sources] + fills), max([s[1] for s in sources] + fills))
         outs = [t[i] for i in ins.outputs]
         for i, o in zip(ins.outputs, outs):
             self.ranges[i] = _intersect(hull, _declared(o))
@@ -250,7 +267,7 @@ class Bounds:
             xs = [z3.Int(f"x{k}") for k in range(len(sources))]
             y = z3.Int("y")
             cons = [z3.And(lo <= x, x <= hi) for x, (lo, hi) in zip(xs, sources)]
-            cons += [z3.Or([y == x for x in xs]), z3.Or(y > r, y < -r)]
+            cons += [z3.Or([y == x for x in xs] + [y == f for f in fills]), z3.Or(y > r, y < -r)]
             return [(str(v), "Int") for v in xs + [y]], [c.sexpr() for c in cons]
         return Obligation(self._name("no_overflow", index, ins), "z3", query,
                           note="every output element is one of the selected inputs' elements")
@@ -259,7 +276,7 @@ class Bounds:
         for i in ins.outputs:
             self.ranges[i] = _declared(self.program.tensors[i])
 
-    def _z3_obligation(self, index: int, ins, instance, per_element: bool = False):
+    def _z3_obligation(self, index: int, ins, instance):
         """Z3 on the op's integer encoding of an instance whose inputs range over their
         ranges: some output element outside its declared precision is expected unsat."""
         t, op = self.program.tensors, ops.get(ins.op)
@@ -280,8 +297,7 @@ class Bounds:
                    for ref, i in zip(outs, ins.outputs) for v in ref.data]
             return decls, [c.sexpr() for c in cons] + [z3.Or(bad).sexpr()]
         return Obligation(self._name("no_overflow", index, ins), "z3", query,
-                          note=("the op's encoding on its real shapes" if per_element else
-                                "the op's encoding on one symbolic element per input"))
+                          note="the op's encoding on one symbolic element per input")
 
 
 def _weight_sums(terms: dict) -> list:

@@ -66,6 +66,23 @@ def _unpack(model):
     return model.program, model.analysis
 
 
+def _check_structure(program: Program) -> None:
+    """What any certificate presupposes (even of a program the validator would refuse):
+    known ops, tensor ids in range, every input defined before its use."""
+    import ops
+    defined = {i for i, t in enumerate(program.tensors) if t.kind != "value"}
+    for index, ins in enumerate(program.code):
+        if ops.get(ins.op) is None:
+            raise InvalidError(f"instruction {index}: unknown op {ins.op!r}")
+        ids = (*ins.inputs, *ins.outputs)
+        if not all(0 <= i < len(program.tensors) for i in ids) \
+                or not set(ins.inputs) <= defined:
+            raise InvalidError(f"instruction {index}: bad or undefined tensor ids")
+        defined |= set(ins.outputs)
+    if not set(program.outputs) <= defined:
+        raise InvalidError("an output is never computed")
+
+
 def _input_ranges(program: Program, input_domain) -> tuple[dict, dict]:
     """Tensor id -> (lo, hi) for every input; the domain must lie within the precision."""
     domain = dict(input_domain or {})
@@ -110,8 +127,12 @@ def certify(model, input_domain=None, *, progress: Callable | None = None,
     ``solve=False`` only builds the obligations (their SMT-LIB2 text), as re-checking does.
     """
     program, analysis = _unpack(model)
+    _check_structure(program)
     ranges, shown = _input_ranges(program, input_domain)
-    io, gas, peak = _claims(program, analysis)
+    try:
+        io, gas, peak = _claims(program, analysis)
+    except Exception as e:            # a cost rule refusing an unvalidated program's shapes
+        raise InvalidError(f"cannot state the model's gas: {type(e).__name__}: {e}") from None
     bounds = Bounds(program, ranges, analysis.gemm if analysis is not None else None)
     obs = [static.shapes(program), static.io_lengths(program, io), static.gas(program, gas),
            static.peak_memory(program, peak)] + bounds.obligations()

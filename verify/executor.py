@@ -49,7 +49,6 @@ class Proof:
     seconds: float
     constraints: int
     detail: str = ""
-    smt2: str = ""
 
     @property
     def proved(self) -> bool:
@@ -57,7 +56,9 @@ class Proof:
 
 
 class FormalExecutor(Executor):
-    """Z3: values are :class:`Sym` tensors, kernels are the ops' ``z3`` rules."""
+    """Z3: values are :class:`Sym` tensors, kernels are the ops' ``z3`` rules (``domain_name``
+    ``"bv"``: 64-bit machine arithmetic, the default; ``"int"``: integers). z3's Python API
+    shares one context per process: run formal models from one thread at a time."""
 
     name = "formal"
 
