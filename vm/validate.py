@@ -62,8 +62,8 @@ def infer(op_name: str, shapes: Sequence[tuple], precs: Sequence[int],
     return canon, out_shapes, out_precs
 
 
-def check_tensor_type(shape: Sequence[int], precision: int, what: str) -> None:
-    """The format's limits: 1 <= ndim <= 6, 1 <= dim <= 2**24, size <= 2**30, 1 <= p <= 32."""
+def check_shape(shape: Sequence[int], what: str) -> None:
+    """The format's shape limits: 1 <= ndim <= 6, 1 <= dim <= 2**24, size <= 2**30."""
     if not 1 <= len(shape) <= MAX_NDIM:
         raise InvalidError(f"{what}: ndim {len(shape)} outside [1, {MAX_NDIM}]")
     size = 1
@@ -73,6 +73,11 @@ def check_tensor_type(shape: Sequence[int], precision: int, what: str) -> None:
         size *= d
         if size > MAX_ELEMENTS:
             raise InvalidError(f"{what}: more than 2^30 elements")
+
+
+def check_tensor_type(shape: Sequence[int], precision: int, what: str) -> None:
+    """:func:`check_shape`, and 1 <= precision <= 32."""
+    check_shape(shape, what)
     if not 1 <= precision <= MAX_PRECISION:
         raise InvalidError(f"{what}: precision {precision} outside [1, {MAX_PRECISION}]")
 

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 
 import ops
-from vm.validate import MAX_DIM, MAX_ELEMENTS, MAX_NDIM, MAX_PRECISION
+from vm.validate import MAX_PRECISION, check_shape
 
 from .attrs import CVM_OPS
 from .errors import invalid, malformed
@@ -230,7 +230,7 @@ def _attr_value(tag: str, value, key: str):
 
 def _check_structure(g: Graph) -> None:
     for e, shape in enumerate(g.shapes):
-        _check_shape(shape, f"entry {e}")
+        check_shape(shape, f"entry {e}")
     for e, p in enumerate(g.precisions):
         if p != -1 and not 1 <= p <= MAX_PRECISION:
             raise invalid(f"entry {e}: precision should be -1 or between (0, 32], got {p}")
@@ -252,18 +252,6 @@ def _check_structure(g: Graph) -> None:
     for ref in g.heads:
         if not (0 <= ref[0] < len(g.nodes) and 0 <= ref[1] < len(g.outputs_of(ref[0]))):
             raise invalid(f"head {list(ref)} is not an entry of the graph")
-
-
-def _check_shape(shape: tuple, what: str) -> None:
-    if not 1 <= len(shape) <= MAX_NDIM:
-        raise invalid(f"{what}: ndim {len(shape)} outside [1, {MAX_NDIM}]")
-    size = 1
-    for d in shape:
-        if not 1 <= d <= MAX_DIM:
-            raise invalid(f"{what}: dimension {d} outside [1, 2^24]")
-        size *= d
-        if size > MAX_ELEMENTS:
-            raise invalid(f"{what}: more than 2^30 elements")
 
 
 def _check_input(g: Graph, nid: int, ref: tuple[int, int]) -> None:
