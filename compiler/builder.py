@@ -15,6 +15,7 @@ Tensor ids follow the order of declaration (inputs, constants and op results int
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -135,6 +136,19 @@ class Builder:
         out_ids = [self._declare(n, s, p, "value") for n, (s, p) in zip(names, types)]
         self.code.append(Instr(op_name, tuple(ids), tuple(out_ids), canon))
         return names[0] if len(names) == 1 else tuple(names)
+
+    def rename(self, old: str, new: str) -> str:
+        """Give tensor ``old`` the unused name ``new`` (instructions refer to ids: unchanged)."""
+        tid = self._ref(old, "rename")
+        if not isinstance(new, str) or not new or not new.isprintable() \
+                or len(new.encode()) > 255:
+            raise InvalidError(f"bad tensor name {new!r} (printable, 1 to 255 bytes)")
+        if new in self._ids:
+            raise InvalidError(f"duplicate tensor name {new!r}")
+        self.tensors[tid] = replace(self.tensors[tid], name=new)
+        del self._ids[old]
+        self._ids[new] = tid
+        return new
 
     def output(self, *names: str) -> "Builder":
         """Mark tensors as program outputs, in order."""

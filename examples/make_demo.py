@@ -1,5 +1,6 @@
-"""Build the shipped demo: compile examples/lines.dvmt, draw six noisy line images, record the
-expected output bytes. Writes vm/models/{demo.dvm, demo_inputs.npz, demo_expected.npz}.
+"""Build the shipped lines model (used by bench/formal.py and the formal tests): compile
+examples/lines.dvmt, draw six noisy line images, record the expected output bytes.
+Writes vm/models/{demo.dvm, demo_inputs.npz, demo_expected.npz}.
 
     python examples/make_demo.py
 """

@@ -31,9 +31,8 @@ def _linear_acc_bound(precs, weight_shape, consts) -> int:
     """
     weight = consts[1] if len(consts) > 1 else None
     if weight is not None:
-        import numpy as np
-        rows = np.abs(weight.astype(np.int64).reshape(weight_shape[0], -1)).sum(axis=1)
-        return bound(precs[0]) * int(rows.max(initial=0))
+        from .gemm import row_abs_sums
+        return bound(precs[0]) * int(row_abs_sums(weight).max(initial=0))
     return size_of(weight_shape[1:]) * bound(precs[0]) * bound(precs[1])
 
 
@@ -300,20 +299,21 @@ def _max_pool2d_scalar(args, a):
 
 
 def _max_pool2d_kernel(xp, x, *, pool_size, strides, padding, ceil_mode):
-    """Max over each window; cells outside the input never win (padded with int64 min)."""
+    """Max over each window, rows then columns (max is associative), in x's own integer dtype;
+    cells outside the input never win: they hold the dtype's minimum, below -R(p)."""
     n, c, h, w = x.shape
     (kh, kw), (sh, sw), (ph, pw) = pool_size, strides, padding
     oh, ow = _pool_out(h, ph, kh, sh, ceil_mode), _pool_out(w, pw, kw, sw, ceil_mode)
-    low = xp.iinfo(xp.int64).min
     # enough padding on the high side for ceil_mode's partial windows
     hp, wp = max(h + 2 * ph, (oh - 1) * sh + kh), max(w + 2 * pw, (ow - 1) * sw + kw)
-    xs = xp.full((n, c, hp, wp), low, dtype=xp.int64)
+    xs = xp.full((n, c, hp, wp), xp.iinfo(x.dtype).min, dtype=x.dtype)
     xs[:, :, ph:ph + h, pw:pw + w] = x
-    y = None
-    for r in range(kh):
-        for s in range(kw):
-            win = xs[:, :, r:r + sh * (oh - 1) + 1:sh, s:s + sw * (ow - 1) + 1:sw]
-            y = win.copy() if y is None else xp.maximum(y, win)
+    cols = xs[:, :, :, 0:sw * (ow - 1) + 1:sw].copy()
+    for s in range(1, kw):
+        xp.maximum(cols, xs[:, :, :, s:s + sw * (ow - 1) + 1:sw], out=cols)
+    y = cols[:, :, 0:sh * (oh - 1) + 1:sh].copy()
+    for r in range(1, kh):
+        xp.maximum(y, cols[:, :, r:r + sh * (oh - 1) + 1:sh], out=y)
     return y
 
 

@@ -24,6 +24,12 @@ obligation claims that every output element lies within its declared precision (
   chains over input rows); Z3 proves the hull lemma for the ranges.
 * compaction (get_valid_counts): its rows are selections of input rows or the -1 fill (the
   hull lemma), and each count is a sum of N flags, so at most N (checked in the same query).
+* The ops of imported models (ops/quant.py, ops/pool.py): qconv2d and qdense are linear on
+  the centred data x - zero_point (the data range is shifted by the zero point); sum_pool2d
+  is linear with positive weights L / n summing to at most L per output; pad is a selection
+  (its constant fill included); requantize is clamped: its last step clips any integer to
+  [qmin, qmax], and Z3 proves that clip within the declared precision; argmax is an index: its
+  values lie in [0, D - 1] (exact).
 """
 from __future__ import annotations
 
@@ -32,6 +38,7 @@ import z3
 
 import ops
 from ops.base import Ref, bound
+from ops.pool import pool_factors
 from vm.program import Program
 from vm.validate import GEMM_LIMITS
 
@@ -39,23 +46,28 @@ from .domains import IntDomain
 from .obligations import Obligation, any_of
 from .smt2 import num, total
 
-LINEAR = ("conv2d", "dense", "sum")
+LINEAR = ("conv2d", "dense", "sum", "qconv2d", "qdense", "sum_pool2d")
 POINTWISE = ("relu", "abs", "negative", "cvm_precision", "elemwise_add", "elemwise_sub", "clip",
              "cvm_clip", "cvm_left_shift", "cvm_right_shift", "broadcast_add", "broadcast_sub",
              "broadcast_mul", "broadcast_div", "broadcast_max", "broadcast_greater", "where")
 SELECTION = {"max_pool2d": (0,), "upsampling": (0,), "max": (0,), "reshape": (0,),
              "flatten": (0,), "expand_dims": (0,), "squeeze": (0,), "transpose": (0,),
              "concatenate": None, "repeat": (0,), "tile": (0,), "strided_slice": (0,),
-             "slice_like": (0,), "take": (0,), "cvm_lut": (1,), "non_max_suppression": (0,)}
-FILL = {"non_max_suppression": -1}
-"""Selection ops that also write a constant (NMS fills unused rows with -1)."""
+             "slice_like": (0,), "take": (0,), "cvm_lut": (1,), "non_max_suppression": (0,),
+             "pad": (0,)}
+FILL = {"non_max_suppression": lambda a: [-1],
+        "pad": lambda a: [a["value"]] if a["mode"] == "constant" else []}
+"""Selection ops that also write constants (NMS fills unused rows with -1, pad its value)."""
 COMPACTION = ("get_valid_counts",)
+CLAMPED = ("requantize",)
+INDEX = ("argmax",)
 LIMITS = dict(GEMM_LIMITS) | {"int64": 1 << 63}
 
 
 def kind_of(op_name: str) -> str:
     for kind, names in (("linear", LINEAR), ("pointwise", POINTWISE), ("selection", SELECTION),
-                        ("compaction", COMPACTION)):
+                        ("compaction", COMPACTION), ("clamped", CLAMPED),
+                        ("index", INDEX)):
         if op_name in names:
             return kind
     raise KeyError(f"op {op_name!r} has no bound-lemma kind (verify/bounds.py)")
@@ -144,9 +156,11 @@ class Bounds:
         and the hull [lo0, hi0] of the data range with 0 (padding contributes 0)."""
         t, op, rows = self.program.tensors, ins.op, None
         lo, hi = self._range(ins.inputs[0])
-        lo0, hi0 = min(lo, 0), max(hi, 0)
-        if op == "sum":
-            n = t[ins.inputs[0]].size // t[ins.outputs[0]].size
+        zp = ins.attrs.get("zero_point", 0)            # q-ops and sum_pool2d: x - zero_point
+        lo0, hi0 = min(lo - zp, 0), max(hi - zp, 0)
+        if op in ("sum", "sum_pool2d"):
+            n = (pool_factors(t[ins.inputs[0]].shape, ins.attrs)[1] if op == "sum_pool2d"
+                 else t[ins.inputs[0]].size // t[ins.outputs[0]].size)
             p, neg, bias = np.array([n], dtype=object), np.array([0], dtype=object), None
         else:
             weight = self.program.consts.get(ins.inputs[1])
@@ -256,7 +270,7 @@ class Bounds:
         t = self.program.tensors
         picked = SELECTION[ins.op] or tuple(range(len(ins.inputs)))
         sources = [self._range(ins.inputs[k]) for k in picked]
-        fills = [FILL[ins.op]] if ins.op in FILL else []
+        fills = FILL[ins.op](ins.attrs) if ins.op in FILL else []
         hull = (min([s[0] for s in sources] + fills), max([s[1] for s in sources] + fills))
         outs = [t[i] for i in ins.outputs]
         for i, o in zip(ins.outputs, outs):
@@ -271,6 +285,38 @@ class Bounds:
             return [(str(v), "Int") for v in xs + [y]], [c.sexpr() for c in cons]
         return Obligation(self._name("no_overflow", index, ins), "z3", query,
                           note="every output element is one of the selected inputs' elements")
+
+    def _clamped(self, index: int, ins) -> Obligation:
+        """requantize's last step is y = clip(r + zero_point, qmin, qmax) for an integer r (its
+        doc): Z3 proves that for every integer r, y lies within the declared precision."""
+        out, a = self.program.tensors[ins.outputs[0]], ins.attrs
+        self._range(ins.inputs[0])
+        self.ranges[ins.outputs[0]] = _intersect((a["qmin"], a["qmax"]), _declared(out))
+        r = bound(out.precision)
+
+        def query():
+            v = z3.Int("r")
+            y = IntDomain().clip(v + a["zero_point"], a["qmin"], a["qmax"])
+            return [("r", "Int")], [z3.Or(y > r, y < -r).sexpr()]
+        return Obligation(self._name("no_overflow", index, ins), "z3", query,
+                          note="the final clip to [qmin, qmax] of any integer")
+
+    def _index(self, index: int, ins) -> Obligation:
+        t = self.program.tensors
+        out, shape = t[ins.outputs[0]], t[ins.inputs[0]].shape
+        n = shape[ins.attrs["axis"] % len(shape)]
+        self.ranges[ins.outputs[0]] = _intersect((0, n - 1), _declared(out))
+        r = bound(out.precision)
+
+        def decide():
+            if n - 1 <= r:
+                return "proved", f"indices in [0, {n - 1}] within p{out.precision}"
+            return "counterexample?", f"index {n - 1} exceeds p{out.precision}"
+
+        def query():
+            return [], [f"(> {n - 1} {r})"]
+        return Obligation(self._name("no_overflow", index, ins), "exact", query, decide,
+                          "an index along an axis of length " + str(n))
 
     def _declare_outputs(self, ins) -> None:
         for i in ins.outputs:

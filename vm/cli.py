@@ -66,6 +66,8 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--json", action="store_true")
     r.add_argument("--ctx", default="cpu", choices=["cpu", "gpu", "formal", "reference"])
     r.add_argument("--compat", choices=["cvm"], help="import a CVM directory in compat mode")
+    r.add_argument("--float-io", action="store_true",
+                   help="quantize float inputs and dequantize outputs (imported models' metadata)")
     r.set_defaults(func=cmd_run)
 
     ic = sub.add_parser("import-cvm", help="import a CVM model (graph JSON + params) to .dvm")
@@ -80,11 +82,13 @@ def _parser() -> argparse.ArgumentParser:
     ec.add_argument("-o", "--output", required=True, metavar="DIR")
     ec.set_defaults(func=cmd_export_cvm)
 
-    m = sub.add_parser("demo", help="run the shipped example model and check its bytes")
+    m = sub.add_parser("demo", help="run the shipped digits CNN and check its output bytes")
     m.set_defaults(func=cmd_demo)
 
     from verify.cli import add_commands     # verify, check-cert (z3 imported only when run)
     add_commands(sub)
+    from compiler.onnx.cli import add_commands as add_onnx_commands   # import-onnx, quantize
+    add_onnx_commands(sub)
     return p
 
 
@@ -238,7 +242,7 @@ def output_digest(outputs: dict) -> str:
 
 def cmd_run(args) -> None:
     model = _load(args.model, args.ctx, args.compat)
-    outputs = model.run(_read_inputs(args.input, model))
+    outputs = model.run(_read_inputs(args.input, model), float_io=args.float_io)
     if args.output:
         try:
             np.savez(args.output, **outputs)
@@ -257,11 +261,12 @@ def cmd_run(args) -> None:
 
 
 def cmd_demo(args) -> int:
+    """The shipped digits CNN (examples/train_digits.py) on eight held-out test images."""
     from . import load
-    model = load(DEMO_DIR / "demo.dvm")
-    inputs = dict(np.load(DEMO_DIR / "demo_inputs.npz"))
-    expected = dict(np.load(DEMO_DIR / "demo_expected.npz"))
-    outputs = model.run(inputs)
+    model = load(DEMO_DIR / "digits.dvm")
+    data = dict(np.load(DEMO_DIR / "digits_inputs.npz"))
+    expected = dict(np.load(DEMO_DIR / "digits_expected.npz"))
+    outputs = model.run({t.name: data[t.name] for t in model.inputs})
     labels = model.metadata.get("labels", "").split(",")
     scores = next(iter(outputs.values()))
     print(f"model   {model.name} ({model.hash[:16]}...)")
@@ -269,7 +274,8 @@ def cmd_demo(args) -> int:
     for k, row in enumerate(scores.reshape(scores.shape[0], -1)):
         best = int(np.argmax(row))
         name = labels[best] if best < len(labels) else str(best)
-        print(f"image {k}: {name:<12} scores {row.tolist()}")
+        truth = f" (label {int(data['label'][k])})" if "label" in data else ""
+        print(f"image {k}: {name:<3}{truth:<11} int8 logits {row.tolist()}")
     same = output_digest(outputs) == output_digest(expected)
     print(f"output sha256 {output_digest(outputs)}: "
           + ("matches the expected bytes" if same else "DIFFERS from the expected bytes"))

@@ -168,10 +168,14 @@ class _Reader:
         self.data, self.pos, self.where = memoryview(data), 0, where
 
     def take(self, n: int, field: str) -> bytes:
+        return bytes(self.view(n, field))
+
+    def view(self, n: int, field: str) -> memoryview:
+        """The next ``n`` bytes without copying them."""
         if n < 0 or self.pos + n > len(self.data):
             raise MalformedError(f"{self.where}: truncated {field} (needs {n} bytes at offset "
                                  f"{self.pos}, {len(self.data) - self.pos} left)")
-        out = bytes(self.data[self.pos:self.pos + n])
+        out = self.data[self.pos:self.pos + n]
         self.pos += n
         return out
 
@@ -200,12 +204,12 @@ def decode(data: bytes) -> Program:
     """Decode and check canonical ``.dvm`` bytes; raise MalformedError on anything else."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise MalformedError(f"expected bytes, got {type(data).__name__}")
-    data = bytes(data)
+    data = bytes(data)              # immutable: constants are read-only views into it
     if len(data) < len(MAGIC) + 8 + HASH_BYTES:
         raise MalformedError(f"file too short ({len(data)} bytes) to be a .dvm model")
     if data[:len(MAGIC)] != MAGIC:
         raise MalformedError("bad magic: not a .dvm model")
-    body, digest = data[:-HASH_BYTES], data[-HASH_BYTES:]
+    body, digest = memoryview(data)[:-HASH_BYTES], data[-HASH_BYTES:]
     header = _Reader(body, "header")
     header.take(len(MAGIC), "magic")
     version, semantics, count = header.unpack("HHI", "version fields")
@@ -219,7 +223,7 @@ def decode(data: bytes) -> Program:
         got = header.take(4, "section tag")
         if got != tag:
             raise MalformedError(f"header: section {got!r} where {tag.decode()} was expected")
-        payloads[tag] = header.take(header.unpack("Q", f"{tag.decode()} length"),
+        payloads[tag] = header.view(header.unpack("Q", f"{tag.decode()} length"),
                                     f"{tag.decode()} payload")
     header.end()
     if hashlib.sha256(body).digest() != digest:
@@ -230,8 +234,14 @@ def decode(data: bytes) -> Program:
     code = _read_code(_Reader(payloads[b"CODE"], "section CODE"))
     outputs = _read_outputs(_Reader(payloads[b"OUTS"], "section OUTS"))
     program = Program(name, tensors, consts, code, outputs, metadata, semantics)
-    if _body(program) != body:
-        raise MalformedError("non-canonical encoding (fields out of order or not normalized)")
+    # Canonical: every section re-encodes to its bytes. The header was read field by field and
+    # CONS entry by entry (ids increasing, exact widths and lengths, raw data), so those
+    # re-encode identically by construction; the other sections are re-encoded and compared.
+    for tag, section in ((b"META", _meta), (b"TENS", _tensors), (b"CODE", _code),
+                         (b"OUTS", _outputs)):
+        if section(program) != payloads[tag]:
+            raise MalformedError("non-canonical encoding (fields out of order or not "
+                                 f"normalized in section {tag.decode()})")
     return program
 
 
@@ -259,19 +269,23 @@ def _read_tensors(r: _Reader) -> list[Tensor]:
 
 
 def _read_consts(r: _Reader, tensors: list[Tensor]) -> dict[int, np.ndarray]:
-    consts = {}
+    consts, last = {}, -1
     for k in range(r.unpack("I", "constant count")):
         tid, width, nbytes = r.unpack("IBQ", f"constant {k} header")
         if tid >= len(tensors) or tensors[tid].kind != "const":
             raise MalformedError(f"{r.where}: constant {k} refers to tensor {tid}, not a const")
+        if tid <= last:
+            raise MalformedError("non-canonical encoding (fields out of order or not "
+                                 "normalized in section CONS: tensor ids must increase)")
+        last = tid
         t = tensors[tid]
         dtype = storage_dtype(t.precision)
         if width != dtype.itemsize or nbytes != t.size * width:
             raise MalformedError(f"{r.where}: constant %{t.name}: {nbytes} bytes of width "
                                  f"{width}, expected {t.size * dtype.itemsize} of width "
                                  f"{dtype.itemsize}")
-        raw = r.take(nbytes, f"constant %{t.name} data")
-        consts[tid] = np.frombuffer(raw, dtype=dtype).reshape(t.shape).copy()
+        raw = r.view(nbytes, f"constant %{t.name} data")
+        consts[tid] = np.frombuffer(raw, dtype=dtype).reshape(t.shape)   # read-only, no copy
     r.end()
     return consts
 

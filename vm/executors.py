@@ -49,6 +49,15 @@ class Executor:
         """The callable ``(xp, *arrays, **kwargs)`` that computes ``op`` here."""
         return op.overrides.get(self.name, op.kernel)
 
+    def fast_steps(self, program, analysis, steps: list, lanes: int = 1) -> list:
+        """The steps a run without a trace takes: on the CPU, fused and prepared at load time
+        for ``lanes`` lanes (vm/fusion.py, the same bytes); elsewhere the per-instruction
+        ``steps``."""
+        if self.name != "cpu":
+            return steps
+        from .fusion import fuse
+        return fuse(program, analysis, steps, lanes)
+
     def from_host(self, array: np.ndarray):
         return array
 

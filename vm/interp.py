@@ -1,17 +1,22 @@
 """The interpreter: one loop over the bytecode, bound once at load time.
 
 ``Plan`` binds, per instruction, the executor's kernel, its keyword arguments (canonical
-attributes plus the licensed GEMM path) and the buffers that die after it. ``Plan.run`` is the
-only interpreter loop in detvm; it keeps no state between calls, so it is thread-safe.
+attributes plus the licensed GEMM path) and the buffers that die after it (``steps``). The
+executor may also regroup them into prepared, fused steps (``fast``: vm/fusion.py on the CPU),
+which compute the same bytes. ``Plan.run`` is the only interpreter loop in detvm; it keeps no
+state between calls except per-thread scratch buffers, so it is thread-safe.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import threading
+from contextlib import nullcontext
+from dataclasses import dataclass, replace
 from typing import Any, Callable
 
 import numpy as np
 
 import ops
+from ops.scratch import Lanes, Workspace, using
 
 from .errors import EnvironmentFault, InternalError
 from .executors import Executor
@@ -21,7 +26,7 @@ from .validate import Analysis
 
 @dataclass(frozen=True)
 class Step:
-    """One bound instruction."""
+    """One bound instruction, or (``covers``) a fused group of instructions."""
 
     index: int
     kernel: Callable
@@ -30,15 +35,31 @@ class Step:
     dtypes: tuple[np.dtype, ...]
     kwargs: dict[str, Any]
     frees: tuple[int, ...]
+    covers: tuple[int, ...] = ()
+
+    def with_frees(self, frees: tuple[int, ...]) -> "Step":
+        return replace(self, frees=frees)
 
 
 class Plan:
-    """A validated program bound to an executor."""
+    """A validated program bound to an executor. ``threads`` (CPU): None leaves the BLAS
+    library's threading alone; n runs prepared kernels on n lanes (vm/scratch.py) with one BLAS
+    thread each (see :func:`blas_threads`). Results never depend on it."""
 
-    def __init__(self, program: Program, analysis: Analysis, executor: Executor):
+    def __init__(self, program: Program, analysis: Analysis, executor: Executor,
+                 threads: int | None = None):
+        if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool)
+                                    or not 1 <= threads <= 256):
+            raise EnvironmentFault(f"threads must be an int in [1, 256], got {threads!r}")
         self.program, self.executor = program, executor
         self.consts = {i: executor.from_host(_frozen(a)) for i, a in program.consts.items()}
         self.steps = [self._bind(k, ins, analysis) for k, ins in enumerate(program.code)]
+        self.threads = threads
+        self._limit = blas_threads(None if threads is None else 1)
+        with self._limit():
+            self.fast = executor.fast_steps(program, analysis, self.steps, threads or 1)
+        self.lanes = Lanes(threads) if threads is not None and threads > 1 else None
+        self._local = threading.local()
 
     def _bind(self, index: int, ins, analysis: Analysis) -> Step:
         op = ops.get(ins.op)
@@ -49,33 +70,65 @@ class Plan:
         frees = tuple(sorted(i for i in set(ins.inputs) | set(ins.outputs)
                              if analysis.last_use[i] == index and tensors[i].kind != "const"))
         return Step(index, self.executor.kernel(op), ins.inputs, ins.outputs,
-                    tuple(tensors[i].dtype for i in ins.outputs), kwargs, frees)
+                    tuple(tensors[i].dtype for i in ins.outputs), kwargs, frees, (index,))
 
-    def run(self, inputs: dict[int, Any], trace: Callable | None = None) -> list:
+    def run(self, inputs: dict[int, Any], trace: Callable | None = None,
+            fused: bool | None = None) -> list:
         """Run on device values keyed by tensor id; return the output values in order.
 
-        ``trace(step, values)`` is called after every instruction (for divergence hunting).
+        ``trace(step, values)`` is called after every step: by default one per instruction (for
+        divergence hunting); ``fused=True`` traces the fused steps (for profiling).
         """
+        steps = self.fast if (trace is None if fused is None else fused) else self.steps
         env = dict(self.consts)
         env.update(inputs)
         xp, narrow = self.executor.xp, self.executor.narrow
-        for step in self.steps:
-            try:
-                result = step.kernel(xp, *[env[i] for i in step.inputs], **step.kwargs)
-            except MemoryError:
-                raise EnvironmentFault(f"out of memory in {self.program.describe(step.index)}") \
-                    from None
-            except Exception as e:  # a kernel failing after validation is a detvm bug
-                raise InternalError(f"{self.program.describe(step.index)} failed: "
-                                    f"{type(e).__name__}: {e}") from e
-            results = (result,) if len(step.outputs) == 1 else tuple(result)
-            for i, value, dtype in zip(step.outputs, results, step.dtypes):
-                env[i] = narrow(value, dtype)
-            if trace is not None:
-                trace(step, [env[i] for i in step.outputs])
-            for i in step.frees:
-                env.pop(i, None)
+        ws = getattr(self._local, "ws", None)
+        if ws is None:
+            ws = self._local.ws = Workspace()
+        with using(ws, self.lanes), self._limit():
+            for step in steps:
+                try:
+                    result = step.kernel(xp, *[env[i] for i in step.inputs], **step.kwargs)
+                except MemoryError:
+                    raise EnvironmentFault(f"out of memory in "
+                                           f"{self.program.describe(step.index)}") from None
+                except Exception as e:  # a kernel failing after validation is a detvm bug
+                    raise InternalError(f"{self.program.describe(step.index)} failed: "
+                                        f"{type(e).__name__}: {e}") from e
+                results = (result,) if len(step.outputs) == 1 else tuple(result)
+                for i, value, dtype in zip(step.outputs, results, step.dtypes):
+                    env[i] = narrow(value, dtype)
+                if trace is not None:
+                    trace(step, [env[i] for i in step.outputs])
+                for i in step.frees:
+                    env.pop(i, None)
         return [env[i] for i in self.program.outputs]
+
+    def close(self) -> None:
+        if self.lanes is not None:
+            self.lanes.close()
+
+    @property
+    def scratch_bytes(self) -> int:
+        """Bytes of scratch this thread's runs keep for reuse."""
+        ws = getattr(self._local, "ws", None)
+        return ws.nbytes if ws is not None else 0
+
+
+def blas_threads(threads: int | None):
+    """A context-manager factory limiting the BLAS library to ``threads`` threads while it is
+    active (threadpoolctl, when installed; OPENBLAS_NUM_THREADS / OMP_NUM_THREADS set before
+    numpy is imported work without it). Exact results never depend on it."""
+    if threads is None:
+        return nullcontext
+    try:
+        from threadpoolctl import ThreadpoolController
+    except ImportError:
+        raise EnvironmentFault("threads= needs threadpoolctl (pip install threadpoolctl); "
+                               "or set OPENBLAS_NUM_THREADS before starting Python") from None
+    controller = ThreadpoolController()
+    return lambda: controller.limit(limits=threads, user_api="blas")
 
 
 def _frozen(array: np.ndarray) -> np.ndarray:

@@ -43,13 +43,14 @@ class Model:
     """
 
     def __init__(self, program: Program, ctx: Context | None = None,
-                 limits: Limits | None = None, data: bytes | None = None):
+                 limits: Limits | None = None, data: bytes | None = None,
+                 threads: int | None = None):
         self.program = program
         self.analysis = validate(program, limits or Limits())
         self.ctx = ctx or Context("cpu")
         self._bytes = data if data is not None else encode(program)
         self.hash = model_hash(self._bytes)
-        self.plan = Plan(program, self.analysis, make_executor(self.ctx))
+        self.plan = Plan(program, self.analysis, make_executor(self.ctx), threads)
         info = lambda i: TensorInfo(program.tensors[i].name, program.tensors[i].shape,
                                     program.tensors[i].precision, program.tensors[i].dtype)
         self.inputs = [info(i) for i in program.inputs]
@@ -95,19 +96,28 @@ class Model:
         return self._bytes
 
     # -- running ----------------------------------------------------------------------------
-    def run(self, inputs: Any, trace=None) -> dict[str, np.ndarray]:
+    def run(self, inputs: Any, trace=None, float_io: bool = False) -> dict[str, np.ndarray]:
         """Run on a dict ``{input name: integer array}`` (or one array for a single-input
         model); return ``{output name: array}`` in the outputs' storage dtypes.
 
         Inputs are checked, never clamped: a missing or unknown name, a wrong shape, a
         non-integer dtype or a value outside the input's precision is a TrapError.
+        ``float_io``: float inputs are quantized and outputs dequantized with the scales and
+        zero points in the metadata (vm/floatio.py, the float boundary outside the VM).
         """
+        if float_io:
+            from .floatio import quantize_inputs
+            inputs = quantize_inputs(self, inputs)
         feeds = self._check_inputs(inputs)
         ex = self.plan.executor
         device = {self.program.inputs[k]: ex.from_host(a) for k, a in enumerate(feeds)}
         values = self.plan.run(device, trace)
-        return {t.name: np.array(ex.to_host(v), dtype=t.dtype, copy=True)
-                for t, v in zip(self.outputs, values)}
+        out = {t.name: np.array(ex.to_host(v), dtype=t.dtype, copy=True)
+               for t, v in zip(self.outputs, values)}
+        if float_io:
+            from .floatio import dequantize_outputs
+            return dequantize_outputs(self, out)
+        return out
 
     def _check_inputs(self, inputs: Any) -> list[np.ndarray]:
         if not isinstance(inputs, Mapping):
@@ -123,6 +133,8 @@ class Model:
 
     # -- context manager --------------------------------------------------------------------
     def close(self) -> None:
+        if self.plan is not None:
+            self.plan.close()
         self.plan = None
 
     def __enter__(self) -> "Model":
@@ -156,15 +168,18 @@ def _check_input(t: TensorInfo, value: Any) -> np.ndarray:
 
 
 def load(source: Any, ctx: Context | None = None, limits: Limits | None = None,
-         require_certificate: bool = False, certificate: Any = None) -> Model:
+         require_certificate: bool = False, certificate: Any = None,
+         threads: int | None = None) -> Model:
     """Load a model from a path (``.dvm`` bytes or ``.dvmt`` text) or from bytes; validate it
     completely, then bind it to ``ctx`` (default ``vm.cpu()``).
 
     ``require_certificate``: the model must carry a certificate, the directory ``certificate``
     (default: ``<model path>.cert`` next to the model file), that is this model's own and
     re-checks with z3 (verify/, docs/formal.md); a missing or failing one is an InvalidError.
+    ``threads`` (cpu): None keeps the BLAS library's own threading; n runs on n lanes with one
+    BLAS thread each (needs threadpoolctl; docs/performance.md). The bytes never depend on it.
     """
-    model = _load(source, ctx, limits)
+    model = _load(source, ctx, limits, threads)
     if require_certificate:
         from verify import require_certificate as check
         if certificate is None and isinstance(source, (str, os.PathLike)):
@@ -173,9 +188,10 @@ def load(source: Any, ctx: Context | None = None, limits: Limits | None = None,
     return model
 
 
-def _load(source: Any, ctx: Context | None, limits: Limits | None) -> Model:
+def _load(source: Any, ctx: Context | None, limits: Limits | None,
+          threads: int | None = None) -> Model:
     if isinstance(source, Program):
-        return Model(source, ctx, limits)
+        return Model(source, ctx, limits, threads=threads)
     if isinstance(source, (str, os.PathLike)):
         path = os.fspath(source)
         try:
@@ -185,7 +201,8 @@ def _load(source: Any, ctx: Context | None, limits: Limits | None) -> Model:
             raise EnvironmentFault(f"cannot read {path}: {e.strerror or e}") from None
         if path.endswith(".dvmt"):
             from compiler import parse
-            return Model(parse(data.decode("utf-8", errors="replace")), ctx, limits)
+            return Model(parse(data.decode("utf-8", errors="replace")), ctx, limits,
+                         threads=threads)
         source = data
     program = decode(source)
-    return Model(program, ctx, limits, data=bytes(source))
+    return Model(program, ctx, limits, data=bytes(source), threads=threads)

@@ -12,6 +12,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 import ops
+from ops import gemm as gemm_licences
 from ops.base import OpError, bound
 
 from .errors import InvalidError
@@ -45,6 +46,10 @@ class Analysis:
     last_use: list[int]
     gemm: dict[int, str] = field(default_factory=dict)
     acc_bounds: dict[int, int] = field(default_factory=dict)
+    licences: dict[int, Any] = field(default_factory=dict)
+    """Constant-weight conv2d/dense (and q forms): the exact chunked GEMM (ops/gemm.py)."""
+    winograd: dict[int, Any] = field(default_factory=dict)
+    """Filled by the CPU executor when it binds: the F(2x2, 3x3) licence or None (ops/winograd)."""
 
 
 def infer(op_name: str, shapes: Sequence[tuple], precs: Sequence[int],
@@ -139,12 +144,11 @@ def _check_const(t, data: np.ndarray, what: str) -> None:
         raise InvalidError(f"{what}: data dtype {data.dtype} is not the storage dtype "
                            f"{storage_dtype(t.precision)} of p{t.precision}")
     r = bound(t.precision)
-    if data.size:
+    if data.size and (int(data.min()) < -r or int(data.max()) > r):   # native dtype: fast
         wide = data.astype(np.int64)
         bad = np.flatnonzero((wide > r) | (wide < -r))
-        if bad.size:
-            raise InvalidError(f"{what}: value {int(wide.reshape(-1)[bad[0]])} at flat index "
-                               f"{int(bad[0])} exceeds precision {t.precision} (|v| <= {r})")
+        raise InvalidError(f"{what}: value {int(wide.reshape(-1)[bad[0]])} at flat index "
+                           f"{int(bad[0])} exceeds precision {t.precision} (|v| <= {r})")
 
 
 def _check_code(program: Program, limits: Limits) -> list[bool]:
@@ -268,3 +272,7 @@ def _license_gemms(program: Program, analysis: Analysis) -> None:
                            ins.attrs, consts)
         analysis.acc_bounds[index] = acc
         analysis.gemm[index] = next((name for name, lim in GEMM_LIMITS if acc < lim), "int64")
+        weight = consts[1] if len(consts) > 1 else None
+        if ins.op in gemm_licences.LINEAR_OPS and weight is not None:
+            x_bound = gemm_licences.data_bound(ins.op, tensors[0].precision, ins.attrs)
+            analysis.licences[index] = gemm_licences.licence(weight, x_bound)

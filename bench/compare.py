@@ -1,0 +1,232 @@
+"""detvm (cpu) against ONNX Runtime fp32 and int8, in one process run.
+
+    pip install ".[bench]"        # onnx, onnxruntime, threadpoolctl
+    python bench/compare.py [--repeat 30] [--batches 1 32] [--threads 1 2] [--json OUT]
+
+Models: the ResNet-18-shaped network of bench/resnet18.py (seeded random weights: detvm runs
+its int8 program; ORT runs the float ONNX graph of the same weights and that graph quantized by
+onnxruntime.quantization.quantize_static, QDQ, uint8 activations / int8 weights) and the digits
+CNN of examples/digits_cnn.py (float ONNX, the same quantization, imported into detvm with
+compiler.onnx at each batch size). Also: detvm on the ONNX-imported ResNet-18 when the importer
+takes it, peak RSS and load + validation time (in a child process, detvm only), and byte checks
+(threads 1 vs N, fused vs per-instruction path). Prints a markdown table; writes JSON.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "bench"), str(ROOT / "examples")]
+
+import vm  # noqa: E402
+from resnet18 import build_resnet18, resnet18_onnx  # noqa: E402
+
+
+def timed(fn, repeat: int) -> dict:
+    """min / median seconds of ``fn()`` over ``repeat`` runs after two warm-ups."""
+    fn()
+    fn()
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return {"min_ms": min(times) * 1e3, "median_ms": statistics.median(times) * 1e3,
+            "runs": repeat}
+
+
+def ort_session(path, threads: int):
+    import onnxruntime as ort
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def quantize(src: Path, dst: Path, name: str, shape, seed: int = 0) -> None:
+    """onnxruntime.quantization.quantize_static: QDQ, uint8 activations, int8 weights."""
+    from onnxruntime import quantization as q
+    rng = np.random.default_rng(seed)
+    samples = [rng.random((1, *shape), dtype=np.float32) for _ in range(8)]
+
+    class Reader(q.CalibrationDataReader):
+        def __init__(self):
+            self.it = iter(samples)
+
+        def get_next(self):
+            x = next(self.it, None)
+            return None if x is None else {name: x}
+    q.quantize_static(str(src), str(dst), Reader(), quant_format=q.QuantFormat.QDQ,
+                      activation_type=q.QuantType.QUInt8, weight_type=q.QuantType.QInt8)
+
+
+def import_int8(path: Path, batch: int):
+    """The ONNX int8 model imported into detvm at ``batch`` (compiler/onnx), or the reason
+    it could not be."""
+    try:
+        from compiler.onnx import import_onnx
+        return vm.encode(import_onnx(str(path), batch=batch, rounding="fp32")), None
+    except Exception as e:                    # not there yet, or an op it does not take
+        return None, f"{type(e).__name__}: {e}"
+
+
+def rows_for(label: str, detvm_bytes: dict, ort_fp32: Path, ort_int8: Path, input_name: str,
+             shape, args, report: dict) -> None:
+    """Time detvm and ORT fp32 / int8 at every batch and thread count; check the bytes."""
+    rng = np.random.default_rng(1)
+    for batch in args.batches:
+        data = detvm_bytes.get(batch)
+        xf = rng.random((batch, *shape), dtype=np.float32)
+        repeat = max(3, args.repeat // (8 if batch > 8 else 1))
+        outputs = {}
+        for threads in args.threads:
+            row = {"model": label, "batch": batch, "threads": threads}
+            if data is not None:
+                model = vm.load(data, threads=threads)
+                t = model.inputs[0]
+                r = (1 << (t.precision - 1)) - 1
+                xq = np.random.default_rng(2).integers(-r, r + 1, t.shape).astype(t.dtype)
+                feeds = {t.name: xq}
+                row["detvm"] = timed(lambda: model.run(feeds), repeat)
+                outputs[threads] = model.run(feeds)
+                if threads == args.threads[0]:
+                    slow = model.run(feeds, trace=lambda step, values: None)   # unfused
+                    row["fused_equals_per_instruction"] = all(
+                        slow[k].tobytes() == outputs[threads][k].tobytes() for k in slow)
+                model.close()
+            for kind, path in (("ort_fp32", ort_fp32), ("ort_int8", ort_int8)):
+                session = ort_session(path, threads)
+                row[kind] = timed(lambda: session.run(None, {input_name: xf}), repeat)
+            report["rows"].append(row)
+            print_row(row)
+        if len(outputs) > 1:
+            first = outputs[args.threads[0]]
+            same = all(all(o[k].tobytes() == first[k].tobytes() for k in first)
+                       for o in outputs.values())
+            report["checks"][f"{label} batch {batch}: bytes identical across threads"] = same
+
+
+def print_row(row: dict) -> None:
+    d, f, q = row.get("detvm"), row["ort_fp32"], row["ort_int8"]
+    cell = lambda r: f"{r['min_ms']:.2f} / {r['median_ms']:.2f}" if r else "skipped"
+    ratio = lambda a, b: f"{a['min_ms'] / b['min_ms']:.2f}" if a else "-"
+    print(f"| {row['model']} | {row['batch']} | {row['threads']} | {cell(d)} | {cell(f)} | "
+          f"{cell(q)} | {ratio(d, f)} | {ratio(d, q)} |", flush=True)
+
+
+def child_memory(path: Path, threads: int) -> dict:
+    """Load + validate time and peak RSS of a fresh process that loads and runs ``path``."""
+    code = f"""
+import json, sys, time
+sys.path[:0] = [{str(ROOT)!r}]
+import numpy as np, vm
+def hwm():   # this process image's peak RSS (ru_maxrss would include the parent's, via fork)
+    line = next(l for l in open('/proc/self/status') if l.startswith('VmHWM'))
+    return int(line.split()[1]) / 1024
+base = hwm()
+data = open({str(path)!r}, 'rb').read()
+loads = []
+for _ in range(5):
+    t = time.perf_counter(); m = vm.load(data, threads={threads}); loads.append(time.perf_counter() - t)
+    if _ < 4: m.close()
+t0 = time.perf_counter(); p = vm.decode(data); t1 = time.perf_counter(); vm.validate(p); t2 = time.perf_counter()
+x = np.random.default_rng(1).integers(-127, 128, m.inputs[0].shape).astype(np.int8)
+for _ in range(3): m.run(x)
+print(json.dumps(dict(load_min_s=min(loads), load_first_s=loads[0], decode_s=t1 - t0,
+    validate_s=t2 - t1, baseline_rss_mb=base, peak_rss_mb=hwm(),
+    scratch_mb=m.plan.scratch_bytes / 2**20)))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    if out.returncode:
+        return {"error": out.stderr.strip().splitlines()[-1:]}
+    return json.loads(out.stdout)
+
+
+def memory_limit(program) -> float:
+    """2 x (weights + the two largest activations) + 100 MB, in MB (storage dtypes)."""
+    weights = sum(np.asarray(a).nbytes for a in program.consts.values())
+    acts = sorted((t.size * t.dtype.itemsize for t in program.tensors if t.kind != "const"),
+                  reverse=True)
+    return (2 * (weights + sum(acts[:2])) + 100e6) / 2**20
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeat", type=int, default=30)
+    ap.add_argument("--batches", type=int, nargs="+", default=[1, 32])
+    ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--json", default=str(ROOT / "bench" / "compare.json"))
+    args = ap.parse_args()
+    logging.disable(logging.WARNING)              # onnxruntime.quantization's advice
+    import onnx
+    import onnxruntime
+    tmp = Path(tempfile.mkdtemp(prefix="detvm-bench-"))
+    report = {"machine": {"cpu": platform.processor() or platform.machine(),
+                          "cores": os.cpu_count(), "python": platform.python_version(),
+                          "numpy": np.__version__, "onnxruntime": onnxruntime.__version__},
+              "rows": [], "checks": {}, "notes": []}
+    print("| model | batch | threads | detvm min / median ms | ORT fp32 min / median ms | "
+          "ORT int8 min / median ms | detvm / ORT fp32 | detvm / ORT int8 |")
+    print("|---|---|---|---|---|---|---|---|")
+
+    log = []
+    resnet = {b: vm.encode(build_resnet18(b, log=log if b == args.batches[0] else None))
+              for b in args.batches}
+    onnx.save(resnet18_onnx(log), tmp / "resnet18.onnx")
+    quantize(tmp / "resnet18.onnx", tmp / "resnet18.int8.onnx", "data", (3, 224, 224))
+    rows_for("ResNet-18", resnet, tmp / "resnet18.onnx", tmp / "resnet18.int8.onnx", "data",
+             (3, 224, 224), args, report)
+
+    imported = {b: import_int8(tmp / "resnet18.int8.onnx", b) for b in args.batches}
+    if all(v[0] is not None for v in imported.values()):
+        rows_for("ResNet-18 (ONNX int8 imported)", {b: v[0] for b, v in imported.items()},
+                 tmp / "resnet18.onnx", tmp / "resnet18.int8.onnx", "data", (3, 224, 224),
+                 args, report)
+    else:
+        note = f"ResNet-18 ONNX import skipped: {next(v[1] for v in imported.values() if v[1])}"
+        report["notes"].append(note)
+        print(f"\n{note}\n")
+
+    try:
+        from digits_cnn import DigitsCNN
+        onnx.save(DigitsCNN(seed=0).onnx_model(), tmp / "digits.onnx")
+        quantize(tmp / "digits.onnx", tmp / "digits.int8.onnx", "image", (1, 8, 8))
+        digits = {b: import_int8(tmp / "digits.int8.onnx", b) for b in args.batches}
+        missing = [v[1] for v in digits.values() if v[0] is None]
+        if missing:
+            raise RuntimeError(missing[0])
+        rows_for("digits CNN", {b: v[0] for b, v in digits.items()}, tmp / "digits.onnx",
+                 tmp / "digits.int8.onnx", "image", (1, 8, 8), args, report)
+    except Exception as e:
+        note = f"digits CNN row skipped (importer or model not available yet): {e}"
+        report["notes"].append(note)
+        print(f"\n{note}\n")
+
+    path = tmp / "resnet18.dvm"
+    path.write_bytes(resnet[args.batches[0]])
+    mem = child_memory(path, max(args.threads))
+    mem["limit_mb"] = memory_limit(vm.decode(resnet[args.batches[0]]))
+    report["resnet18_load_and_memory"] = mem
+    print(f"\nResNet-18 batch {args.batches[0]} (child process, threads {max(args.threads)}): "
+          f"{json.dumps(mem)}")
+    for k, v in report["checks"].items():
+        print(f"check: {k}: {v}")
+    Path(args.json).write_text(json.dumps(report, indent=2))
+    print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,185 @@
+"""Lowering an ONNX graph to a detvm program: one pass over the nodes in order.
+
+Every ONNX tensor gets a value (compiler/onnx/values.py); handlers (linear.py, quantops.py,
+layout.py) turn a node's values into Builder instructions and the values of its outputs.
+Graph inputs quantized by a QuantizeLinear become integer inputs, graph outputs keep their ONNX
+names; the scales and zero points of both travel in the metadata (``float_io``, docs/onnx.md).
+"""
+from __future__ import annotations
+
+from fractions import Fraction
+
+import numpy as np
+
+from compiler.builder import Builder
+from ops.base import precision_for
+from vm.errors import InvalidError
+from vm.program import Program
+
+from .fixed import ROUNDINGS, fl32, ort_scales
+from .graph import Graph, Node
+from .values import Acc, Const, FloatIn, Int, Post, Q, QConst, TYPE_RANGES
+
+
+class Lowering:
+    """The state of one import: the Builder, the value of every ONNX tensor, the metadata."""
+
+    def __init__(self, graph: Graph, name: str, rounding: str):
+        if rounding not in ROUNDINGS:
+            raise InvalidError(f"unknown rounding {rounding!r} (known: {', '.join(ROUNDINGS)})")
+        self.graph, self.rounding = graph, rounding
+        self.b = Builder(name)
+        self.values: dict[str, object] = {k: Const(v) for k, v in graph.consts.items()}
+        self._outputs: set[str] = set()
+        self.meta: dict[str, str] = {"source": "onnx", "onnx.opset": str(graph.opset),
+                                     "requantize.rounding": rounding}
+        if graph.producer:
+            self.meta["onnx.producer"] = graph.producer
+
+    # -- the pass -----------------------------------------------------------------------------
+    def run(self, handlers: dict) -> Program:
+        for name, dtype, shape in self.graph.inputs:
+            self.values[name] = self._input(name, dtype, shape)
+        for node in self.graph.nodes:
+            args = [self.values.get(i) if i else None for i in node.inputs]
+            missing = [i for i, v in zip(node.inputs, args) if i and v is None]
+            if missing:
+                raise InvalidError(f"{node.describe()}: undefined input {missing[0]!r}")
+            try:
+                results = handlers[(node.domain, node.op_type)](self, node, args)
+            except (AttributeError, TypeError, KeyError, IndexError, ValueError) as e:
+                raise InvalidError(f"{node.describe()}: unsupported inputs or attributes "
+                                   f"({type(e).__name__}: {e})") from None
+            results = results if isinstance(results, list) else [results]
+            for out, value in zip(node.outputs, results):
+                if out:
+                    self.values[out] = value
+        for out in self.graph.outputs:
+            self._output(out)
+        for k, v in self.meta.items():
+            self.b.meta(k, v)
+        return self.b.build()
+
+    def _input(self, name: str, dtype: str, shape: tuple) -> object:
+        if dtype in ("float32", "float16", "float64"):
+            return FloatIn(name, shape, shape)
+        if dtype not in TYPE_RANGES:
+            raise InvalidError(f"ONNX input {name!r}: element type {dtype} is not supported")
+        lo, hi = TYPE_RANGES[dtype]
+        name = self.b.input(self.name_for(name), shape, precision_for(max(-lo, hi)))
+        self.meta[f"input.{name}.dtype"] = dtype
+        return Int(name, lo, hi)
+
+    # -- helpers for the handlers -------------------------------------------------------------
+    def name_for(self, base: str) -> str:
+        """A fresh printable tensor name derived from ``base``."""
+        base = "".join(c if c.isprintable() else "_" for c in base)[:200] or "t"
+        name, k = base, 1
+        while name in self.b:
+            name, k = f"{base}#{k}", k + 1
+        return name
+
+    def op(self, op_name: str, *inputs: str, out: str, **attrs) -> str:
+        return self.b.apply(op_name, inputs, attrs, [self.name_for(out)])
+
+    def const(self, values, out: str) -> str:
+        """A constant of the smallest precision holding ``values`` (exact ints)."""
+        return self.b.const(self.name_for(out), np.asarray(values).astype(np.int64))
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        return self.b.tensor(name).shape
+
+    def shape_of(self, v) -> tuple[int, ...]:
+        return v.shape if isinstance(v, FloatIn) else self.shape(v.name)
+
+    def quantize_input(self, v: FloatIn, scale: np.ndarray, zero: np.ndarray, axis: int,
+                       dtype: str) -> Int:
+        """The model input of a float graph input (its QuantizeLinear)."""
+        if dtype not in TYPE_RANGES:
+            raise InvalidError(f"QuantizeLinear of input {v.name!r} to {dtype} is not supported")
+        if isinstance(self.values.get(v.name), Int):
+            raise InvalidError(f"float input {v.name!r} is quantized twice")
+        if v.moves and np.size(scale) > 1:
+            raise InvalidError(f"float input {v.name!r}: a per-channel quantization after a "
+                               "data movement is not supported")
+        lo, hi = TYPE_RANGES[dtype]
+        name = self.b.input(self.name_for(v.name), v.base, precision_for(max(-lo, hi)))
+        key = f"input.{name}."
+        self.meta.update({key + "scale": floats(scale), key + "zero_point": ints(zero),
+                          key + "dtype": dtype})
+        if np.size(scale) > 1:
+            self.meta[key + "axis"] = str(axis)
+        self.values[v.name] = Int(name, lo, hi)
+        for op, attrs, out in v.moves:                 # they commute with the quantization
+            name = self.op(op, name, out=out, **attrs)
+        return Int(name, lo, hi)
+
+    # -- outputs ------------------------------------------------------------------------------
+    def _output(self, onnx_name: str) -> None:
+        from .quantops import materialize
+        v = post = self.values.get(onnx_name)
+        if isinstance(v, Post):
+            v = v.value
+        if isinstance(v, (Q, Acc)):
+            v = materialize(self, v, None)
+        elif not isinstance(v, Int):
+            kind = type(v).__name__ if v is not None else "undefined"
+            raise InvalidError(f"ONNX output {onnx_name!r} is {kind}: only computed tensors "
+                               "can be outputs")
+        name = self._named(v.name, onnx_name)
+        self.b.output(name)
+        key = f"output.{name}."
+        if isinstance(post, Post):
+            self.meta[key + "post"] = f"{post.kind}:{post.axis}"
+        if isinstance(v, (Q, Acc)):
+            self.meta[key + "scale"] = floats(scale32(v))
+            if isinstance(v, Q):
+                self.meta[key + "zero_point"] = ints(v.zero)
+            if len(v.scale) > 1:
+                self.meta[key + "axis"] = str(v.axis)
+
+    def _named(self, name: str, onnx_name: str) -> str:
+        """The tensor ``name`` under the ONNX output name (renamed, or copied when it is an
+        input, a constant or already an output)."""
+        t = self.b.tensor(name)
+        wanted = "".join(c if c.isprintable() else "_" for c in onnx_name)[:255] or "out"
+        if name == wanted and t.kind == "value" and name not in self._outputs:
+            self._outputs.add(name)
+            return name
+        if t.kind == "value" and wanted not in self.b and name not in self._outputs:
+            self.b.rename(name, wanted)
+        else:
+            wanted = self.op("reshape", name, out=wanted, shape=t.shape)
+        self._outputs.add(wanted)
+        return wanted
+
+
+def scale32(v) -> list:
+    """The float32 scales float_io multiplies by (for an Acc with ORT factors: ORT's own)."""
+    if isinstance(v, Acc) and v.ort is not None:
+        return ort_scales(v.ort)
+    if isinstance(v, Acc):
+        return [fl32(float(Fraction(s))) for s in v.scale]
+    return [fl32(s) for s in v.scale]
+
+
+def floats(values) -> str:
+    return ",".join(repr(float(np.float32(x))) for x in np.asarray(values).reshape(-1))
+
+
+def ints(values) -> str:
+    return ",".join(str(int(x)) for x in np.asarray(values).reshape(-1))
+
+
+def constant(v, node: Node, what: str) -> np.ndarray:
+    """The array of a constant input, or a clear error."""
+    if isinstance(v, Const):
+        return v.value
+    raise InvalidError(f"{node.describe()}: {what} must be a constant")
+
+
+def dequantized_const(v, node: Node, what: str) -> QConst:
+    if isinstance(v, QConst):
+        return v
+    raise InvalidError(f"{node.describe()}: {what} must be a quantized constant "
+                       "(DequantizeLinear of an initializer)")

@@ -1,0 +1,312 @@
+"""Exact integer GEMMs on float BLAS, and the pointwise tails fused after them.
+
+A sum of integers whose every partial sum stays below 2^24 in magnitude is computed exactly by
+float32 BLAS in any order (2^53: float64). :func:`licence` proves, from the constant weights,
+how a conv2d/dense reduction is split into contiguous channel chunks that are each exact in
+float32 (their results then summed exactly in float64), or which single dtype is exact.
+
+:class:`Requant` is the exact composition of the pointwise ops that may follow a linear op
+(cvm_right_shift, relu, clip, cvm_clip): ``q = clip(floor((z + add) / 2^shift), lo, hi)``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from .base import bound
+from .scratch import lane_count, parallel, scratch
+
+F32_LIMIT, F64_LIMIT = 1 << 24, 1 << 53
+MAX_CHUNKS = 4
+LINEAR_OPS = ("conv2d", "dense", "qconv2d", "qdense")
+
+
+def data_bound(op_name: str, data_precision: int, attrs) -> int:
+    """Largest |x| the reduction sees: R(P0), or R(P0) + |zero_point| for qconv2d/qdense."""
+    return bound(data_precision) + (abs(attrs.get("zero_point", 0)) if op_name[0] == "q" else 0)
+
+
+def _magnitudes(weight: np.ndarray) -> np.ndarray:
+    """|W| exactly, unsigned: int8 storage is abs'ed in place width and viewed as uint8 (so
+    even -128 reads 128); wider storage goes through int64."""
+    if weight.dtype.itemsize == 1:
+        return np.abs(weight).view(np.uint8)
+    return np.abs(weight.astype(np.int64))
+
+
+def row_abs_sums(weight: np.ndarray) -> np.ndarray:
+    """sum_k |W[oc, k]| per output row (exact int64), shape (OC,)."""
+    m = _magnitudes(weight).reshape(weight.shape[0], -1)
+    narrow = m.dtype == np.uint8 and m.shape[1] * 255 < 1 << 32
+    return m.sum(axis=1, dtype=np.uint32 if narrow else np.int64).astype(np.int64)
+
+
+def channel_abs_sums(weight: np.ndarray) -> np.ndarray:
+    """S[oc, c] = sum over the kernel window of |W[oc, c, ...]| (exact int64), shape (OC, C)."""
+    m = _magnitudes(weight).reshape(weight.shape[0], weight.shape[1], -1)
+    acc = np.uint16 if m.dtype == np.uint8 and m.shape[2] * 255 < 1 << 16 else np.int64
+    s = m[:, :, 0].astype(acc)
+    for k in range(1, m.shape[2]):
+        s += m[:, :, k]
+    return s.astype(np.int64)
+
+
+@dataclass(frozen=True)
+class GemmLicence:
+    """How a linear op's reduction is computed exactly: ``dtype`` of the BLAS call and the
+    channel boundaries ``splits`` (0 = s_0 < ... < s_n = C) of its chunks; ``bound`` is the
+    largest proven partial-sum bound of a chunk (below the dtype's exact-integer limit), and
+    ``whole`` that of the complete sum (chunks are summed in float64, exact below 2^53)."""
+
+    dtype: str
+    splits: tuple[int, ...]
+    bound: int
+    whole: int
+
+
+def licence(weight: np.ndarray, x_bound: int) -> GemmLicence:
+    """The licence for a constant weight (OC, C, ...) and data bound ``x_bound``: one float32
+    chunk if R * max_oc sum |W[oc]| < 2^24, else at most MAX_CHUNKS float32 chunks of whole
+    channels, else float64, else int64."""
+    whole = x_bound * int(row_abs_sums(weight).max(initial=0))
+    c = weight.shape[1]
+    if whole < F32_LIMIT:
+        return GemmLicence("float32", (0, c), whole, whole)
+    sums = channel_abs_sums(weight)
+    splits, worst, start = [0], 0, 0
+    cum = np.concatenate([np.zeros((sums.shape[0], 1), np.int64), np.cumsum(sums, axis=1)], 1)
+    while start < c and len(splits) <= MAX_CHUNKS:
+        chunk = x_bound * (cum[:, start + 1:] - cum[:, start:start + 1]).max(axis=0)
+        fits = int(np.count_nonzero(chunk < F32_LIMIT))  # chunk bounds grow with the end
+        if fits == 0:
+            break
+        start += fits
+        splits.append(start)
+        worst = max(worst, int(chunk[fits - 1]))
+    if start == c and len(splits) - 1 <= MAX_CHUNKS:
+        return GemmLicence("float32", tuple(splits), worst, whole)
+    if whole < F64_LIMIT:
+        return GemmLicence("float64", (0, c), whole, whole)
+    return GemmLicence("int64", (0, c), whole, whole)
+
+
+def matmul_chunks(weights: list, cols: np.ndarray, splits: tuple[int, ...], rows_per: int):
+    """sum_k weights[k] @ cols[splits[k]*rows_per : splits[k+1]*rows_per] exactly: one BLAS
+    call per chunk; several chunks are summed in float64 (exact: below 2^53)."""
+    if len(weights) == 1:
+        return np.matmul(weights[0], cols)
+    acc = None
+    for w, s0, s1 in zip(weights, splits, splits[1:]):
+        part = np.matmul(w, cols[s0 * rows_per:s1 * rows_per])
+        if acc is None:
+            acc = part.astype(np.float64)
+        else:
+            np.add(acc, part, out=acc)
+    return acc
+
+
+def chunk_weights(w2d: np.ndarray, splits, rows_per: int, dtype) -> list:
+    """The weight matrix (OC, K) in ``dtype``, split along K at ``splits`` (x ``rows_per``)."""
+    return [np.ascontiguousarray(w2d[:, s0 * rows_per:s1 * rows_per], dtype=dtype)
+            for s0, s1 in zip(splits, splits[1:])]
+
+
+# ---------------------------------------------------------------------------------------------
+# The fused pointwise tail
+# ---------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Requant:
+    """q = clip(floor((z + add) / 2^shift), lo, hi) on exact integers (None: unbounded side).
+
+    Built by composing ops in program order (:meth:`then_shift`, :meth:`then_clip`); a monotone
+    map commutes with clipping (f(clip(z, a, b)) = clip(f(z), f(a), f(b))) and two shifts fold
+    into one, so any chain of cvm_right_shift / relu / clip / cvm_clip is one Requant."""
+
+    shift: int = 0
+    add: int = 0
+    lo: int | None = None
+    hi: int | None = None
+
+    def then_shift(self, s: int) -> "Requant":
+        """Followed by floor((q + 2^(s-1)) / 2^s) (cvm_right_shift's rounding, s >= 1)."""
+        f = lambda v: None if v is None else (v + (1 << (s - 1))) >> s
+        return Requant(self.shift + s, self.add + ((1 << (s - 1)) << self.shift), f(self.lo),
+                       f(self.hi))
+
+    def then_clip(self, a: int | None, b: int | None) -> "Requant":
+        """Followed by clip(q, a, b) (None: no bound on that side); a <= b."""
+        inf = float("inf")
+        a_, b_ = -inf if a is None else a, inf if b is None else b
+        lo = min(max(-inf if self.lo is None else self.lo, a_), b_)
+        hi = min(max(inf if self.hi is None else self.hi, a_), b_)
+        return replace(self, lo=None if lo == -inf else int(lo),
+                       hi=None if hi == inf else int(hi))
+
+    def reach(self, z: int) -> int:
+        """Largest |z + add| for |z| <= ``z``."""
+        return z + abs(self.add)
+
+    def scalar(self, z: int) -> int:
+        """The tail on one Python int (for tests and docs)."""
+        q = (z + self.add) >> self.shift
+        q = q if self.lo is None else max(q, self.lo)
+        return q if self.hi is None else min(q, self.hi)
+
+    def finish_float(self, y: np.ndarray, out: np.ndarray) -> None:
+        """out <- clip(floor(y), lo, hi) for a float array holding (z + add) * 2^-shift
+        exactly (the caller's licence keeps |z + add| below the float's exact limit; scaling
+        by a power of two is exact). Clipping first is the same: lo and hi are integers."""
+        if self.lo is not None or self.hi is not None:
+            np.clip(y, self.lo, self.hi, out=y)
+        if self.shift and (self.lo is None or self.lo < 0):
+            np.floor(y, out=y)                       # else y is integral, or >= 0: truncation
+        np.copyto(out, y, casting="unsafe")
+
+    def finish_int(self, z: np.ndarray, out: np.ndarray) -> None:
+        """out <- tail for an integer array holding z + add (arithmetic shifts floor)."""
+        if self.shift:
+            np.right_shift(z, self.shift, out=z)
+        if self.lo is not None or self.hi is not None:
+            np.clip(z, self.lo, self.hi, out=z)
+        np.copyto(out, z, casting="unsafe")
+
+
+# ---------------------------------------------------------------------------------------------
+# conv2d / dense bound at load time
+# ---------------------------------------------------------------------------------------------
+
+COLS_BUDGET = 1 << 21
+"""Elements of the im2col matrix per block of work (bounds the scratch memory)."""
+MIN_COLUMNS = 256
+"""A block of one image's output rows is worth a lane when it has this many pixels."""
+
+
+class LinearKernel:
+    """conv2d / dense (or qconv2d / qdense) with a constant weight and bias, followed by the
+    fused ``tail``: z = sum_k W[oc, k] * (x[k] - zero_point) + bias[oc], q = tail(z), written in
+    ``out_dtype``. The reduction runs as licensed (``lic``). With one float chunk and
+    |z + add| below that float's exact limit, the weights are prescaled by 2^-shift (exact) and
+    the offset bias + add rides in the GEMM on a row of ones, so the GEMM yields
+    (z + add) * 2^-shift exactly; chunks are summed in float64 and offset there; else int64."""
+
+    def __init__(self, op: str, weight, bias, attrs, lic: GemmLicence, tail: Requant,
+                 out_dtype):
+        self.conv = op.endswith("conv2d")
+        self.attrs, self.tail, self.out_dtype, self.lic = attrs, tail, np.dtype(out_dtype), lic
+        self.zp = attrs.get("zero_point", 0)
+        self.rows_per = int(np.prod(weight.shape[2:])) if self.conv else 1
+        self.oc = oc = weight.shape[0]
+        offset = np.full(oc, tail.add, dtype=np.int64)
+        if bias is not None:
+            offset += bias.astype(np.int64)
+        reach = lic.whole + int(np.abs(offset).max(initial=0))
+        chunked = len(lic.splits) > 2
+        limit = {"float32": F32_LIMIT, "float64": F64_LIMIT}.get(lic.dtype, 0)
+        if chunked:
+            limit = F64_LIMIT                                  # the float64 sum of chunks
+        self.mode = "int64" if reach >= limit else "chunks" if chunked else "ones"
+        self.dtype = np.dtype(np.int64 if self.mode == "int64" else lic.dtype)
+        k = weight.size // oc
+        w2d = np.empty((oc, k + (self.mode == "ones")), self.dtype)
+        w2d[:, :k] = weight.reshape(oc, k)
+        if self.mode == "ones":
+            w2d[:, k] = offset                                 # |offset| < the exact limit
+        if self.mode != "int64":
+            w2d *= w2d.dtype.type(2.0 ** -tail.shift)         # a power of two: exact
+        self.splits = lic.splits if chunked else (0, w2d.shape[1])
+        self.weights = chunk_weights(w2d, self.splits, self.rows_per if chunked else 1,
+                                     self.dtype)
+        self.offset = (offset.reshape(oc, 1) if self.mode == "int64"
+                       else np.ldexp(offset.astype(np.float64), -tail.shift).reshape(oc, 1))
+
+    def __call__(self, xp, x):
+        if not self.conv:
+            cols = self._cols_buffer(x.shape[1], x.shape[0])
+            np.subtract(x.T, self.zp, out=cols[:x.shape[1]], dtype=self.dtype, casting="unsafe")
+            out = np.empty((x.shape[0], self.oc), self.out_dtype)
+            self._gemm(cols, out.T, 0, self.oc)
+            return out
+        n, c = x.shape[:2]
+        oh, ow = self._out_hw(x.shape)
+        out = np.empty((n, self.oc, oh, ow), self.out_dtype)
+        src = self._source(x)
+        blocks = self._blocks(n, oh, ow, c * self.rows_per)
+        parallel(lambda b: self._block(src, out, ow, *b), blocks)
+        return out
+
+    def _blocks(self, n: int, oh: int, ow: int, k: int) -> list:
+        """(n0, n1, r0, r1, o0, o1): images, output rows and channels of each block of work;
+        at most COLS_BUDGET im2col elements each, and one per lane when worthwhile."""
+        lanes, per_row = lane_count(n * oh * ow * k * self.oc), k * ow
+        if n > 1:
+            step = max(1, min(COLS_BUDGET // (per_row * oh), -(-n // lanes)))
+            return [(n0, min(n, n0 + step), 0, oh, 0, self.oc) for n0 in range(0, n, step)]
+        rows = max(1, min(oh, COLS_BUDGET // per_row))
+        if lanes > 1 and oh * ow >= lanes * MIN_COLUMNS:
+            rows = min(rows, -(-oh // lanes))
+        if rows < oh or lanes == 1:
+            return [(0, 1, r0, min(oh, r0 + rows), 0, self.oc) for r0 in range(0, oh, rows)]
+        per = -(-self.oc // lanes)                     # few pixels: split the channels
+        return [(0, 1, 0, oh, o0, min(self.oc, o0 + per)) for o0 in range(0, self.oc, per)]
+
+    def _block(self, src, out, ow: int, n0, n1, r0, r1, o0, o1) -> None:
+        cols = self._im2col(src[n0:n1], r0, r1, ow)
+        self._gemm(cols, out[n0:n1, o0:o1, r0:r1].transpose(1, 0, 2, 3), o0, o1)
+
+    def _cols_buffer(self, k: int, columns: int) -> np.ndarray:
+        """Scratch (K [+ 1], columns) in the GEMM dtype; the extra row of ones carries the
+        offset in the "ones" mode."""
+        cols = scratch("cols", (k + (self.mode == "ones"), columns), self.dtype)
+        if self.mode == "ones":
+            cols[k] = 1
+        return cols
+
+    def _gemm(self, cols, dst, o0: int, o1: int) -> None:
+        """dst <- tail(W[o0:o1] @ cols + bias[o0:o1]); dst (o1 - o0, ...) of cols' columns."""
+        if self.mode == "ones":
+            acc = np.matmul(self.weights[0][o0:o1], cols)
+        else:
+            acc = matmul_chunks([w[o0:o1] for w in self.weights], cols, self.splits,
+                                self.rows_per)
+            if self.mode == "int64":
+                acc = acc.astype(np.int64, copy=False)
+            np.add(acc, self.offset[o0:o1], out=acc)
+        acc = acc.reshape(dst.shape)
+        if self.mode == "int64":
+            self.tail.finish_int(acc, dst)
+        else:
+            self.tail.finish_float(acc, dst)
+
+    def _out_hw(self, shape):
+        (kh, kw), (sh, sw) = self.attrs["kernel_size"], self.attrs["strides"]
+        (ph, pw), (dh, dw) = self.attrs["padding"], self.attrs["dilation"]
+        return ((shape[2] + 2 * ph - (kh - 1) * dh - 1) // sh + 1,
+                (shape[3] + 2 * pw - (kw - 1) * dw - 1) // sw + 1)
+
+    def _source(self, x):
+        """x - zero_point in the GEMM dtype, zero-padded (exact: |x - zp| < 2^24)."""
+        n, c, h, w = x.shape
+        ph, pw = self.attrs["padding"]
+        src = scratch("pad", (n, c, h + 2 * ph, w + 2 * pw), self.dtype)
+        if ph or pw:
+            src.fill(0)
+        np.subtract(x, self.zp, out=src[:, :, ph:ph + h, pw:pw + w], dtype=self.dtype,
+                    casting="unsafe")
+        return src
+
+    def _im2col(self, src, r0: int, r1: int, ow: int):
+        """cols[(c, r, s), (n, p, q)] = src[n, c, p*SH + r*DH, q*SW + s*DW] for output rows p
+        in [r0, r1) (src: padded x - zp)."""
+        n, c = src.shape[:2]
+        (kh, kw), (sh, sw) = self.attrs["kernel_size"], self.attrs["strides"]
+        dh, dw = self.attrs["dilation"]
+        rows = r1 - r0
+        cols = self._cols_buffer(c * kh * kw, n * rows * ow)
+        sn, sc, sy, sx = src.strides
+        windows = np.lib.stride_tricks.as_strided(       # a read-only view, in bounds
+            src[:, :, r0 * sh:], shape=(c, kh, kw, n, rows, ow),
+            strides=(sc, dh * sy, dw * sx, sn, sh * sy, sw * sx), writeable=False)
+        np.copyto(cols[:c * kh * kw].reshape(c, kh, kw, n, rows, ow), windows)
+        return cols

@@ -1,0 +1,112 @@
+"""What prepared kernels run with: reusable scratch memory and worker lanes.
+
+A run activates a :class:`Workspace` (and optionally :class:`Lanes`) for its thread with
+:func:`using`. Kernels take temporaries with :func:`scratch` (no page faults after the first
+run) and spread independent blocks of work with :func:`parallel`: each lane has its own
+scratch, blocks write disjoint parts of the output, and every block computes exact integers,
+so neither the number of lanes nor the blocking can change a byte.
+"""
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+
+import numpy as np
+
+_active = threading.local()
+
+
+class Workspace:
+    """Scratch buffers reused across runs: one growing byte buffer per role (a kernel's
+    temporaries; steps run one after another, so roles are shared), and one sub-workspace per
+    extra lane."""
+
+    def __init__(self):
+        self.buffers: dict[str, np.ndarray] = {}
+        self.lanes: dict[int, Workspace] = {}
+
+    def get(self, role: str, shape, dtype) -> np.ndarray:
+        dtype = np.dtype(dtype)
+        n = int(np.prod(shape)) * dtype.itemsize
+        buf = self.buffers.get(role)
+        if buf is None or buf.nbytes < n:
+            buf = self.buffers[role] = np.empty(max(n, 64), np.uint8)
+        return buf[:n].view(dtype).reshape(shape)
+
+    def lane(self, k: int) -> "Workspace":
+        return self if k == 0 else self.lanes.setdefault(k, Workspace())
+
+    @property
+    def nbytes(self) -> int:
+        return sum(b.nbytes for b in self.buffers.values()) + \
+            sum(w.nbytes for w in self.lanes.values())
+
+
+class Lanes:
+    """``n`` lanes of work: the calling thread and n - 1 pool threads. BLAS should run one
+    thread per lane meanwhile (vm/interp.py limits it)."""
+
+    def __init__(self, n: int):
+        self.n = n
+        self.pool = ThreadPoolExecutor(n - 1, thread_name_prefix="detvm-lane") if n > 1 else None
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=False)
+
+
+@contextmanager
+def using(ws: Workspace | None, lanes: Lanes | None = None):
+    """Make ``ws`` (and ``lanes``) what kernels run by this thread use inside the block."""
+    prev = getattr(_active, "ctx", None)
+    _active.ctx = (ws, lanes)
+    try:
+        yield ws
+    finally:
+        _active.ctx = prev
+
+
+def scratch(role: str, shape, dtype) -> np.ndarray:
+    """An uninitialised array for temporaries: from the active Workspace, else fresh."""
+    ctx = getattr(_active, "ctx", None)
+    if ctx is None or ctx[0] is None:
+        return np.empty(shape, dtype)
+    return ctx[0].get(role, shape, dtype)
+
+
+MIN_WORK = 1 << 22
+"""Multiply-adds below which a kernel is not worth spreading (a lane hand-off costs ~10 us)."""
+
+
+def lane_count(work: int | None = None) -> int:
+    """How many lanes :func:`parallel` spreads over in this thread (1 without lanes, or for
+    ``work`` below MIN_WORK)."""
+    ctx = getattr(_active, "ctx", None)
+    if ctx is None or ctx[1] is None or (work is not None and work < MIN_WORK):
+        return 1
+    return ctx[1].n
+
+
+def parallel(fn, items: list) -> None:
+    """fn(item) for every item: item k on lane k mod n, each lane with its own scratch.
+    Blocks must write disjoint outputs. Inside a lane, nested calls run sequentially."""
+    ctx = getattr(_active, "ctx", None)
+    lanes = ctx[1] if ctx is not None else None
+    n = min(lanes.n, len(items)) if lanes is not None else 1
+    if n <= 1:
+        for item in items:
+            fn(item)
+        return
+    ws = ctx[0] or Workspace()
+
+    def lane(k: int) -> None:
+        with using(ws.lane(k)):
+            for item in items[k::n]:
+                fn(item)
+    futures = [lanes.pool.submit(lane, k) for k in range(1, n)]
+    try:
+        lane(0)
+    finally:
+        for f in futures:
+            f.result()

@@ -1,0 +1,302 @@
+"""The fast CPU paths are exact: Winograd F(2x2, 3x3), chunked float GEMMs, fused tails, lanes.
+
+* every prepared kernel equals the pure-Python scalar reference (conv2d's ``scalar`` rule, then
+  the tail ops' scalar rules one by one) on hypothesis inputs with the extremes +-R(p) frequent;
+* adversarial inputs at the edge of each licence (partial sums just below 2^24) stay exact, and
+  one past the edge the licence splits the reduction instead of going wrong;
+* whole programs (a reduced ResNet-18-shaped model with every layer kind of the bench) give the
+  reference executor's bytes, whatever the batch size (batch invariance) or the thread count;
+* sampled layers of the real ResNet-18 bench model equal the int64 kernel and, on sampled
+  output elements, the scalar formula.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+import ops
+import vm
+from bench.resnet18 import build_resnet18
+from ops import gemm, scratch, winograd
+from ops.base import Ref, bound
+from ops.scratch import Lanes, Workspace, using
+from tests.cases import all_cases, values_for
+from vm.fusion import chains, compose_tail
+
+SETTINGS = settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
+CONV = ops.get("conv2d")
+CASES = all_cases()
+
+
+def tails():
+    """Random chains of the tail ops, as (op, attrs) pairs."""
+    one = st.one_of(
+        st.tuples(st.just("cvm_right_shift"), st.fixed_dictionaries(
+            {"precision": st.integers(1, 32), "shift_bit": st.integers(1, 20)})),
+        st.tuples(st.just("relu"), st.just({})),
+        st.tuples(st.just("clip"), st.integers(-300, 300).flatmap(
+            lambda lo: st.fixed_dictionaries({"a_min": st.just(lo),
+                                              "a_max": st.integers(lo + 1, lo + 400)}))),
+        st.tuples(st.just("cvm_clip"), st.fixed_dictionaries(
+            {"precision": st.integers(1, 12), "is_sign": st.just(True)})))
+    return st.lists(one, max_size=3)
+
+
+def compose(chain) -> gemm.Requant:
+    tail = gemm.Requant()
+    for name, attrs in chain:
+        tail = compose_tail(tail, type("I", (), {"op": name, "attrs": attrs})())
+    return tail
+
+
+def apply_scalar(ref: Ref, chain) -> Ref:
+    """The tail ops' own scalar rules, one after another (the unfused semantics)."""
+    for name, attrs in chain:
+        ref = ops.get(name).scalar([ref], ops.get(name).check_attrs(attrs))
+    return ref
+
+
+@st.composite
+def conv3x3(draw, max_c=6):
+    """A 3x3 stride-1 conv2d case: shapes, precisions, values with the extremes frequent."""
+    n, c, oc = draw(st.integers(1, 2)), draw(st.integers(1, max_c)), draw(st.integers(1, 5))
+    ph, pw = draw(st.integers(0, 2)), draw(st.integers(0, 2))
+    h = draw(st.integers(max(1, 3 - 2 * ph), 9))
+    w = draw(st.integers(max(1, 3 - 2 * pw), 9))
+    p0, p1 = draw(st.integers(1, 8)), draw(st.integers(1, 8))
+    x = np.array(draw(values_for((n, c, h, w), p0)), np.int8).reshape(n, c, h, w)
+    wt = np.array(draw(values_for((oc, c, 3, 3), p1)), np.int8).reshape(oc, c, 3, 3)
+    bias = None
+    if draw(st.booleans()):
+        bias = np.array(draw(values_for((oc,), draw(st.integers(1, 20)))), np.int32)
+    attrs = CONV.check_attrs(dict(channels=oc, kernel_size=(3, 3), padding=(ph, pw),
+                                  use_bias=bias is not None))
+    return x, wt, bias, attrs, p0
+
+
+def reference(x, wt, bias, attrs, chain) -> np.ndarray:
+    args = [Ref.from_array(a) for a in (x, wt) + ((bias,) if bias is not None else ())]
+    return apply_scalar(CONV.scalar(args, attrs), chain).to_array()
+
+
+def run(kernel, *args, lanes: int = 1):
+    """kernel(*args) with a fresh workspace; on ``lanes`` lanes even for tiny work."""
+    saved, scratch.MIN_WORK = scratch.MIN_WORK, 0
+    try:
+        with using(Workspace(), Lanes(lanes) if lanes > 1 else None):
+            return kernel(np, *args)
+    finally:
+        scratch.MIN_WORK = saved
+
+
+@SETTINGS
+@given(conv3x3(), tails(), st.data())
+def test_winograd_equals_the_scalar_reference(case, chain, data):
+    x, wt, bias, attrs, p0 = case
+    lic = winograd.licence(wt, bound(p0))
+    assert lic is not None and lic.chunk_bound < 1 << 24
+    c = wt.shape[1]
+    k = data.draw(st.sampled_from([d for d in range(1, c + 1) if c % d == 0]))
+    forced = winograd.WinogradLicence(k, lic.chunk_bound, lic.out_bound, lic.u)  # any split
+    tail = compose(chain)
+    kernel = winograd.WinogradKernel(forced, bias, attrs, tail, np.int64)
+    want = reference(x, wt, bias, attrs, chain)
+    assert np.array_equal(run(kernel, x), want)
+    assert np.array_equal(run(kernel, x, lanes=2), want)
+
+
+@SETTINGS
+@given(conv3x3(), tails())
+def test_im2col_kernel_equals_the_scalar_reference(case, chain):
+    x, wt, bias, attrs, p0 = case
+    kernel = gemm.LinearKernel("conv2d", wt, bias, attrs, gemm.licence(wt, bound(p0)),
+                               compose(chain), np.int64)
+    want = reference(x, wt, bias, attrs, chain)
+    assert np.array_equal(run(kernel, x), want)
+    assert np.array_equal(run(kernel, x, lanes=2), want)
+
+
+@SETTINGS
+@given(CASES["conv2d"], tails(), st.data())
+def test_im2col_any_geometry_equals_the_scalar_reference(case, chain, data):
+    """Every kernel size, stride, padding and dilation of the law-suite cases (one group)."""
+    attrs = CONV.check_attrs(case.attrs)
+    if attrs["groups"] != 1:
+        attrs = CONV.check_attrs({**case.attrs, "groups": 1, "channels": attrs["channels"]})
+    x_in, w_in = case.inputs[:2]
+    c = w_in.shape[1] * case.attrs.get("groups", 1)
+    x = np.array(data.draw(values_for(x_in.shape, x_in.precision)), np.int8).reshape(x_in.shape)
+    wt = np.array(data.draw(values_for((attrs["channels"], c, *w_in.shape[2:]), w_in.precision)),
+                  np.int8).reshape(attrs["channels"], c, *w_in.shape[2:])
+    bias = None
+    if attrs["use_bias"]:
+        bias = np.array(data.draw(values_for((attrs["channels"],), 16)), np.int32)
+    kernel = gemm.LinearKernel("conv2d", wt, bias, attrs, gemm.licence(wt, bound(x_in.precision)),
+                               compose(chain), np.int64)
+    want = reference(x, wt, bias, attrs, chain)
+    assert np.array_equal(run(kernel, x), want)
+    assert np.array_equal(run(kernel, x, lanes=2), want)
+
+
+@SETTINGS
+@given(tails(), st.integers(-(1 << 40), 1 << 40))
+def test_composed_tail_equals_the_ops_one_by_one(chain, z):
+    want = apply_scalar(Ref((1,), [z]), chain).data[0]
+    assert compose(chain).scalar(z) == want
+
+
+# ---------------------------------------------------------------------------------------------
+# At the edge of each licence
+# ---------------------------------------------------------------------------------------------
+
+EDGE = (1 << 24) // (127 * 127)       # 1040 products of 127 * 127 stay below 2^24
+
+
+@pytest.mark.parametrize("k", [EDGE, EDGE + 1, 3 * EDGE + 7, 8 * EDGE])
+@pytest.mark.parametrize("sign", [1, -1])
+def test_dense_at_the_float32_edge(k, sign):
+    """All weights and inputs at +-R(8): every partial sum climbs to 127^2 K."""
+    w = np.full((3, k), 127, np.int8)
+    w[1] = -127
+    w[2, ::2] = -127
+    x = np.full((2, k), sign * 127, np.int8)
+    x[1, ::3] = -sign * 127
+    lic = gemm.licence(w, 127)
+    chunks = -(-k // EDGE)
+    assert (lic.dtype, len(lic.splits) - 1) == (("float32", chunks) if chunks <= 4
+                                                 else ("float64", 1))
+    assert lic.bound < (1 << 24 if lic.dtype == "float32" else 1 << 53)
+    if k == EDGE:
+        assert lic.bound > (1 << 24) - 127 * 127
+    attrs = ops.get("dense").check_attrs(dict(units=3, use_bias=False))
+    kernel = gemm.LinearKernel("dense", w, None, attrs, lic, gemm.Requant(), np.int64)
+    want = x.astype(np.int64) @ w.astype(np.int64).T
+    assert np.array_equal(run(kernel, x), want)
+
+
+def test_one_past_the_edge_float32_is_wrong():
+    """What the licence prevents: 1041 products 127 * 127 sum to an odd number above 2^24,
+    which float32 cannot hold."""
+    ones = np.full(EDGE + 1, 127, np.float32)
+    assert int(ones @ ones) != 127 * 127 * (EDGE + 1)
+
+
+@pytest.mark.parametrize("c", [16, 64, 128])
+def test_winograd_at_its_edge(c):
+    """Weights and inputs at +-R(8) with the signs that maximise one transformed position."""
+    rng = np.random.default_rng(c)
+    w = np.where(rng.random((4, c, 3, 3)) < 0.5, -127, 127).astype(np.int8)
+    w[0] = 127                                       # U[1, 1] = 9 * 127 for every channel
+    lic = winograd.licence(w, 127)
+    assert lic is not None and lic.chunk_bound < 1 << 24
+    assert lic.chunk_bound * lic.chunks > (1 << 24) // 2 or c < 64
+    attrs = CONV.check_attrs(dict(channels=4, kernel_size=(3, 3), padding=(1, 1),
+                                  use_bias=False))
+    kernel = winograd.WinogradKernel(lic, None, attrs, gemm.Requant(), np.int64)
+    for x in (np.full((1, c, 6, 6), 127, np.int8), np.full((1, c, 6, 6), -127, np.int8),
+              np.where(rng.random((1, c, 6, 6)) < 0.5, -127, 127).astype(np.int8)):
+        want = CONV.kernel(np, x, w, **attrs, gemm="int64")
+        assert np.array_equal(run(kernel, x), want)
+
+
+def test_bias_and_rounding_offset_push_past_float32():
+    """A bias that takes |z + add| past 2^24 moves the kernel off the float32 ones-row path
+    and stays exact."""
+    w = np.full((2, 1000), 127, np.int8)
+    bias = np.array([(1 << 23), -(1 << 23)], np.int32)
+    lic = gemm.licence(w, 127)
+    attrs = ops.get("dense").check_attrs(dict(units=2))
+    tail = gemm.Requant().then_shift(3)
+    kernel = gemm.LinearKernel("dense", w, bias, attrs, lic, tail, np.int64)
+    assert kernel.mode != "ones"
+    x = np.full((1, 1000), 127, np.int8)
+    z = x.astype(np.int64) @ w.astype(np.int64).T + bias
+    assert np.array_equal(run(kernel, x), (z + 4) >> 3)
+
+
+# ---------------------------------------------------------------------------------------------
+# Whole programs
+# ---------------------------------------------------------------------------------------------
+
+def small_resnet(batch: int):
+    return build_resnet18(batch, size=32, classes=10, width=4)
+
+
+def feeds(model, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    x = rng.integers(-127, 128, model.inputs[0].shape).astype(np.int8)
+    x.reshape(-1)[::7] = 127
+    x.reshape(-1)[3::11] = -127
+    return x
+
+
+def test_reduced_resnet_equals_the_reference_executor():
+    program = small_resnet(1)
+    assert any(len(group) > 1 for group, _ in chains(program))
+    fast, ref = vm.load(program), vm.load(program, vm.reference())
+    x = feeds(fast, 0)
+    got, want = fast.run(x), ref.run(x)
+    assert all(got[k].tobytes() == want[k].tobytes() for k in want)
+
+
+@pytest.mark.parametrize("threads", [None, 1, 2])
+def test_batch_invariance_and_thread_invariance(threads, monkeypatch):
+    pytest.importorskip("threadpoolctl")
+    monkeypatch.setattr(scratch, "MIN_WORK", 0)          # spread even these small convs
+    whole = vm.load(small_resnet(4), threads=threads)
+    one = vm.load(small_resnet(1), threads=threads)
+    x = feeds(whole, 1)
+    batch = whole.run(x)
+    rows = [one.run(x[k:k + 1]) for k in range(4)]
+    for name in batch:
+        assert batch[name].tobytes() == np.concatenate([r[name] for r in rows]).tobytes()
+    base = vm.load(small_resnet(4), threads=1).run(x)
+    assert all(batch[k].tobytes() == base[k].tobytes() for k in base)
+
+
+def test_winograd_and_im2col_plans_give_the_same_bytes(monkeypatch):
+    pytest.importorskip("threadpoolctl")
+    monkeypatch.setattr(scratch, "MIN_WORK", 0)
+    program = build_resnet18(2, size=64, classes=10, width=16)
+    single = vm.load(program, threads=None)
+    lanes = vm.load(program, threads=2)
+    assert any(v is not None for v in single.analysis.winograd.values())
+    x = feeds(single, 2)
+    a, b = single.run(x), lanes.run(x)
+    slow = single.run(x, trace=lambda step, values: None)   # one step per instruction
+    assert all(a[k].tobytes() == b[k].tobytes() == slow[k].tobytes() for k in a)
+
+
+def test_sampled_layers_of_the_bench_resnet18():
+    """The real 224x224 model: each sampled conv, fused with its tail, against the int64
+    kernel plus the tail ops, and 40 output elements against the scalar formula."""
+    program = build_resnet18(1)
+    model = vm.load(program)
+    rng = np.random.default_rng(3)
+    convs = [s for s in model.plan.fast if program.code[s.index].op == "conv2d"]
+    for step in [convs[k] for k in (0, 1, 5, 10, 16, 19)]:
+        ins = program.code[step.index]
+        x_t = program.tensors[ins.inputs[0]]
+        x = rng.integers(-127, 128, x_t.shape).astype(np.int8)
+        x.reshape(-1)[rng.random(x.size) < 0.2] = 127
+        w, b = (program.consts[i] for i in ins.inputs[1:])
+        z = CONV.kernel(np, x, w, b, **ins.attrs, gemm="int64")
+        chain = [(program.code[i].op, program.code[i].attrs) for i in step.covers[1:]]
+        want = compose(chain)
+        expect = np.vectorize(want.scalar, otypes=[np.int64])(z)
+        with using(Workspace()):
+            got = step.kernel(np, x)
+        assert np.array_equal(got, expect), ins.attrs
+        for _ in range(40):
+            n, o, p, q = (int(rng.integers(d)) for d in got.shape)
+            (kh, kw), (sh, sw), (ph, pw) = (ins.attrs[k] for k in
+                                            ("kernel_size", "strides", "padding"))
+            acc = int(b[o])
+            for c in range(w.shape[1]):
+                for r in range(kh):
+                    for s in range(kw):
+                        y, xx = p * sh + r - ph, q * sw + s - pw
+                        if 0 <= y < x.shape[2] and 0 <= xx < x.shape[3]:
+                            acc += int(x[n, c, y, xx]) * int(w[o, c, r, s])
+            assert int(got[n, o, p, q]) == apply_scalar(Ref((1,), [acc]), chain).data[0]

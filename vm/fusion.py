@@ -1,0 +1,186 @@
+"""The CPU executor's load-time fusion pass: the program's bound steps, regrouped and bound to
+kernels prepared once (weights converted, licences applied, tails composed).
+
+A *head* instruction followed by a chain of *tail* instructions (cvm_right_shift, relu, clip,
+cvm_clip), each the only reader of the previous result and none of them a program output,
+becomes one step computing the chain's last tensor. The tail is the exact composition
+``q = clip(floor((z + add) / 2^shift), lo, hi)`` (ops/gemm.py Requant); the intermediates, which
+validation proved fit their storage, are never stored, so the bytes are those of running the
+instructions one by one. Heads:
+
+* conv2d / qconv2d with constant weight (and bias), one group: Winograd F(2x2, 3x3) where its
+  licence holds and the shape pays (ops/winograd.py), else im2col + licensed GEMM (ops/gemm.py);
+* dense / qdense with constant weight: the licensed GEMM;
+* elemwise_add / elemwise_sub: in the narrowest integer type their proven bound allows;
+* any other op: its kernel, then the tail in int64.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+
+import numpy as np
+
+import ops
+from ops import gemm, winograd
+from ops.base import bound
+
+from .program import Program
+
+TAIL_OPS = ("cvm_right_shift", "relu", "clip", "cvm_clip")
+INT64_REACH = 1 << 62
+"""A tail is composed only while |z + add| < 2^62 and shift < 63 (int64 arithmetic)."""
+WINOGRAD_LANES = 1
+MIN_TILES = 128
+"""Winograd pays when a conv has at least this many 2x2 output tiles (batch included) and the
+plan runs on one lane: its ~80 small numpy calls per block contend for the GIL on several
+lanes, where im2col + GEMM (~15 calls) measured faster (docs/performance.md)."""
+
+
+def compose_tail(tail: gemm.Requant, ins) -> gemm.Requant:
+    """``tail`` followed by the tail instruction ``ins`` (exact composition)."""
+    a = ins.attrs
+    if ins.op == "cvm_right_shift":
+        r = bound(a["precision"])
+        return tail.then_shift(a["shift_bit"]).then_clip(-r, r)
+    if ins.op == "relu":
+        return tail.then_clip(0, None)
+    if ins.op == "clip":
+        return tail.then_clip(a["a_min"], a["a_max"])
+    r = bound(a["precision"])                          # cvm_clip
+    return tail.then_clip(-r, r)
+
+
+def chains(program: Program) -> list[tuple[list[int], gemm.Requant]]:
+    """The program's instructions grouped as (head + tail indices, composed tail), in order."""
+    readers = defaultdict(list)
+    for k, ins in enumerate(program.code):
+        for i in ins.inputs:
+            readers[i].append(k)
+    outputs, taken, groups = set(program.outputs), set(), []
+    for k, ins in enumerate(program.code):
+        if k in taken:
+            continue
+        group, tail = [k], gemm.Requant()
+        t = ins.outputs[0] if len(ins.outputs) == 1 else None
+        top = bound(program.tensors[t].precision) if t is not None else 0
+        while t is not None and t not in outputs and len(readers[t]) == 1:
+            nxt = program.code[readers[t][0]]
+            if nxt.op not in TAIL_OPS:
+                break
+            longer = compose_tail(tail, nxt)
+            if longer.shift >= 63 or longer.reach(top) >= INT64_REACH:
+                break
+            tail = longer
+            group.append(readers[t][0])
+            t = nxt.outputs[0]
+        taken.update(group)
+        groups.append((group, tail))
+    return groups
+
+
+def fuse(program: Program, analysis, steps: list, lanes: int = 1) -> list:
+    """The fused, prepared steps of ``program`` (``steps``: its per-instruction bound steps)
+    for a plan running on ``lanes`` lanes."""
+    from .interp import Step
+    fast = []
+    for group, tail in chains(program):
+        head, last = program.code[group[0]], program.code[group[-1]]
+        kernel, inputs = _prepare(program, analysis, group[0], tail, last.outputs[0], lanes)
+        if kernel is None:
+            if len(group) == 1:
+                fast.append(steps[group[0]])
+                continue
+            kernel, inputs = _generic(steps[group[0]], tail, program.tensors[last.outputs[0]])
+        out = last.outputs
+        fast.append(Step(group[0], kernel, inputs, out,
+                         tuple(program.tensors[i].dtype for i in out), {}, (), tuple(group)))
+    return _with_frees(program, fast)
+
+
+def _with_frees(program: Program, fast: list) -> list:
+    """Each step frees the non-constant tensors it is the last fast step to touch."""
+    last = {}
+    for n, step in enumerate(fast):
+        for i in (*step.inputs, *step.outputs):
+            last[i] = n
+    keep = set(program.outputs)
+    out = []
+    for n, step in enumerate(fast):
+        frees = tuple(sorted(i for i in set(step.inputs) | set(step.outputs)
+                             if last[i] == n and i not in keep
+                             and program.tensors[i].kind != "const"))
+        out.append(step.with_frees(frees))
+    return out
+
+
+def _prepare(program: Program, analysis, index: int, tail, out_id: int, lanes: int):
+    """A prepared kernel and its (non-constant) inputs for the head ``index``, or (None, ())."""
+    ins = program.code[index]
+    consts = [program.consts.get(i) for i in ins.inputs]
+    dtype = program.tensors[out_id].dtype
+    if ins.op in gemm.LINEAR_OPS and consts[1] is not None and consts[0] is None \
+            and index in analysis.licences and all(c is not None for c in consts[2:]):
+        bias = consts[2] if len(consts) > 2 else None
+        if ins.op.endswith("conv2d"):
+            lic = _winograd(program, analysis, index) if lanes <= WINOGRAD_LANES else None
+            if lic is not None:
+                return winograd.WinogradKernel(lic, bias, ins.attrs, tail, dtype), \
+                    (ins.inputs[0],)
+            if ins.attrs["groups"] != 1:
+                return None, ()
+        return gemm.LinearKernel(ins.op, consts[1], bias, ins.attrs, analysis.licences[index],
+                                 tail, dtype), (ins.inputs[0],)
+    if ins.op in ("elemwise_add", "elemwise_sub") and not any(c is not None for c in consts):
+        precs = [program.tensors[i].precision for i in ins.inputs]
+        return _AddSub(ins.op, precs, tail, dtype), tuple(ins.inputs)
+    return None, ()
+
+
+def _winograd(program: Program, analysis, index: int):
+    """The Winograd licence of conv ``index`` when eligible and worth it (recorded in
+    ``analysis.winograd``), else None."""
+    if index in analysis.winograd:
+        return analysis.winograd[index]
+    ins = program.code[index]
+    weight = program.consts[ins.inputs[1]]
+    out = program.tensors[ins.outputs[0]].shape
+    lic = None
+    if winograd.eligible(ins.attrs, weight.shape) and \
+            out[0] * np.prod(winograd.tiles(*out[2:])) >= MIN_TILES:
+        x_bound = gemm.data_bound(ins.op, program.tensors[ins.inputs[0]].precision, ins.attrs)
+        lic = winograd.licence(weight, x_bound)
+    analysis.winograd[index] = lic
+    return lic
+
+
+class _AddSub:
+    """elemwise_add / elemwise_sub then the tail, in int16 / int32 / int64 as the proven bound
+    |a| + |b| + |add| allows."""
+
+    def __init__(self, op: str, precs, tail, out_dtype):
+        self.fn = np.add if op == "elemwise_add" else np.subtract
+        reach = tail.reach(bound(precs[0]) + bound(precs[1]))
+        self.dtype = next(np.dtype(t) for t in ("int16", "int32", "int64")
+                          if reach <= np.iinfo(t).max)
+        self.tail, self.out_dtype = tail, out_dtype
+
+    def __call__(self, xp, a, b):
+        z = np.empty(a.shape, self.dtype)
+        self.fn(a, b, out=z, dtype=self.dtype)
+        if self.tail.add:
+            np.add(z, self.tail.add, out=z, dtype=self.dtype)
+        out = np.empty(a.shape, self.out_dtype)
+        self.tail.finish_int(z, out)
+        return out
+
+
+def _generic(step, tail, out_tensor):
+    """The head's own kernel, then the tail on its int64 result."""
+    def kernel(xp, *args):
+        z = np.array(step.kernel(xp, *args, **step.kwargs), dtype=np.int64)
+        if tail.add:
+            z += tail.add
+        out = np.empty(z.shape, out_tensor.dtype)
+        tail.finish_int(z, out)
+        return out
+    return kernel, step.inputs
