@@ -90,7 +90,7 @@ def rows_for(label: str, detvm_bytes: dict, ort_fp32: Path, ort_int8: Path, inpu
     for batch in args.batches:
         data = detvm_bytes.get(batch)
         xf = rng.random((batch, *shape), dtype=np.float32)
-        repeat = max(3, args.repeat // (8 if batch > 8 else 1))
+        repeat = max(5, args.repeat // (6 if batch > 8 else 1))
         outputs = {}
         for threads in args.threads:
             row = {"model": label, "batch": batch, "threads": threads}

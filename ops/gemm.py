@@ -44,12 +44,33 @@ def row_abs_sums(weight: np.ndarray) -> np.ndarray:
 
 def channel_abs_sums(weight: np.ndarray) -> np.ndarray:
     """S[oc, c] = sum over the kernel window of |W[oc, c, ...]| (exact int64), shape (OC, C)."""
-    m = _magnitudes(weight).reshape(weight.shape[0], weight.shape[1], -1)
-    acc = np.uint16 if m.dtype == np.uint8 and m.shape[2] * 255 < 1 << 16 else np.int64
+    return _window_sums(_magnitudes(weight), weight.shape, np.uint8, np.uint16)
+
+
+def _window_sums(m: np.ndarray, shape, small, acc_small) -> np.ndarray:
+    """sum over the kernel window of m (OC, C, ...), exact, as int64 (OC, C)."""
+    m = m.reshape(shape[0], shape[1], -1)
+    acc = acc_small if m.dtype == small and m.shape[2] * 255 < 1 << 15 else np.int64
     s = m[:, :, 0].astype(acc)
     for k in range(1, m.shape[2]):
         s += m[:, :, k]
     return s.astype(np.int64)
+
+
+def _costs(weight: np.ndarray, nonneg: bool, per_channel: bool) -> list:
+    """Arrays whose sums over any set of terms bound |partial sums| / x_bound: [|W|], or, for
+    data known to be >= 0, [P, -N] (sums of the positive and of the negative weights), since
+    then every partial sum lies in [R N, R P]."""
+    if per_channel:
+        a = channel_abs_sums(weight)
+        signed = lambda: _window_sums(weight, weight.shape, np.int8, np.int16)
+    else:
+        a = row_abs_sums(weight)
+        signed = lambda: weight.reshape(weight.shape[0], -1).sum(axis=1, dtype=np.int64)
+    if not nonneg:
+        return [a]
+    s = signed()
+    return [(a + s) // 2, (a - s) // 2]
 
 
 @dataclass(frozen=True)
@@ -65,19 +86,20 @@ class GemmLicence:
     whole: int
 
 
-def licence(weight: np.ndarray, x_bound: int) -> GemmLicence:
-    """The licence for a constant weight (OC, C, ...) and data bound ``x_bound``: one float32
-    chunk if R * max_oc sum |W[oc]| < 2^24, else at most MAX_CHUNKS float32 chunks of whole
-    channels, else float64, else int64."""
-    whole = x_bound * int(row_abs_sums(weight).max(initial=0))
+def licence(weight: np.ndarray, x_bound: int, nonneg: bool = False) -> GemmLicence:
+    """The licence for a constant weight (OC, C, ...) and data |x| <= ``x_bound`` (``nonneg``:
+    0 <= x <= x_bound): one float32 chunk if every partial sum stays below 2^24, else at most
+    MAX_CHUNKS float32 chunks of whole channels, else float64, else int64."""
+    whole = x_bound * max(int(cost.max(initial=0)) for cost in _costs(weight, nonneg, False))
     c = weight.shape[1]
     if whole < F32_LIMIT:
         return GemmLicence("float32", (0, c), whole, whole)
-    sums = channel_abs_sums(weight)
+    cums = [np.concatenate([np.zeros((cost.shape[0], 1), np.int64), np.cumsum(cost, axis=1)], 1)
+            for cost in _costs(weight, nonneg, True)]
     splits, worst, start = [0], 0, 0
-    cum = np.concatenate([np.zeros((sums.shape[0], 1), np.int64), np.cumsum(sums, axis=1)], 1)
     while start < c and len(splits) <= MAX_CHUNKS:
-        chunk = x_bound * (cum[:, start + 1:] - cum[:, start:start + 1]).max(axis=0)
+        chunk = x_bound * np.max([(cum[:, start + 1:] - cum[:, start:start + 1]).max(axis=0)
+                                  for cum in cums], axis=0)
         fits = int(np.count_nonzero(chunk < F32_LIMIT))  # chunk bounds grow with the end
         if fits == 0:
             break

@@ -110,3 +110,18 @@ def parallel(fn, items: list) -> None:
     finally:
         for f in futures:
             f.result()
+
+
+def spread(fn, shape, work_per_element: int = 1) -> None:
+    """fn(index) for blocks of the two leading axes of ``shape`` (images, then channels),
+    one block per lane when the work is worth it; ``index`` is a tuple of slices."""
+    n, c = shape[0], shape[1] if len(shape) > 1 else 1
+    lanes = lane_count(int(np.prod(shape)) * work_per_element)
+    if lanes == 1 or len(shape) < 2:
+        fn((slice(None),) * min(2, len(shape)))
+    elif n >= lanes:
+        step = -(-n // lanes)
+        parallel(lambda k: fn((slice(k, k + step), slice(None))), list(range(0, n, step)))
+    else:
+        step = -(-c // lanes)
+        parallel(lambda k: fn((slice(None), slice(k, k + step))), list(range(0, c, step)))

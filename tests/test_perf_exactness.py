@@ -17,8 +17,9 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 import ops
 import vm
+from compiler import Builder
 from bench.resnet18 import build_resnet18
-from ops import gemm, scratch, winograd
+from ops import blas, gemm, scratch, winograd
 from ops.base import Ref, bound
 from ops.scratch import Lanes, Workspace, using
 from tests.cases import all_cases, values_for
@@ -132,11 +133,64 @@ def test_im2col_any_geometry_equals_the_scalar_reference(case, chain, data):
     bias = None
     if attrs["use_bias"]:
         bias = np.array(data.draw(values_for((attrs["channels"],), 16)), np.int32)
-    kernel = gemm.LinearKernel("conv2d", wt, bias, attrs, gemm.licence(wt, bound(x_in.precision)),
-                               compose(chain), np.int64)
+    lic, tail = gemm.licence(wt, bound(x_in.precision)), compose(chain)
+    kernels = [gemm.LinearKernel("conv2d", wt, bias, attrs, lic, tail, np.int64)]
+    reach = lic.whole + tail.add + (int(np.abs(bias).max()) if bias is not None else 0)
+    if blas.available():
+        one = CONV.check_attrs({**attrs, "strides": (1, 1)})
+        if blas.shifted_eligible(one, lic, reach):
+            kernels.append((blas.ShiftedConv(wt, bias, one, tail, np.int64), one))
     want = reference(x, wt, bias, attrs, chain)
-    assert np.array_equal(run(kernel, x), want)
-    assert np.array_equal(run(kernel, x, lanes=2), want)
+    for kernel in kernels:
+        if isinstance(kernel, tuple):
+            kernel, attrs = kernel
+            want = reference(x, wt, bias, attrs, chain)
+        assert np.array_equal(run(kernel, x), want)
+        assert np.array_equal(run(kernel, x, lanes=2), want)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.data())
+def test_float_requantize_equals_the_scalar_reference(data):
+    """ops/fastquant.py (float32 for rounding=fp32, float64 otherwise) against requantize's
+    integer scalar rule, ties and 32-bit inputs included; then followed by a relu."""
+    if "requantize" not in CASES:
+        pytest.skip("requantize is not registered")
+    from ops import fastquant
+    op = ops.get("requantize")
+    case = data.draw(CASES["requantize"])
+    x_in = case.inputs[0]
+    flat = x_in.values or data.draw(values_for(x_in.shape, x_in.precision))
+    x = np.array(flat, np.int64).reshape(x_in.shape).astype(np.int32 if x_in.precision > 8
+                                                              else np.int8)
+    attrs = op.check_attrs(case.attrs)
+    for chain in ([], [("relu", {})]):
+        kernel = fastquant.prepare(attrs, x_in.precision, x.ndim, np.int64, compose(chain))
+        if kernel is None:
+            continue
+        want = apply_scalar(op.scalar([Ref.from_array(x)], attrs), chain).to_array()
+        assert np.array_equal(run(kernel, x), want)
+        assert np.array_equal(run(kernel, x, lanes=2), want)
+
+
+@SETTINGS
+@given(st.sampled_from(["elemwise_add", "elemwise_sub"]), st.integers(1, 31),
+       st.integers(1, 31), tails(), st.data())
+def test_fused_add_equals_the_ops_one_by_one(name, pa, pb, chain, data):
+    """elemwise_add / _sub and a tail through the VM's fused plan and the reference executor."""
+    b = Builder(f"fused-{name}")
+    x, y = b.input("x", (2, 3, 4), pa), b.input("y", (2, 3, 4), pb)
+    out = b.op(name, x, y)
+    for op_name, attrs in chain:
+        out = b.op(op_name, out, **attrs)
+    try:
+        program = b.output(out).build()
+    except vm.InvalidError:           # a chain the format refuses (precision above 32)
+        return
+    feeds = {"x": np.array(data.draw(values_for((2, 3, 4), pa))).reshape(2, 3, 4),
+             "y": np.array(data.draw(values_for((2, 3, 4), pb))).reshape(2, 3, 4)}
+    got, want = vm.load(program).run(feeds), vm.load(program, vm.reference()).run(feeds)
+    assert all(got[k].tobytes() == want[k].tobytes() for k in want)
 
 
 @SETTINGS
@@ -255,17 +309,22 @@ def test_batch_invariance_and_thread_invariance(threads, monkeypatch):
     assert all(batch[k].tobytes() == base[k].tobytes() for k in base)
 
 
-def test_winograd_and_im2col_plans_give_the_same_bytes(monkeypatch):
+def test_every_conv_plan_gives_the_same_bytes(monkeypatch):
+    """Shifted-view GEMMs (BLAS direct), Winograd (without them, one lane), im2col (without
+    them, two lanes) and one step per instruction: the same bytes."""
     pytest.importorskip("threadpoolctl")
     monkeypatch.setattr(scratch, "MIN_WORK", 0)
     program = build_resnet18(2, size=64, classes=10, width=16)
-    single = vm.load(program, threads=None)
-    lanes = vm.load(program, threads=2)
+    x = feeds(vm.load(program), 2)
+    default = vm.load(program, threads=1)
+    monkeypatch.setattr(blas, "_sgemm", False)
+    single, lanes = vm.load(program, threads=1), vm.load(program, threads=2)
     assert any(v is not None for v in single.analysis.winograd.values())
-    x = feeds(single, 2)
-    a, b = single.run(x), lanes.run(x)
-    slow = single.run(x, trace=lambda step, values: None)   # one step per instruction
-    assert all(a[k].tobytes() == b[k].tobytes() == slow[k].tobytes() for k in a)
+    kinds = lambda m: {type(s.kernel).__name__ for s in m.plan.fast}
+    assert "WinogradKernel" in kinds(single) and "WinogradKernel" not in kinds(lanes)
+    runs = [m.run(x) for m in (default, single, lanes)]
+    runs.append(single.run(x, trace=lambda step, values: None))   # one step per instruction
+    assert all(r[k].tobytes() == runs[0][k].tobytes() for r in runs for k in r)
 
 
 def test_sampled_layers_of_the_bench_resnet18():

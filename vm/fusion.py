@@ -6,12 +6,16 @@ cvm_clip), each the only reader of the previous result and none of them a progra
 becomes one step computing the chain's last tensor. The tail is the exact composition
 ``q = clip(floor((z + add) / 2^shift), lo, hi)`` (ops/gemm.py Requant); the intermediates, which
 validation proved fit their storage, are never stored, so the bytes are those of running the
-instructions one by one. Heads:
+instructions one by one. Heads, in order of preference:
 
-* conv2d / qconv2d with constant weight (and bias), one group: Winograd F(2x2, 3x3) where its
-  licence holds and the shape pays (ops/winograd.py), else im2col + licensed GEMM (ops/gemm.py);
+* conv2d / qconv2d with constant weight (and bias), one group: shifted-view GEMMs without im2col
+  (ops/blas.py) for stride 1 with a one-chunk float32 licence and enough pixels; Winograd
+  F(2x2, 3x3) on one lane where its licence holds and the shape pays (ops/winograd.py); else
+  im2col + the licensed chunked GEMM (ops/gemm.py);
 * dense / qdense with constant weight: the licensed GEMM;
 * elemwise_add / elemwise_sub: in the narrowest integer type their proven bound allows;
+* requantize: in float32 / float64 where that is exact (ops/fastquant.py), tail clips composed;
+* max_pool2d on several lanes: its own kernel on blocks of images or channels;
 * any other op: its kernel, then the tail in int64.
 """
 from __future__ import annotations
@@ -20,20 +24,22 @@ from collections import defaultdict
 
 import numpy as np
 
-import ops
-from ops import gemm, winograd
+from ops import blas, fastquant, gemm, winograd
 from ops.base import bound
+from ops.scratch import scratch, spread
 
 from .program import Program
 
 TAIL_OPS = ("cvm_right_shift", "relu", "clip", "cvm_clip")
 INT64_REACH = 1 << 62
 """A tail is composed only while |z + add| < 2^62 and shift < 63 (int64 arithmetic)."""
-WINOGRAD_LANES = 1
-MIN_TILES = 128
-"""Winograd pays when a conv has at least this many 2x2 output tiles (batch included) and the
-plan runs on one lane: its ~80 small numpy calls per block contend for the GIL on several
-lanes, where im2col + GEMM (~15 calls) measured faster (docs/performance.md)."""
+MIN_SHIFTED_WORK, MIN_SHIFTED_PIXELS = 1 << 20, 512
+"""Multiply-adds and output pixels per image from which kh*kw shifted-view GEMMs (ops/blas.py)
+beat one im2col GEMM (measured: 56x56 and 28x28 win, 14x14 and 7x7 lose)."""
+WINOGRAD_LANES, MIN_TILES = 1, 128
+"""Winograd is tried for plans on at most this many lanes and convs with at least this many
+2x2 output tiles (batch included): its numpy transforms are single-threaded and memory-bound,
+and measured no faster than the alternatives elsewhere (docs/performance.md)."""
 
 
 def compose_tail(tail: gemm.Requant, ins) -> gemm.Requant:
@@ -84,8 +90,9 @@ def fuse(program: Program, analysis, steps: list, lanes: int = 1) -> list:
     from .interp import Step
     fast = []
     for group, tail in chains(program):
-        head, last = program.code[group[0]], program.code[group[-1]]
-        kernel, inputs = _prepare(program, analysis, group[0], tail, last.outputs[0], lanes)
+        last = program.code[group[-1]]
+        kernel, inputs = _prepare(program, analysis, steps, group[0], tail, last.outputs[0],
+                                  lanes)
         if kernel is None:
             if len(group) == 1:
                 fast.append(steps[group[0]])
@@ -113,7 +120,7 @@ def _with_frees(program: Program, fast: list) -> list:
     return out
 
 
-def _prepare(program: Program, analysis, index: int, tail, out_id: int, lanes: int):
+def _prepare(program: Program, analysis, steps, index: int, tail, out_id: int, lanes: int):
     """A prepared kernel and its (non-constant) inputs for the head ``index``, or (None, ())."""
     ins = program.code[index]
     consts = [program.consts.get(i) for i in ins.inputs]
@@ -122,17 +129,32 @@ def _prepare(program: Program, analysis, index: int, tail, out_id: int, lanes: i
             and index in analysis.licences and all(c is not None for c in consts[2:]):
         bias = consts[2] if len(consts) > 2 else None
         if ins.op.endswith("conv2d"):
+            if ins.attrs["groups"] != 1:
+                return None, ()
+            reach = analysis.licences[index].whole + abs(tail.add) + (
+                int(np.abs(bias.astype(np.int64)).max(initial=0)) if bias is not None else 0)
+            out = program.tensors[ins.outputs[0]]
+            if blas.shifted_eligible(ins.attrs, analysis.licences[index], reach) and \
+                    out.size * consts[1][0].size >= MIN_SHIFTED_WORK and \
+                    out.shape[2] * out.shape[3] >= MIN_SHIFTED_PIXELS:
+                return blas.ShiftedConv(consts[1], bias, ins.attrs, tail, dtype), \
+                    (ins.inputs[0],)
             lic = _winograd(program, analysis, index) if lanes <= WINOGRAD_LANES else None
             if lic is not None:
                 return winograd.WinogradKernel(lic, bias, ins.attrs, tail, dtype), \
                     (ins.inputs[0],)
-            if ins.attrs["groups"] != 1:
-                return None, ()
         return gemm.LinearKernel(ins.op, consts[1], bias, ins.attrs, analysis.licences[index],
                                  tail, dtype), (ins.inputs[0],)
     if ins.op in ("elemwise_add", "elemwise_sub") and not any(c is not None for c in consts):
         precs = [program.tensors[i].precision for i in ins.inputs]
         return _AddSub(ins.op, precs, tail, dtype), tuple(ins.inputs)
+    if ins.op == "requantize" and consts[0] is None:
+        x = program.tensors[ins.inputs[0]]
+        kernel = fastquant.prepare(ins.attrs, x.precision, len(x.shape), dtype, tail)
+        return kernel, ((ins.inputs[0],) if kernel is not None else ())
+    if ins.op == "max_pool2d" and consts[0] is None and tail == gemm.Requant() and lanes > 1:
+        out = program.tensors[ins.outputs[0]]
+        return _PerImage(steps[index], out.shape, out.dtype), tuple(ins.inputs)
     return None, ()
 
 
@@ -155,22 +177,42 @@ def _winograd(program: Program, analysis, index: int):
 
 class _AddSub:
     """elemwise_add / elemwise_sub then the tail, in int16 / int32 / int64 as the proven bound
-    |a| + |b| + |add| allows."""
+    |a| + |b| + |add| allows; blocks of images or channels on the lanes."""
 
     def __init__(self, op: str, precs, tail, out_dtype):
         self.fn = np.add if op == "elemwise_add" else np.subtract
-        reach = tail.reach(bound(precs[0]) + bound(precs[1]))
+        reach = max(tail.reach(bound(precs[0]) + bound(precs[1])), abs(tail.lo or 0),
+                    abs(tail.hi or 0))
         self.dtype = next(np.dtype(t) for t in ("int16", "int32", "int64")
                           if reach <= np.iinfo(t).max)
         self.tail, self.out_dtype = tail, out_dtype
 
     def __call__(self, xp, a, b):
-        z = np.empty(a.shape, self.dtype)
-        self.fn(a, b, out=z, dtype=self.dtype)
-        if self.tail.add:
-            np.add(z, self.tail.add, out=z, dtype=self.dtype)
         out = np.empty(a.shape, self.out_dtype)
-        self.tail.finish_int(z, out)
+
+        def block(index):
+            z = scratch("z", a[index].shape, self.dtype)
+            self.fn(a[index], b[index], out=z, dtype=self.dtype)
+            if self.tail.add:
+                np.add(z, self.tail.add, out=z, dtype=self.dtype)
+            self.tail.finish_int(z, out[index])
+        spread(block, a.shape, 32)
+        return out
+
+
+class _PerImage:
+    """An NCHW op independent across images and channels (max_pool2d): its own kernel on
+    blocks of images or channels, spread over the lanes."""
+
+    def __init__(self, step, out_shape, out_dtype):
+        self.step, self.out_shape, self.out_dtype = step, out_shape, out_dtype
+
+    def __call__(self, xp, x):
+        out = np.empty(self.out_shape, self.out_dtype)
+
+        def block(index):
+            out[index] = self.step.kernel(xp, x[index], **self.step.kwargs)
+        spread(block, x.shape, 32)
         return out
 
 

@@ -8,6 +8,7 @@ state between calls except per-thread scratch buffers, so it is thread-safe.
 """
 from __future__ import annotations
 
+import functools
 import threading
 from contextlib import nullcontext
 from dataclasses import dataclass, replace
@@ -122,13 +123,19 @@ def blas_threads(threads: int | None):
     numpy is imported work without it). Exact results never depend on it."""
     if threads is None:
         return nullcontext
+    controller = _controller()
+    return lambda: controller.limit(limits=threads, user_api="blas")
+
+
+@functools.lru_cache(maxsize=1)
+def _controller():
+    """threadpoolctl's view of the loaded BLAS libraries (found once per process)."""
     try:
         from threadpoolctl import ThreadpoolController
     except ImportError:
         raise EnvironmentFault("threads= needs threadpoolctl (pip install threadpoolctl); "
                                "or set OPENBLAS_NUM_THREADS before starting Python") from None
-    controller = ThreadpoolController()
-    return lambda: controller.limit(limits=threads, user_api="blas")
+    return ThreadpoolController()
 
 
 def _frozen(array: np.ndarray) -> np.ndarray:

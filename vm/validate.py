@@ -155,48 +155,58 @@ def _check_code(program: Program, limits: Limits) -> list[bool]:
     tensors = program.tensors
     defined = [t.kind in ("input", "const") for t in tensors]
     for index, ins in enumerate(program.code):
-        where = program.describe(index) if _ids_ok(ins, len(tensors)) else f"instruction {index}"
-        op = ops.get(ins.op)
-        if op is None:
-            raise InvalidError(f"{where}: unknown op {ins.op!r}")
-        if not _ids_ok(ins, len(tensors)):
-            raise InvalidError(f"{where}: tensor id out of range")
-        for i in ins.inputs:
-            if not defined[i]:
-                raise InvalidError(f"{where}: input %{tensors[i].name} used before definition")
-        if len(ins.outputs) != len(op.outputs):
-            raise InvalidError(f"{where}: {op.name} has {len(op.outputs)} outputs, "
-                               f"got {len(ins.outputs)}")
-        for i in ins.outputs:
-            if tensors[i].kind != "value":
-                raise InvalidError(f"{where}: writes the {tensors[i].kind} %{tensors[i].name}")
-            if defined[i]:
-                raise InvalidError(f"{where}: %{tensors[i].name} is written twice (not SSA)")
-        if len(set(ins.outputs)) != len(ins.outputs):
-            raise InvalidError(f"{where}: the same output twice")
-        shapes = [tensors[i].shape for i in ins.inputs]
-        precs = [tensors[i].precision for i in ins.inputs]
         try:
-            canon, out_shapes, out_precs = infer(ins.op, shapes, precs, ins.attrs)
-        except OpError as e:
+            _check_instruction(ins, tensors, defined)
+        except _Bad as e:   # quote the instruction only now (it imports the disassembler)
+            where = (program.describe(index) if _ids_ok(ins, len(tensors))
+                     else f"instruction {index}")
             raise InvalidError(f"{where}: {e}") from None
-        if canon != dict(ins.attrs):
-            missing = sorted(set(canon) - set(ins.attrs))
-            raise InvalidError(f"{where}: attributes are not canonical"
-                               + (f" (missing {', '.join(missing)})" if missing else ""))
-        for i, s, p in zip(ins.outputs, out_shapes, out_precs):
-            t = tensors[i]
-            if tuple(s) != tuple(t.shape):
-                raise InvalidError(f"{where}: %{t.name} declared shape {list(t.shape)} but the "
-                                   f"shape rule gives {list(s)}")
-            if p > MAX_PRECISION:
-                raise InvalidError(f"{where}: %{t.name} needs precision {p} > {MAX_PRECISION}: "
-                                   "it could overflow its int32 storage")
-            if t.precision < p:
-                raise InvalidError(f"{where}: %{t.name} declared precision {t.precision} but "
-                                   f"its values need {p}")
-            defined[i] = True
     return defined
+
+
+class _Bad(Exception):
+    """One instruction's check failed (the caller names the instruction)."""
+
+
+def _check_instruction(ins, tensors, defined: list[bool]) -> None:
+    op = ops.get(ins.op)
+    if op is None:
+        raise _Bad(f"unknown op {ins.op!r}")
+    if not _ids_ok(ins, len(tensors)):
+        raise _Bad("tensor id out of range")
+    for i in ins.inputs:
+        if not defined[i]:
+            raise _Bad(f"input %{tensors[i].name} used before definition")
+    if len(ins.outputs) != len(op.outputs):
+        raise _Bad(f"{op.name} has {len(op.outputs)} outputs, got {len(ins.outputs)}")
+    for i in ins.outputs:
+        if tensors[i].kind != "value":
+            raise _Bad(f"writes the {tensors[i].kind} %{tensors[i].name}")
+        if defined[i]:
+            raise _Bad(f"%{tensors[i].name} is written twice (not SSA)")
+    if len(set(ins.outputs)) != len(ins.outputs):
+        raise _Bad("the same output twice")
+    shapes = [tensors[i].shape for i in ins.inputs]
+    precs = [tensors[i].precision for i in ins.inputs]
+    try:
+        canon, out_shapes, out_precs = infer(ins.op, shapes, precs, ins.attrs)
+    except OpError as e:
+        raise _Bad(str(e)) from None
+    if canon != dict(ins.attrs):
+        missing = sorted(set(canon) - set(ins.attrs))
+        raise _Bad("attributes are not canonical"
+                   + (f" (missing {', '.join(missing)})" if missing else ""))
+    for i, s, p in zip(ins.outputs, out_shapes, out_precs):
+        t = tensors[i]
+        if tuple(s) != tuple(t.shape):
+            raise _Bad(f"%{t.name} declared shape {list(t.shape)} but the shape rule gives "
+                       f"{list(s)}")
+        if p > MAX_PRECISION:
+            raise _Bad(f"%{t.name} needs precision {p} > {MAX_PRECISION}: it could overflow "
+                       "its int32 storage")
+        if t.precision < p:
+            raise _Bad(f"%{t.name} declared precision {t.precision} but its values need {p}")
+        defined[i] = True
 
 
 def _ids_ok(ins, n: int) -> bool:
@@ -260,8 +270,30 @@ def _peak_memory(program: Program, last_use: list[int]) -> int:
     return peak
 
 
+NONNEG_SOURCES = {"relu": lambda a: True, "clip": lambda a: a["a_min"] >= 0,
+                  "requantize": lambda a: a["qmin"] >= 0}
+NONNEG_KEEPERS = ("cvm_right_shift", "cvm_left_shift", "max_pool2d", "upsampling", "reshape",
+                  "flatten", "transpose", "expand_dims", "squeeze", "elemwise_add", "sum", "max",
+                  "concatenate", "strided_slice", "repeat", "tile")
+"""Ops whose output is >= 0 (sources) or >= 0 when every input is (keepers: selections, sums,
+and monotone maps fixing 0)."""
+
+
+def nonnegative(program: Program) -> set[int]:
+    """Tensors proved >= 0 by :data:`NONNEG_SOURCES` / :data:`NONNEG_KEEPERS` (a plan fact:
+    it narrows the GEMM licences of the linear ops reading them)."""
+    out: set[int] = set()
+    for ins in program.code:
+        source = NONNEG_SOURCES.get(ins.op)
+        if (source is not None and source(ins.attrs)) or (
+                ins.op in NONNEG_KEEPERS and all(i in out for i in ins.inputs)):
+            out.update(ins.outputs)
+    return out
+
+
 def _license_gemms(program: Program, analysis: Analysis) -> None:
     """For ops with an accumulator: prove the partial-sum bound, pick the exact GEMM path."""
+    nonneg = nonnegative(program)
     for index, ins in enumerate(program.code):
         op = ops.get(ins.op)
         if op.acc_bound is None:
@@ -275,4 +307,5 @@ def _license_gemms(program: Program, analysis: Analysis) -> None:
         weight = consts[1] if len(consts) > 1 else None
         if ins.op in gemm_licences.LINEAR_OPS and weight is not None:
             x_bound = gemm_licences.data_bound(ins.op, tensors[0].precision, ins.attrs)
-            analysis.licences[index] = gemm_licences.licence(weight, x_bound)
+            positive = ins.inputs[0] in nonneg and ins.attrs.get("zero_point", 0) == 0
+            analysis.licences[index] = gemm_licences.licence(weight, x_bound, positive)
