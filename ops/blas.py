@@ -57,9 +57,13 @@ def sgemm(a: np.ndarray, b: np.ndarray, offset: int, ldb: int, k: int, n: int,
     """c (M x n) <- a (M x k) @ B + beta c, B[i, j] = b.flat[offset + i * ldb + j]: float32,
     C-contiguous ``a`` and ``c``; every index of B is checked to lie inside ``b``."""
     m = a.shape[0]
-    assert a.dtype == b.dtype == c.dtype == np.float32 and a.shape[1] == k
-    assert a.flags.c_contiguous and c.flags.c_contiguous and b.flags.c_contiguous
-    assert c.shape == (m, n) and offset >= 0 and offset + (k - 1) * ldb + n <= b.size
+    # real checks, not asserts (python -O strips those): a raw pointer is handed to BLAS
+    if not (a.dtype == b.dtype == c.dtype == np.float32 and a.shape[1] == k
+            and a.flags.c_contiguous and c.flags.c_contiguous and b.flags.c_contiguous
+            and c.shape == (m, n) and offset >= 0 and ldb >= n
+            and offset + (k - 1) * ldb + n <= b.size):
+        raise ValueError(f"sgemm: operands do not fit (a {a.shape}, b {b.size} from {offset} "
+                         f"ld {ldb}, c {c.shape}, k {k}, n {n})")
     (fn or _sgemm)(ROW_MAJOR, NO_TRANS, NO_TRANS, m, n, k, 1.0, a.ctypes.data, k,
                    b.ctypes.data + 4 * offset, ldb, beta, c.ctypes.data, n)
 
@@ -98,7 +102,8 @@ class ShiftedConv:
         self.taps = [(r, s) for r in range(kh) for s in range(kw)]
         self.attrs, self.tail, self.oc, self.c = attrs, tail, oc, c
         self.zp, self.out_dtype = attrs.get("zero_point", 0), np.dtype(out_dtype)
-        assert available()
+        if not available():
+            raise RuntimeError("ShiftedConv needs the BLAS sgemm (see shifted_eligible)")
         self.fn = _sgemm                                   # bound once, at load time
 
     def __call__(self, xp, x):

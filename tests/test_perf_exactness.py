@@ -327,6 +327,29 @@ def test_every_conv_plan_gives_the_same_bytes(monkeypatch):
     assert all(r[k].tobytes() == runs[0][k].tobytes() for r in runs for k in r)
 
 
+def test_shipped_digits_cnn_equals_the_reference_executor():
+    """The digits CNN (an imported int8 model: qconv2d, requantize, max_pool2d, qdense)."""
+    from pathlib import Path
+    root = Path(vm.__file__).parent / "models"
+    if not (root / "digits.dvm").exists():
+        pytest.skip("vm/models/digits.dvm not shipped")
+    data = (root / "digits.dvm").read_bytes()
+    with np.load(root / "digits_inputs.npz") as f:
+        feeds = {t.name: f[t.name] for t in vm.load(data).inputs}
+    want = vm.load(data, vm.reference()).run(feeds)
+    for threads in (None, 2) if _has_threadpoolctl() else (None,):
+        got = vm.load(data, threads=threads).run(feeds)
+        assert all(got[k].tobytes() == want[k].tobytes() for k in want)
+
+
+def _has_threadpoolctl() -> bool:
+    try:
+        import threadpoolctl  # noqa: F401
+        return True
+    except ImportError:
+        return False
+
+
 def test_sampled_layers_of_the_bench_resnet18():
     """The real 224x224 model: each sampled conv, fused with its tail, against the int64
     kernel plus the tail ops, and 40 output elements against the scalar formula."""
