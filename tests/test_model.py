@@ -1,6 +1,7 @@
 """The Python API: load, run, traps, executors, facts known before running."""
 from __future__ import annotations
 
+import os
 import threading
 
 import numpy as np
@@ -117,6 +118,8 @@ def test_unavailable_executors_fail_cleanly(model):
         pass
     with pytest.raises(EnvironmentFault, match="cupy"):
         vm.load(model.to_bytes(), vm.gpu())
+    # reduced-precision GEMM is switched off before CUDA could start
+    assert os.environ["NVIDIA_TF32_OVERRIDE"] == "0" and os.environ["CUPY_TF32"] == "0"
 
 
 def test_contexts():

@@ -8,6 +8,8 @@
 """
 from __future__ import annotations
 
+import os
+import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -96,6 +98,7 @@ class GpuExecutor(Executor):
 
     def __init__(self, ctx: Context):
         super().__init__(ctx)
+        _tf32_off()
         try:
             import cupy
         except Exception as e:  # ImportError, or a broken CUDA install
@@ -116,6 +119,18 @@ class GpuExecutor(Executor):
 
     def to_host(self, value) -> np.ndarray:
         return self.xp.asnumpy(value)
+
+
+def _tf32_off() -> None:
+    """Switch reduced-precision GEMM off before CUDA starts: TF32 would round the float32
+    operands to 10-bit mantissas and break the exact-GEMM licence. NVIDIA_TF32_OVERRIDE=0 is
+    the driver's process-wide switch (cuBLAS and cuDNN), CUPY_TF32=0 cupy's own. A process that
+    already started cupy with TF32 on cannot be trusted: refuse it."""
+    if "cupy" in sys.modules and os.environ.get("CUPY_TF32", "0") != "0":
+        raise EnvironmentFault("cupy was started with CUPY_TF32 on: TF32 GEMMs are not exact; "
+                               "start the process with CUPY_TF32=0")
+    os.environ["NVIDIA_TF32_OVERRIDE"] = "0"
+    os.environ["CUPY_TF32"] = "0"
 
 
 def make_executor(ctx: Context) -> Executor:
