@@ -70,6 +70,29 @@ class ResNetBuilder:
         self.layers.append(("add", (y, short), s, {}))
         return s
 
+    def stem(self, x, width: int):
+        """7x7/2 conv (3 -> width), relu, 3x3/2 max pool."""
+        y = self.conv(x, 3, width, 7, 2, 3)
+        p = self.b.op("max_pool2d", y, pool_size=(3, 3), strides=(2, 2), padding=(1, 1))
+        self.layers.append(("maxpool", y, p, {}))
+        return p
+
+    def head(self, y, cin: int, classes: int, size: int):
+        """Global average pooling (sum + shift) and the dense classifier, requantized."""
+        b = self.b
+        pooled = b.op("sum", y, axis=(2, 3))
+        spatial = math.ceil(size / 32) ** 2
+        pooled = b.op("cvm_right_shift", pooled, precision=8,
+                      shift_bit=max(1, spatial.bit_length() - 1))
+        self.layers.append(("avgpool", y, pooled, {}))
+        w = self.rng.integers(-127, 128, (classes, cin), dtype=np.int8)
+        bias = self.rng.integers(-2000, 2001, (classes,), dtype=np.int32)
+        out = b.op("dense", pooled, b.const("fc_w", w, precision=8),
+                   b.const("fc_b", bias, precision=16), units=classes)
+        out = b.op("cvm_right_shift", out, precision=8, shift_bit=self.shift(cin))
+        self.layers.append(("fc", pooled, out, dict(w=w, b=bias, shift=self.shift(cin))))
+        return out
+
 
 def build_resnet18(batch: int = 1, size: int = 224, classes: int = 1000, seed: int = 0,
                    width: int = 64, log: list | None = None):
@@ -77,27 +100,12 @@ def build_resnet18(batch: int = 1, size: int = 224, classes: int = 1000, seed: i
     ``log`` (a list) receives the layer records that :func:`resnet18_onnx` reads."""
     b = Builder("resnet18-int8")
     r = ResNetBuilder(b, seed)
-    x = b.input("data", (batch, 3, size, size), 8)
-    y = r.conv(x, 3, width, 7, 2, 3)
-    p = b.op("max_pool2d", y, pool_size=(3, 3), strides=(2, 2), padding=(1, 1))
-    r.layers.append(("maxpool", y, p, {}))
-    y, cin = p, width
+    y, cin = r.stem(b.input("data", (batch, 3, size, size), 8), width), width
     for cout, stride in ((width, 1), (2 * width, 2), (4 * width, 2), (8 * width, 2)):
         y = r.block(y, cin, cout, stride)
         y = r.block(y, cout, cout, 1)
         cin = cout
-    pooled = b.op("sum", y, axis=(2, 3))
-    spatial = math.ceil(size / 32) ** 2
-    pooled = b.op("cvm_right_shift", pooled, precision=8,
-                  shift_bit=max(1, spatial.bit_length() - 1))
-    r.layers.append(("avgpool", y, pooled, {}))
-    w = r.rng.integers(-127, 128, (classes, cin), dtype=np.int8)
-    bias = r.rng.integers(-2000, 2001, (classes,), dtype=np.int32)
-    out = b.op("dense", pooled, b.const("fc_w", w, precision=8),
-               b.const("fc_b", bias, precision=16), units=classes)
-    out = b.op("cvm_right_shift", out, precision=8, shift_bit=r.shift(cin))
-    r.layers.append(("fc", pooled, out, dict(w=w, b=bias, shift=r.shift(cin))))
-    b.output(out)
+    b.output(r.head(y, cin, classes, size))
     if log is not None:
         log.extend(r.layers)
     return b.build()
@@ -216,7 +224,7 @@ def main() -> None:
           f"whole-sum GEMM licences {dict(paths)}; Winograd convs {wino}")
     if args.profile and args.ctx == "cpu":
         rows = profile(model, x, max(5, args.repeat))
-        print(f"| step (fused ops -> output shape [kernel]) | count | ms | share |\n|---|---|---|---|")
+        print("| step (fused ops -> output shape [kernel]) | count | ms | share |\n|---|---|---|---|")
         total = sum(r[1] for r in rows)
         for key, s, n in rows:
             print(f"| {key} | {n} | {s * 1e3:.2f} | {s / total:.0%} |")

@@ -10,11 +10,8 @@ bench/gpu.py can run the same network in PyTorch. A benchmark model, not a test.
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from pathlib import Path
-
-import numpy as np
 
 sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parent)]
 
@@ -44,31 +41,15 @@ def build_resnet50(batch: int = 1, size: int = 224, classes: int = 1000, seed: i
     """The ResNet-50-shaped int8 program (a vm.Program)."""
     b = Builder("resnet50-int8")
     r = ResNetBuilder(b, seed)
-    x = b.input("data", (batch, 3, size, size), 8)
-    y = r.conv(x, 3, 64, 7, 2, 3)
-    p = b.op("max_pool2d", y, pool_size=(3, 3), strides=(2, 2), padding=(1, 1))
-    r.layers.append(("maxpool", y, p, {}))
-    y, cin = p, 64
+    y, cin = r.stem(b.input("data", (batch, 3, size, size), 8), 64), 64
     for mid, blocks, stride in STAGES:
         for k in range(blocks):
             y = bottleneck(r, y, cin, mid, stride if k == 0 else 1)
             cin = 4 * mid
-    pooled = b.op("sum", y, axis=(2, 3))
-    spatial = math.ceil(size / 32) ** 2
-    pooled = b.op("cvm_right_shift", pooled, precision=8,
-                  shift_bit=max(1, spatial.bit_length() - 1))
-    r.layers.append(("avgpool", y, pooled, {}))
-    w = r.rng.integers(-127, 128, (classes, cin), dtype=np.int8)
-    bias = r.rng.integers(-2000, 2001, (classes,), dtype=np.int32)
-    out = b.op("dense", pooled, b.const("fc_w", w, precision=8),
-               b.const("fc_b", bias, precision=16), units=classes)
-    out = b.op("cvm_right_shift", out, precision=8, shift_bit=r.shift(cin))
-    r.layers.append(("fc", pooled, out, dict(w=w, b=bias, shift=r.shift(cin))))
-    b.output(out)
+    b.output(r.head(y, cin, classes, size))
     if log is not None:
         log.extend(r.layers)
     return b.build()
-
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
