@@ -77,6 +77,9 @@ def _preprocessed(quantization, model_path, output_path) -> str:
         from onnxruntime.quantization.shape_inference import quant_pre_process
         quant_pre_process(os.fspath(model_path), target)
         return target
+    except ImportError as e:        # a missing dependency is the environment's fault: say so
+        raise EnvironmentFault(f"onnxruntime's quantization pre-processing lacks a dependency "
+                               f"({e}); pip install 'detvm[onnx]'") from None
     except Exception:               # optional step: e.g. symbolic shape inference refuses
         return os.fspath(model_path)
 
