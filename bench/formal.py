@@ -35,7 +35,9 @@ def resnet_certificate(smt2: str | None, check: bool) -> dict:
            "statuses": dict(Counter(ob.status for ob in cert.obligations)),
            "proved": cert.proved,
            "gemm_paths": dict(Counter(ob.facts["path"] for ob in cert.obligations
-                                      if ob.name.startswith("gemm_licence")))}
+                                      if ob.name.startswith("gemm_licence"))),
+           "licences": dict(Counter(ob.name.split(": ", 1)[1].split(" ")[0]
+                                    for ob in cert.obligations if ob.name.startswith("licence[")))}
     if smt2:
         start = time.perf_counter()
         cert.write(smt2)
@@ -73,7 +75,7 @@ def main() -> None:
     result = {**resnet_certificate(args.smt2, args.check), **demo_formal()}
     print(f"ResNet-18 (1x3x224x224) certificate: {result['resnet18_certificate_s']:.2f} s, "
           f"{result['obligations']} obligations {result['statuses']}, "
-          f"GEMM paths {result['gemm_paths']}")
+          f"GEMM paths {result['gemm_paths']}, licences {result['licences']}")
     if args.smt2:
         print(f"  SMT-LIB2: {result['smt2_bytes'] / 1e6:.1f} MB written in "
               f"{result['smt2_write_s']:.2f} s"

@@ -195,6 +195,32 @@ class Requant:
         np.copyto(out, z, casting="unsafe")
 
 
+def offsets(bias, tail: Requant, oc: int) -> np.ndarray:
+    """The per-channel offset bias + add that the kernels add to the reduction (int64)."""
+    offset = np.full(oc, tail.add, dtype=np.int64)
+    if bias is not None:
+        offset += bias.astype(np.int64)
+    return offset
+
+
+def offset_limit(lic: GemmLicence) -> int:
+    """The exact-integer limit of the float in which the offset is added: the licence's dtype
+    for one chunk, float64 (the sum of the chunks) for several; 0 for int64."""
+    if len(lic.splits) > 2:
+        return F64_LIMIT
+    return {"float32": F32_LIMIT, "float64": F64_LIMIT}.get(lic.dtype, 0)
+
+
+def kernel_mode(lic: GemmLicence, offset: np.ndarray) -> str:
+    """How :class:`LinearKernel` runs: "ones" (offset row in the one float GEMM), "chunks"
+    (float chunks, offset added in float64) while whole + |offset| stays below that float's
+    limit, else "int64"."""
+    reach = lic.whole + int(np.abs(offset).max(initial=0))
+    if reach >= offset_limit(lic):
+        return "int64"
+    return "chunks" if len(lic.splits) > 2 else "ones"
+
+
 # ---------------------------------------------------------------------------------------------
 # conv2d / dense bound at load time
 # ---------------------------------------------------------------------------------------------
@@ -220,15 +246,8 @@ class LinearKernel:
         self.zp = attrs.get("zero_point", 0)
         self.rows_per = int(np.prod(weight.shape[2:])) if self.conv else 1
         self.oc = oc = weight.shape[0]
-        offset = np.full(oc, tail.add, dtype=np.int64)
-        if bias is not None:
-            offset += bias.astype(np.int64)
-        reach = lic.whole + int(np.abs(offset).max(initial=0))
-        chunked = len(lic.splits) > 2
-        limit = {"float32": F32_LIMIT, "float64": F64_LIMIT}.get(lic.dtype, 0)
-        if chunked:
-            limit = F64_LIMIT                                  # the float64 sum of chunks
-        self.mode = "int64" if reach >= limit else "chunks" if chunked else "ones"
+        offset = offsets(bias, tail, oc)
+        self.mode, chunked = kernel_mode(lic, offset), len(lic.splits) > 2
         self.dtype = np.dtype(np.int64 if self.mode == "int64" else lic.dtype)
         k = weight.size // oc
         w2d = np.empty((oc, k + (self.mode == "ones")), self.dtype)

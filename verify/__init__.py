@@ -3,8 +3,9 @@
 * ``vm.load(model, vm.formal()).run(x)``: the formal executor (verify/executor.py) derives the
   output from the program's constraints and returns it only when proved unique.
 * :func:`formal_run` returns the outputs and the :class:`~verify.executor.Proof`.
-* :func:`certify` proves shapes, lengths, gas, memory, no overflow and the float-BLAS licences
-  for every input of the input domain (verify/certificate.py); certificates are SMT-LIB2 files
+* :func:`certify` proves shapes, lengths, gas, memory, no overflow, the float-BLAS licences
+  and the CPU executor's licences (verify/licences.py) for every input of the input domain
+  (verify/certificate.py); certificates are SMT-LIB2 files
   (verify/smt2.py) re-checked by :func:`check_certificate`.
 
 z3 is imported by the submodules only, never by ``import vm`` or ``import ops``.

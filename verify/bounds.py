@@ -17,7 +17,8 @@ obligation claims that every output element lies within its declared precision (
   float32 (< 2^24) or float64 (< 2^53) BLAS, or int64 (< 2^63).
 * pointwise (elementwise, broadcast, where): every output element is the same function of one
   element of each input, so Z3 proves the bound on the op's own encoding (integers) applied to
-  one symbolic element per input.
+  one symbolic element per input (and ``y >= 0`` for outputs vm.validate.nonnegative claims,
+  which then get the lower bound 0: the nonnegative GEMM licences rest on it).
 * selection (layout ops, take, cvm_lut, max, max_pool2d, upsampling, non_max_suppression):
   every output element is one of the selected inputs' elements, or a fill constant (the
   encoding is built from the reference's index map, clamped lookups, max, or if-then-else
@@ -40,7 +41,7 @@ import ops
 from ops.base import Ref, bound
 from ops.pool import pool_factors
 from vm.program import Program
-from vm.validate import GEMM_LIMITS
+from vm.validate import GEMM_LIMITS, nonnegative
 
 from .domains import IntDomain
 from .obligations import Obligation, any_of
@@ -116,6 +117,10 @@ class Bounds:
             flat = np.asarray(data).reshape(-1)
             self.ranges[i] = (int(flat.min()), int(flat.max()))
         self.linear: dict[int, dict] = {}
+        try:                  # claimed >= 0 by the plan fact; proved by the pointwise queries
+            self.nonneg = nonnegative(program)
+        except Exception:     # attributes of a program the validator would refuse
+            self.nonneg = set()
 
     def obligations(self) -> list[Obligation]:
         """Overflow obligations in program order (lemma first), then the licences."""
@@ -328,6 +333,9 @@ class Bounds:
         t, op = self.program.tensors, ops.get(ins.op)
         ranges = [self._range(i) for i in ins.inputs]
         self._declare_outputs(ins)
+        floor = {i: 0 if i in self.nonneg else -bound(t[i].precision) for i in ins.outputs}
+        for i in ins.outputs:
+            self.ranges[i] = (floor[i], self.ranges[i][1])
 
         def query():
             zx = IntDomain()
@@ -339,11 +347,13 @@ class Bounds:
                     cons.append(z3.And(lo <= v, v <= hi))
             out = op.z3(zx, *refs, **ins.attrs)
             outs = [out] if len(op.outputs) == 1 else list(out)
-            bad = [z3.Or(v > bound(t[i].precision), v < -bound(t[i].precision))
+            bad = [z3.Or(v > bound(t[i].precision), v < floor[i])
                    for ref, i in zip(outs, ins.outputs) for v in ref.data]
             return decls, [c.sexpr() for c in cons] + [z3.Or(bad).sexpr()]
-        return Obligation(self._name("no_overflow", index, ins), "z3", query,
-                          note="the op's encoding on one symbolic element per input")
+        note = "the op's encoding on one symbolic element per input" + (
+            "; the output is >= 0 (vm.validate.nonnegative)" if any(
+                i in self.nonneg for i in ins.outputs) else "")
+        return Obligation(self._name("no_overflow", index, ins), "z3", query, note=note)
 
 
 def _weight_sums(terms: dict) -> list:

@@ -4,7 +4,9 @@
    and type sizes.  2. ``gas``, ``peak_memory``.  3. ``no_overflow[i]``: every intermediate
    stays within its declared precision and storage type, for every input of the domain
    (verify/bounds.py).  4. ``gemm_licence[i]``: the proven accumulator bound of each
-   conv2d/dense and the exact path it allows.
+   conv2d/dense and the exact path it allows.  5. ``licence[i]``: every exact path the CPU
+   executor may take (float32 chunks, offset rows, Winograd, float requantize;
+   verify/licences.py).
 
 Each obligation ends ``proved``, ``counterexample`` (a witness input, replayed on the CPU
 executor, really overflows) or ``unknown``; a failed lemma whose witness cannot be found or
@@ -28,6 +30,7 @@ from vm.validate import _gas, _liveness, _peak_memory
 
 from . import obligations as static
 from .bounds import Bounds
+from .licences import Licences
 from .smt2 import RLIMIT, run_z3, write_certificate
 from .witness import replay, search
 
@@ -136,21 +139,26 @@ def certify(model, input_domain=None, *, progress: Callable | None = None,
     bounds = Bounds(program, ranges, analysis.gemm if analysis is not None else None)
     obs = [static.shapes(program), static.io_lengths(program, io), static.gas(program, gas),
            static.peak_memory(program, peak)] + bounds.obligations()
+    if analysis is not None:                    # the executor's licences (validated models)
+        obs += Licences(program, analysis, bounds.ranges).obligations()
     cert = Certificate(model_identity(model), shown, obs)
     if not solve:
         return cert
     cache: dict[str, tuple[str, str]] = {}
-    lemma_ok = True
+    lemmas: dict[str, bool] = {}
     for k, ob in enumerate(obs):
         start = time.perf_counter()
         status, detail = _decide(ob, cert.model, cache, rlimit, timeout_s)
         if status.startswith("counterexample"):
             status, detail = _confirm(ob, program, ranges, detail, rlimit, timeout_s)
+        rests = ob.facts.get("rests_on", ())
         if ob.name.startswith("lemma:"):
-            lemma_ok = lemma_ok and status == "proved"
-        elif ob.method == "exact" and ob.name.startswith(("no_overflow", "gemm_licence")) \
-                and not lemma_ok and status == "proved":
-            status, detail = "unknown", "rests on lemma:linear_step, which is not proved"
+            lemmas[ob.name] = status == "proved"
+        elif ob.method == "exact" and ob.name.startswith(("no_overflow", "gemm_licence")):
+            rests = ("lemma:linear_step",)
+        unproved = [name for name in rests if not lemmas.get(name, True)]
+        if unproved and status == "proved":
+            status, detail = "unknown", f"rests on {unproved[0]}, which is not proved"
         ob.status, ob.detail = status, detail
         ob.seconds = time.perf_counter() - start
         if progress:

@@ -1,0 +1,134 @@
+"""Certificate obligations of the CPU executor's licences (verify/licences.py): float32 chunks,
+the nonnegative bound, the offset row, Winograd F(2x2, 3x3), float requantize; tampered
+licence claims are never proved."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import vm
+from compiler import Builder
+from ops import gemm, winograd
+
+pytest.importorskip("z3")
+import verify  # noqa: E402
+from verify.smt2 import run_z3  # noqa: E402
+
+
+def conv_model(c=128, relu=False, shape=(4, 4), kernel=3, signs_seed=0, oc=2, bias=True):
+    """x (p8) [-> relu] -> conv2d with weights +-127 (random signs) [+ bias] -> shift."""
+    rng = np.random.default_rng(signs_seed)
+    b = Builder("licences")
+    x = b.input("x", (1, c, *shape), 8)
+    if relu:
+        x = b.op("relu", x)
+    w = b.const("w", 127 * rng.choice([-1, 1], (oc, c, kernel, kernel)), precision=8)
+    args = [x, w] + ([b.const("b", rng.integers(-100, 101, (oc,)), precision=8)] if bias else [])
+    y = b.op("conv2d", *args, channels=oc, kernel_size=(kernel, kernel),
+             padding=(kernel // 2, kernel // 2), use_bias=bias)
+    b.output(b.op("cvm_right_shift", y, precision=8, shift_bit=16))
+    return vm.load(b.build())
+
+
+def licence_obs(cert, kind=""):
+    return [ob for ob in cert.obligations if ob.name.startswith("licence[") and kind in ob.name]
+
+
+def assert_proved(cert):
+    assert cert.proved, [(o.name, o.status, o.detail) for o in cert.obligations
+                         if o.status != "proved"]
+
+
+def test_float32_chunks_are_certified():
+    model = conv_model()
+    lic = model.analysis.licences[0]
+    assert lic.dtype == "float32" and len(lic.splits) > 2 and lic.whole >= 1 << 24
+    cert = verify.certify(model)
+    assert_proved(cert)
+    (ob,) = licence_obs(cert, "float32 chunks")
+    assert ob.name == "licence[0] conv2d %conv2d_0: float32 chunks 1035+117"
+    assert ob.facts["chunk_bound"] <= lic.bound < 1 << 24 and ob.facts["whole"] == lic.whole
+    (off,) = licence_obs(cert, "offset")
+    assert "float64 offset on the sum of chunks" in off.name
+    assert run_z3(ob.smt2(cert.model)) == "unsat"
+
+
+def test_relu_fed_conv_gets_the_nonnegative_bound():
+    model = conv_model(relu=True)
+    lic = model.analysis.licences[1]
+    assert lic.splits == (0, 128)                       # one chunk thanks to x >= 0
+    cert = verify.certify(model)
+    assert_proved(cert)
+    (ob,) = licence_obs(cert, "float32 whole")
+    assert ob.facts["chunk_bound"] == lic.bound < 1 << 24
+    (relu,) = [o for o in cert.obligations if o.name.startswith("no_overflow[0] relu")]
+    assert ">= 0" in relu.note and "(< y 0)" not in relu.smt2(cert.model)
+    assert any(o.startswith("licence[1] conv2d") and "offset row, weights x 2^-16" in o
+               for o in (x.name for x in cert.obligations))
+
+
+def test_winograd_is_certified_and_exported(tmp_path):
+    model = conv_model(c=8, shape=(24, 24), oc=4)
+    cert = verify.certify(model)
+    assert_proved(cert)
+    names = [ob.name for ob in cert.obligations]
+    assert "lemma:winograd" in names
+    (ob,) = licence_obs(cert, "winograd")
+    assert ob.name == "licence[0] conv2d %conv2d_0: winograd F(2x2,3x3) 1 chunks"
+    lic = model.analysis.winograd[0]
+    assert ob.facts["chunk_bound"] <= lic.chunk_bound and ob.facts["out_bound"] <= lic.out_bound
+    path = tmp_path / "w.dvm"
+    path.write_bytes(vm.encode(model.program))
+    cert.write(tmp_path / "w.dvm.cert")
+    report = verify.check_certificate(tmp_path / "w.dvm.cert", vm.load(path), solvers=["z3"])
+    assert report.ok, (report.problems, [(f.file, f.problem) for f in report.files if not f.ok])
+    assert vm.load(path, require_certificate=True).hash == cert.model
+
+
+def test_float_requantize_is_certified():
+    b = Builder("rq")
+    x = b.input("x", (2, 3), 16)
+    b.output(b.op("requantize", x, multiplier=[3], shift=[4], zero_point=0, qmin=-127,
+                  qmax=127, rounding="half_up"))
+    cert = verify.certify(vm.load(b.build()))
+    assert_proved(cert)
+    (ob,) = licence_obs(cert, "float requantize (half_up)")
+    assert "M <= 3" in ob.detail
+
+
+def test_licences_rest_on_their_lemmas():
+    cert = verify.certify(conv_model(c=8, shape=(24, 24), oc=4), rlimit=1)
+    obs = licence_obs(cert)
+    assert obs and all(ob.status == "unknown" for ob in obs)
+
+
+# ---------------------------------------------------------------------------------------------
+# Seeded bugs: tampered licence claims are never proved
+# ---------------------------------------------------------------------------------------------
+
+def test_a_false_float32_licence_is_not_proved(monkeypatch):
+    """The licence computation claims one float32 GEMM where the bound exceeds 2^24."""
+    def lying(weight, x_bound, nonneg=False):
+        return gemm.GemmLicence("float32", (0, weight.shape[1]), 1 << 20, 1 << 20)
+    monkeypatch.setattr(gemm, "licence", lying)
+    model = conv_model()
+    assert model.analysis.licences[0].splits == (0, 128)
+    cert = verify.certify(model)
+    (ob,) = licence_obs(cert, "float32 whole")
+    assert ob.status == "unknown" and "not licensed" in ob.detail and not cert.proved
+    assert ob.facts["chunk_bound"] >= 1 << 24
+    assert run_z3(ob.smt2(cert.model)) == "sat"        # the file refutes the claim too
+    assert [o.status for o in licence_obs(cert, "offset")] == ["unknown"]
+
+
+def test_a_tampered_winograd_licence_is_not_proved(monkeypatch):
+    real = winograd.licence
+
+    def lying(weight, x_bound):
+        lic = real(weight, x_bound)
+        return winograd.WinogradLicence(lic.chunks, lic.chunk_bound, lic.out_bound, lic.u * 2)
+    monkeypatch.setattr(winograd, "licence", lying)
+    cert = verify.certify(conv_model(c=8, shape=(24, 24), oc=4))
+    (ob,) = licence_obs(cert, "winograd")
+    assert ob.status == "unknown" and "U = D G g G^T" in ob.detail
+    assert run_z3(ob.smt2(cert.model)) == "sat"
