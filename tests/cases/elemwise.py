@@ -1,7 +1,7 @@
 """Law-suite cases for ops/elemwise.py and ops/broadcast.py."""
 import hypothesis.strategies as st
 
-from ops.base import bound
+from ops.base import bound, size_of
 
 from . import Input, OpCase, shapes
 
@@ -59,15 +59,8 @@ def cvm_right_shift(draw):
         r, half = bound(p0), 1 << (shift - 1)
         pool = [v for k in range(-3, 4) for v in (k * half, k * half + 1, k * half - 1)
                 if abs(v) <= r] or [0]
-        x = Input(shape, p0, values=[draw(st.sampled_from(pool)) for _ in range(_size(shape))])
+        x = Input(shape, p0, values=[draw(st.sampled_from(pool)) for _ in range(size_of(shape))])
     return OpCase([x], dict(precision=draw(precs()), shift_bit=shift))
-
-
-def _size(shape):
-    n = 1
-    for d in shape:
-        n *= d
-    return n
 
 
 @st.composite
@@ -95,7 +88,7 @@ def broadcast(draw, p_hi=31, total=None, zero_divisors=False):
         r = bound(p1)
         y = Input(b, p1, values=[draw(st.sampled_from(sorted({0, 0, min(1, r), -min(1, r),
                                                               min(2, r), -min(2, r), r, -r})))
-                                 for _ in range(_size(b))])
+                                 for _ in range(size_of(b))])
     return OpCase([Input(a, p0), y])
 
 

@@ -1,7 +1,7 @@
 """Law-suite cases for ops/quant.py and ops/pool.py."""
 import hypothesis.strategies as st
 
-from ops.base import bound
+from ops.base import bound, size_of
 
 from . import Input, OpCase, shapes
 from .nn import conv2d, dense
@@ -54,16 +54,9 @@ def requantize(draw):
     x = Input(shape, p0)
     if n == 1 and draw(st.booleans()):
         multiplier = [1]
-        x.values = draw(_ties(p0, shift[0], zin, _size(shape)))
+        x.values = draw(_ties(p0, shift[0], zin, size_of(shape)))
     return OpCase([x], dict(multiplier=multiplier, shift=shift, axis=axis, zero_point_in=zin,
                             zero_point=zp, qmin=qmin, qmax=qmax, rounding=rounding))
-
-
-def _size(shape):
-    n = 1
-    for d in shape:
-        n *= d
-    return n
 
 
 @st.composite
@@ -95,8 +88,8 @@ def argmax(draw):
     shape = draw(shapes(1, 4))
     x = Input(shape, draw(st.integers(1, 32)))
     if x.precision > 1 and draw(st.booleans()):        # many ties
-        x.values = draw(st.lists(st.integers(-1, 1), min_size=_size(shape),
-                                 max_size=_size(shape)))
+        x.values = draw(st.lists(st.integers(-1, 1), min_size=size_of(shape),
+                                 max_size=size_of(shape)))
     return OpCase([x], dict(axis=draw(st.integers(-len(shape), len(shape) - 1)),
                             keepdims=draw(st.booleans()),
                             select_last_index=draw(st.booleans())))
