@@ -5,12 +5,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, reject, settings, strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 import vm
 from compiler import Builder, parse
 from tests.conftest import random_input, small_cnn
-from tests.test_differential import CASES, build_one, random_feeds
+from tests.test_differential import CASES, check_every_case, random_feeds
 from tests.test_text import programs
 from vm.cli import DEMO_DIR
 from vm.errors import EnvironmentFault
@@ -117,17 +117,7 @@ FEW = settings(max_examples=3, deadline=None, suppress_health_check=list(HealthC
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_every_op_through_the_formal_vm(name):
     """Each op as a whole program (inputs and constants mixed): formal bytes == cpu bytes."""
-
-    @FEW
-    @given(st.data())
-    def check(data):
-        try:
-            program, feeds = build_one(name, data.draw(CASES[name]), data)
-        except vm.InvalidError:
-            reject()
-        formal_equals_cpu(program, feeds)
-
-    check()
+    check_every_case(name, formal_equals_cpu, FEW)
 
 
 @settings(max_examples=8, deadline=None, suppress_health_check=list(HealthCheck))

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, reject, settings, strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 
 def _gpu_reason() -> str | None:
@@ -45,18 +45,8 @@ def same_bytes(program, feeds) -> None:
 
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_every_op_gpu_equals_cpu(name):
-    from tests.test_differential import build_one
-
-    @SETTINGS
-    @given(st.data())
-    def check(data):
-        try:
-            program, feeds = build_one(name, data.draw(CASES[name]), data)
-        except vm.InvalidError:
-            reject()
-        same_bytes(program, feeds)
-
-    check()
+    from tests.test_differential import check_every_case
+    check_every_case(name, same_bytes, SETTINGS)
 
 
 @SETTINGS
