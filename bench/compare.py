@@ -34,14 +34,17 @@ import vm  # noqa: E402
 from resnet18 import build_resnet18, resnet18_onnx  # noqa: E402
 
 
-def timed(fn, repeat: int) -> dict:
-    """min / median seconds of ``fn()`` over ``repeat`` runs after two warm-ups."""
-    fn()
-    fn()
+def timed(fn, repeat: int, sync=lambda: None) -> dict:
+    """min / median milliseconds of ``fn()`` over ``repeat`` runs after two warm-ups;
+    ``sync()`` waits for asynchronous devices before each clock reading."""
+    for _ in range(2):
+        fn()
+        sync()
     times = []
     for _ in range(repeat):
         t = time.perf_counter()
         fn()
+        sync()
         times.append(time.perf_counter() - t)
     return {"min_ms": min(times) * 1e3, "median_ms": statistics.median(times) * 1e3,
             "runs": repeat}

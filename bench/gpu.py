@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -26,26 +25,13 @@ import numpy as np
 sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parent)]
 
 import vm  # noqa: E402
+from compare import timed  # noqa: E402
 from resnet18 import build_resnet18  # noqa: E402
 from resnet50 import build_resnet50  # noqa: E402
 
 BUILDERS = {"resnet18": build_resnet18, "resnet50": build_resnet50}
 LIMITS = vm.Limits(max_memory=64 << 30, max_gas=1 << 50)
 CPU_CHECK = {("resnet18", 1), ("resnet18", 32), ("resnet50", 1)}
-
-
-def timed(fn, repeat: int, sync=lambda: None) -> dict:
-    """min / median seconds of ``fn()`` (synchronized) after two warm-ups."""
-    for _ in range(2):
-        fn()
-        sync()
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - t)
-    return {"min_s": min(times), "median_s": statistics.median(times)}
 
 
 def torch_model(layers: list):
@@ -114,10 +100,10 @@ def table(rows: list) -> str:
              "|---|---|---|---|---|---|---|"]
     for r in rows:
         d, t = r["detvm_gpu"], r.get("torch_fp32", {})
-        ratio = d["min_s"] / t["min_s"] if "min_s" in t else float("nan")
-        lines.append(f"| {r['model']} | {r['batch']} | {d['min_s'] * 1e3:.2f} / "
-                     f"{d['median_s'] * 1e3:.2f} | "
-                     + (f"{t['min_s'] * 1e3:.2f}" if "min_s" in t else "n/a")
+        ratio = d["min_ms"] / t["min_ms"] if "min_ms" in t else float("nan")
+        lines.append(f"| {r['model']} | {r['batch']} | {d['min_ms']:.2f} / "
+                     f"{d['median_ms']:.2f} | "
+                     + (f"{t['min_ms']:.2f}" if "min_ms" in t else "n/a")
                      + f" | {ratio:.2f}x | {1 / ratio:.2f}x | "
                      f"{r.get('bit_exact_vs_cpu', 'not checked')} |")
     return "\n".join(lines)

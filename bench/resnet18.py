@@ -64,6 +64,10 @@ class ResNetBuilder:
         y = self.conv(y, cout, cout, 3, 1, 1, relu=False)
         short = x if stride == 1 and cin == cout else self.conv(x, cin, cout, 1, stride, 0,
                                                                 relu=False)
+        return self.residual(y, short)
+
+    def residual(self, y, short):
+        """elemwise_add (p9) -> cvm_right_shift back to p8 -> relu."""
         s = self.b.op("elemwise_add", y, short)
         s = self.b.op("cvm_right_shift", s, precision=8, shift_bit=1)
         s = self.b.op("relu", s)

@@ -29,11 +29,7 @@ def bottleneck(r: ResNetBuilder, x, cin: int, mid: int, stride: int):
     y = r.conv(y, mid, 4 * mid, 1, relu=False)
     short = x if stride == 1 and cin == 4 * mid else r.conv(x, cin, 4 * mid, 1, stride,
                                                             relu=False)
-    s = r.b.op("elemwise_add", y, short)
-    s = r.b.op("cvm_right_shift", s, precision=8, shift_bit=1)
-    s = r.b.op("relu", s)
-    r.layers.append(("add", (y, short), s, {}))
-    return s
+    return r.residual(y, short)
 
 
 def build_resnet50(batch: int = 1, size: int = 224, classes: int = 1000, seed: int = 0,

@@ -4,6 +4,8 @@ onnx is imported here only (an optional dependency: ``pip install 'detvm[onnx]'`
 """
 from __future__ import annotations
 
+import importlib
+
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,13 +20,17 @@ of ConvInteger, MatMulInteger and QLinearConv use it); onnxruntime's quantizer w
 MS_DOMAIN = "com.microsoft"
 
 
-def onnx_module():
+def optional_module(name: str, purpose: str):
+    """Import ``name`` (from the ``onnx`` extra), or raise EnvironmentFault saying why."""
     try:
-        import onnx
+        return importlib.import_module(name)
     except ImportError as e:
-        raise EnvironmentFault(f"ONNX import needs the onnx package (pip install "
-                               f"'detvm[onnx]'): {e}") from None
-    return onnx
+        raise EnvironmentFault(f"{purpose} needs {name} (pip install 'detvm[onnx]'): "
+                               f"{e}") from None
+
+
+def onnx_module():
+    return optional_module("onnx", "ONNX import")
 
 
 @dataclass

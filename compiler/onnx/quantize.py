@@ -16,6 +16,8 @@ import numpy as np
 
 from vm.errors import EnvironmentFault, InvalidError
 
+from .graph import optional_module
+
 FORMATS = ("qdq", "qoperator")
 TYPES = ("int8", "uint8")
 CHUNK = 16
@@ -23,12 +25,7 @@ CHUNK = 16
 
 
 def _ort_quantization():
-    try:
-        from onnxruntime import quantization
-    except ImportError as e:
-        raise EnvironmentFault(f"quantize needs onnxruntime (pip install 'detvm[onnx]'): "
-                               f"{e}") from None
-    return quantization
+    return optional_module("onnxruntime.quantization", "quantize")
 
 
 def read_calibration(path, input_names: list[str]) -> dict[str, np.ndarray]:
