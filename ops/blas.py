@@ -114,12 +114,22 @@ class ShiftedConv:
         hp, wp = h + 2 * ph, w + 2 * pw
         oh, ow = hp - (kh - 1) * dh, wp - (kw - 1) * dw
         plane = (c + 1) * hp * wp
-        buf = scratch("pad", (n * plane + (kw - 1) * dw,), np.float32)
-        buf.fill(0)
+        slack = (kw - 1) * dw
+        buf = scratch("pad", (n * plane + slack,), np.float32)
         src = buf[:n * plane].reshape(n, c + 1, hp, wp)
+        if ph:
+            src[:, :c, :ph] = 0
+            src[:, :c, hp - ph:] = 0
+        if pw:
+            src[:, :c, ph:hp - ph, :pw] = 0
+            src[:, :c, ph:hp - ph, wp - pw:] = 0
+        buf[n * plane:] = 0
         src[:, c] = 1
-        np.subtract(x, self.zp, out=src[:, :c, ph:ph + h, pw:pw + w], dtype=np.float32,
-                    casting="unsafe")
+        if self.zp:
+            np.subtract(x, self.zp, out=src[:, :c, ph:ph + h, pw:pw + w], dtype=np.float32,
+                        casting="unsafe")
+        else:
+            np.copyto(src[:, :c, ph:ph + h, pw:pw + w], x, casting="unsafe")
         out = np.empty((n, self.oc, oh, ow), self.out_dtype)
         lanes = lane_count(n * oh * ow * c * kh * kw * self.oc)
         rows = max(1, min(oh, BLOCK_BUDGET // (self.oc * wp)))
@@ -142,5 +152,5 @@ class ShiftedConv:
             start = i * plane + (r0 + r * dh) * wp + s * dw
             sgemm(self.w[k, o0:o1], buf, start, hp * wp, self.c + 1, cols, acc,
                   0.0 if k == 0 else 1.0, self.fn)
-        y = acc.reshape(o1 - o0, r1 - r0, wp)[:, :, :ow]
-        self.tail.finish_float(y, out[i, o0:o1, r0:r1])
+        self.tail.finish_float(acc, out[i, o0:o1, r0:r1],
+                               acc.reshape(o1 - o0, r1 - r0, wp)[:, :, :ow])

@@ -43,18 +43,21 @@ def row_abs_sums(weight: np.ndarray) -> np.ndarray:
 
 
 def channel_abs_sums(weight: np.ndarray) -> np.ndarray:
-    """S[oc, c] = sum over the kernel window of |W[oc, c, ...]| (exact int64), shape (OC, C)."""
+    """S[oc, c] = sum over the kernel window of |W[oc, c, ...]| (exact, int32 or int64),
+    shape (OC, C)."""
     return _window_sums(_magnitudes(weight), weight.shape, np.uint8, np.uint16)
 
 
 def _window_sums(m: np.ndarray, shape, small, acc_small) -> np.ndarray:
-    """sum over the kernel window of m (OC, C, ...), exact, as int64 (OC, C)."""
-    m = m.reshape(shape[0], shape[1], -1)
-    acc = acc_small if m.dtype == small and m.shape[2] * 255 < 1 << 15 else np.int64
-    s = m[:, :, 0].astype(acc)
-    for k in range(1, m.shape[2]):
-        s += m[:, :, k]
-    return s.astype(np.int64)
+    """sum over the kernel window of m (OC, C, ...), exact (OC, C): accumulated in
+    ``acc_small`` (returned as int32) when m is ``small`` and the window is short enough,
+    else in int64."""
+    m = m.reshape(shape[0] * shape[1], -1)
+    acc = acc_small if m.dtype == small and m.shape[1] * 255 < 1 << 15 else np.int64
+    s = m[:, 0].astype(acc)
+    for k in range(1, m.shape[1]):
+        np.add(s, m[:, k], out=s, dtype=acc)
+    return s.reshape(shape[0], shape[1]).astype(np.int32 if acc != np.int64 else np.int64)
 
 
 def _costs(weight: np.ndarray, nonneg: bool, per_channel: bool) -> list:
@@ -70,7 +73,7 @@ def _costs(weight: np.ndarray, nonneg: bool, per_channel: bool) -> list:
     if not nonneg:
         return [a]
     s = signed()
-    return [(a + s) // 2, (a - s) // 2]
+    return [(a + s) >> 1, (a - s) >> 1]                 # exact: a +- s = 2P, 2N >= 0
 
 
 @dataclass(frozen=True)
@@ -94,8 +97,11 @@ def licence(weight: np.ndarray, x_bound: int, nonneg: bool = False) -> GemmLicen
     c = weight.shape[1]
     if whole < F32_LIMIT:
         return GemmLicence("float32", (0, c), whole, whole)
-    cums = [np.concatenate([np.zeros((cost.shape[0], 1), np.int64), np.cumsum(cost, axis=1)], 1)
-            for cost in _costs(weight, nonneg, True)]
+    cums = []                                           # (OC, C + 1): prefix sums over C
+    for cost in _costs(weight, nonneg, True):
+        cum = np.zeros((cost.shape[0], c + 1), np.int64)
+        np.cumsum(cost, axis=1, dtype=np.int64, out=cum[:, 1:])
+        cums.append(cum)
     splits, worst, start = [0], 0, 0
     while start < c and len(splits) <= MAX_CHUNKS:
         chunk = x_bound * np.max([(cum[:, start + 1:] - cum[:, start:start + 1]).max(axis=0)
@@ -128,10 +134,18 @@ def matmul_chunks(weights: list, cols: np.ndarray, splits: tuple[int, ...], rows
     return acc
 
 
-def chunk_weights(w2d: np.ndarray, splits, rows_per: int, dtype) -> list:
-    """The weight matrix (OC, K) in ``dtype``, split along K at ``splits`` (x ``rows_per``)."""
-    return [np.ascontiguousarray(w2d[:, s0 * rows_per:s1 * rows_per], dtype=dtype)
-            for s0, s1 in zip(splits, splits[1:])]
+def scaled_chunks(w2d: np.ndarray, splits, rows_per: int, dtype, scale, extra: int = 0) -> list:
+    """The integer weight matrix (OC, K) times ``scale`` (a power of two: exact) in ``dtype``,
+    split along K at ``splits`` (x ``rows_per``), in one pass per chunk; the last chunk gets
+    ``extra`` more (uninitialised) columns."""
+    out = []
+    for k, (s0, s1) in enumerate(zip(splits, splits[1:])):
+        part = w2d[:, s0 * rows_per:s1 * rows_per]
+        last = k == len(splits) - 2
+        chunk = np.empty((w2d.shape[0], part.shape[1] + (extra if last else 0)), dtype)
+        np.multiply(part, scale, out=chunk[:, :part.shape[1]], dtype=dtype, casting="unsafe")
+        out.append(chunk)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -176,15 +190,17 @@ class Requant:
         q = q if self.lo is None else max(q, self.lo)
         return q if self.hi is None else min(q, self.hi)
 
-    def finish_float(self, y: np.ndarray, out: np.ndarray) -> None:
+    def finish_float(self, y: np.ndarray, out: np.ndarray, view: np.ndarray | None = None
+                     ) -> None:
         """out <- clip(floor(y), lo, hi) for a float array holding (z + add) * 2^-shift
         exactly (the caller's licence keeps |z + add| below the float's exact limit; scaling
-        by a power of two is exact). Clipping first is the same: lo and hi are integers."""
+        by a power of two is exact). Clipping first is the same: lo and hi are integers.
+        ``view`` (a view of ``y``): the part written to ``out``; ``y`` is rounded whole."""
         if self.lo is not None or self.hi is not None:
             np.clip(y, self.lo, self.hi, out=y)
         if self.shift and (self.lo is None or self.lo < 0):
             np.floor(y, out=y)                       # else y is integral, or >= 0: truncation
-        np.copyto(out, y, casting="unsafe")
+        np.copyto(out, y if view is None else view, casting="unsafe")
 
     def finish_int(self, z: np.ndarray, out: np.ndarray) -> None:
         """out <- tail for an integer array holding z + add (arithmetic shifts floor)."""
@@ -250,15 +266,14 @@ class LinearKernel:
         self.mode, chunked = kernel_mode(lic, offset), len(lic.splits) > 2
         self.dtype = np.dtype(np.int64 if self.mode == "int64" else lic.dtype)
         k = weight.size // oc
-        w2d = np.empty((oc, k + (self.mode == "ones")), self.dtype)
-        w2d[:, :k] = weight.reshape(oc, k)
-        if self.mode == "ones":
-            w2d[:, k] = offset                                 # |offset| < the exact limit
-        if self.mode != "int64":
-            w2d *= w2d.dtype.type(2.0 ** -tail.shift)         # a power of two: exact
-        self.splits = lic.splits if chunked else (0, w2d.shape[1])
-        self.weights = chunk_weights(w2d, self.splits, self.rows_per if chunked else 1,
-                                     self.dtype)
+        scale = self.dtype.type(1 if self.mode == "int64" else 2.0 ** -tail.shift)
+        self.splits = lic.splits if chunked else (0, k)
+        self.weights = scaled_chunks(weight.reshape(oc, k), self.splits,
+                                     self.rows_per if chunked else 1, self.dtype, scale,
+                                     extra=int(self.mode == "ones"))
+        if self.mode == "ones":                # |offset| < the exact limit; scale: exact
+            np.multiply(offset, scale, out=self.weights[0][:, k], dtype=self.dtype,
+                        casting="unsafe")
         self.offset = (offset.reshape(oc, 1) if self.mode == "int64"
                        else np.ldexp(offset.astype(np.float64), -tail.shift).reshape(oc, 1))
 
@@ -327,19 +342,22 @@ class LinearKernel:
                 (shape[3] + 2 * pw - (kw - 1) * dw - 1) // sw + 1)
 
     def _source(self, x):
-        """x - zero_point in the GEMM dtype, zero-padded (exact: |x - zp| < 2^24)."""
+        """The im2col source: x itself without padding (``_im2col`` subtracts the zero point
+        while it gathers), else x - zero_point in the GEMM dtype, zero-padded (exact:
+        |x - zp| < 2^24)."""
         n, c, h, w = x.shape
         ph, pw = self.attrs["padding"]
+        if not (ph or pw):
+            return x
         src = scratch("pad", (n, c, h + 2 * ph, w + 2 * pw), self.dtype)
-        if ph or pw:
-            src.fill(0)
+        src.fill(0)
         np.subtract(x, self.zp, out=src[:, :, ph:ph + h, pw:pw + w], dtype=self.dtype,
                     casting="unsafe")
         return src
 
     def _im2col(self, src, r0: int, r1: int, ow: int):
-        """cols[(c, r, s), (n, p, q)] = src[n, c, p*SH + r*DH, q*SW + s*DW] for output rows p
-        in [r0, r1) (src: padded x - zp)."""
+        """cols[(c, r, s), (n, p, q)] = src[n, c, p*SH + r*DH, q*SW + s*DW] - zp' for output
+        rows p in [r0, r1) (src: the padded x - zp, zp' = 0; or x itself, zp' = zp)."""
         n, c = src.shape[:2]
         (kh, kw), (sh, sw) = self.attrs["kernel_size"], self.attrs["strides"]
         dh, dw = self.attrs["dilation"]
@@ -349,5 +367,9 @@ class LinearKernel:
         windows = np.lib.stride_tricks.as_strided(       # a read-only view, in bounds
             src[:, :, r0 * sh:], shape=(c, kh, kw, n, rows, ow),
             strides=(sc, dh * sy, dw * sx, sn, sh * sy, sw * sx), writeable=False)
-        np.copyto(cols[:c * kh * kw].reshape(c, kh, kw, n, rows, ow), windows)
+        dst = cols[:c * kh * kw].reshape(c, kh, kw, n, rows, ow)
+        if src.dtype != self.dtype and self.zp:
+            np.subtract(windows, self.zp, out=dst, dtype=self.dtype, casting="unsafe")
+        else:
+            np.copyto(dst, windows, casting="unsafe")
         return cols

@@ -81,11 +81,24 @@ def reference(x, wt, bias, attrs, chain) -> np.ndarray:
     return apply_scalar(CONV.scalar(args, attrs), chain).to_array()
 
 
+class Poisoned(Workspace):
+    """Scratch whose every buffer arrives filled with 0xFF bytes (NaN as floats, -1 as
+    integers): a kernel reading scratch it did not write shows in its result."""
+
+    def get(self, role, shape, dtype):
+        buf = super().get(role, shape, dtype)
+        buf.reshape(-1).view(np.uint8)[:] = 0xFF
+        return buf
+
+    def lane(self, k):
+        return self if k == 0 else self.lanes.setdefault(k, Poisoned())
+
+
 def run(kernel, *args, lanes: int = 1):
-    """kernel(*args) with a fresh workspace; on ``lanes`` lanes even for tiny work."""
+    """kernel(*args) with a poisoned workspace; on ``lanes`` lanes even for tiny work."""
     saved, scratch.MIN_WORK = scratch.MIN_WORK, 0
     try:
-        with using(Workspace(), Lanes(lanes) if lanes > 1 else None):
+        with using(Poisoned(), Lanes(lanes) if lanes > 1 else None):
             return kernel(np, *args)
     finally:
         scratch.MIN_WORK = saved
