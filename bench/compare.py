@@ -37,17 +37,36 @@ from resnet18 import build_resnet18, resnet18_onnx  # noqa: E402
 def timed(fn, repeat: int, sync=lambda: None) -> dict:
     """min / median milliseconds of ``fn()`` over ``repeat`` runs after two warm-ups;
     ``sync()`` waits for asynchronous devices before each clock reading."""
-    for _ in range(2):
-        fn()
-        sync()
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - t)
-    return {"min_ms": min(times) * 1e3, "median_ms": statistics.median(times) * 1e3,
-            "runs": repeat}
+    return timed_together({"fn": fn}, repeat, sync=sync)["fn"]
+
+
+def timed_together(fns: dict, repeat: int, block: int = 5, sync=lambda: None) -> dict:
+    """min / median milliseconds of each of ``fns`` over ``repeat`` runs, taken in turns of
+    ``block`` runs each (after two warm-ups each), so that all of them see the same machine:
+    this VM's speed drifts by up to 1.5x over seconds. ``first_over_this``: the median over the
+    turns of the first fn's median time divided by this fn's in the same turn."""
+    for fn in fns.values():
+        for _ in range(2):
+            fn()
+            sync()
+    times = {name: [] for name in fns}
+    turns = {name: [] for name in fns}
+    for start in range(0, repeat, block):
+        for name, fn in fns.items():
+            turn = []
+            for _ in range(min(block, repeat - start)):
+                t = time.perf_counter()
+                fn()
+                sync()
+                turn.append(time.perf_counter() - t)
+            times[name] += turn
+            turns[name].append(statistics.median(turn))
+    first = next(iter(fns))
+    return {name: {"min_ms": min(t) * 1e3, "median_ms": statistics.median(t) * 1e3,
+                   "runs": repeat,
+                   "first_over_this": statistics.median(
+                       a / b for a, b in zip(turns[first], turns[name]))}
+            for name, t in times.items()}
 
 
 def ort_session(path, threads: int):
@@ -97,22 +116,25 @@ def rows_for(label: str, detvm_bytes: dict, ort_fp32: Path, ort_int8: Path, inpu
         outputs = {}
         for threads in args.threads:
             row = {"model": label, "batch": batch, "threads": threads}
+            fns, model = {}, None
+            for kind, path in (("ort_fp32", ort_fp32), ("ort_int8", ort_int8)):
+                session = ort_session(path, threads)
+                fns[kind] = lambda session=session: session.run(None, {input_name: xf})
             if data is not None:
                 model = vm.load(data, threads=threads)
                 t = model.inputs[0]
                 r = (1 << (t.precision - 1)) - 1
                 xq = np.random.default_rng(2).integers(-r, r + 1, t.shape).astype(t.dtype)
                 feeds = {t.name: xq}
-                row["detvm"] = timed(lambda: model.run(feeds), repeat)
+                fns = {"detvm": lambda: model.run(feeds), **fns}
+            row.update(timed_together(fns, repeat, block=max(1, min(5, repeat // 4))))
+            if model is not None:
                 outputs[threads] = model.run(feeds)
                 if threads == args.threads[0]:
                     slow = model.run(feeds, trace=lambda step, values: None)   # unfused
                     row["fused_equals_per_instruction"] = all(
                         slow[k].tobytes() == outputs[threads][k].tobytes() for k in slow)
                 model.close()
-            for kind, path in (("ort_fp32", ort_fp32), ("ort_int8", ort_int8)):
-                session = ort_session(path, threads)
-                row[kind] = timed(lambda: session.run(None, {input_name: xf}), repeat)
             report["rows"].append(row)
             print_row(row)
         if len(outputs) > 1:
@@ -125,7 +147,8 @@ def rows_for(label: str, detvm_bytes: dict, ort_fp32: Path, ort_int8: Path, inpu
 def print_row(row: dict) -> None:
     d, f, q = row.get("detvm"), row["ort_fp32"], row["ort_int8"]
     cell = lambda r: f"{r['min_ms']:.2f} / {r['median_ms']:.2f}" if r else "skipped"
-    ratio = lambda a, b: f"{a['min_ms'] / b['min_ms']:.2f}" if a else "-"
+    ratio = lambda a, b: (f"{a['min_ms'] / b['min_ms']:.2f} ({b['first_over_this']:.2f})"
+                          if a else "-")
     print(f"| {row['model']} | {row['batch']} | {row['threads']} | {cell(d)} | {cell(f)} | "
           f"{cell(q)} | {ratio(d, f)} | {ratio(d, q)} |", flush=True)
 
@@ -181,6 +204,8 @@ def main() -> None:
                           "cores": os.cpu_count(), "python": platform.python_version(),
                           "numpy": np.__version__, "onnxruntime": onnxruntime.__version__},
               "rows": [], "checks": {}, "notes": []}
+    print("Runs alternate in turns between detvm and ORT; ratios: of the minima (and, in "
+          "parentheses, the median of the per-turn ratios).\n")
     print("| model | batch | threads | detvm min / median ms | ORT fp32 min / median ms | "
           "ORT int8 min / median ms | detvm / ORT fp32 | detvm / ORT int8 |")
     print("|---|---|---|---|---|---|---|---|")

@@ -17,6 +17,7 @@ import numpy as np
 from ops.base import Ref
 
 from .errors import EnvironmentFault
+from .fusion import fuse
 
 DEVICE_TYPES = {0: "cpu", 1: "gpu", 2: "formal", 3: "reference"}
 """CVM's C-API numbering (0 cpu, 1 gpu, 2 formal), plus detvm's pure-Python reference."""
@@ -57,7 +58,6 @@ class Executor:
         ``steps``."""
         if self.name != "cpu":
             return steps
-        from .fusion import fuse
         return fuse(program, analysis, steps, lanes)
 
     def from_host(self, array: np.ndarray):

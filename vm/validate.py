@@ -6,8 +6,6 @@ that fails raises :class:`InvalidError` naming the tensor or quoting the instruc
 """
 from __future__ import annotations
 
-import os
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
@@ -296,7 +294,6 @@ def nonnegative(program: Program) -> set[int]:
 def _license_gemms(program: Program, analysis: Analysis) -> None:
     """For ops with an accumulator: prove the partial-sum bound, pick the exact GEMM path."""
     nonneg = nonnegative(program)
-    jobs: dict[int, tuple] = {}
     for index, ins in enumerate(program.code):
         op = ops.get(ins.op)
         if op.acc_bound is None:
@@ -311,13 +308,4 @@ def _license_gemms(program: Program, analysis: Analysis) -> None:
         if ins.op in gemm_licences.LINEAR_OPS and weight is not None:
             x_bound = gemm_licences.data_bound(ins.op, tensors[0].precision, ins.attrs)
             positive = ins.inputs[0] in nonneg and ins.attrs.get("zero_point", 0) == 0
-            jobs[index] = (weight, x_bound, positive)
-    # pure functions of the weights, mostly numpy (which releases the GIL): spread over the
-    # cores; the results do not depend on the order
-    workers = min(len(jobs), os.cpu_count() or 1, 4)
-    if workers > 1:
-        with ThreadPoolExecutor(workers, thread_name_prefix="detvm-validate") as pool:
-            done = pool.map(lambda job: gemm_licences.licence(*job), jobs.values())
-    else:
-        done = (gemm_licences.licence(*job) for job in jobs.values())
-    analysis.licences.update(zip(jobs, done))
+            analysis.licences[index] = gemm_licences.licence(weight, x_bound, positive)
