@@ -90,8 +90,9 @@ class ShiftedConv:
     Weights are prescaled by 2^-shift (exact); the offset bias + add rides on tap 0 against an
     extra all-ones input channel, so the sum is (z + add) * 2^-shift exactly."""
 
-    def __init__(self, weight, bias, attrs, tail, out_dtype):
+    def __init__(self, weight, bias, attrs, tail, out_dtype, residual=None):
         oc, c, kh, kw = weight.shape
+        self.residual = residual
         offset = np.full(oc, tail.add, dtype=np.int64)
         if bias is not None:
             offset += bias.astype(np.int64)
@@ -106,7 +107,7 @@ class ShiftedConv:
             raise RuntimeError("ShiftedConv needs the BLAS sgemm (see shifted_eligible)")
         self.fn = _sgemm                                   # bound once, at load time
 
-    def __call__(self, xp, x):
+    def __call__(self, xp, x, other=None):
         from .scratch import lane_count, parallel, scratch
         n, c, h, w = x.shape
         (ph, pw), (dh, dw) = self.attrs["padding"], self.attrs["dilation"]
@@ -140,10 +141,10 @@ class ShiftedConv:
         if len(blocks) < lanes:                             # few pixels: split the channels
             per = -(-self.oc // lanes)
             blocks = [(0, 0, oh, o0, min(self.oc, o0 + per)) for o0 in range(0, self.oc, per)]
-        parallel(lambda b: self._block(buf, plane, hp, wp, ow, out, *b), blocks)
+        parallel(lambda b: self._block(buf, plane, hp, wp, ow, out, other, *b), blocks)
         return out
 
-    def _block(self, buf, plane, hp, wp, ow, out, i, r0, r1, o0, o1) -> None:
+    def _block(self, buf, plane, hp, wp, ow, out, other, i, r0, r1, o0, o1) -> None:
         from .scratch import scratch
         dh, dw = self.attrs["dilation"]
         cols = (r1 - r0) * wp
@@ -153,4 +154,5 @@ class ShiftedConv:
             sgemm(self.w[k, o0:o1], buf, start, hp * wp, self.c + 1, cols, acc,
                   0.0 if k == 0 else 1.0, self.fn)
         self.tail.finish_float(acc, out[i, o0:o1, r0:r1],
-                               acc.reshape(o1 - o0, r1 - r0, wp)[:, :, :ow])
+                               acc.reshape(o1 - o0, r1 - r0, wp)[:, :, :ow], self.residual,
+                               None if other is None else other[i, o0:o1, r0:r1])

@@ -190,17 +190,21 @@ class Requant:
         q = q if self.lo is None else max(q, self.lo)
         return q if self.hi is None else min(q, self.hi)
 
-    def finish_float(self, y: np.ndarray, out: np.ndarray, view: np.ndarray | None = None
-                     ) -> None:
+    def finish_float(self, y: np.ndarray, out: np.ndarray, view: np.ndarray | None = None,
+                     residual: "Residual | None" = None, other=None) -> None:
         """out <- clip(floor(y), lo, hi) for a float array holding (z + add) * 2^-shift
         exactly (the caller's licence keeps |z + add| below the float's exact limit; scaling
         by a power of two is exact). Clipping first is the same: lo and hi are integers.
-        ``view`` (a view of ``y``): the part written to ``out``; ``y`` is rounded whole."""
+        ``view`` (a view of ``y``): the part written to ``out``; ``y`` is rounded whole.
+        ``residual``: then combined with ``other`` (the same part of the other operand)."""
         if self.lo is not None or self.hi is not None:
             np.clip(y, self.lo, self.hi, out=y)
-        if self.shift and (self.lo is None or self.lo < 0):
+        if self.shift and (self.lo is None or self.lo < 0 or residual is not None):
             np.floor(y, out=y)                       # else y is integral, or >= 0: truncation
-        np.copyto(out, y if view is None else view, casting="unsafe")
+        v = y if view is None else view
+        if residual is not None:
+            residual.apply(v, other, y)
+        np.copyto(out, v, casting="unsafe")
 
     def finish_int(self, z: np.ndarray, out: np.ndarray) -> None:
         """out <- tail for an integer array holding z + add (arithmetic shifts floor)."""
@@ -209,6 +213,41 @@ class Requant:
         if self.lo is not None or self.hi is not None:
             np.clip(z, self.lo, self.hi, out=z)
         np.copyto(out, z, casting="unsafe")
+
+
+@dataclass(frozen=True)
+class Residual:
+    """A residual connection fused after a linear op's tail: s = q + other (``op`` "add"),
+    q - other or other - q ("sub", ``head_first`` or not), then ``tail`` on s; run in the
+    accumulator's float on exact integers (the fusion pass checks |s + add| < 2^24)."""
+
+    op: str
+    head_first: bool
+    tail: Requant
+
+    def apply(self, q: np.ndarray, other: np.ndarray, whole: np.ndarray) -> None:
+        """q <- tail(q (+|-) other) in place; q holds integers, other is an integer array;
+        ``whole``: a contiguous array q is a view of, on which the tail may run whole."""
+        if self.op == "add":
+            np.add(q, other, out=q)
+        elif self.head_first:
+            np.subtract(q, other, out=q)
+        else:
+            np.subtract(other, q, out=q)
+        t = self.tail
+        if t.add:
+            np.add(whole, t.add, out=whole)
+        if t.shift:
+            np.multiply(whole, 2.0 ** -t.shift, out=whole)  # a power of two: exact
+        if t.lo is not None or t.hi is not None:
+            np.clip(whole, t.lo, t.hi, out=whole)
+        if t.shift:
+            np.floor(whole, out=whole)
+
+    def scalar(self, q: int, other: int) -> int:
+        """The same on Python ints (for tests and docs)."""
+        s = q + other if self.op == "add" else (q - other if self.head_first else other - q)
+        return self.tail.scalar(s)
 
 
 def offsets(bias, tail: Requant, oc: int) -> np.ndarray:
@@ -256,8 +295,8 @@ class LinearKernel:
     (z + add) * 2^-shift exactly; chunks are summed in float64 and offset there; else int64."""
 
     def __init__(self, op: str, weight, bias, attrs, lic: GemmLicence, tail: Requant,
-                 out_dtype):
-        self.conv = op.endswith("conv2d")
+                 out_dtype, residual: Residual | None = None):
+        self.conv, self.residual = op.endswith("conv2d"), residual
         self.attrs, self.tail, self.out_dtype, self.lic = attrs, tail, np.dtype(out_dtype), lic
         self.zp = attrs.get("zero_point", 0)
         self.rows_per = int(np.prod(weight.shape[2:])) if self.conv else 1
@@ -276,8 +315,10 @@ class LinearKernel:
                         casting="unsafe")
         self.offset = (offset.reshape(oc, 1) if self.mode == "int64"
                        else np.ldexp(offset.astype(np.float64), -tail.shift).reshape(oc, 1))
+        if residual is not None and (self.mode == "int64" or not self.conv):
+            raise ValueError("a residual is fused only after a float-path conv2d")
 
-    def __call__(self, xp, x):
+    def __call__(self, xp, x, other=None):
         if not self.conv:
             cols = self._cols_buffer(x.shape[1], x.shape[0])
             np.subtract(x.T, self.zp, out=cols[:x.shape[1]], dtype=self.dtype, casting="unsafe")
@@ -289,7 +330,7 @@ class LinearKernel:
         out = np.empty((n, self.oc, oh, ow), self.out_dtype)
         src = self._source(x)
         blocks = self._blocks(n, oh, ow, c * self.rows_per)
-        parallel(lambda b: self._block(src, out, ow, *b), blocks)
+        parallel(lambda b: self._block(src, out, ow, other, *b), blocks)
         return out
 
     def _blocks(self, n: int, oh: int, ow: int, k: int) -> list:
@@ -307,9 +348,10 @@ class LinearKernel:
         per = -(-self.oc // lanes)                     # few pixels: split the channels
         return [(0, 1, 0, oh, o0, min(self.oc, o0 + per)) for o0 in range(0, self.oc, per)]
 
-    def _block(self, src, out, ow: int, n0, n1, r0, r1, o0, o1) -> None:
+    def _block(self, src, out, ow: int, other, n0, n1, r0, r1, o0, o1) -> None:
         cols = self._im2col(src[n0:n1], r0, r1, ow)
-        self._gemm(cols, out[n0:n1, o0:o1, r0:r1].transpose(1, 0, 2, 3), o0, o1)
+        part = lambda a: a[n0:n1, o0:o1, r0:r1].transpose(1, 0, 2, 3)
+        self._gemm(cols, part(out), o0, o1, None if other is None else part(other))
 
     def _cols_buffer(self, k: int, columns: int) -> np.ndarray:
         """Scratch (K [+ 1], columns) in the GEMM dtype; the extra row of ones carries the
@@ -319,8 +361,9 @@ class LinearKernel:
             cols[k] = 1
         return cols
 
-    def _gemm(self, cols, dst, o0: int, o1: int) -> None:
-        """dst <- tail(W[o0:o1] @ cols + bias[o0:o1]); dst (o1 - o0, ...) of cols' columns."""
+    def _gemm(self, cols, dst, o0: int, o1: int, other=None) -> None:
+        """dst <- tail(W[o0:o1] @ cols + bias[o0:o1]) (then the residual with ``other``, the
+        same part of the other operand); dst (o1 - o0, ...) of cols' columns."""
         if self.mode == "ones":
             acc = np.matmul(self.weights[0][o0:o1], cols)
         else:
@@ -333,7 +376,7 @@ class LinearKernel:
         if self.mode == "int64":
             self.tail.finish_int(acc, dst)
         else:
-            self.tail.finish_float(acc, dst)
+            self.tail.finish_float(acc, dst, None, self.residual, other)
 
     def _out_hw(self, shape):
         (kh, kw), (sh, sw) = self.attrs["kernel_size"], self.attrs["strides"]

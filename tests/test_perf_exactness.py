@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, assume, event, given, settings, strategies as st
 
 import ops
 import vm
@@ -364,24 +364,35 @@ def _has_threadpoolctl() -> bool:
 
 
 def test_sampled_layers_of_the_bench_resnet18():
-    """The real 224x224 model: each sampled conv, fused with its tail, against the int64
-    kernel plus the tail ops, and 40 output elements against the scalar formula."""
+    """The real 224x224 model: each sampled conv, fused with its tail (and a residual add with
+    its tail), against the int64 kernel plus the tail ops, and 40 output elements against the
+    scalar formula and the unfused ops' scalar rules."""
     program = build_resnet18(1)
     model = vm.load(program)
     rng = np.random.default_rng(3)
     convs = [s for s in model.plan.fast if program.code[s.index].op == "conv2d"]
-    for step in [convs[k] for k in (0, 1, 5, 10, 16, 19)]:
+    assert sum(getattr(s.kernel, "residual", None) is not None for s in convs) == 8
+    for step in [convs[k] for k in (0, 1, 2, 5, 10, 16, 19)]:
         ins = program.code[step.index]
         x_t = program.tensors[ins.inputs[0]]
         x = rng.integers(-127, 128, x_t.shape).astype(np.int8)
         x.reshape(-1)[rng.random(x.size) < 0.2] = 127
         w, b = (program.consts[i] for i in ins.inputs[1:])
         z = CONV.kernel(np, x, w, b, **ins.attrs, gemm="int64")
-        chain = [(program.code[i].op, program.code[i].attrs) for i in step.covers[1:]]
-        want = compose(chain)
-        expect = np.vectorize(want.scalar, otypes=[np.int64])(z)
+        covered = [program.code[i] for i in step.covers[1:]]
+        cut = next((k for k, c in enumerate(covered) if c.op.startswith("elemwise")),
+                   len(covered))
+        chain = [(c.op, c.attrs) for c in covered[:cut]]
+        after = [(c.op, c.attrs) for c in covered[cut + 1:]]
+        expect = np.vectorize(compose(chain).scalar, otypes=[np.int64])(z)
+        args = [x]
+        if cut < len(covered):                       # a fused residual add
+            add, residual = covered[cut], step.kernel.residual
+            other = rng.integers(-127, 128, expect.shape).astype(np.int8)
+            args.append(other)
+            expect = np.vectorize(residual.scalar, otypes=[np.int64])(expect, other)
         with using(Workspace()):
-            got = step.kernel(np, x)
+            got = step.kernel(np, *args)
         assert np.array_equal(got, expect), ins.attrs
         for _ in range(40):
             n, o, p, q = (int(rng.integers(d)) for d in got.shape)
@@ -394,4 +405,59 @@ def test_sampled_layers_of_the_bench_resnet18():
                         y, xx = p * sh + r - ph, q * sw + s - pw
                         if 0 <= y < x.shape[2] and 0 <= xx < x.shape[3]:
                             acc += int(x[n, c, y, xx]) * int(w[o, c, r, s])
-            assert int(got[n, o, p, q]) == apply_scalar(Ref((1,), [acc]), chain).data[0]
+            ref = apply_scalar(Ref((1,), [acc]), chain)
+            if cut < len(covered):
+                pair = [ref, Ref((1,), [int(other[n, o, p, q])])]
+                if add.inputs[0] != program.code[step.covers[cut]].outputs[0]:
+                    pair.reverse()
+                ref = apply_scalar(ops.get(add.op).scalar(pair, ops.get(add.op).check_attrs(
+                    add.attrs)), after)
+            assert int(got[n, o, p, q]) == ref.data[0]
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.data(), tails(), tails(), st.sampled_from(["elemwise_add", "elemwise_sub"]),
+       st.booleans(), st.booleans())
+def test_fused_residual_equals_the_reference_executor(data, chain, after, add, conv_first,
+                                                      shifted):
+    """conv2d + tail, then add / sub with another tensor (either order) + tail, fused into one
+    step (ShiftedConv or im2col), gives the reference executor's bytes."""
+    from vm import fusion
+    from vm.errors import InvalidError
+    c, oc = data.draw(st.integers(1, 5)), data.draw(st.integers(1, 5))
+    h, w = data.draw(st.integers(3, 8)), data.draw(st.integers(3, 8))
+    p0, po = data.draw(st.integers(2, 8)), data.draw(st.integers(2, 8))
+    wt = np.array(data.draw(values_for((oc, c, 3, 3), 8)), np.int8).reshape(oc, c, 3, 3)
+    try:                                          # random tails may need precision > 32
+        b = Builder("residual")
+        x = b.input("x", (1, c, h, w), p0)
+        other = b.input("other", (1, oc, h, w), po)
+        y = b.op("conv2d", x, b.const("w", wt, precision=8), channels=oc, kernel_size=(3, 3),
+                 padding=(1, 1), use_bias=False)
+        for name, attrs in chain:
+            y = b.op(name, y, **attrs)
+        s = b.op(add, y, other) if conv_first else b.op(add, other, y)
+        for name, attrs in after:
+            s = b.op(name, s, **attrs)
+        b.output(s)
+        program = b.build()
+        ref = vm.load(program, vm.reference())
+    except InvalidError:
+        assume(False)
+    saved = fusion.MIN_SHIFTED_WORK, fusion.MIN_SHIFTED_PIXELS
+    if shifted:
+        fusion.MIN_SHIFTED_WORK = fusion.MIN_SHIFTED_PIXELS = 0
+    try:
+        fast = vm.load(program)
+    finally:
+        fusion.MIN_SHIFTED_WORK, fusion.MIN_SHIFTED_PIXELS = saved
+    step = fast.plan.fast[0]
+    fused = getattr(step.kernel, "residual", None) is not None
+    event(f"{type(step.kernel).__name__}, residual fused: {fused}")
+    feeds_ = {}
+    for t in fast.inputs:
+        r = (1 << (t.precision - 1)) - 1
+        v = np.array(data.draw(values_for(t.shape, t.precision)), np.int64).reshape(t.shape)
+        feeds_[t.name] = np.clip(v, -r, r).astype(t.dtype)
+    got, want = fast.run(feeds_), ref.run(feeds_)
+    assert all(got[k].tobytes() == want[k].tobytes() for k in want)

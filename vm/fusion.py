@@ -88,20 +88,85 @@ def fuse(program: Program, analysis, steps: list, lanes: int = 1) -> list:
     """The fused, prepared steps of ``program`` (``steps``: its per-instruction bound steps)
     for a plan running on ``lanes`` lanes."""
     from .interp import Step
-    fast = []
-    for group, tail in chains(program):
-        last = program.code[group[-1]]
-        kernel, inputs = _prepare(program, analysis, steps, group[0], tail, last.outputs[0],
-                                  lanes)
-        if kernel is None:
-            if len(group) == 1:
-                fast.append(steps[group[0]])
+    groups = chains(program)
+    joins = residuals(program, groups)
+    fast, waiting = [], {}
+    for n, (group, tail) in enumerate(groups):
+        if n in joins:                       # a conv group joined by a later add: wait for it
+            waiting[joins[n][0]] = (n, group, tail)
+            continue
+        if n in waiting:                     # the add that closes a residual block
+            m, head, head_tail = waiting.pop(n)
+            step = _residual_step(program, analysis, head, head_tail, group, tail,
+                                  joins[m][1], lanes)
+            if step is not None:
+                fast.append(step)
                 continue
-            kernel, inputs = _generic(steps[group[0]], tail, program.tensors[last.outputs[0]])
-        out = last.outputs
-        fast.append(Step(group[0], kernel, inputs, out,
-                         tuple(program.tensors[i].dtype for i in out), {}, (), tuple(group)))
+            fast.extend(_plain(program, analysis, steps, head, head_tail, lanes))
+        fast.extend(_plain(program, analysis, steps, group, tail, lanes))
     return _with_frees(program, fast)
+
+
+def _plain(program: Program, analysis, steps, group, tail, lanes: int) -> list:
+    """The step of one head + tail chain."""
+    from .interp import Step
+    last = program.code[group[-1]]
+    kernel, inputs = _prepare(program, analysis, steps, group[0], tail, last.outputs[0], lanes)
+    if kernel is None:
+        if len(group) == 1:
+            return [steps[group[0]]]
+        kernel, inputs = _generic(steps[group[0]], tail, program.tensors[last.outputs[0]])
+    out = last.outputs
+    return [Step(group[0], kernel, inputs, out, tuple(program.tensors[i].dtype for i in out),
+                 {}, (), tuple(group))]
+
+
+def residuals(program: Program, groups) -> dict[int, tuple[int, int]]:
+    """Residual blocks: {conv group n: (add group m, the add's other input)} where the conv
+    chain's result is read only by the elemwise_add / elemwise_sub heading group m and the
+    add's other operand is another tensor, defined before the add (SSA) and read by the fused
+    step at the add's place."""
+    readers = defaultdict(list)
+    for k, ins in enumerate(program.code):
+        for i in ins.inputs:
+            readers[i].append(k)
+    head_of = {group[0]: m for m, (group, _) in enumerate(groups)}
+    outputs, joins = set(program.outputs), {}
+    for n, (group, _) in enumerate(groups):
+        ins = program.code[group[0]]
+        if ins.op not in ("conv2d", "qconv2d"):
+            continue
+        t = program.code[group[-1]].outputs[0]
+        if t in outputs or len(readers[t]) != 1 or readers[t][0] not in head_of:
+            continue
+        add = program.code[readers[t][0]]
+        m = head_of[readers[t][0]]
+        if add.op in ("elemwise_add", "elemwise_sub") and add.inputs.count(t) == 1 and \
+                all(j[0] != m for j in joins.values()):       # one conv per add
+            joins[n] = (m, add.inputs[1] if add.inputs[0] == t else add.inputs[0])
+    return joins
+
+
+def _residual_step(program: Program, analysis, head, head_tail, group, tail, other,
+                   lanes: int):
+    """One step for conv chain ``head`` + the add chain ``group`` (a Residual epilogue), or
+    None when the conv has no float-path prepared kernel or float32 is not exact for the add."""
+    from .interp import Step
+    add = program.code[group[0]]
+    t = program.code[head[-1]].outputs[0]
+    reach = tail.reach(bound(program.tensors[t].precision) +
+                       bound(program.tensors[other].precision))
+    if reach >= gemm.F32_LIMIT or tail.shift >= 63:
+        return None
+    residual = gemm.Residual("add" if add.op == "elemwise_add" else "sub",
+                             add.inputs[0] == t, tail)
+    out = program.code[group[-1]].outputs
+    kernel = _linear(program, analysis, head[0], head_tail, program.tensors[out[0]].dtype,
+                     lanes, residual)
+    if kernel is None:
+        return None
+    return Step(head[0], kernel, (program.code[head[0]].inputs[0], other), out,
+                tuple(program.tensors[i].dtype for i in out), {}, (), tuple(head + group))
 
 
 def _with_frees(program: Program, fast: list) -> list:
@@ -125,26 +190,9 @@ def _prepare(program: Program, analysis, steps, index: int, tail, out_id: int, l
     ins = program.code[index]
     consts = [program.consts.get(i) for i in ins.inputs]
     dtype = program.tensors[out_id].dtype
-    if ins.op in gemm.LINEAR_OPS and consts[1] is not None and consts[0] is None \
-            and index in analysis.licences and all(c is not None for c in consts[2:]):
-        bias = consts[2] if len(consts) > 2 else None
-        if ins.op.endswith("conv2d"):
-            if ins.attrs["groups"] != 1:
-                return None, ()
-            reach = analysis.licences[index].whole + abs(tail.add) + (
-                int(np.abs(bias.astype(np.int64)).max(initial=0)) if bias is not None else 0)
-            out = program.tensors[ins.outputs[0]]
-            if blas.shifted_eligible(ins.attrs, analysis.licences[index], reach) and \
-                    out.size * consts[1][0].size >= MIN_SHIFTED_WORK and \
-                    out.shape[2] * out.shape[3] >= MIN_SHIFTED_PIXELS:
-                return blas.ShiftedConv(consts[1], bias, ins.attrs, tail, dtype), \
-                    (ins.inputs[0],)
-            lic = _winograd(program, analysis, index) if lanes <= WINOGRAD_LANES else None
-            if lic is not None:
-                return winograd.WinogradKernel(lic, bias, ins.attrs, tail, dtype), \
-                    (ins.inputs[0],)
-        return gemm.LinearKernel(ins.op, consts[1], bias, ins.attrs, analysis.licences[index],
-                                 tail, dtype), (ins.inputs[0],)
+    if ins.op in gemm.LINEAR_OPS:
+        kernel = _linear(program, analysis, index, tail, dtype, lanes)
+        return (kernel, (ins.inputs[0],)) if kernel is not None else (None, ())
     if ins.op in ("elemwise_add", "elemwise_sub") and not any(c is not None for c in consts):
         precs = [program.tensors[i].precision for i in ins.inputs]
         return _AddSub(ins.op, precs, tail, dtype), tuple(ins.inputs)
@@ -156,6 +204,36 @@ def _prepare(program: Program, analysis, steps, index: int, tail, out_id: int, l
         out = program.tensors[ins.outputs[0]]
         return _PerImage(steps[index], out.shape, out.dtype), tuple(ins.inputs)
     return None, ()
+
+
+def _linear(program: Program, analysis, index: int, tail, dtype, lanes: int, residual=None):
+    """The prepared kernel of conv2d / dense (or qconv2d / qdense) ``index`` with constant
+    weight and bias, or None. With a ``residual``: only a float-path conv2d."""
+    ins = program.code[index]
+    consts = [program.consts.get(i) for i in ins.inputs]
+    if consts[1] is None or consts[0] is not None or index not in analysis.licences \
+            or any(c is None for c in consts[2:]):
+        return None
+    lic, bias = analysis.licences[index], (consts[2] if len(consts) > 2 else None)
+    if not ins.op.endswith("conv2d"):
+        return None if residual is not None else \
+            gemm.LinearKernel(ins.op, consts[1], bias, ins.attrs, lic, tail, dtype)
+    if ins.attrs["groups"] != 1:
+        return None
+    reach = lic.whole + abs(tail.add) + (
+        int(np.abs(bias.astype(np.int64)).max(initial=0)) if bias is not None else 0)
+    out = program.tensors[ins.outputs[0]]
+    if blas.shifted_eligible(ins.attrs, lic, reach) and \
+            out.size * consts[1][0].size >= MIN_SHIFTED_WORK and \
+            out.shape[2] * out.shape[3] >= MIN_SHIFTED_PIXELS:
+        return blas.ShiftedConv(consts[1], bias, ins.attrs, tail, dtype, residual)
+    if residual is None:
+        wino = _winograd(program, analysis, index) if lanes <= WINOGRAD_LANES else None
+        if wino is not None:
+            return winograd.WinogradKernel(wino, bias, ins.attrs, tail, dtype)
+    elif gemm.kernel_mode(lic, gemm.offsets(bias, tail, out.shape[1])) == "int64":
+        return None
+    return gemm.LinearKernel(ins.op, consts[1], bias, ins.attrs, lic, tail, dtype, residual)
 
 
 def _winograd(program: Program, analysis, index: int):
