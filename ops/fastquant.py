@@ -41,7 +41,7 @@ class RequantizeKernel:
         self.lo, self.hi = a["qmin"] - self.zp, a["qmax"] - self.zp
         self.out_dtype = np.dtype(out_dtype)
         self.ok = (self.mode == "fp32" or top * int(m.max()) + (1 << int(s.max())) < F64) \
-            and max(abs(self.lo), abs(self.hi)) < F32
+            and max(abs(self.lo), abs(self.hi)) < (F32 if self.mode == "fp32" else F64)
 
     def __call__(self, xp, x):
         out = np.empty(x.shape, self.out_dtype)
