@@ -90,9 +90,10 @@ class ShiftedConv:
     Weights are prescaled by 2^-shift (exact); the offset bias + add rides on tap 0 against an
     extra all-ones input channel, so the sum is (z + add) * 2^-shift exactly."""
 
-    def __init__(self, weight, bias, attrs, tail, out_dtype, residual=None):
+    def __init__(self, weight, bias, attrs, tail, out_dtype, residual=None, post=None):
         oc, c, kh, kw = weight.shape
         self.residual = residual
+        self.epilogue = tail if post is None else post       # post: after an identity tail
         offset = np.full(oc, tail.add, dtype=np.int64)
         if bias is not None:
             offset += bias.astype(np.int64)
@@ -153,6 +154,7 @@ class ShiftedConv:
             start = i * plane + (r0 + r * dh) * wp + s * dw
             sgemm(self.w[k, o0:o1], buf, start, hp * wp, self.c + 1, cols, acc,
                   0.0 if k == 0 else 1.0, self.fn)
-        self.tail.finish_float(acc, out[i, o0:o1, r0:r1],
-                               acc.reshape(o1 - o0, r1 - r0, wp)[:, :, :ow], self.residual,
-                               None if other is None else other[i, o0:o1, r0:r1])
+        self.epilogue.finish_float(acc, out[i, o0:o1, r0:r1],
+                                   acc.reshape(o1 - o0, r1 - r0, wp)[:, :, :ow], self.residual,
+                                   None if other is None else other[i, o0:o1, r0:r1],
+                                   slice(o0, o1))

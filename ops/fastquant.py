@@ -33,10 +33,12 @@ class RequantizeKernel:
         if m.size > 1:
             shape[a["axis"]] = m.size
         self.mode = a["rounding"]
+        self.axis = a["axis"] if m.size > 1 else None                  # per channel: where
         top = bound(in_precision) + abs(a["zero_point_in"])
         self.float = np.float32 if self.mode == "fp32" else np.float64
         self.scale = np.ldexp(m, -s).astype(self.float).reshape(shape)
         self.half = np.where(s > 0, 0.5, 0.0).reshape(shape)           # 2^(s-1) / 2^s
+        self.scale_c, self.half_c = self.scale.reshape(-1), self.half.reshape(-1)  # 1 or C
         self.zin, self.zp = a["zero_point_in"], a["zero_point"]
         self.lo, self.hi = a["qmin"] - self.zp, a["qmax"] - self.zp
         self.out_dtype = np.dtype(out_dtype)
@@ -49,26 +51,49 @@ class RequantizeKernel:
         def block(index):
             d = scratch("d", x[index].shape, np.float64)
             np.subtract(x[index], self.zin, out=d, dtype=np.float64)   # exact: |d| < 2^53
-            scale = self._sub(self.scale, index)
-            if self.mode == "fp32":
-                y = scratch("y", d.shape, np.float32)
-                np.copyto(y, d, casting="same_kind")                   # one rounding
-                np.multiply(y, scale, out=y)                           # one rounding
-                np.rint(y, out=y)
-            else:
-                y = d
-                np.multiply(y, scale, out=y)                           # exact
-                if self.mode == "half_up":
-                    np.add(y, self._sub(self.half, index), out=y)      # exact (the licence)
-                    np.floor(y, out=y)
-                else:
-                    np.rint(y, out=y)
-            np.clip(y, self.lo, self.hi, out=y)
-            if self.zp:
-                np.add(y, self.zp, out=y)                  # exact: small integers
-            np.copyto(out[index], y, casting="unsafe")
+            self._apply(d, out[index], self._sub(self.scale, index), self._sub(self.half, index))
         spread(block, x.shape, 8)
         return out
+
+    def finish_float(self, y, out, view=None, residual=None, other=None, channels=None):
+        """As the epilogue of a conv whose float accumulator ``y`` holds the exact integer
+        results (channels on axis 0, ``channels`` of them): out <- requantize(view or y)."""
+        v = y if view is None else view
+        per = lambda a, ndim: a if a.size == 1 else \
+            a[channels].reshape((-1,) + (1,) * (ndim - 1))
+        if self.mode == "fp32" and self.zin == 0 and y.dtype == np.float32:
+            # y already holds float32(d) exactly: round in place, y whole (contiguous)
+            np.multiply(y, per(self.scale_c, y.ndim), out=y)          # one rounding
+            np.rint(y, out=y)
+            self._clip_to(y, out, v)
+            return
+        d = scratch("d", v.shape, np.float64)
+        np.subtract(v, self.zin, out=d, dtype=np.float64)             # exact: |d| < 2^53
+        self._apply(d, out, per(self.scale_c, v.ndim), per(self.half_c, v.ndim))
+
+    def _apply(self, d, out, scale, half) -> None:
+        """out <- clip(round(d * scale), lo, hi) + zp for d = x - zin (float64, exact)."""
+        if self.mode == "fp32":
+            y = scratch("y", d.shape, np.float32)
+            np.copyto(y, d, casting="same_kind")                       # one rounding
+            np.multiply(y, scale, out=y)                               # one rounding
+            np.rint(y, out=y)
+        else:
+            y = d
+            np.multiply(y, scale, out=y)                               # exact
+            if self.mode == "half_up":
+                np.add(y, half, out=y)                                 # exact (the licence)
+                np.floor(y, out=y)
+            else:
+                np.rint(y, out=y)
+        self._clip_to(y, out, y)
+
+    def _clip_to(self, y, out, part) -> None:
+        """out <- clip(y, lo, hi) + zp, for ``part`` (a view of y, or y) of the rounded y."""
+        np.clip(y, self.lo, self.hi, out=y)
+        if self.zp:
+            np.add(y, self.zp, out=y)                      # exact: small integers
+        np.copyto(out, part, casting="unsafe")
 
     @staticmethod
     def _sub(a: np.ndarray, index) -> np.ndarray:

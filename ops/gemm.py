@@ -191,12 +191,13 @@ class Requant:
         return q if self.hi is None else min(q, self.hi)
 
     def finish_float(self, y: np.ndarray, out: np.ndarray, view: np.ndarray | None = None,
-                     residual: "Residual | None" = None, other=None) -> None:
+                     residual: "Residual | None" = None, other=None, channels=None) -> None:
         """out <- clip(floor(y), lo, hi) for a float array holding (z + add) * 2^-shift
         exactly (the caller's licence keeps |z + add| below the float's exact limit; scaling
         by a power of two is exact). Clipping first is the same: lo and hi are integers.
         ``view`` (a view of ``y``): the part written to ``out``; ``y`` is rounded whole.
-        ``residual``: then combined with ``other`` (the same part of the other operand)."""
+        ``residual``: then combined with ``other`` (the same part of the other operand).
+        (``channels``: which output channels y holds, for epilogues that need it.)"""
         if self.lo is not None or self.hi is not None:
             np.clip(y, self.lo, self.hi, out=y)
         if self.shift and (self.lo is None or self.lo < 0 or residual is not None):
@@ -295,8 +296,9 @@ class LinearKernel:
     (z + add) * 2^-shift exactly; chunks are summed in float64 and offset there; else int64."""
 
     def __init__(self, op: str, weight, bias, attrs, lic: GemmLicence, tail: Requant,
-                 out_dtype, residual: Residual | None = None):
+                 out_dtype, residual: Residual | None = None, post=None):
         self.conv, self.residual = op.endswith("conv2d"), residual
+        self.epilogue = tail if post is None else post       # post: after an identity tail
         self.attrs, self.tail, self.out_dtype, self.lic = attrs, tail, np.dtype(out_dtype), lic
         self.zp = attrs.get("zero_point", 0)
         self.rows_per = int(np.prod(weight.shape[2:])) if self.conv else 1
@@ -315,8 +317,10 @@ class LinearKernel:
                         casting="unsafe")
         self.offset = (offset.reshape(oc, 1) if self.mode == "int64"
                        else np.ldexp(offset.astype(np.float64), -tail.shift).reshape(oc, 1))
-        if residual is not None and (self.mode == "int64" or not self.conv):
-            raise ValueError("a residual is fused only after a float-path conv2d")
+        if (residual is not None or post is not None) and (self.mode == "int64" or
+                                                            not self.conv):
+            raise ValueError("a residual or a requantize is fused only after a float-path "
+                             "conv2d")
 
     def __call__(self, xp, x, other=None):
         if not self.conv:
@@ -376,7 +380,7 @@ class LinearKernel:
         if self.mode == "int64":
             self.tail.finish_int(acc, dst)
         else:
-            self.tail.finish_float(acc, dst, None, self.residual, other)
+            self.epilogue.finish_float(acc, dst, None, self.residual, other, slice(o0, o1))
 
     def _out_hw(self, shape):
         (kh, kw), (sh, sw) = self.attrs["kernel_size"], self.attrs["strides"]

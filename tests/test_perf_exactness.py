@@ -461,3 +461,47 @@ def test_fused_residual_equals_the_reference_executor(data, chain, after, add, c
         feeds_[t.name] = np.clip(v, -r, r).astype(t.dtype)
     got, want = fast.run(feeds_), ref.run(feeds_)
     assert all(got[k].tobytes() == want[k].tobytes() for k in want)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.data(), st.sampled_from(["fp32", "half_even", "half_up"]), st.booleans(),
+       st.booleans(), st.booleans())
+def test_fused_requantize_equals_the_reference_executor(data, rounding, per_channel, unsigned,
+                                                        shifted):
+    """qconv2d (data zero point, bias) whose raw result is requantized (per tensor or per
+    channel, every rounding, either output range), then a relu, fused into one step
+    (ShiftedConv or im2col): the reference executor's bytes."""
+    from vm import fusion
+    c, oc = data.draw(st.integers(1, 5)), data.draw(st.integers(1, 5))
+    h, w = data.draw(st.integers(3, 8)), data.draw(st.integers(3, 8))
+    zp = data.draw(st.integers(0, 255)) if unsigned else 0
+    wt = np.array(data.draw(values_for((oc, c, 3, 3), 8)), np.int8).reshape(oc, c, 3, 3)
+    bias = np.array(data.draw(values_for((oc,), 16)), np.int32)
+    n = oc if per_channel else 1
+    top = (1 << 24) - 1 if rounding == "fp32" else (1 << 31) - 1
+    mult = data.draw(st.lists(st.integers(1, top), min_size=n, max_size=n))
+    shift = data.draw(st.lists(st.integers(8, 40), min_size=n, max_size=n))
+    qmin, qmax = (0, 255) if unsigned else (-128, 127)
+    b = Builder("requant")
+    x = b.input("x", (1, c, h, w), 9 if unsigned else 8)
+    y = b.op("qconv2d", x, b.const("w", wt, precision=8), b.const("b", bias, precision=16),
+             channels=oc, kernel_size=(3, 3), padding=(1, 1), zero_point=zp)
+    q = b.op("requantize", y, multiplier=mult, shift=shift, rounding=rounding,
+             qmin=qmin, qmax=qmax, zero_point=data.draw(st.integers(-20, 20)))
+    b.output(b.op("relu", q))
+    program = b.build()
+    saved = fusion.MIN_SHIFTED_WORK, fusion.MIN_SHIFTED_PIXELS
+    if shifted:
+        fusion.MIN_SHIFTED_WORK = fusion.MIN_SHIFTED_PIXELS = 0
+    try:
+        fast = vm.load(program)
+    finally:
+        fusion.MIN_SHIFTED_WORK, fusion.MIN_SHIFTED_PIXELS = saved
+    kernel = fast.plan.fast[0].kernel
+    event(f"{type(kernel).__name__}, requantize fused: {kernel.epilogue is not kernel.tail}"
+          if hasattr(kernel, "epilogue") else type(kernel).__name__)
+    t = fast.inputs[0]
+    v = np.array(data.draw(values_for(t.shape, t.precision)), np.int64).reshape(t.shape)
+    x_ = np.clip(v, 0 if unsigned else -127, 255 if unsigned else 127).astype(t.dtype)
+    got, want = fast.run(x_), vm.load(program, vm.reference()).run(x_)
+    assert all(got[k].tobytes() == want[k].tobytes() for k in want)

@@ -13,10 +13,16 @@ instructions one by one. Heads, in order of preference:
   F(2x2, 3x3) on one lane where its licence holds and the shape pays (ops/winograd.py); else
   im2col + the licensed chunked GEMM (ops/gemm.py);
 * dense / qdense with constant weight: the licensed GEMM;
-* elemwise_add / elemwise_sub: in the narrowest integer type their proven bound allows;
+* elemwise_add / elemwise_sub (broadcast_add / broadcast_sub of equal shapes): in the
+  narrowest integer type their proven bound allows;
 * requantize: in float32 / float64 where that is exact (ops/fastquant.py), tail clips composed;
 * max_pool2d on several lanes: its own kernel on blocks of images or channels;
 * any other op: its kernel, then the tail in int64.
+
+A conv chain whose result only feeds the next group's head is also *joined* to that group
+(:func:`joins`), the fused step running at the later group's place: a residual elemwise_add /
+elemwise_sub and its tail run in the conv's epilogue on the exact float accumulator
+(ops/gemm.py Residual), and so does a requantize of the raw conv result (ops/fastquant.py).
 """
 from __future__ import annotations
 
@@ -87,18 +93,17 @@ def chains(program: Program) -> list[tuple[list[int], gemm.Requant]]:
 def fuse(program: Program, analysis, steps: list, lanes: int = 1) -> list:
     """The fused, prepared steps of ``program`` (``steps``: its per-instruction bound steps)
     for a plan running on ``lanes`` lanes."""
-    from .interp import Step
     groups = chains(program)
-    joins = residuals(program, groups)
+    links = joins(program, groups)
     fast, waiting = [], {}
     for n, (group, tail) in enumerate(groups):
-        if n in joins:                       # a conv group joined by a later add: wait for it
-            waiting[joins[n][0]] = (n, group, tail)
+        if n in links:                       # a conv group joined by a later group: wait
+            waiting[links[n][0]] = (n, group, tail)
             continue
-        if n in waiting:                     # the add that closes a residual block
+        if n in waiting:                     # the group that closes a join
             m, head, head_tail = waiting.pop(n)
-            step = _residual_step(program, analysis, head, head_tail, group, tail,
-                                  joins[m][1], lanes)
+            step = _joined_step(program, analysis, head, head_tail, group, tail,
+                                links[m][1], lanes)
             if step is not None:
                 fast.append(step)
                 continue
@@ -121,52 +126,63 @@ def _plain(program: Program, analysis, steps, group, tail, lanes: int) -> list:
                  {}, (), tuple(group))]
 
 
-def residuals(program: Program, groups) -> dict[int, tuple[int, int]]:
-    """Residual blocks: {conv group n: (add group m, the add's other input)} where the conv
-    chain's result is read only by the elemwise_add / elemwise_sub heading group m and the
-    add's other operand is another tensor, defined before the add (SSA) and read by the fused
-    step at the add's place."""
+def joins(program: Program, groups) -> dict[int, tuple[int, int | None]]:
+    """{conv group n: (group m, other)} where the conv chain's result is read only by the head
+    of group m, which its epilogue can absorb: an elemwise_add / elemwise_sub with another
+    tensor ``other`` (a residual block: one conv per add), or a requantize of the raw conv
+    result (``other`` None). The fused step runs at group m's place (SSA: every input is
+    defined by then)."""
     readers = defaultdict(list)
     for k, ins in enumerate(program.code):
         for i in ins.inputs:
             readers[i].append(k)
     head_of = {group[0]: m for m, (group, _) in enumerate(groups)}
-    outputs, joins = set(program.outputs), {}
+    outputs, links = set(program.outputs), {}
     for n, (group, _) in enumerate(groups):
-        ins = program.code[group[0]]
-        if ins.op not in ("conv2d", "qconv2d"):
+        if program.code[group[0]].op not in ("conv2d", "qconv2d"):
             continue
         t = program.code[group[-1]].outputs[0]
         if t in outputs or len(readers[t]) != 1 or readers[t][0] not in head_of:
             continue
-        add = program.code[readers[t][0]]
-        m = head_of[readers[t][0]]
-        if add.op in ("elemwise_add", "elemwise_sub") and add.inputs.count(t) == 1 and \
-                all(j[0] != m for j in joins.values()):       # one conv per add
-            joins[n] = (m, add.inputs[1] if add.inputs[0] == t else add.inputs[0])
-    return joins
+        nxt, m = program.code[readers[t][0]], head_of[readers[t][0]]
+        if nxt.op in ("elemwise_add", "elemwise_sub") and nxt.inputs.count(t) == 1 and \
+                all(j[0] != m for j in links.values()):
+            links[n] = (m, nxt.inputs[1] if nxt.inputs[0] == t else nxt.inputs[0])
+        elif nxt.op == "requantize" and len(group) == 1:
+            links[n] = (m, None)
+    return links
 
 
-def _residual_step(program: Program, analysis, head, head_tail, group, tail, other,
-                   lanes: int):
-    """One step for conv chain ``head`` + the add chain ``group`` (a Residual epilogue), or
-    None when the conv has no float-path prepared kernel or float32 is not exact for the add."""
+def _joined_step(program: Program, analysis, head, head_tail, group, tail, other,
+                 lanes: int):
+    """One step for the conv chain ``head`` and the chain ``group`` that reads it (see
+    :func:`joins`), or None when the conv has no float-path prepared kernel or the epilogue's
+    arithmetic is not licensed."""
     from .interp import Step
-    add = program.code[group[0]]
+    nxt = program.code[group[0]]
     t = program.code[head[-1]].outputs[0]
-    reach = tail.reach(bound(program.tensors[t].precision) +
-                       bound(program.tensors[other].precision))
-    if reach >= gemm.F32_LIMIT or tail.shift >= 63:
-        return None
-    residual = gemm.Residual("add" if add.op == "elemwise_add" else "sub",
-                             add.inputs[0] == t, tail)
     out = program.code[group[-1]].outputs
-    kernel = _linear(program, analysis, head[0], head_tail, program.tensors[out[0]].dtype,
-                     lanes, residual)
+    dtype = program.tensors[out[0]].dtype
+    if nxt.op == "requantize":                  # the raw conv result, requantized
+        x = program.tensors[t]
+        post = fastquant.prepare(nxt.attrs, x.precision, len(x.shape), dtype, tail)
+        if post is None or post.axis not in (None, 1):       # conv: channels on axis 1
+            return None
+        kernel = _linear(program, analysis, head[0], head_tail, dtype, lanes, post=post)
+        inputs = (program.code[head[0]].inputs[0],)
+    else:                                       # a residual add / sub
+        reach = tail.reach(bound(program.tensors[t].precision) +
+                           bound(program.tensors[other].precision))
+        if reach >= gemm.F32_LIMIT or tail.shift >= 63:
+            return None
+        residual = gemm.Residual("add" if nxt.op == "elemwise_add" else "sub",
+                                 nxt.inputs[0] == t, tail)
+        kernel = _linear(program, analysis, head[0], head_tail, dtype, lanes, residual)
+        inputs = (program.code[head[0]].inputs[0], other)
     if kernel is None:
         return None
-    return Step(head[0], kernel, (program.code[head[0]].inputs[0], other), out,
-                tuple(program.tensors[i].dtype for i in out), {}, (), tuple(head + group))
+    return Step(head[0], kernel, inputs, out, tuple(program.tensors[i].dtype for i in out), {},
+                (), tuple(head + group))
 
 
 def _with_frees(program: Program, fast: list) -> list:
@@ -193,7 +209,9 @@ def _prepare(program: Program, analysis, steps, index: int, tail, out_id: int, l
     if ins.op in gemm.LINEAR_OPS:
         kernel = _linear(program, analysis, index, tail, dtype, lanes)
         return (kernel, (ins.inputs[0],)) if kernel is not None else (None, ())
-    if ins.op in ("elemwise_add", "elemwise_sub") and not any(c is not None for c in consts):
+    if (ins.op in ("elemwise_add", "elemwise_sub") or ins.op in ("broadcast_add", "broadcast_sub")
+            and len({program.tensors[i].shape for i in ins.inputs}) == 1) \
+            and not any(c is not None for c in consts):      # (equal shapes: elementwise)
         precs = [program.tensors[i].precision for i in ins.inputs]
         return _AddSub(ins.op, precs, tail, dtype), tuple(ins.inputs)
     if ins.op == "requantize" and consts[0] is None:
@@ -206,17 +224,20 @@ def _prepare(program: Program, analysis, steps, index: int, tail, out_id: int, l
     return None, ()
 
 
-def _linear(program: Program, analysis, index: int, tail, dtype, lanes: int, residual=None):
+def _linear(program: Program, analysis, index: int, tail, dtype, lanes: int, residual=None,
+            post=None):
     """The prepared kernel of conv2d / dense (or qconv2d / qdense) ``index`` with constant
-    weight and bias, or None. With a ``residual``: only a float-path conv2d."""
+    weight and bias, or None. With a ``residual`` or a ``post`` epilogue (a requantize of the
+    exact result, ``tail`` then the identity): only a float-path conv2d."""
     ins = program.code[index]
     consts = [program.consts.get(i) for i in ins.inputs]
     if consts[1] is None or consts[0] is not None or index not in analysis.licences \
             or any(c is None for c in consts[2:]):
         return None
     lic, bias = analysis.licences[index], (consts[2] if len(consts) > 2 else None)
+    fused = residual is not None or post is not None
     if not ins.op.endswith("conv2d"):
-        return None if residual is not None else \
+        return None if fused else \
             gemm.LinearKernel(ins.op, consts[1], bias, ins.attrs, lic, tail, dtype)
     if ins.attrs["groups"] != 1:
         return None
@@ -226,14 +247,15 @@ def _linear(program: Program, analysis, index: int, tail, dtype, lanes: int, res
     if blas.shifted_eligible(ins.attrs, lic, reach) and \
             out.size * consts[1][0].size >= MIN_SHIFTED_WORK and \
             out.shape[2] * out.shape[3] >= MIN_SHIFTED_PIXELS:
-        return blas.ShiftedConv(consts[1], bias, ins.attrs, tail, dtype, residual)
-    if residual is None:
+        return blas.ShiftedConv(consts[1], bias, ins.attrs, tail, dtype, residual, post)
+    if not fused:
         wino = _winograd(program, analysis, index) if lanes <= WINOGRAD_LANES else None
         if wino is not None:
             return winograd.WinogradKernel(wino, bias, ins.attrs, tail, dtype)
     elif gemm.kernel_mode(lic, gemm.offsets(bias, tail, out.shape[1])) == "int64":
         return None
-    return gemm.LinearKernel(ins.op, consts[1], bias, ins.attrs, lic, tail, dtype, residual)
+    return gemm.LinearKernel(ins.op, consts[1], bias, ins.attrs, lic, tail, dtype, residual,
+                             post)
 
 
 def _winograd(program: Program, analysis, index: int):
@@ -254,11 +276,12 @@ def _winograd(program: Program, analysis, index: int):
 
 
 class _AddSub:
-    """elemwise_add / elemwise_sub then the tail, in int16 / int32 / int64 as the proven bound
-    |a| + |b| + |add| allows; blocks of images or channels on the lanes."""
+    """elemwise_add / elemwise_sub (or broadcast_add / broadcast_sub of equal shapes) then the
+    tail, in int16 / int32 / int64 as the proven bound |a| + |b| + |add| allows; blocks of
+    images or channels on the lanes."""
 
     def __init__(self, op: str, precs, tail, out_dtype):
-        self.fn = np.add if op == "elemwise_add" else np.subtract
+        self.fn = np.add if op.endswith("add") else np.subtract
         reach = max(tail.reach(bound(precs[0]) + bound(precs[1])), abs(tail.lo or 0),
                     abs(tail.hi or 0))
         self.dtype = next(np.dtype(t) for t in ("int16", "int32", "int64")
