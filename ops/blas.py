@@ -88,7 +88,9 @@ class ShiftedConv:
     width (the last Wp - OW columns of each row are junk: they combine real inputs like any
     column, obey the same bound, and are cropped), one sgemm per tap accumulating in place.
     Weights are prescaled by 2^-shift (exact); the offset bias + add rides on tap 0 against an
-    extra all-ones input channel, so the sum is (z + add) * 2^-shift exactly."""
+    extra all-ones input channel, so the sum is (z + add) * 2^-shift exactly. A ``residual``
+    (ops/gemm.py Residual) or a ``post`` requantize (ops/fastquant.py, after an identity tail)
+    runs in the epilogue, on the exact accumulator."""
 
     def __init__(self, weight, bias, attrs, tail, out_dtype, residual=None, post=None):
         oc, c, kh, kw = weight.shape
@@ -109,49 +111,66 @@ class ShiftedConv:
         self.fn = _sgemm                                   # bound once, at load time
 
     def __call__(self, xp, x, other=None):
-        from .scratch import lane_count, parallel, scratch
+        from .scratch import lane_count, parallel
         n, c, h, w = x.shape
         (ph, pw), (dh, dw) = self.attrs["padding"], self.attrs["dilation"]
         (kh, kw) = self.attrs["kernel_size"]
         hp, wp = h + 2 * ph, w + 2 * pw
         oh, ow = hp - (kh - 1) * dh, wp - (kw - 1) * dw
-        plane = (c + 1) * hp * wp
-        slack = (kw - 1) * dw
-        buf = scratch("pad", (n * plane + slack,), np.float32)
-        src = buf[:n * plane].reshape(n, c + 1, hp, wp)
-        if ph:
-            src[:, :c, :ph] = 0
-            src[:, :c, hp - ph:] = 0
-        if pw:
-            src[:, :c, ph:hp - ph, :pw] = 0
-            src[:, :c, ph:hp - ph, wp - pw:] = 0
-        buf[n * plane:] = 0
-        src[:, c] = 1
-        if self.zp:
-            np.subtract(x, self.zp, out=src[:, :c, ph:ph + h, pw:pw + w], dtype=np.float32,
-                        casting="unsafe")
-        else:
-            np.copyto(src[:, :c, ph:ph + h, pw:pw + w], x, casting="unsafe")
         out = np.empty((n, self.oc, oh, ow), self.out_dtype)
         lanes = lane_count(n * oh * ow * c * kh * kw * self.oc)
         rows = max(1, min(oh, BLOCK_BUDGET // (self.oc * wp)))
-        if n == 1 and lanes > 1 and oh * ow >= 256 * lanes:
+        run = lambda buf, i, blocks: [self._block(buf, hp, wp, ow, out, other, i, *blk)
+                                      for blk in blocks]
+        if n > 1:                # images on the lanes, each padded into its lane's scratch
+            parallel(lambda i: run(self._padded(x[i:i + 1]), i,
+                                   [(r0, min(oh, r0 + rows), 0, self.oc)
+                                    for r0 in range(0, oh, rows)]), list(range(n)))
+            return out
+        buf = self._padded(x)    # one image: blocks of rows, or of channels, on the lanes
+        if lanes > 1 and oh * ow >= 256 * lanes:
             rows = min(rows, -(-oh // lanes))
-        blocks = [(i, r0, min(oh, r0 + rows), 0, self.oc)
-                  for i in range(n) for r0 in range(0, oh, rows)]
+        blocks = [(r0, min(oh, r0 + rows), 0, self.oc) for r0 in range(0, oh, rows)]
         if len(blocks) < lanes:                             # few pixels: split the channels
             per = -(-self.oc // lanes)
-            blocks = [(0, 0, oh, o0, min(self.oc, o0 + per)) for o0 in range(0, self.oc, per)]
-        parallel(lambda b: self._block(buf, plane, hp, wp, ow, out, other, *b), blocks)
+            blocks = [(0, oh, o0, min(self.oc, o0 + per)) for o0 in range(0, self.oc, per)]
+        parallel(lambda blk: run(buf, 0, [blk]), blocks)
         return out
 
-    def _block(self, buf, plane, hp, wp, ow, out, other, i, r0, r1, o0, o1) -> None:
+    def _padded(self, x):
+        """Scratch holding one image x (1, C, H, W) - zero_point, zero-padded, as float32
+        (C + 1, Hp, Wp) with the all-ones channel last, then (KW - 1) DW zeros of slack for
+        the junk columns of the last row."""
+        from .scratch import scratch
+        c, h, w = x.shape[1:]
+        (ph, pw), (dh, dw) = self.attrs["padding"], self.attrs["dilation"]
+        hp, wp = h + 2 * ph, w + 2 * pw
+        plane = (c + 1) * hp * wp
+        buf = scratch("pad", (plane + (self.attrs["kernel_size"][1] - 1) * dw,), np.float32)
+        src = buf[:plane].reshape(c + 1, hp, wp)
+        if ph:
+            src[:c, :ph] = 0
+            src[:c, hp - ph:] = 0
+        if pw:
+            src[:c, ph:hp - ph, :pw] = 0
+            src[:c, ph:hp - ph, wp - pw:] = 0
+        buf[plane:] = 0
+        src[c] = 1
+        if self.zp:
+            np.subtract(x[0], self.zp, out=src[:c, ph:ph + h, pw:pw + w], dtype=np.float32,
+                        casting="unsafe")
+        else:
+            np.copyto(src[:c, ph:ph + h, pw:pw + w], x[0], casting="unsafe")
+        return buf
+
+    def _block(self, buf, hp, wp, ow, out, other, i, r0, r1, o0, o1) -> None:
+        """Output rows [r0, r1) and channels [o0, o1) of image i, from its padded ``buf``."""
         from .scratch import scratch
         dh, dw = self.attrs["dilation"]
         cols = (r1 - r0) * wp
         acc = scratch("acc", (o1 - o0, cols), np.float32)
         for k, (r, s) in enumerate(self.taps):
-            start = i * plane + (r0 + r * dh) * wp + s * dw
+            start = (r0 + r * dh) * wp + s * dw
             sgemm(self.w[k, o0:o1], buf, start, hp * wp, self.c + 1, cols, acc,
                   0.0 if k == 0 else 1.0, self.fn)
         self.epilogue.finish_float(acc, out[i, o0:o1, r0:r1],

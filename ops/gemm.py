@@ -293,7 +293,9 @@ class LinearKernel:
     ``out_dtype``. The reduction runs as licensed (``lic``). With one float chunk and
     |z + add| below that float's exact limit, the weights are prescaled by 2^-shift (exact) and
     the offset bias + add rides in the GEMM on a row of ones, so the GEMM yields
-    (z + add) * 2^-shift exactly; chunks are summed in float64 and offset there; else int64."""
+    (z + add) * 2^-shift exactly; chunks are summed in float64 and offset there; else int64.
+    Float paths of conv2d may end with a ``residual`` or a ``post`` requantize, as ShiftedConv
+    (ops/blas.py)."""
 
     def __init__(self, op: str, weight, bias, attrs, lic: GemmLicence, tail: Requant,
                  out_dtype, residual: Residual | None = None, post=None):
