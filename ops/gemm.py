@@ -334,9 +334,13 @@ class LinearKernel:
         n, c = x.shape[:2]
         oh, ow = self._out_hw(x.shape)
         out = np.empty((n, self.oc, oh, ow), self.out_dtype)
-        src = self._source(x)
         blocks = self._blocks(n, oh, ow, c * self.rows_per)
-        parallel(lambda b: self._block(src, out, ow, other, *b), blocks)
+        if n > 1:                # blocks of images: each lane pads its own, in its scratch
+            parallel(lambda b: self._block(self._source(x[b[0]:b[1]]), out, ow, other,
+                                           *b, local=True), blocks)
+        else:
+            src = self._source(x)
+            parallel(lambda b: self._block(src, out, ow, other, *b), blocks)
         return out
 
     def _blocks(self, n: int, oh: int, ow: int, k: int) -> list:
@@ -354,8 +358,11 @@ class LinearKernel:
         per = -(-self.oc // lanes)                     # few pixels: split the channels
         return [(0, 1, 0, oh, o0, min(self.oc, o0 + per)) for o0 in range(0, self.oc, per)]
 
-    def _block(self, src, out, ow: int, other, n0, n1, r0, r1, o0, o1) -> None:
-        cols = self._im2col(src[n0:n1], r0, r1, ow)
+    def _block(self, src, out, ow: int, other, n0, n1, r0, r1, o0, o1,
+               local: bool = False) -> None:
+        """Images [n0, n1), output rows [r0, r1), channels [o0, o1); ``src`` holds all the
+        images, or (``local``) just these."""
+        cols = self._im2col(src if local else src[n0:n1], r0, r1, ow)
         part = lambda a: a[n0:n1, o0:o1, r0:r1].transpose(1, 0, 2, 3)
         self._gemm(cols, part(out), o0, o1, None if other is None else part(other))
 
