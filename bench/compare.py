@@ -40,6 +40,10 @@ def timed(fn, repeat: int, sync=lambda: None) -> dict:
     return timed_together({"fn": fn}, repeat, sync=sync)["fn"]
 
 
+SETTLE_S = 0.02
+"""Pause before each turn: ONNX Runtime's intra-op threads spin for a while after a run."""
+
+
 def timed_together(fns: dict, repeat: int, block: int = 5, sync=lambda: None) -> dict:
     """min / median milliseconds of each of ``fns`` over ``repeat`` runs, taken in turns of
     ``block`` runs each (after two warm-ups each), so that all of them see the same machine:
@@ -53,6 +57,7 @@ def timed_together(fns: dict, repeat: int, block: int = 5, sync=lambda: None) ->
     turns = {name: [] for name in fns}
     for start in range(0, repeat, block):
         for name, fn in fns.items():
+            time.sleep(SETTLE_S)        # the previous runtime's spinning workers go idle
             turn = []
             for _ in range(min(block, repeat - start)):
                 t = time.perf_counter()
