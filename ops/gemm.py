@@ -338,6 +338,11 @@ class LinearKernel:
         if n > 1:                # blocks of images: each lane pads its own, in its scratch
             parallel(lambda b: self._block(self._source(x[b[0]:b[1]]), out, ow, other,
                                            *b, local=True), blocks)
+        elif blocks[0][4] != 0 or blocks[0][5] != self.oc:   # channel blocks: one im2col
+            cols = self._im2col(self._source(x), 0, oh, ow)
+            parallel(lambda b: self._gemm(cols, out[0, b[4]:b[5]][:, None], b[4], b[5], None
+                                          if other is None else other[0, b[4]:b[5]][:, None]),
+                     blocks)
         else:
             src = self._source(x)
             parallel(lambda b: self._block(src, out, ow, other, *b), blocks)
