@@ -415,6 +415,19 @@ def test_sampled_layers_of_the_bench_resnet18():
             assert int(got[n, o, p, q]) == ref.data[0]
 
 
+def load_fast(program, shifted: bool):
+    """vm.load(program) on the CPU; with ``shifted``, every conv the shifted-view kernel may
+    take takes it, however small."""
+    from vm import fusion
+    saved = fusion.MIN_SHIFTED_WORK, fusion.MIN_SHIFTED_PIXELS
+    if shifted:
+        fusion.MIN_SHIFTED_WORK = fusion.MIN_SHIFTED_PIXELS = 0
+    try:
+        return vm.load(program)
+    finally:
+        fusion.MIN_SHIFTED_WORK, fusion.MIN_SHIFTED_PIXELS = saved
+
+
 @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
 @given(st.data(), tails(), tails(), st.sampled_from(["elemwise_add", "elemwise_sub"]),
        st.booleans(), st.booleans())
@@ -422,7 +435,6 @@ def test_fused_residual_equals_the_reference_executor(data, chain, after, add, c
                                                       shifted):
     """conv2d + tail, then add / sub with another tensor (either order) + tail, fused into one
     step (ShiftedConv or im2col), gives the reference executor's bytes."""
-    from vm import fusion
     from vm.errors import InvalidError
     c, oc = data.draw(st.integers(1, 5)), data.draw(st.integers(1, 5))
     h, w = data.draw(st.integers(3, 8)), data.draw(st.integers(3, 8))
@@ -444,13 +456,7 @@ def test_fused_residual_equals_the_reference_executor(data, chain, after, add, c
         ref = vm.load(program, vm.reference())
     except InvalidError:
         assume(False)
-    saved = fusion.MIN_SHIFTED_WORK, fusion.MIN_SHIFTED_PIXELS
-    if shifted:
-        fusion.MIN_SHIFTED_WORK = fusion.MIN_SHIFTED_PIXELS = 0
-    try:
-        fast = vm.load(program)
-    finally:
-        fusion.MIN_SHIFTED_WORK, fusion.MIN_SHIFTED_PIXELS = saved
+    fast = load_fast(program, shifted)
     step = fast.plan.fast[0]
     fused = getattr(step.kernel, "residual", None) is not None
     event(f"{type(step.kernel).__name__}, residual fused: {fused}")
@@ -471,7 +477,6 @@ def test_fused_requantize_equals_the_reference_executor(data, rounding, per_chan
     """qconv2d (data zero point, bias) whose raw result is requantized (per tensor or per
     channel, every rounding, either output range), then a relu, fused into one step
     (ShiftedConv or im2col): the reference executor's bytes."""
-    from vm import fusion
     c, oc = data.draw(st.integers(1, 5)), data.draw(st.integers(1, 5))
     h, w = data.draw(st.integers(3, 8)), data.draw(st.integers(3, 8))
     zp = data.draw(st.integers(0, 255)) if unsigned else 0
@@ -490,13 +495,7 @@ def test_fused_requantize_equals_the_reference_executor(data, rounding, per_chan
              qmin=qmin, qmax=qmax, zero_point=data.draw(st.integers(-20, 20)))
     b.output(b.op("relu", q))
     program = b.build()
-    saved = fusion.MIN_SHIFTED_WORK, fusion.MIN_SHIFTED_PIXELS
-    if shifted:
-        fusion.MIN_SHIFTED_WORK = fusion.MIN_SHIFTED_PIXELS = 0
-    try:
-        fast = vm.load(program)
-    finally:
-        fusion.MIN_SHIFTED_WORK, fusion.MIN_SHIFTED_PIXELS = saved
+    fast = load_fast(program, shifted)
     kernel = fast.plan.fast[0].kernel
     event(f"{type(kernel).__name__}, requantize fused: {kernel.epilogue is not kernel.tail}"
           if hasattr(kernel, "epilogue") else type(kernel).__name__)
