@@ -504,3 +504,39 @@ def test_fused_requantize_equals_the_reference_executor(data, rounding, per_chan
     x_ = np.clip(v, 0 if unsigned else -127, 255 if unsigned else 127).astype(t.dtype)
     got, want = fast.run(x_), vm.load(program, vm.reference()).run(x_)
     assert all(got[k].tobytes() == want[k].tobytes() for k in want)
+
+
+def test_joins_never_raise_the_validated_peak_memory():
+    """A joined step runs at the add's place, keeping its conv's input alive until then; where
+    that would exceed the validated peak of live tensors, the plan does not join (same bytes).
+    Here the deferred conv reads 64 channels and writes one, while a large upsampling runs in
+    between."""
+    from vm.validate import peak_bytes
+    rng = np.random.default_rng(5)
+    w = lambda *shape: rng.integers(-127, 128, shape, dtype=np.int8)
+    b = Builder("late-join")
+    x = b.input("x", (1, 64, 8, 8), 8)
+    y = b.op("cvm_right_shift", b.op("conv2d", x, b.const("w1", w(64, 64, 3, 3), precision=8),
+                                     channels=64, kernel_size=(3, 3), padding=(1, 1),
+                                     use_bias=False), precision=8, shift_bit=12)
+    z = b.op("cvm_right_shift", b.op("conv2d", y, b.const("w2", w(1, 64, 3, 3), precision=8),
+                                     channels=1, kernel_size=(3, 3), padding=(1, 1),
+                                     use_bias=False), precision=8, shift_bit=12)
+    big = b.op("upsampling", x, scale=8)
+    s = b.op("cvm_right_shift", b.op("conv2d", big, b.const("w3", w(1, 64, 8, 8), precision=8),
+                                     channels=1, kernel_size=(8, 8), strides=(8, 8),
+                                     use_bias=False), precision=8, shift_bit=14)
+    b.output(b.op("elemwise_add", z, s))
+    program = b.build()
+    fast, ref = vm.load(program), vm.load(program, vm.reference())
+    steps = fast.plan.fast
+    assert all(getattr(st.kernel, "residual", None) is None for st in steps)
+    assert peak_bytes(program, [(st.outputs, st.frees) for st in steps]) <= \
+        fast.analysis.peak_memory
+    xs = rng.integers(-127, 128, (1, 64, 8, 8)).astype(np.int8)
+    got, want = fast.run(xs), ref.run(xs)
+    assert all(got[k].tobytes() == want[k].tobytes() for k in want)
+    resnet = vm.load(small_resnet(1))                       # where joins fit, they are made
+    assert any(getattr(st.kernel, "residual", None) is not None for st in resnet.plan.fast)
+    assert peak_bytes(resnet.program, [(st.outputs, st.frees) for st in resnet.plan.fast]) <= \
+        resnet.analysis.peak_memory

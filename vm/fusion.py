@@ -35,6 +35,7 @@ from ops.base import bound
 from ops.scratch import scratch, spread
 
 from .program import Program
+from .validate import peak_bytes
 
 TAIL_OPS = ("cvm_right_shift", "relu", "clip", "cvm_clip")
 INT64_REACH = 1 << 62
@@ -94,7 +95,16 @@ def fuse(program: Program, analysis, steps: list, lanes: int = 1) -> list:
     """The fused, prepared steps of ``program`` (``steps``: its per-instruction bound steps)
     for a plan running on ``lanes`` lanes."""
     groups = chains(program)
-    links = joins(program, groups)
+    fast = _fused(program, analysis, steps, lanes, groups, joins(program, groups))
+    if peak_bytes(program, [(s.outputs, s.frees) for s in fast]) > analysis.peak_memory:
+        # a joined step runs later than its conv, so the conv's input lives longer: never
+        # beyond the validated peak
+        fast = _fused(program, analysis, steps, lanes, groups, {})
+    return fast
+
+
+def _fused(program: Program, analysis, steps, lanes: int, groups, links) -> list:
+    """The steps of ``groups``, conv groups joined as ``links`` says (:func:`joins`)."""
     fast, waiting = [], {}
     for n, (group, tail) in enumerate(groups):
         if n in links:                       # a conv group joined by a later group: wait

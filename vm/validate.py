@@ -258,15 +258,22 @@ def _gas(program: Program) -> int:
 
 def _peak_memory(program: Program, last_use: list[int]) -> int:
     """Peak bytes of live tensors (storage dtypes) when every buffer is freed once dead."""
+    return peak_bytes(program, [
+        (ins.outputs, [i for i in set(ins.inputs) | set(ins.outputs)
+                       if last_use[i] == index and program.tensors[i].kind != "const"])
+        for index, ins in enumerate(program.code)])
+
+
+def peak_bytes(program: Program, steps) -> int:
+    """Peak bytes of live tensors over ``steps``, pairs (tensors written, tensors freed after):
+    inputs and constants live from the start."""
     nbytes = [t.size * t.dtype.itemsize for t in program.tensors]
     live = sum(nbytes[i] for i, t in enumerate(program.tensors) if t.kind != "value")
     peak = live
-    for index, ins in enumerate(program.code):
-        live += sum(nbytes[i] for i in ins.outputs)
+    for outputs, frees in steps:
+        live += sum(nbytes[i] for i in outputs)
         peak = max(peak, live)
-        for i in set(ins.inputs) | set(ins.outputs):
-            if last_use[i] == index and program.tensors[i].kind != "const":
-                live -= nbytes[i]
+        live -= sum(nbytes[i] for i in frees)
     return peak
 
 
