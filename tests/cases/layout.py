@@ -1,4 +1,4 @@
-"""Law-suite cases for ops/layout.py."""
+"""Law-suite cases for ops/layout.py and ops/indexing.py."""
 import hypothesis.strategies as st
 
 from ops.base import bound, precision_for, size_of
