@@ -83,13 +83,13 @@ def shifted_eligible(attrs, lic, reach: int) -> bool:
 
 
 class ShiftedConv:
-    """A licensed stride-1 conv2d (or qconv2d), then the fused ``tail`` (ops/gemm.py Requant):
+    """A licensed stride-1 conv2d (or qconv2d), then the fused ``tail`` (ops/tails.py Requant):
     Y[:, p, q] = sum_{r,s} W[:, :, r, s] @ Xpad[:, p + r DH, q + s DW] for q over the padded
     width (the last Wp - OW columns of each row are junk: they combine real inputs like any
     column, obey the same bound, and are cropped), one sgemm per tap accumulating in place.
     Weights are prescaled by 2^-shift (exact); the offset bias + add rides on tap 0 against an
     extra all-ones input channel, so the sum is (z + add) * 2^-shift exactly. A ``residual``
-    (ops/gemm.py Residual) or a ``post`` requantize (ops/fastquant.py, after an identity tail)
+    (ops/tails.py Residual) or a ``post`` requantize (ops/fastquant.py, after an identity tail)
     runs in the epilogue, on the exact accumulator."""
 
     def __init__(self, weight, bias, attrs, tail, out_dtype, residual=None, post=None):
@@ -143,7 +143,7 @@ class ShiftedConv:
         the junk columns of the last row."""
         from .scratch import scratch
         c, h, w = x.shape[1:]
-        (ph, pw), (dh, dw) = self.attrs["padding"], self.attrs["dilation"]
+        (ph, pw), dw = self.attrs["padding"], self.attrs["dilation"][1]
         hp, wp = h + 2 * ph, w + 2 * pw
         plane = (c + 1) * hp * wp
         buf = scratch("pad", (plane + (self.attrs["kernel_size"][1] - 1) * dw,), np.float32)

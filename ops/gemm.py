@@ -1,21 +1,21 @@
-"""Exact integer GEMMs on float BLAS, and the pointwise tails fused after them.
+"""Exact integer GEMMs on float BLAS: licences, and conv2d / dense bound at load time.
 
 A sum of integers whose every partial sum stays below 2^24 in magnitude is computed exactly by
 float32 BLAS in any order (2^53: float64). :func:`licence` proves, from the constant weights,
 how a conv2d/dense reduction is split into contiguous channel chunks that are each exact in
 float32 (their results then summed exactly in float64), or which single dtype is exact.
 
-:class:`Requant` is the exact composition of the pointwise ops that may follow a linear op
-(cvm_right_shift, relu, clip, cvm_clip): ``q = clip(floor((z + add) / 2^shift), lo, hi)``.
+The pointwise tail after the GEMM is an ops/tails.py Requant (and optionally a Residual).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 
 from .base import bound
 from .scratch import lane_count, parallel, scratch
+from .tails import Requant, Residual
 
 F32_LIMIT, F64_LIMIT = 1 << 24, 1 << 53
 MAX_CHUNKS = 4
@@ -146,109 +146,6 @@ def scaled_chunks(w2d: np.ndarray, splits, rows_per: int, dtype, scale, extra: i
         np.multiply(part, scale, out=chunk[:, :part.shape[1]], dtype=dtype, casting="unsafe")
         out.append(chunk)
     return out
-
-
-# ---------------------------------------------------------------------------------------------
-# The fused pointwise tail
-# ---------------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Requant:
-    """q = clip(floor((z + add) / 2^shift), lo, hi) on exact integers (None: unbounded side).
-
-    Built by composing ops in program order (:meth:`then_shift`, :meth:`then_clip`); a monotone
-    map commutes with clipping (f(clip(z, a, b)) = clip(f(z), f(a), f(b))) and two shifts fold
-    into one, so any chain of cvm_right_shift / relu / clip / cvm_clip is one Requant."""
-
-    shift: int = 0
-    add: int = 0
-    lo: int | None = None
-    hi: int | None = None
-
-    def then_shift(self, s: int) -> "Requant":
-        """Followed by floor((q + 2^(s-1)) / 2^s) (cvm_right_shift's rounding, s >= 1)."""
-        f = lambda v: None if v is None else (v + (1 << (s - 1))) >> s
-        return Requant(self.shift + s, self.add + ((1 << (s - 1)) << self.shift), f(self.lo),
-                       f(self.hi))
-
-    def then_clip(self, a: int | None, b: int | None) -> "Requant":
-        """Followed by clip(q, a, b) (None: no bound on that side); a <= b."""
-        inf = float("inf")
-        a_, b_ = -inf if a is None else a, inf if b is None else b
-        lo = min(max(-inf if self.lo is None else self.lo, a_), b_)
-        hi = min(max(inf if self.hi is None else self.hi, a_), b_)
-        return replace(self, lo=None if lo == -inf else int(lo),
-                       hi=None if hi == inf else int(hi))
-
-    def reach(self, z: int) -> int:
-        """Largest |z + add| for |z| <= ``z``."""
-        return z + abs(self.add)
-
-    def scalar(self, z: int) -> int:
-        """The tail on one Python int (for tests and docs)."""
-        q = (z + self.add) >> self.shift
-        q = q if self.lo is None else max(q, self.lo)
-        return q if self.hi is None else min(q, self.hi)
-
-    def finish_float(self, y: np.ndarray, out: np.ndarray, view: np.ndarray | None = None,
-                     residual: "Residual | None" = None, other=None, channels=None) -> None:
-        """out <- clip(floor(y), lo, hi) for a float array holding (z + add) * 2^-shift
-        exactly (the caller's licence keeps |z + add| below the float's exact limit; scaling
-        by a power of two is exact). Clipping first is the same: lo and hi are integers.
-        ``view`` (a view of ``y``): the part written to ``out``; ``y`` is rounded whole.
-        ``residual``: then combined with ``other`` (the same part of the other operand).
-        (``channels``: which output channels y holds, for epilogues that need it.)"""
-        if self.lo is not None or self.hi is not None:
-            np.clip(y, self.lo, self.hi, out=y)
-        if self.shift and (self.lo is None or self.lo < 0 or residual is not None):
-            np.floor(y, out=y)                       # else y is integral, or >= 0: truncation
-        v = y if view is None else view
-        if residual is not None:
-            residual.apply(v, other, y)
-        np.copyto(out, v, casting="unsafe")
-
-    def finish_int(self, z: np.ndarray, out: np.ndarray) -> None:
-        """out <- tail for an integer array holding z + add (arithmetic shifts floor)."""
-        if self.shift:
-            np.right_shift(z, self.shift, out=z)
-        if self.lo is not None or self.hi is not None:
-            np.clip(z, self.lo, self.hi, out=z)
-        np.copyto(out, z, casting="unsafe")
-
-
-@dataclass(frozen=True)
-class Residual:
-    """A residual connection fused after a linear op's tail: s = q + other (``op`` "add"),
-    q - other or other - q ("sub", ``head_first`` or not), then ``tail`` on s; run in the
-    accumulator's float on exact integers (the fusion pass checks |s + add| < 2^24)."""
-
-    op: str
-    head_first: bool
-    tail: Requant
-
-    def apply(self, q: np.ndarray, other: np.ndarray, whole: np.ndarray) -> None:
-        """q <- tail(q (+|-) other) in place; q holds integers, other is an integer array;
-        ``whole``: a contiguous array q is a view of, on which the tail may run whole."""
-        if self.op == "add":
-            np.add(q, other, out=q)
-        elif self.head_first:
-            np.subtract(q, other, out=q)
-        else:
-            np.subtract(other, q, out=q)
-        t = self.tail
-        if t.add:
-            np.add(whole, t.add, out=whole)
-        if t.shift:
-            np.multiply(whole, 2.0 ** -t.shift, out=whole)  # a power of two: exact
-        if t.lo is not None or t.hi is not None:
-            np.clip(whole, t.lo, t.hi, out=whole)
-        if t.shift:
-            np.floor(whole, out=whole)
-
-    def scalar(self, q: int, other: int) -> int:
-        """The same on Python ints (for tests and docs)."""
-        s = q + other if self.op == "add" else (q - other if self.head_first else other - q)
-        return self.tail.scalar(s)
 
 
 def offsets(bias, tail: Requant, oc: int) -> np.ndarray:

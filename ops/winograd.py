@@ -176,7 +176,7 @@ SLAB_BUDGET = 1 << 21
 
 class WinogradKernel:
     """A licensed 3x3 stride-1 conv2d (or qconv2d) with constant weight and bias, followed by
-    the fused ``tail`` (ops/gemm.py Requant): 4Y by F(2x2, 3x3) with float32 GEMMs per channel
+    the fused ``tail`` (ops/tails.py Requant): 4Y by F(2x2, 3x3) with float32 GEMMs per channel
     chunk, chunks summed and transformed back in int32 (int64 when the int32 licence fails),
     then q = tail(Y + bias) = clip(floor((4Y + 4 bias + 4 add) / 2^(shift + 2)), lo, hi)."""
 

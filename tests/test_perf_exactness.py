@@ -22,6 +22,7 @@ from bench.resnet18 import build_resnet18
 from ops import blas, gemm, scratch, winograd
 from ops.base import Ref, bound
 from ops.scratch import Lanes, Workspace, using
+from ops.tails import Requant
 from tests.cases import all_cases, values_for
 from vm.fusion import chains, compose_tail
 
@@ -44,8 +45,8 @@ def tails():
     return st.lists(one, max_size=3)
 
 
-def compose(chain) -> gemm.Requant:
-    tail = gemm.Requant()
+def compose(chain) -> Requant:
+    tail = Requant()
     for name, attrs in chain:
         tail = compose_tail(tail, type("I", (), {"op": name, "attrs": attrs})())
     return tail
@@ -237,7 +238,7 @@ def test_dense_at_the_float32_edge(k, sign):
     if k == EDGE:
         assert lic.bound > (1 << 24) - 127 * 127
     attrs = ops.get("dense").check_attrs(dict(units=3, use_bias=False))
-    kernel = gemm.LinearKernel("dense", w, None, attrs, lic, gemm.Requant(), np.int64)
+    kernel = gemm.LinearKernel("dense", w, None, attrs, lic, Requant(), np.int64)
     want = x.astype(np.int64) @ w.astype(np.int64).T
     assert np.array_equal(run(kernel, x), want)
 
@@ -260,7 +261,7 @@ def test_winograd_at_its_edge(c):
     assert lic.chunk_bound * lic.chunks > (1 << 24) // 2 or c < 64
     attrs = CONV.check_attrs(dict(channels=4, kernel_size=(3, 3), padding=(1, 1),
                                   use_bias=False))
-    kernel = winograd.WinogradKernel(lic, None, attrs, gemm.Requant(), np.int64)
+    kernel = winograd.WinogradKernel(lic, None, attrs, Requant(), np.int64)
     for x in (np.full((1, c, 6, 6), 127, np.int8), np.full((1, c, 6, 6), -127, np.int8),
               np.where(rng.random((1, c, 6, 6)) < 0.5, -127, 127).astype(np.int8)):
         want = CONV.kernel(np, x, w, **attrs, gemm="int64")
@@ -274,7 +275,7 @@ def test_bias_and_rounding_offset_push_past_float32():
     bias = np.array([(1 << 23), -(1 << 23)], np.int32)
     lic = gemm.licence(w, 127)
     attrs = ops.get("dense").check_attrs(dict(units=2))
-    tail = gemm.Requant().then_shift(3)
+    tail = Requant().then_shift(3)
     kernel = gemm.LinearKernel("dense", w, bias, attrs, lic, tail, np.int64)
     assert kernel.mode != "ones"
     x = np.full((1, 1000), 127, np.int8)

@@ -29,6 +29,7 @@ import numpy as np
 import z3
 
 from ops import fastquant, gemm, winograd
+from ops.tails import Requant
 from vm import fusion
 
 from .obligations import Obligation, any_of
@@ -123,10 +124,10 @@ class Licences:
         out, wino = [], []
         tails = {group[0]: tail for group, tail in fusion.chains(self.program)}
         for index in sorted(self.analysis.licences):
-            out += self._gemm(index, tails.get(index, gemm.Requant()))
+            out += self._gemm(index, tails.get(index, Requant()))
             lic = self._winograd(index)
             if lic is not None:
-                wino.append(self._winograd_ob(index, lic, tails.get(index, gemm.Requant())))
+                wino.append(self._winograd_ob(index, lic, tails.get(index, Requant())))
         for index, ins in enumerate(self.program.code):
             if ins.op == "requantize" and index in tails and ins.inputs[0] not in \
                     self.program.consts:

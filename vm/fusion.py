@@ -4,7 +4,7 @@ kernels prepared once (weights converted, licences applied, tails composed).
 A *head* instruction followed by a chain of *tail* instructions (cvm_right_shift, relu, clip,
 cvm_clip), each the only reader of the previous result and none of them a program output,
 becomes one step computing the chain's last tensor. The tail is the exact composition
-``q = clip(floor((z + add) / 2^shift), lo, hi)`` (ops/gemm.py Requant); the intermediates, which
+``q = clip(floor((z + add) / 2^shift), lo, hi)`` (ops/tails.py Requant); the intermediates, which
 validation proved fit their storage, are never stored, so the bytes are those of running the
 instructions one by one. Heads, in order of preference:
 
@@ -22,7 +22,7 @@ instructions one by one. Heads, in order of preference:
 A conv chain whose result only feeds the next group's head is also *joined* to that group
 (:func:`joins`), the fused step running at the later group's place: a residual elemwise_add /
 elemwise_sub and its tail run in the conv's epilogue on the exact float accumulator
-(ops/gemm.py Residual), and so does a requantize of the raw conv result (ops/fastquant.py).
+(ops/tails.py Residual), and so does a requantize of the raw conv result (ops/fastquant.py).
 """
 from __future__ import annotations
 
@@ -33,6 +33,7 @@ import numpy as np
 from ops import blas, fastquant, gemm, winograd
 from ops.base import bound
 from ops.scratch import scratch, spread
+from ops.tails import Requant, Residual
 
 from .program import Program
 from .validate import peak_bytes
@@ -49,7 +50,7 @@ WINOGRAD_LANES, MIN_TILES = 1, 128
 and measured no faster than the alternatives elsewhere (docs/performance.md)."""
 
 
-def compose_tail(tail: gemm.Requant, ins) -> gemm.Requant:
+def compose_tail(tail: Requant, ins) -> Requant:
     """``tail`` followed by the tail instruction ``ins`` (exact composition)."""
     a = ins.attrs
     if ins.op == "cvm_right_shift":
@@ -63,7 +64,7 @@ def compose_tail(tail: gemm.Requant, ins) -> gemm.Requant:
     return tail.then_clip(-r, r)
 
 
-def chains(program: Program) -> list[tuple[list[int], gemm.Requant]]:
+def chains(program: Program) -> list[tuple[list[int], Requant]]:
     """The program's instructions grouped as (head + tail indices, composed tail), in order."""
     readers = defaultdict(list)
     for k, ins in enumerate(program.code):
@@ -73,7 +74,7 @@ def chains(program: Program) -> list[tuple[list[int], gemm.Requant]]:
     for k, ins in enumerate(program.code):
         if k in taken:
             continue
-        group, tail = [k], gemm.Requant()
+        group, tail = [k], Requant()
         t = ins.outputs[0] if len(ins.outputs) == 1 else None
         top = bound(program.tensors[t].precision) if t is not None else 0
         while t is not None and t not in outputs and len(readers[t]) == 1:
@@ -185,7 +186,7 @@ def _joined_step(program: Program, analysis, head, head_tail, group, tail, other
                            bound(program.tensors[other].precision))
         if reach >= gemm.F32_LIMIT or tail.shift >= 63:
             return None
-        residual = gemm.Residual("add" if nxt.op == "elemwise_add" else "sub",
+        residual = Residual("add" if nxt.op == "elemwise_add" else "sub",
                                  nxt.inputs[0] == t, tail)
         kernel = _linear(program, analysis, head[0], head_tail, dtype, lanes, residual)
         inputs = (program.code[head[0]].inputs[0], other)
@@ -228,7 +229,7 @@ def _prepare(program: Program, analysis, steps, index: int, tail, out_id: int, l
         x = program.tensors[ins.inputs[0]]
         kernel = fastquant.prepare(ins.attrs, x.precision, len(x.shape), dtype, tail)
         return kernel, ((ins.inputs[0],) if kernel is not None else ())
-    if ins.op == "max_pool2d" and consts[0] is None and tail == gemm.Requant() and lanes > 1:
+    if ins.op == "max_pool2d" and consts[0] is None and tail == Requant() and lanes > 1:
         out = program.tensors[ins.outputs[0]]
         return _PerImage(steps[index], out.shape, out.dtype), tuple(ins.inputs)
     return None, ()
