@@ -24,10 +24,11 @@ def formal_run(model, inputs, domain: str = "bv", timeout_s: float | None = None
 
     from .executor import FormalExecutor, solve
     executor = FormalExecutor(Context("formal"), domain, timeout_s)
-    plan = Plan(model.program, model.analysis, executor)
     feeds = model._check_inputs(inputs)
-    device = {model.program.inputs[k]: executor.from_host(a) for k, a in enumerate(feeds)}
-    arrays, proof = solve(plan.run(device), timeout_s)
+    with executor.exclusive():                        # z3: one formal run at a time
+        plan = Plan(model.program, model.analysis, executor)
+        device = {model.program.inputs[k]: executor.from_host(a) for k, a in enumerate(feeds)}
+        arrays, proof = solve(plan.run(device), timeout_s)
     if not proof.proved:
         return {}, proof
     return {t.name: a.astype(t.dtype) for t, a in zip(model.outputs, arrays)}, proof

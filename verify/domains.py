@@ -19,6 +19,10 @@ from __future__ import annotations
 
 import z3
 
+# z3 objects release their terms from Python's __del__, in whatever thread drops them; let the
+# shared context take those releases from any thread (the formal executor serializes the rest)
+z3.Z3_enable_concurrent_dec_ref(z3.main_ctx().ref())
+
 SEED = 0
 """Every solver is created with this seed (and a resource limit): results are deterministic."""
 

@@ -11,6 +11,7 @@ unique is never returned.
 from __future__ import annotations
 
 import itertools
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -24,6 +25,8 @@ from vm.executors import Context, Executor
 from .domains import as_int, domain, solver
 
 _FRESH = itertools.count()
+_Z3_LOCK = threading.RLock()
+"""Held by every formal run: z3's Python API shares one context per process."""
 RLIMIT = 200_000_000
 """Resource limit (deterministic) of the formal executor's solver calls."""
 
@@ -58,7 +61,8 @@ class Proof:
 class FormalExecutor(Executor):
     """Z3: values are :class:`Sym` tensors, kernels are the ops' ``z3`` rules (``domain_name``
     ``"bv"``: 64-bit machine arithmetic, the default; ``"int"``: integers). z3's Python API
-    shares one context per process: run formal models from one thread at a time."""
+    shares one context per process, so runs hold one process-wide lock (:meth:`exclusive`):
+    formal models may be run from several threads, one at a time."""
 
     name = "formal"
 
@@ -66,6 +70,9 @@ class FormalExecutor(Executor):
         super().__init__(ctx)
         self.xp = domain(domain_name)
         self.timeout_s = timeout_s
+
+    def exclusive(self):
+        return _Z3_LOCK
 
     def kernel(self, op):
         zx = self.xp

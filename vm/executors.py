@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import numpy as np
@@ -59,6 +60,11 @@ class Executor:
         if self.name != "cpu":
             return steps
         return fuse(program, analysis, steps, lanes)
+
+    def exclusive(self):
+        """A context manager held for a whole run: executors whose library is not thread-safe
+        (z3) serialize their runs with it; the numpy executors need nothing."""
+        return nullcontext()
 
     def from_host(self, array: np.ndarray):
         return array

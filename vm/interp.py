@@ -87,7 +87,7 @@ class Plan:
         ws = getattr(self._local, "ws", None)
         if ws is None:
             ws = self._local.ws = Workspace()
-        with using(ws, self.lanes), self._limit():
+        with using(ws, self.lanes), self._limit(), self.executor.exclusive():
             for step in steps:
                 try:
                     result = step.kernel(xp, *[env[i] for i in step.inputs], **step.kwargs)

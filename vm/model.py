@@ -110,10 +110,11 @@ class Model:
             inputs = quantize_inputs(self, inputs)
         feeds = self._check_inputs(inputs)
         ex = self.plan.executor
-        device = {self.program.inputs[k]: ex.from_host(a) for k, a in enumerate(feeds)}
-        values = self.plan.run(device, trace)
-        out = {t.name: np.array(ex.to_host(v), dtype=t.dtype, copy=True)
-               for t, v in zip(self.outputs, values)}
+        with ex.exclusive():
+            device = {self.program.inputs[k]: ex.from_host(a) for k, a in enumerate(feeds)}
+            values = self.plan.run(device, trace)
+            out = {t.name: np.array(ex.to_host(v), dtype=t.dtype, copy=True)
+                   for t, v in zip(self.outputs, values)}
         if float_io:
             from .floatio import dequantize_outputs
             return dequantize_outputs(self, out)
