@@ -115,63 +115,63 @@ class ShiftedConv:
         n, c, h, w = x.shape
         (ph, pw), (dh, dw) = self.attrs["padding"], self.attrs["dilation"]
         (kh, kw) = self.attrs["kernel_size"]
-        hp, wp = h + 2 * ph, w + 2 * pw
-        oh, ow = hp - (kh - 1) * dh, wp - (kw - 1) * dw
+        oh, ow = h + 2 * ph - (kh - 1) * dh, w + 2 * pw - (kw - 1) * dw
+        wp = w + 2 * pw
         out = np.empty((n, self.oc, oh, ow), self.out_dtype)
         lanes = lane_count(n * oh * ow * c * kh * kw * self.oc)
         rows = max(1, min(oh, BLOCK_BUDGET // (self.oc * wp)))
-        run = lambda buf, i, blocks: [self._block(buf, hp, wp, ow, out, other, i, *blk)
-                                      for blk in blocks]
-        if n > 1:                # images on the lanes, each padded into its lane's scratch
-            parallel(lambda i: run(self._padded(x[i:i + 1]), i,
-                                   [(r0, min(oh, r0 + rows), 0, self.oc)
-                                    for r0 in range(0, oh, rows)]), list(range(n)))
-            return out
-        buf = self._padded(x)    # one image: blocks of rows, or of channels, on the lanes
-        if lanes > 1 and oh * ow >= 256 * lanes:
+        if n == 1 and lanes > 1 and oh * ow >= 256 * lanes:
             rows = min(rows, -(-oh // lanes))
-        blocks = [(r0, min(oh, r0 + rows), 0, self.oc) for r0 in range(0, oh, rows)]
+        blocks = [(i, r0, min(oh, r0 + rows), 0, self.oc)
+                  for i in range(n) for r0 in range(0, oh, rows)]
         if len(blocks) < lanes:                             # few pixels: split the channels
             per = -(-self.oc // lanes)
-            blocks = [(0, oh, o0, min(self.oc, o0 + per)) for o0 in range(0, self.oc, per)]
-        parallel(lambda blk: run(buf, 0, [blk]), blocks)
+            blocks = [(0, 0, oh, o0, min(self.oc, o0 + per)) for o0 in range(0, self.oc, per)]
+        parallel(lambda b: self._block(x, out, other, *b), blocks)
         return out
 
-    def _padded(self, x):
-        """Scratch holding one image x (1, C, H, W) - zero_point, zero-padded, as float32
-        (C + 1, Hp, Wp) with the all-ones channel last, then (KW - 1) DW zeros of slack for
-        the junk columns of the last row."""
+    def _padded(self, x, i: int, r0: int, r1: int):
+        """Scratch holding what output rows [r0, r1) of image i read: input rows
+        r0 - PH .. r1 - 1 - PH + (KH - 1) DH of x[i] - zero_point, zero outside the input, as
+        float32 (C + 1, rows, Wp) with the all-ones channel last, then (KW - 1) DW zeros of
+        slack for the junk columns of the last row. Each block pads its own rows into its
+        lane's scratch: in parallel, and in that core's cache."""
         from .scratch import scratch
         c, h, w = x.shape[1:]
-        (ph, pw), dw = self.attrs["padding"], self.attrs["dilation"][1]
-        hp, wp = h + 2 * ph, w + 2 * pw
-        plane = (c + 1) * hp * wp
-        buf = scratch("pad", (plane + (self.attrs["kernel_size"][1] - 1) * dw,), np.float32)
-        src = buf[:plane].reshape(c + 1, hp, wp)
-        if ph:
-            src[:c, :ph] = 0
-            src[:c, hp - ph:] = 0
+        (ph, pw), (dh, dw) = self.attrs["padding"], self.attrs["dilation"]
+        (kh, kw) = self.attrs["kernel_size"]
+        wp, rows = w + 2 * pw, r1 - r0 + (kh - 1) * dh
+        plane = (c + 1) * rows * wp
+        buf = scratch("pad", (plane + (kw - 1) * dw,), np.float32)
+        src = buf[:plane].reshape(c + 1, rows, wp)
+        y0 = r0 - ph                                        # the input row of buffer row 0
+        lo, hi = max(0, -y0), max(max(0, -y0), min(rows, h - y0))
+        src[:c, :lo] = 0
+        src[:c, hi:] = 0
         if pw:
-            src[:c, ph:hp - ph, :pw] = 0
-            src[:c, ph:hp - ph, wp - pw:] = 0
+            src[:c, lo:hi, :pw] = 0
+            src[:c, lo:hi, wp - pw:] = 0
         buf[plane:] = 0
         src[c] = 1
+        rows_in = x[i, :, y0 + lo:y0 + hi]
         if self.zp:
-            np.subtract(x[0], self.zp, out=src[:c, ph:ph + h, pw:pw + w], dtype=np.float32,
+            np.subtract(rows_in, self.zp, out=src[:c, lo:hi, pw:pw + w], dtype=np.float32,
                         casting="unsafe")
         else:
-            np.copyto(src[:c, ph:ph + h, pw:pw + w], x[0], casting="unsafe")
-        return buf
+            np.copyto(src[:c, lo:hi, pw:pw + w], rows_in, casting="unsafe")
+        return buf, rows * wp
 
-    def _block(self, buf, hp, wp, ow, out, other, i, r0, r1, o0, o1) -> None:
-        """Output rows [r0, r1) and channels [o0, o1) of image i, from its padded ``buf``."""
+    def _block(self, x, out, other, i, r0, r1, o0, o1) -> None:
+        """Output rows [r0, r1) and channels [o0, o1) of image i."""
         from .scratch import scratch
         dh, dw = self.attrs["dilation"]
+        wp = x.shape[3] + 2 * self.attrs["padding"][1]
+        ow = out.shape[3]
+        buf, ldb = self._padded(x, i, r0, r1)
         cols = (r1 - r0) * wp
         acc = scratch("acc", (o1 - o0, cols), np.float32)
         for k, (r, s) in enumerate(self.taps):
-            start = (r0 + r * dh) * wp + s * dw
-            sgemm(self.w[k, o0:o1], buf, start, hp * wp, self.c + 1, cols, acc,
+            sgemm(self.w[k, o0:o1], buf, r * dh * wp + s * dw, ldb, self.c + 1, cols, acc,
                   0.0 if k == 0 else 1.0, self.fn)
         self.epilogue.finish_float(acc, out[i, o0:o1, r0:r1],
                                    acc.reshape(o1 - o0, r1 - r0, wp)[:, :, :ow], self.residual,
