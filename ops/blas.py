@@ -124,9 +124,10 @@ class ShiftedConv:
             rows = min(rows, -(-oh // lanes))
         blocks = [(i, r0, min(oh, r0 + rows), 0, self.oc)
                   for i in range(n) for r0 in range(0, oh, rows)]
-        if len(blocks) < lanes:                             # few pixels: split the channels
+        if len(blocks) < lanes:             # few blocks: split each one's output channels
             per = -(-self.oc // lanes)
-            blocks = [(0, 0, oh, o0, min(self.oc, o0 + per)) for o0 in range(0, self.oc, per)]
+            blocks = [(i, r0, r1, o0, min(self.oc, o0 + per)) for i, r0, r1, _, _ in blocks
+                      for o0 in range(0, self.oc, per)]
         parallel(lambda b: self._block(x, out, other, *b), blocks)
         return out
 

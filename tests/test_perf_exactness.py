@@ -416,15 +416,15 @@ def test_sampled_layers_of_the_bench_resnet18():
             assert int(got[n, o, p, q]) == ref.data[0]
 
 
-def load_fast(program, shifted: bool):
-    """vm.load(program) on the CPU; with ``shifted``, every conv the shifted-view kernel may
-    take takes it, however small."""
+def load_fast(program, shifted: bool, threads: int | None = None):
+    """vm.load(program, threads=threads) on the CPU; with ``shifted``, every conv the
+    shifted-view kernel may take takes it, however small."""
     from vm import fusion
     saved = fusion.MIN_SHIFTED_WORK, fusion.MIN_SHIFTED_PIXELS
     if shifted:
         fusion.MIN_SHIFTED_WORK = fusion.MIN_SHIFTED_PIXELS = 0
     try:
-        return vm.load(program)
+        return vm.load(program, threads=threads)
     finally:
         fusion.MIN_SHIFTED_WORK, fusion.MIN_SHIFTED_PIXELS = saved
 
@@ -541,3 +541,17 @@ def test_joins_never_raise_the_validated_peak_memory():
     assert any(getattr(st.kernel, "residual", None) is not None for st in resnet.plan.fast)
     assert peak_bytes(resnet.program, [(st.outputs, st.frees) for st in resnet.plan.fast]) <= \
         resnet.analysis.peak_memory
+
+
+@pytest.mark.parametrize("threads", [3, 4])
+def test_more_lanes_than_blocks(threads, monkeypatch):
+    """A batch of 2 on 3 or 4 lanes: each image's blocks split their output channels (every
+    image computed, not just the first), shifted-view and im2col kernels alike."""
+    pytest.importorskip("threadpoolctl")
+    monkeypatch.setattr(scratch, "MIN_WORK", 0)
+    program = small_resnet(2)
+    x = feeds(vm.load(program), 4)
+    want = vm.load(program, vm.reference()).run(x)
+    for shifted in (True, False):
+        got = load_fast(program, shifted, threads).run(x)
+        assert all(got[k].tobytes() == want[k].tobytes() for k in want)
