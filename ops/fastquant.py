@@ -42,8 +42,11 @@ class RequantizeKernel:
         self.zin, self.zp = a["zero_point_in"], a["zero_point"]
         self.lo, self.hi = a["qmin"] - self.zp, a["qmax"] - self.zp
         self.out_dtype = np.dtype(out_dtype)
+        self.limit = F32 if self.mode == "fp32" else F64        # exact integers of self.float
+        # the largest magnitude the clip and the zero point's addition handle: below limit
+        self.clip_span = max(abs(self.lo), abs(self.hi), abs(a["qmin"]), abs(a["qmax"]))
         self.ok = (self.mode == "fp32" or top * int(m.max()) + (1 << int(s.max())) < F64) \
-            and max(abs(self.lo), abs(self.hi)) < (F32 if self.mode == "fp32" else F64)
+            and self.clip_span < self.limit
 
     def __call__(self, xp, x):
         out = np.empty(x.shape, self.out_dtype)

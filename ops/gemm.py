@@ -164,11 +164,11 @@ def offset_limit(lic: GemmLicence) -> int:
     return {"float32": F32_LIMIT, "float64": F64_LIMIT}.get(lic.dtype, 0)
 
 
-def kernel_mode(lic: GemmLicence, offset: np.ndarray) -> str:
+def kernel_mode(lic: GemmLicence, offset: np.ndarray, span: int = 0) -> str:
     """How :class:`LinearKernel` runs: "ones" (offset row in the one float GEMM), "chunks"
-    (float chunks, offset added in float64) while whole + |offset| stays below that float's
-    limit, else "int64"."""
-    reach = lic.whole + int(np.abs(offset).max(initial=0))
+    (float chunks, offset added in float64) while whole + |offset| and the tail's clip bounds
+    (``span``, Requant.span) stay below that float's limit, else "int64"."""
+    reach = max(lic.whole + int(np.abs(offset).max(initial=0)), span)
     if reach >= offset_limit(lic):
         return "int64"
     return "chunks" if len(lic.splits) > 2 else "ones"
@@ -203,7 +203,7 @@ class LinearKernel:
         self.rows_per = int(np.prod(weight.shape[2:])) if self.conv else 1
         self.oc = oc = weight.shape[0]
         offset = offsets(bias, tail, oc)
-        self.mode, chunked = kernel_mode(lic, offset), len(lic.splits) > 2
+        self.mode, chunked = kernel_mode(lic, offset, tail.span()), len(lic.splits) > 2
         self.dtype = np.dtype(np.int64 if self.mode == "int64" else lic.dtype)
         k = weight.size // oc
         scale = self.dtype.type(1 if self.mode == "int64" else 2.0 ** -tail.shift)

@@ -43,6 +43,11 @@ class Requant:
         """Largest |z + add| for |z| <= ``z``."""
         return z + abs(self.add)
 
+    def span(self) -> int:
+        """Largest |lo|, |hi| (0 when unbounded): a float clipping with them needs them exact,
+        so every float licence of a tail covers the span too."""
+        return max(abs(self.lo or 0), abs(self.hi or 0))
+
     def scalar(self, z: int) -> int:
         """The tail on one Python int (for tests and docs)."""
         q = (z + self.add) >> self.shift

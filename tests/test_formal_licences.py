@@ -1,6 +1,6 @@
 """Certificate obligations of the CPU executor's licences (verify/licences.py): float32 chunks,
-the nonnegative bound, the offset row, Winograd F(2x2, 3x3), float requantize; tampered
-licence claims are never proved."""
+the nonnegative bound, the offset row, Winograd F(2x2, 3x3), float requantize, joined residual
+adds; tampered licence claims are never proved."""
 from __future__ import annotations
 
 import numpy as np
@@ -131,4 +131,47 @@ def test_a_tampered_winograd_licence_is_not_proved(monkeypatch):
     cert = verify.certify(conv_model(c=8, shape=(24, 24), oc=4))
     (ob,) = licence_obs(cert, "winograd")
     assert ob.status == "unknown" and "U = D G g G^T" in ob.detail
+    assert run_z3(ob.smt2(cert.model)) == "sat"
+
+
+def residual_model(other_precision=8):
+    """x -> conv2d -> shift (p8) -> + y (p``other_precision``) -> shift -> relu."""
+    rng = np.random.default_rng(3)
+    b = Builder("residual")
+    x = b.input("x", (1, 4, 6, 6), 8)
+    y = b.input("y", (1, 4, 6, 6), other_precision)
+    w = b.const("w", rng.integers(-127, 128, (4, 4, 3, 3)), precision=8)
+    z = b.op("cvm_right_shift", b.op("conv2d", x, w, channels=4, kernel_size=(3, 3),
+                                     padding=(1, 1), use_bias=False), precision=8, shift_bit=8)
+    s = b.op("cvm_right_shift", b.op("elemwise_add", z, y), precision=8, shift_bit=1)
+    b.output(b.op("relu", s))
+    return vm.load(b.build())
+
+
+def test_residual_join_is_certified():
+    model = residual_model()
+    assert getattr(model.plan.fast[0].kernel, "residual", None) is not None
+    cert = verify.certify(model)
+    assert_proved(cert)
+    (ob,) = licence_obs(cert, "residual add")
+    assert "|q| <= 127" in ob.detail
+
+
+def test_no_residual_obligation_where_the_executor_does_not_join():
+    """A shortcut of precision 26: float32 could not hold the sum, the executor keeps the
+    integer add, and the certificate claims nothing about a float residual."""
+    model = residual_model(other_precision=26)
+    assert all(getattr(s.kernel, "residual", None) is None for s in model.plan.fast)
+    assert not licence_obs(verify.certify(model), "residual add")
+
+
+def test_a_false_residual_licence_is_not_proved(monkeypatch):
+    """The fusion pass claims a float32 residual for a p26 shortcut."""
+    from ops.tails import Residual
+    from vm import fusion
+    monkeypatch.setattr(fusion, "residual_licence",
+                        lambda program, head, group, tail, other: Residual("add", True, tail))
+    cert = verify.certify(residual_model(other_precision=26))
+    (ob,) = licence_obs(cert, "residual add")
+    assert ob.status == "unknown" and "not licensed" in ob.detail and not cert.proved
     assert run_z3(ob.smt2(cert.model)) == "sat"

@@ -555,3 +555,37 @@ def test_more_lanes_than_blocks(threads, monkeypatch):
     for shifted in (True, False):
         got = load_fast(program, shifted, threads).run(x)
         assert all(got[k].tobytes() == want[k].tobytes() for k in want)
+
+
+@pytest.mark.parametrize("residual", [False, True])
+@pytest.mark.parametrize("shifted", [False, True])
+def test_clip_bounds_beyond_the_float_limit(residual, shifted):
+    """Clip bounds of 2^24 and more are not exact in float32: such tails (after the conv, or
+    after a joined residual add) leave the float epilogue, and the bytes stay exact."""
+    rng = np.random.default_rng(6)
+    b = Builder("clip-big")
+    x = b.input("x", (1, 2, 6, 6), 4)
+    y = b.op("conv2d", x, b.const("w", rng.integers(-3, 4, (2, 2, 3, 3)), precision=8),
+             channels=2, kernel_size=(3, 3), padding=(1, 1), use_bias=False)
+    if residual:
+        y = b.op("elemwise_add", y, b.input("o", (1, 2, 6, 6), 4))
+    b.output(b.op("clip", y, a_min=20000001, a_max=20000003))
+    program = b.build()
+    fast = load_fast(program, shifted)
+    xs = {t.name: rng.integers(-7, 8, t.shape).astype(t.dtype) for t in fast.inputs}
+    got, want = fast.run(xs), vm.load(program, vm.reference()).run(xs)
+    assert all(got[k].tobytes() == want[k].tobytes() for k in want)
+
+
+@pytest.mark.parametrize("rounding", ["fp32", "half_even"])
+def test_requantize_bounds_beyond_the_float_limit(rounding):
+    """qmin / qmax beyond the float's exact limit (2^24 in fp32) once the zero point is added
+    back: the float kernel is not used there, and the bytes stay exact."""
+    b = Builder("zp-big")
+    x = b.input("x", (1, 2, 4, 4), 8)
+    b.output(b.op("requantize", x, multiplier=[1 << 20], shift=[20], rounding=rounding,
+                  qmin=(1 << 24) + 1, qmax=(1 << 24) + 3, zero_point=65536))
+    program = b.build()
+    xs = np.arange(-16, 16).reshape(1, 2, 4, 4).astype(np.int8)
+    got, want = vm.load(program).run(xs), vm.load(program, vm.reference()).run(xs)
+    assert all(got[k].tobytes() == want[k].tobytes() for k in want)

@@ -19,7 +19,10 @@ their claims are proved here independently, with the certificate's proven ranges
   claimed output bound (the int32 / int64 choice); ``lemma:winograd`` proves 4Y = A0^T M A and
   that the shift of 4(Y + offset) by shift + 2 is the shift of Y + offset by shift.
 * ``float requantize``: with the proven input range, |d| M + 2^s < 2^53 (half modes) or
-  |d| < 2^53, M < 2^24 (fp32), and the clip bounds below 2^24.
+  |d| < 2^53, M < 2^24 (fp32), and the clip bounds and qmin / qmax below the float's exact
+  limit (2^24 for fp32, else 2^53).
+* ``residual``: a residual add joined to a conv's epilogue runs in float32: the proven |q| +
+  |other| + |add| and the clip bounds below 2^24.
 
 A claim that fails is ``unknown`` (the bounds over-approximate), never ``proved``.
 """
@@ -132,6 +135,11 @@ class Licences:
             if ins.op == "requantize" and index in tails and ins.inputs[0] not in \
                     self.program.consts:
                 out += self._requantize(index, ins, tails[index])
+        groups = fusion.chains(self.program)
+        for n, (m, other) in fusion.joins(self.program, groups).items():
+            if other is not None and fusion.residual_licence(
+                    self.program, groups[n][0], groups[m][0], groups[m][1], other) is not None:
+                out.append(self._residual(groups[n][0], groups[m], other))
         return ([winograd_lemma()] if wino else []) + out + wino
 
     def _name(self, index: int, what: str) -> str:
@@ -191,12 +199,13 @@ class Licences:
     def _offset(self, index, ins, lic, tail, whole: int) -> Obligation:
         bias = self._const(ins, 2)
         offset = gemm.offsets(bias, tail, self.program.tensors[ins.inputs[1]].shape[0])
-        mode, limit = gemm.kernel_mode(lic, offset), gemm.offset_limit(lic)
-        reach = whole + int(np.abs(offset).max(initial=0))
+        mode, limit = gemm.kernel_mode(lic, offset, tail.span()), gemm.offset_limit(lic)
+        reach = max(whole + int(np.abs(offset).max(initial=0)), tail.span())
         if mode == "int64":
             claims = [(reach, "<", LIMITS["int64"], "int64 sum with the offset")]
         else:
-            claims = [(reach, "<", limit, "whole + |offset| below the float's limit"),
+            claims = [(reach, "<", limit, "whole + |offset| and the clip bounds below the "
+                       "float's limit"),
                       (tail.shift, "<=", 62, "2^-shift prescale exact")]
         what = {"ones": f"{lic.dtype} offset row, weights x 2^-{tail.shift}",
                 "chunks": "float64 offset on the sum of chunks", "int64": "int64 offset"}[mode]
@@ -266,6 +275,20 @@ class Licences:
         return ob
 
     # -- float requantize ---------------------------------------------------------------------
+    def _residual(self, head: list[int], group, other: int) -> Obligation:
+        """The add / sub of a residual block joined to its conv's epilogue (vm.fusion.joins):
+        float32 holds q (+|-) other, + add, and the clip bounds exactly."""
+        (index, *_), tail = group
+        t = self.program.code[head[-1]].outputs[0]
+        mag = lambda i: max(abs(v) for v in self.ranges[i])
+        claims = [(max(tail.reach(mag(t) + mag(other)), tail.span()), "<", LIMITS["float32"],
+                   "|q| + |other| + |add| and the clip bounds below 2^24"),
+                  (tail.shift, "<=", 62, "2^-shift exact in float32")]
+        return Obligation(self._name(index, "residual add in the conv's float32 epilogue"),
+                          "exact", lambda: _claims_query([c[:3] for c in claims]),
+                          lambda: _exact(claims, f"|q| <= {mag(t)}, |other| <= {mag(other)}"),
+                          "ops/tails.py Residual exactness on the proven ranges")
+
     def _requantize(self, index: int, ins, tail) -> list[Obligation]:
         x = self.program.tensors[ins.inputs[0]]
         dtype = self.program.tensors[self.program.code[index].outputs[0]].dtype
@@ -277,8 +300,8 @@ class Licences:
         d = max(abs(lo - a["zero_point_in"]), abs(hi - a["zero_point_in"]))
         m = int(np.max(np.asarray(a["multiplier"], np.int64)))
         s = int(np.max(np.asarray(a["shift"], np.int64)))
-        clip = max(abs(kernel.lo), abs(kernel.hi))
-        claims = [(clip, "<", LIMITS["float32"], "clip bounds exact in float")]
+        claims = [(kernel.clip_span, "<", kernel.limit,
+                   "clip bounds and zero point's sum exact in the float")]
         if kernel.mode == "fp32":
             claims += [(d, "<", LIMITS["float64"], "|d| exact in float64"),
                        (m, "<", LIMITS["float32"], "multiplier exact in float32"),

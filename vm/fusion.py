@@ -182,18 +182,27 @@ def _joined_step(program: Program, analysis, head, head_tail, group, tail, other
         kernel = _linear(program, analysis, head[0], head_tail, dtype, lanes, post=post)
         inputs = (program.code[head[0]].inputs[0],)
     else:                                       # a residual add / sub
-        reach = tail.reach(bound(program.tensors[t].precision) +
-                           bound(program.tensors[other].precision))
-        if reach >= gemm.F32_LIMIT or tail.shift >= 63:
+        residual = residual_licence(program, head, group, tail, other)
+        if residual is None:
             return None
-        residual = Residual("add" if nxt.op == "elemwise_add" else "sub",
-                                 nxt.inputs[0] == t, tail)
         kernel = _linear(program, analysis, head[0], head_tail, dtype, lanes, residual)
         inputs = (program.code[head[0]].inputs[0], other)
     if kernel is None:
         return None
     return Step(head[0], kernel, inputs, out, tuple(program.tensors[i].dtype for i in out), {},
                 (), tuple(head + group))
+
+
+def residual_licence(program: Program, head, group, tail, other: int):
+    """The Residual epilogue of a joined residual block (conv chain ``head``, add chain
+    ``group`` with ``tail``, shortcut ``other``), or None when float32 does not hold
+    q (+|-) other + add and the clip bounds exactly (validated precisions)."""
+    add, t = program.code[group[0]], program.code[head[-1]].outputs[0]
+    reach = max(tail.reach(bound(program.tensors[t].precision) +
+                           bound(program.tensors[other].precision)), tail.span())
+    if reach >= gemm.F32_LIMIT or tail.shift >= 63:
+        return None
+    return Residual("add" if add.op == "elemwise_add" else "sub", add.inputs[0] == t, tail)
 
 
 def _with_frees(program: Program, fast: list) -> list:
@@ -252,8 +261,9 @@ def _linear(program: Program, analysis, index: int, tail, dtype, lanes: int, res
             gemm.LinearKernel(ins.op, consts[1], bias, ins.attrs, lic, tail, dtype)
     if ins.attrs["groups"] != 1:
         return None
-    reach = lic.whole + abs(tail.add) + (
-        int(np.abs(bias.astype(np.int64)).max(initial=0)) if bias is not None else 0)
+    reach = max(lic.whole + abs(tail.add) + (
+        int(np.abs(bias.astype(np.int64)).max(initial=0)) if bias is not None else 0),
+        tail.span())
     out = program.tensors[ins.outputs[0]]
     if blas.shifted_eligible(ins.attrs, lic, reach) and \
             out.size * consts[1][0].size >= MIN_SHIFTED_WORK and \
@@ -263,7 +273,7 @@ def _linear(program: Program, analysis, index: int, tail, dtype, lanes: int, res
         wino = _winograd(program, analysis, index) if lanes <= WINOGRAD_LANES else None
         if wino is not None:
             return winograd.WinogradKernel(wino, bias, ins.attrs, tail, dtype)
-    elif gemm.kernel_mode(lic, gemm.offsets(bias, tail, out.shape[1])) == "int64":
+    elif gemm.kernel_mode(lic, gemm.offsets(bias, tail, out.shape[1]), tail.span()) == "int64":
         return None
     return gemm.LinearKernel(ins.op, consts[1], bias, ins.attrs, lic, tail, dtype, residual,
                              post)
