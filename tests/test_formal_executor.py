@@ -127,14 +127,17 @@ def test_random_programs_formal_equals_cpu(program, data):
 
 
 def test_formal_runs_from_several_threads():
-    """z3 shares one context per process: formal runs from four threads at once are
-    serialized by the executor's lock, and each gives the CPU's bytes."""
+    """z3 shares one context per process: formal loads and runs from four threads at once
+    (two sharing a model, two loading their own) are serialized by the executor's lock, and
+    each gives the CPU's bytes."""
     from concurrent.futures import ThreadPoolExecutor
     program = small_cnn(batch=1)
     cpu, formal = vm.load(program), vm.load(program, vm.formal())
     feeds = [random_input(cpu, seed=k) for k in range(4)]
+    runs = [formal.run, formal.run, lambda x: vm.load(program, vm.formal()).run(x),
+            lambda x: vm.load(program, vm.formal()).run(x)]
     with ThreadPoolExecutor(4) as pool:
-        got = list(pool.map(formal.run, feeds))
+        got = list(pool.map(lambda job: job[0](job[1]), zip(runs, feeds)))
     for x, out in zip(feeds, got):
         want = cpu.run(x)
         assert all(out[k].tobytes() == want[k].tobytes() for k in want)

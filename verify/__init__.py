@@ -37,13 +37,17 @@ def formal_run(model, inputs, domain: str = "bv", timeout_s: float | None = None
 def certify(model, input_domain=None, **options):
     """Prove the model's obligations; see :func:`verify.certify.certify`."""
     from .certificate import certify as run
-    return run(model, input_domain, **options)
+    from .domains import Z3_LOCK
+    with Z3_LOCK:
+        return run(model, input_domain, **options)
 
 
 def check_certificate(directory, model=None, **options):
     """Re-check a certificate directory; see :func:`verify.smt2.check_certificate`."""
+    from .domains import Z3_LOCK
     from .smt2 import check_certificate as run
-    return run(directory, model, **options)
+    with Z3_LOCK:
+        return run(directory, model, **options)
 
 
 def require_certificate(model, directory) -> None:
@@ -57,7 +61,9 @@ def require_certificate(model, directory) -> None:
     if directory is None or not os.path.isdir(directory):
         raise InvalidError(f"model {model.hash[:16]}...: no certificate"
                            + (f" at {directory}" if directory is not None else ""))
-    report = check_certificate(directory, model, solvers=["z3"])
+    from .domains import Z3_LOCK
+    with Z3_LOCK:
+        report = check_certificate(directory, model, solvers=["z3"])
     if not report.ok:
         first = report.problems[0] if report.problems else next(
             f"{f.file}: {f.problem}" for f in report.files if not f.ok)

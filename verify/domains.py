@@ -17,11 +17,16 @@ it is the same namespace.
 """
 from __future__ import annotations
 
+import threading
+
 import z3
 
 # z3 objects release their terms from Python's __del__, in whatever thread drops them; let the
-# shared context take those releases from any thread (the formal executor serializes the rest)
+# shared context take those releases from any thread. Everything else that builds or solves
+# terms holds Z3_LOCK: formal runs and loads, certify, check_certificate.
 z3.Z3_enable_concurrent_dec_ref(z3.main_ctx().ref())
+Z3_LOCK = threading.RLock()
+"""z3's Python API shares one context per process: one user at a time (re-entrant)."""
 
 SEED = 0
 """Every solver is created with this seed (and a resource limit): results are deterministic."""

@@ -11,7 +11,6 @@ unique is never returned.
 from __future__ import annotations
 
 import itertools
-import threading
 import time
 from dataclasses import dataclass, field
 
@@ -22,11 +21,9 @@ from ops.base import Ref
 from vm.errors import EnvironmentFault, InternalError
 from vm.executors import Context, Executor
 
-from .domains import as_int, domain, solver
+from .domains import Z3_LOCK, as_int, domain, solver
 
 _FRESH = itertools.count()
-_Z3_LOCK = threading.RLock()
-"""Held by every formal run: z3's Python API shares one context per process."""
 RLIMIT = 200_000_000
 """Resource limit (deterministic) of the formal executor's solver calls."""
 
@@ -61,18 +58,20 @@ class Proof:
 class FormalExecutor(Executor):
     """Z3: values are :class:`Sym` tensors, kernels are the ops' ``z3`` rules (``domain_name``
     ``"bv"``: 64-bit machine arithmetic, the default; ``"int"``: integers). z3's Python API
-    shares one context per process, so runs hold one process-wide lock (:meth:`exclusive`):
-    formal models may be run from several threads, one at a time."""
+    shares one context per process, so loads and runs hold one process-wide lock
+    (:meth:`exclusive`): formal models may be loaded and run from several threads, one at a
+    time."""
 
     name = "formal"
 
     def __init__(self, ctx: Context, domain_name: str = "bv", timeout_s: float | None = None):
         super().__init__(ctx)
-        self.xp = domain(domain_name)
+        with Z3_LOCK:
+            self.xp = domain(domain_name)
         self.timeout_s = timeout_s
 
     def exclusive(self):
-        return _Z3_LOCK
+        return Z3_LOCK
 
     def kernel(self, op):
         zx = self.xp

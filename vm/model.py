@@ -50,7 +50,9 @@ class Model:
         self.ctx = ctx or Context("cpu")
         self._bytes = data if data is not None else encode(program)
         self.hash = model_hash(self._bytes)
-        self.plan = Plan(program, self.analysis, make_executor(self.ctx), threads)
+        executor = make_executor(self.ctx)
+        with executor.exclusive():               # the formal executor builds z3 terms here
+            self.plan = Plan(program, self.analysis, executor, threads)
         info = lambda i: TensorInfo(program.tensors[i].name, program.tensors[i].shape,
                                     program.tensors[i].precision, program.tensors[i].dtype)
         self.inputs = [info(i) for i in program.inputs]
