@@ -46,31 +46,34 @@ SETTLE_S = 0.02
 
 def timed_together(fns: dict, repeat: int, block: int = 5, sync=lambda: None) -> dict:
     """min / median milliseconds of each of ``fns`` over ``repeat`` runs, taken in turns of
-    ``block`` runs each (after two warm-ups each), so that all of them see the same machine:
-    this VM's speed drifts by up to 1.5x over seconds. ``first_over_this``: the median over the
-    turns of the first fn's median time divided by this fn's in the same turn."""
+    ``block`` runs each (after two warm-ups each; who goes first rotates from turn to turn),
+    so that all of them see the same machine: this VM's speed drifts by up to 1.5x over
+    seconds. ``first_over_this``: the median over the turns of the first fn's median time
+    divided by this fn's in the same turn."""
     for fn in fns.values():
         for _ in range(2):
             fn()
             sync()
-    times = {name: [] for name in fns}
-    turns = {name: [] for name in fns}
-    for start in range(0, repeat, block):
-        for name, fn in fns.items():
+    names = list(fns)
+    times = {name: [] for name in names}
+    medians = {name: [] for name in names}
+    for turn, start in enumerate(range(0, repeat, block)):
+        k = turn % len(names)
+        for name in names[k:] + names[:k]:
             time.sleep(SETTLE_S)        # the previous runtime's spinning workers go idle
-            turn = []
+            these = []
             for _ in range(min(block, repeat - start)):
                 t = time.perf_counter()
-                fn()
+                fns[name]()
                 sync()
-                turn.append(time.perf_counter() - t)
-            times[name] += turn
-            turns[name].append(statistics.median(turn))
-    first = next(iter(fns))
+                these.append(time.perf_counter() - t)
+            times[name] += these
+            medians[name].append(statistics.median(these))
+    first = names[0]
     return {name: {"min_ms": min(t) * 1e3, "median_ms": statistics.median(t) * 1e3,
                    "runs": repeat,
                    "first_over_this": statistics.median(
-                       a / b for a, b in zip(turns[first], turns[name]))}
+                       a / b for a, b in zip(medians[first], medians[name]))}
             for name, t in times.items()}
 
 
