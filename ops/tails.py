@@ -84,7 +84,8 @@ class Requant:
 class Residual:
     """A residual connection fused after a linear op's tail: s = q + other (``op`` "add"),
     q - other or other - q ("sub", ``head_first`` or not), then ``tail`` on s; run in the
-    accumulator's float on exact integers (the fusion pass checks |s + add| < 2^24)."""
+    accumulator's float on exact integers (vm.fusion.residual_licence checks that |s + add|
+    and the tail's clip bounds stay below 2^24)."""
 
     op: str
     head_first: bool

@@ -229,9 +229,10 @@ def _prepare(program: Program, analysis, steps, index: int, tail, out_id: int, l
     if ins.op in gemm.LINEAR_OPS:
         kernel = _linear(program, analysis, index, tail, dtype, lanes)
         return (kernel, (ins.inputs[0],)) if kernel is not None else (None, ())
-    if (ins.op in ("elemwise_add", "elemwise_sub") or ins.op in ("broadcast_add", "broadcast_sub")
-            and len({program.tensors[i].shape for i in ins.inputs}) == 1) \
-            and not any(c is not None for c in consts):      # (equal shapes: elementwise)
+    same_shapes = len({program.tensors[i].shape for i in ins.inputs}) == 1
+    if (ins.op in ("elemwise_add", "elemwise_sub") or
+            ins.op in ("broadcast_add", "broadcast_sub") and same_shapes) and \
+            not any(c is not None for c in consts):
         precs = [program.tensors[i].precision for i in ins.inputs]
         return _AddSub(ins.op, precs, tail, dtype), tuple(ins.inputs)
     if ins.op == "requantize" and consts[0] is None:
