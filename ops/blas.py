@@ -17,6 +17,8 @@ import sys
 
 import numpy as np
 
+from .gemm import offsets
+
 ROW_MAJOR, NO_TRANS = 101, 111
 _SYMBOLS = ("scipy_cblas_sgemm64_", "cblas_sgemm64_")
 _sgemm = None
@@ -96,9 +98,7 @@ class ShiftedConv:
         oc, c, kh, kw = weight.shape
         self.residual = residual
         self.epilogue = tail if post is None else post       # post: after an identity tail
-        offset = np.full(oc, tail.add, dtype=np.int64)
-        if bias is not None:
-            offset += bias.astype(np.int64)
+        offset = offsets(bias, tail, oc)
         w = np.zeros((kh * kw, oc, c + 1), np.float32)
         w[:, :, :c] = weight.transpose(2, 3, 0, 1).reshape(kh * kw, oc, c)
         w[0, :, c] = offset                                    # |offset| < 2^24: exact

@@ -204,7 +204,7 @@ def test_fused_add_equals_the_ops_one_by_one(name, pa, pb, chain, data):
     feeds = {"x": np.array(data.draw(values_for((2, 3, 4), pa))).reshape(2, 3, 4),
              "y": np.array(data.draw(values_for((2, 3, 4), pb))).reshape(2, 3, 4)}
     got, want = vm.load(program).run(feeds), vm.load(program, vm.reference()).run(feeds)
-    assert all(got[k].tobytes() == want[k].tobytes() for k in want)
+    assert same_bytes(got, want)
 
 
 @SETTINGS
@@ -287,6 +287,11 @@ def test_bias_and_rounding_offset_push_past_float32():
 # Whole programs
 # ---------------------------------------------------------------------------------------------
 
+def same_bytes(got: dict, want: dict) -> bool:
+    """Every output of ``want`` has exactly its bytes in ``got``."""
+    return all(got[k].tobytes() == want[k].tobytes() for k in want)
+
+
 def small_resnet(batch: int):
     return build_resnet18(batch, size=32, classes=10, width=4)
 
@@ -305,7 +310,7 @@ def test_reduced_resnet_equals_the_reference_executor():
     fast, ref = vm.load(program), vm.load(program, vm.reference())
     x = feeds(fast, 0)
     got, want = fast.run(x), ref.run(x)
-    assert all(got[k].tobytes() == want[k].tobytes() for k in want)
+    assert same_bytes(got, want)
 
 
 @pytest.mark.parametrize("threads", [None, 1, 2])
@@ -353,7 +358,7 @@ def test_shipped_digits_cnn_equals_the_reference_executor():
     want = vm.load(data, vm.reference()).run(feeds)
     for threads in (None, 2) if _has_threadpoolctl() else (None,):
         got = vm.load(data, threads=threads).run(feeds)
-        assert all(got[k].tobytes() == want[k].tobytes() for k in want)
+        assert same_bytes(got, want)
 
 
 def _has_threadpoolctl() -> bool:
@@ -467,7 +472,7 @@ def test_fused_residual_equals_the_reference_executor(data, chain, after, add, c
         v = np.array(data.draw(values_for(t.shape, t.precision)), np.int64).reshape(t.shape)
         feeds_[t.name] = np.clip(v, -r, r).astype(t.dtype)
     got, want = fast.run(feeds_), ref.run(feeds_)
-    assert all(got[k].tobytes() == want[k].tobytes() for k in want)
+    assert same_bytes(got, want)
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
@@ -504,7 +509,7 @@ def test_fused_requantize_equals_the_reference_executor(data, rounding, per_chan
     v = np.array(data.draw(values_for(t.shape, t.precision)), np.int64).reshape(t.shape)
     x_ = np.clip(v, 0 if unsigned else -127, 255 if unsigned else 127).astype(t.dtype)
     got, want = fast.run(x_), vm.load(program, vm.reference()).run(x_)
-    assert all(got[k].tobytes() == want[k].tobytes() for k in want)
+    assert same_bytes(got, want)
 
 
 def test_joins_never_raise_the_validated_peak_memory():
@@ -536,7 +541,7 @@ def test_joins_never_raise_the_validated_peak_memory():
         fast.analysis.peak_memory
     xs = rng.integers(-127, 128, (1, 64, 8, 8)).astype(np.int8)
     got, want = fast.run(xs), ref.run(xs)
-    assert all(got[k].tobytes() == want[k].tobytes() for k in want)
+    assert same_bytes(got, want)
     resnet = vm.load(small_resnet(1))                       # where joins fit, they are made
     assert any(getattr(st.kernel, "residual", None) is not None for st in resnet.plan.fast)
     assert peak_bytes(resnet.program, [(st.outputs, st.frees) for st in resnet.plan.fast]) <= \
@@ -554,7 +559,7 @@ def test_more_lanes_than_blocks(threads, monkeypatch):
     want = vm.load(program, vm.reference()).run(x)
     for shifted in (True, False):
         got = load_fast(program, shifted, threads).run(x)
-        assert all(got[k].tobytes() == want[k].tobytes() for k in want)
+        assert same_bytes(got, want)
 
 
 @pytest.mark.parametrize("residual", [False, True])
@@ -574,7 +579,7 @@ def test_clip_bounds_beyond_the_float_limit(residual, shifted):
     fast = load_fast(program, shifted)
     xs = {t.name: rng.integers(-7, 8, t.shape).astype(t.dtype) for t in fast.inputs}
     got, want = fast.run(xs), vm.load(program, vm.reference()).run(xs)
-    assert all(got[k].tobytes() == want[k].tobytes() for k in want)
+    assert same_bytes(got, want)
 
 
 @pytest.mark.parametrize("rounding", ["fp32", "half_even"])
@@ -588,4 +593,4 @@ def test_requantize_bounds_beyond_the_float_limit(rounding):
     program = b.build()
     xs = np.arange(-16, 16).reshape(1, 2, 4, 4).astype(np.int8)
     got, want = vm.load(program).run(xs), vm.load(program, vm.reference()).run(xs)
-    assert all(got[k].tobytes() == want[k].tobytes() for k in want)
+    assert same_bytes(got, want)
