@@ -10,19 +10,12 @@ ZERO_POINTS = st.one_of(st.integers(-300, 300), st.sampled_from([0, 128, -128, 2
 
 
 @st.composite
-def qconv2d(draw):
-    case = draw(conv2d())
-    case.inputs[0].precision = draw(st.integers(1, 10))
-    case.inputs[1].precision = draw(st.integers(1, 9))
-    case.attrs["zero_point"] = draw(ZERO_POINTS)
-    return case
-
-
-@st.composite
-def qdense(draw):
-    case = draw(dense())
-    case.inputs[0].precision = draw(st.integers(1, 16))
-    case.inputs[1].precision = draw(st.integers(1, 10))
+def quantized(draw, base, data_precision: int, weight_precision: int):
+    """A case of ``base`` (conv2d / dense) as its q-op: data precision up to
+    ``data_precision``, weights up to ``weight_precision``, a zero point."""
+    case = draw(base())
+    case.inputs[0].precision = draw(st.integers(1, data_precision))
+    case.inputs[1].precision = draw(st.integers(1, weight_precision))
     case.attrs["zero_point"] = draw(ZERO_POINTS)
     return case
 
@@ -95,5 +88,5 @@ def argmax(draw):
                             select_last_index=draw(st.booleans())))
 
 
-CASES = {"qconv2d": qconv2d(), "qdense": qdense(), "requantize": requantize(),
+CASES = {"qconv2d": quantized(conv2d, 10, 9), "qdense": quantized(dense, 16, 10), "requantize": requantize(),
          "sum_pool2d": sum_pool2d(), "pad": pad(), "argmax": argmax()}
