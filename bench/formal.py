@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import verify  # noqa: E402
 import vm  # noqa: E402
 from bench.resnet18 import build_resnet18  # noqa: E402
-from vm.cli import DEMO_DIR  # noqa: E402
+from detvm.common import DEMO_DIR  # noqa: E402
 
 
 def resnet_certificate(smt2: str | None, check: bool) -> dict:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import vm
-from vm.cli import main
+from detvm.cli import main
 from compiler import disassemble
 from tests.conftest import random_input, small_cnn
 
@@ -86,7 +86,7 @@ def test_demo_passes(capsys):
 
 
 def test_console_entry_point_runs():
-    r = subprocess.run([sys.executable, "-m", "vm.cli", "info", "/no/such.dvm"],
+    r = subprocess.run([sys.executable, "-m", "detvm", "info", "/no/such.dvm"],
                        capture_output=True, text=True)
     assert r.returncode == 3 and r.stderr.startswith("detvm: environment")
     assert "Traceback" not in r.stderr

@@ -8,7 +8,7 @@ import pytest
 
 import vm
 from vm import runtime as rt
-from vm.cli import main
+from detvm.cli import main
 from tests.cvm_util import input_bytes, params_of, vector
 
 

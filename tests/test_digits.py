@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 import vm
-from vm.cli import DEMO_DIR, main
+from detvm.cli import main
+from detvm.common import DEMO_DIR
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,8 @@ import ops
 import vm
 from compiler import Builder
 from tests.conftest import small_cnn
-from vm.cli import DEMO_DIR, main
+from detvm.cli import main
+from detvm.common import DEMO_DIR
 from vm.errors import InvalidError
 from vm.program import Instr, Program, Tensor
 

@@ -12,7 +12,7 @@ from compiler import Builder, parse
 from tests.conftest import random_input, small_cnn
 from tests.test_differential import CASES, check_every_case, random_feeds
 from tests.test_text import programs
-from vm.cli import DEMO_DIR
+from detvm.common import DEMO_DIR
 from vm.errors import EnvironmentFault
 
 pytest.importorskip("z3")

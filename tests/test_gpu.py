@@ -59,7 +59,7 @@ def test_random_programs_gpu_equals_cpu(data):
 
 
 def test_shipped_models_gpu_equal_cpu():
-    from vm.cli import DEMO_DIR
+    from detvm.common import DEMO_DIR
     for stem in ("digits", "demo"):
         path = DEMO_DIR / f"{stem}.dvm"
         if not path.exists():

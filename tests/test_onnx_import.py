@@ -16,7 +16,7 @@ import vm  # noqa: E402
 from compiler.onnx import import_onnx  # noqa: E402
 from compiler.onnx.quantize import quantize_onnx  # noqa: E402
 from tests.onnx_util import cnn, conv_bn, mlp, ort_session, to_int  # noqa: E402
-from vm.cli import main  # noqa: E402
+from detvm.cli import main  # noqa: E402
 
 CONFIGS = list(itertools.product(["qdq", "qoperator"], ["int8", "uint8"], [True, False]))
 BATCH = 32

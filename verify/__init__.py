@@ -6,11 +6,13 @@
 * :func:`certify` proves shapes, lengths, gas, memory, no overflow, the float-BLAS licences
   and the CPU executor's licences (verify/licences.py) for every input of the input domain
   (verify/certificate.py); certificates are SMT-LIB2 files
-  (verify/smt2.py) re-checked by :func:`check_certificate`.
+  (verify/smt2.py) re-checked (verify/recheck.py) by :func:`check_certificate`.
 
 z3 is imported by the submodules only, never by ``import vm`` or ``import ops``.
 """
 from __future__ import annotations
+
+from vm import plugins
 
 
 def formal_run(model, inputs, domain: str = "bv", timeout_s: float | None = None):
@@ -43,9 +45,9 @@ def certify(model, input_domain=None, **options):
 
 
 def check_certificate(directory, model=None, **options):
-    """Re-check a certificate directory; see :func:`verify.smt2.check_certificate`."""
+    """Re-check a certificate directory; see :func:`verify.recheck.check_certificate`."""
     from .domains import Z3_LOCK
-    from .smt2 import check_certificate as run
+    from .recheck import check_certificate as run
     with Z3_LOCK:
         return run(directory, model, **options)
 
@@ -57,7 +59,7 @@ def require_certificate(model, directory) -> None:
 
     from vm.errors import InvalidError
 
-    from .smt2 import check_certificate
+    from .recheck import check_certificate
     if directory is None or not os.path.isdir(directory):
         raise InvalidError(f"model {model.hash[:16]}...: no certificate"
                            + (f" at {directory}" if directory is not None else ""))
@@ -68,3 +70,13 @@ def require_certificate(model, directory) -> None:
         first = report.problems[0] if report.problems else next(
             f"{f.file}: {f.problem}" for f in report.files if not f.ok)
         raise InvalidError(f"certificate {directory} fails: {first}")
+
+
+def formal_executor(ctx):
+    """The formal executor for ``ctx`` (``vm.formal()``): registered with vm (vm/plugins.py)."""
+    from .executor import FormalExecutor
+    return FormalExecutor(ctx)
+
+
+plugins.register("executors", "formal", formal_executor)
+plugins.register("certificates", "check", require_certificate)

@@ -4,7 +4,7 @@
 * ``cpu``       numpy, the ops' ``kernel`` rules (or a ``cpu`` override).
 * ``gpu``       cupy, the same ``kernel`` rules with ``xp = cupy`` (or a ``gpu`` override).
 * ``reference`` pure Python: the ops' ``scalar`` rules on unbounded ints (the slow oracle).
-* ``formal``    Z3 (verify/, the formal mode).
+* ``formal``    Z3 (verify/, the formal mode; registered as a plugin, vm/plugins.py).
 """
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ import numpy as np
 
 from ops.base import Ref
 
+from . import plugins
 from .errors import EnvironmentFault
 from .fusion import fuse
 
@@ -147,8 +148,5 @@ def make_executor(ctx: Context) -> Executor:
         return ReferenceExecutor(ctx)
     if ctx.device_type == "gpu":
         return GpuExecutor(ctx)
-    try:
-        from verify.executor import FormalExecutor
-    except ImportError as e:
-        raise EnvironmentFault(f"the formal executor is not available: {e}") from None
-    return FormalExecutor(ctx)
+    factory = plugins.require("executors", ctx.device_type, f"the {ctx.device_type} executor")
+    return factory(ctx)

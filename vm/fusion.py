@@ -36,6 +36,7 @@ from ops.scratch import scratch, spread
 from ops.tails import Requant, Residual
 
 from .program import Program
+from .steps import Step
 from .validate import peak_bytes
 
 TAIL_OPS = ("cvm_right_shift", "relu", "clip", "cvm_clip")
@@ -125,7 +126,6 @@ def _fused(program: Program, analysis, steps, lanes: int, groups, links) -> list
 
 def _plain(program: Program, analysis, steps, group, tail, lanes: int) -> list:
     """The step of one head + tail chain."""
-    from .interp import Step
     last = program.code[group[-1]]
     kernel, inputs = _prepare(program, analysis, steps, group[0], tail, last.outputs[0], lanes)
     if kernel is None:
@@ -169,7 +169,6 @@ def _joined_step(program: Program, analysis, head, head_tail, group, tail, other
     """One step for the conv chain ``head`` and the chain ``group`` that reads it (see
     :func:`joins`), or None when the conv has no float-path prepared kernel or the epilogue's
     arithmetic is not licensed."""
-    from .interp import Step
     nxt = program.code[group[0]]
     t = program.code[head[-1]].outputs[0]
     out = program.code[group[-1]].outputs

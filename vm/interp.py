@@ -11,7 +11,6 @@ from __future__ import annotations
 import functools
 import threading
 from contextlib import nullcontext
-from dataclasses import dataclass, replace
 from typing import Any, Callable
 
 import numpy as np
@@ -22,24 +21,8 @@ from ops.scratch import Lanes, Workspace, using
 from .errors import EnvironmentFault, InternalError
 from .executors import Executor
 from .program import Program
+from .steps import Step
 from .validate import Analysis
-
-
-@dataclass(frozen=True)
-class Step:
-    """One bound instruction, or (``covers``) a fused group of instructions."""
-
-    index: int
-    kernel: Callable
-    inputs: tuple[int, ...]
-    outputs: tuple[int, ...]
-    dtypes: tuple[np.dtype, ...]
-    kwargs: dict[str, Any]
-    frees: tuple[int, ...]
-    covers: tuple[int, ...] = ()
-
-    def with_frees(self, frees: tuple[int, ...]) -> "Step":
-        return replace(self, frees=frees)
 
 
 class Plan:

@@ -9,6 +9,7 @@ import numpy as np
 
 from ops.base import bound
 
+from . import plugins
 from .encoding import decode, encode, model_hash
 from .errors import EnvironmentFault, TrapError
 from .executors import Context, make_executor
@@ -184,7 +185,7 @@ def load(source: Any, ctx: Context | None = None, limits: Limits | None = None,
     """
     model = _load(source, ctx, limits, threads)
     if require_certificate:
-        from verify import require_certificate as check
+        check = plugins.require("certificates", "check", "certificate checking")
         if certificate is None and isinstance(source, (str, os.PathLike)):
             certificate = os.fspath(source) + ".cert"
         check(model, certificate)
@@ -203,7 +204,7 @@ def _load(source: Any, ctx: Context | None, limits: Limits | None,
         except OSError as e:
             raise EnvironmentFault(f"cannot read {path}: {e.strerror or e}") from None
         if path.endswith(".dvmt"):
-            from compiler import parse
+            parse = plugins.require("loaders", "dvmt", "reading assembly text (.dvmt)")
             return Model(parse(data.decode("utf-8", errors="replace")), ctx, limits,
                          threads=threads)
         source = data

@@ -78,5 +78,5 @@ class Program:
 
     def describe(self, index: int) -> str:
         """Instruction ``index`` quoted as one line of assembly (for error messages)."""
-        from compiler.disasm import instruction_text
+        from .listing import instruction_text
         return f"instruction {index} `{instruction_text(self, self.code[index])}`"

@@ -18,10 +18,10 @@ from vm.program import Program
 from .attrs import CVM_OPS
 from .check import Checked, check_graph
 from .errors import cvm_code
-from .export import export_cvm, plan_program
+from .export import export_cvm, facts, plan_program
 from .graph import Graph, read_graph
 from .lower import lower, match_params
-from .meta import Facts, check_compat, facts
+from .meta import Facts, check_compat
 from .params import load_params, save_params
 
 __all__ = ["import_cvm", "export_cvm", "check_json", "read_graph", "check_graph", "load_params",

@@ -21,7 +21,7 @@ from vm.validate import infer, validate
 from .attrs import CVM_OPS, format_attrs
 from .graph import VERSIONS
 from .lower import RAW, is_full_max
-from .meta import split_ints
+from .meta import Facts, check_compat, split_ints
 from .params import save_params
 from .plan import PlanNode, plan_is_safe, plan_memory, storage_bytes
 
@@ -69,6 +69,30 @@ def plan_program(program: Program) -> tuple[list[int], int]:
     nodes, entry = _layout(program)
     sids = plan_memory(*_plan_inputs(program, nodes, entry))
     return sids, storage_bytes(sids, [program.tensors[t].size for n in nodes for t in n.outputs])
+
+
+def facts(program: Program, gas: int) -> Facts:
+    """The program's CVM facts: from its metadata, else derived (as its export would give)."""
+    meta = program.metadata
+    if "cvm.compat" not in meta:
+        return _derived(program, gas)
+    try:
+        bad = meta.get("cvm.bad_input_size")
+        found = Facts(check_compat(meta["cvm.compat"]), meta["cvm.version"],
+                      meta["cvm.postprocess"], split_ints(meta["cvm.storage_id"]),
+                      int(meta["cvm.storage_size"]), int(meta["cvm.gas"]),
+                      split_ints(meta["cvm.output_precision"]), None if bad is None else int(bad))
+    except (KeyError, ValueError) as e:
+        raise InvalidError(f"bad CVM metadata: {e}") from None
+    if len(found.output_precisions) != len(program.outputs):
+        raise InvalidError("bad CVM metadata: cvm.output_precision does not match the outputs")
+    return found
+
+
+def _derived(program: Program, gas: int) -> Facts:
+    sids, size = plan_program(program)
+    precs = tuple(program.tensors[i].precision for i in program.outputs)
+    return Facts("none", "cvm_1.0.0", "", tuple(sids), size, gas, precs)
 
 
 def _node_json(n: _Node, ref) -> dict:

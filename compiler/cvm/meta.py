@@ -10,7 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from vm.errors import InvalidError
-from vm.program import Program
 
 COMPAT_MODES = ("none", "cvm")
 PREFIX = "cvm."
@@ -46,31 +45,6 @@ def check_compat(compat: str | None) -> str:
     if mode not in COMPAT_MODES:
         raise InvalidError(f"unknown compat mode {compat!r} (None or 'cvm')")
     return mode
-
-
-def facts(program: Program, gas: int) -> Facts:
-    """The program's CVM facts: from its metadata, else derived (as its export would give)."""
-    meta = program.metadata
-    if "cvm.compat" not in meta:
-        return _derived(program, gas)
-    try:
-        bad = meta.get("cvm.bad_input_size")
-        found = Facts(check_compat(meta["cvm.compat"]), meta["cvm.version"],
-                      meta["cvm.postprocess"], split_ints(meta["cvm.storage_id"]),
-                      int(meta["cvm.storage_size"]), int(meta["cvm.gas"]),
-                      split_ints(meta["cvm.output_precision"]), None if bad is None else int(bad))
-    except (KeyError, ValueError) as e:
-        raise InvalidError(f"bad CVM metadata: {e}") from None
-    if len(found.output_precisions) != len(program.outputs):
-        raise InvalidError("bad CVM metadata: cvm.output_precision does not match the outputs")
-    return found
-
-
-def _derived(program: Program, gas: int) -> Facts:
-    from .export import plan_program
-    sids, size = plan_program(program)
-    precs = tuple(program.tensors[i].precision for i in program.outputs)
-    return Facts("none", "cvm_1.0.0", "", tuple(sids), size, gas, precs)
 
 
 def _join(values) -> str:

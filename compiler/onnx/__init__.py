@@ -17,6 +17,7 @@ from . import layout, linear, quantops
 from .fixed import ROUNDINGS
 from .graph import MS_DOMAIN, Graph, load_model, read_graph
 from .lower import Lowering
+from .outputs import finish
 from .values import Const
 
 __all__ = ["import_onnx", "HANDLERS", "ROUNDINGS", "supported_ops"]
@@ -105,4 +106,6 @@ def import_onnx(model, *, batch: int = 1, rounding: str = "fp32",
     _check_supported(graph)
     keys = {(n.domain, n.op_type) for n in graph.nodes}
     handlers = {key: _dispatch(key) for key in keys}
-    return Lowering(graph, name or graph.name, rounding).run(handlers)
+    lowering = Lowering(graph, name or graph.name, rounding)
+    lowering.run(handlers)
+    return finish(lowering)

@@ -14,11 +14,10 @@ import numpy as np
 from compiler.builder import Builder
 from ops.base import precision_for
 from vm.errors import InvalidError
-from vm.program import Program
 
 from .fixed import ROUNDINGS, fl32, ort_scales
 from .graph import Graph, Node
-from .values import Acc, Const, FloatIn, Int, Post, Q, QConst, TYPE_RANGES
+from .values import Acc, Const, FloatIn, Int, QConst, TYPE_RANGES
 
 
 class Lowering:
@@ -30,14 +29,15 @@ class Lowering:
         self.graph, self.rounding = graph, rounding
         self.b = Builder(name)
         self.values: dict[str, object] = {k: Const(v) for k, v in graph.consts.items()}
-        self._outputs: set[str] = set()
+        self.outputs: set[str] = set()
         self.meta: dict[str, str] = {"source": "onnx", "onnx.opset": str(graph.opset),
                                      "requantize.rounding": rounding}
         if graph.producer:
             self.meta["onnx.producer"] = graph.producer
 
     # -- the pass -----------------------------------------------------------------------------
-    def run(self, handlers: dict) -> Program:
+    def run(self, handlers: dict) -> None:
+        """Lower the inputs and every node, in order (compiler/onnx/outputs.py finishes)."""
         for name, dtype, shape in self.graph.inputs:
             self.values[name] = self._input(name, dtype, shape)
         for node in self.graph.nodes:
@@ -54,11 +54,6 @@ class Lowering:
             for out, value in zip(node.outputs, results):
                 if out:
                     self.values[out] = value
-        for out in self.graph.outputs:
-            self._output(out)
-        for k, v in self.meta.items():
-            self.b.meta(k, v)
-        return self.b.build()
 
     def _input(self, name: str, dtype: str, shape: tuple) -> object:
         if dtype in ("float32", "float16", "float64"):
@@ -113,46 +108,6 @@ class Lowering:
         for op, attrs, out in v.moves:                 # they commute with the quantization
             name = self.op(op, name, out=out, **attrs)
         return Int(name, lo, hi)
-
-    # -- outputs ------------------------------------------------------------------------------
-    def _output(self, onnx_name: str) -> None:
-        from .quantops import materialize
-        v = post = self.values.get(onnx_name)
-        if isinstance(v, Post):
-            v = v.value
-        if isinstance(v, (Q, Acc)):
-            v = materialize(self, v, None)
-        elif not isinstance(v, Int):
-            kind = type(v).__name__ if v is not None else "undefined"
-            raise InvalidError(f"ONNX output {onnx_name!r} is {kind}: only computed tensors "
-                               "can be outputs")
-        name = self._named(v.name, onnx_name)
-        self.b.output(name)
-        key = f"output.{name}."
-        if isinstance(post, Post):
-            self.meta[key + "post"] = f"{post.kind}:{post.axis}"
-        if isinstance(v, (Q, Acc)):
-            self.meta[key + "scale"] = floats(scale32(v))
-            if isinstance(v, Q):
-                self.meta[key + "zero_point"] = ints(v.zero)
-            if len(v.scale) > 1:
-                self.meta[key + "axis"] = str(v.axis)
-
-    def _named(self, name: str, onnx_name: str) -> str:
-        """The tensor ``name`` under the ONNX output name (renamed, or copied when it is an
-        input, a constant or already an output)."""
-        t = self.b.tensor(name)
-        wanted = "".join(c if c.isprintable() else "_" for c in onnx_name)[:255] or "out"
-        if name == wanted and t.kind == "value" and name not in self._outputs:
-            self._outputs.add(name)
-            return name
-        if t.kind == "value" and wanted not in self.b and name not in self._outputs:
-            self.b.rename(name, wanted)
-        else:
-            wanted = self.op("reshape", name, out=wanted, shape=t.shape)
-        self._outputs.add(wanted)
-        return wanted
-
 
 def scale32(v) -> list:
     """The float32 scales float_io multiplies by (for an Acc with ORT factors: ORT's own)."""

@@ -1,4 +1,4 @@
-"""The ``detvm import-onnx`` and ``detvm quantize`` subcommands (registered by vm/cli.py).
+"""The ONNX commands: import-onnx, quantize (docs/onnx.md).
 
 onnx and onnxruntime are imported only when one of them runs.
 """
@@ -8,8 +8,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .fixed import ROUNDINGS
-from .quantize import FORMATS, TYPES
+from compiler.onnx.fixed import ROUNDINGS
+from compiler.onnx.quantize import FORMATS, TYPES
+
+from .common import write_file
 
 
 def add_commands(sub) -> None:
@@ -43,12 +45,10 @@ def _common(p) -> None:
 
 
 def _import(path, args):
+    from compiler.onnx import import_onnx
     from vm import Model
-    from vm.cli import _write
-
-    from . import import_onnx
     model = Model(import_onnx(path, batch=args.batch, rounding=args.rounding, name=args.name))
-    _write(args.output, model.to_bytes())
+    write_file(args.output, model.to_bytes())
     print(f"{args.output}: {model.hash} ({len(model.program.code)} instructions, "
           f"gas {model.gas})")
 
@@ -58,8 +58,8 @@ def cmd_import_onnx(args) -> None:
 
 
 def cmd_quantize(args) -> None:
-    from .graph import load_model
-    from .quantize import quantize_onnx, read_calibration
+    from compiler.onnx.graph import load_model
+    from compiler.onnx.quantize import quantize_onnx, read_calibration
     names = [i.name for i in load_model(args.model).graph.input]
     data = read_calibration(args.calibration, names[:1] if len(names) == 1 else names)
 

@@ -1,12 +1,6 @@
-"""The ``detvm`` command line. User errors print one line and exit non-zero, no traceback.
-
-Exit status: 0 ok; 1 the model or input is at fault (malformed, invalid, trap: deterministic);
-2 usage; 3 environment (file missing, executor unavailable, out of memory); 4 internal bug.
-"""
+"""The model commands: compile, dis, info, run, demo."""
 from __future__ import annotations
 
-import argparse
-import hashlib
 import json
 import sys
 from collections import Counter
@@ -14,33 +8,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import DetvmError, EnvironmentFault, InternalError, TrapError
+from vm.errors import EnvironmentFault
 
-EXIT_USAGE, EXIT_ENV, EXIT_INTERNAL = 2, 3, 4
-DEMO_DIR = Path(__file__).parent / "models"
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = _parser()
-    args = parser.parse_args(argv)
-    try:
-        return args.func(args) or 0
-    except DetvmError as e:
-        print(f"detvm: {e}", file=sys.stderr)
-        if isinstance(e, InternalError):
-            return EXIT_INTERNAL
-        return EXIT_ENV if isinstance(e, EnvironmentFault) else 1
-    except KeyboardInterrupt:
-        print("detvm: interrupted", file=sys.stderr)
-        return 130
+from .common import DEMO_DIR, load_model, output_digest, read_inputs, write_file
 
 
-def _parser() -> argparse.ArgumentParser:
-    from . import __version__
-    p = argparse.ArgumentParser(prog="detvm", description="Deterministic integer inference VM")
-    p.add_argument("--version", action="version", version=f"detvm {__version__}")
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
+def add_commands(sub) -> None:
     c = sub.add_parser("compile", help="assemble a .dvmt text program into a .dvm model")
     c.add_argument("source")
     c.add_argument("-o", "--output", required=True)
@@ -70,96 +43,28 @@ def _parser() -> argparse.ArgumentParser:
                    help="quantize float inputs and dequantize outputs (imported models' metadata)")
     r.set_defaults(func=cmd_run)
 
-    ic = sub.add_parser("import-cvm", help="import a CVM model (graph JSON + params) to .dvm")
-    ic.add_argument("graph")
-    ic.add_argument("params")
-    ic.add_argument("-o", "--output", required=True)
-    ic.add_argument("--compat", choices=["cvm"], help="reproduce CVM's quirks")
-    ic.set_defaults(func=cmd_import_cvm)
-
-    ec = sub.add_parser("export-cvm", help="write a model as a CVM directory (symbol, params)")
-    ec.add_argument("model")
-    ec.add_argument("-o", "--output", required=True, metavar="DIR")
-    ec.set_defaults(func=cmd_export_cvm)
-
     m = sub.add_parser("demo", help="run the shipped digits CNN and check its output bytes")
     m.set_defaults(func=cmd_demo)
-
-    from verify.cli import add_commands     # verify, check-cert (z3 imported only when run)
-    add_commands(sub)
-    from compiler.onnx.cli import add_commands as add_onnx_commands   # import-onnx, quantize
-    add_onnx_commands(sub)
-    return p
-
-
-# ---------------------------------------------------------------------------------------------
-
-def _load(path: str, ctx: str = "cpu", compat: str | None = None):
-    from . import Context, Model, load
-    if Path(path).is_dir():
-        return Model(_import_cvm(Path(path) / "symbol", Path(path) / "params", compat),
-                     Context(ctx))
-    return load(path, Context(ctx))
-
-
-def _read(path) -> bytes:
-    try:
-        return Path(path).read_bytes()
-    except OSError as e:
-        raise EnvironmentFault(f"cannot read {path}: {e.strerror or e}") from None
-
-
-def _import_cvm(graph: Path, params: Path, compat: str | None):
-    from compiler.cvm import import_cvm
-    name = graph.parent.resolve().name if graph.name == "symbol" else graph.stem
-    return import_cvm(_read(graph), _read(params), compat, name=name or "cvm")
-
-
-def cmd_import_cvm(args) -> None:
-    from . import Model
-    model = Model(_import_cvm(Path(args.graph), Path(args.params), args.compat))
-    _write(args.output, model.to_bytes())
-    print(f"{args.output}: {model.hash} ({len(model.program.code)} instructions, "
-          f"gas {model.gas})")
-
-
-def cmd_export_cvm(args) -> None:
-    from compiler.cvm import export_cvm
-    graph, params = export_cvm(_load(args.model).program)
-    try:
-        Path(args.output).mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise EnvironmentFault(f"cannot create {args.output}: {e.strerror or e}") from None
-    _write(Path(args.output) / "symbol", graph)
-    _write(Path(args.output) / "params", params)
-    print(f"{args.output}: symbol ({len(graph)} bytes), params ({len(params)} bytes)")
-
-
-def _write(path: str, data: bytes | str) -> None:
-    try:
-        Path(path).write_bytes(data.encode() if isinstance(data, str) else data)
-    except OSError as e:
-        raise EnvironmentFault(f"cannot write {path}: {e.strerror or e}") from None
 
 
 def cmd_compile(args) -> None:
     from compiler import parse
-    from . import Model
+    from vm import Model
     try:
         text = Path(args.source).read_text(encoding="utf-8")
     except OSError as e:
         raise EnvironmentFault(f"cannot read {args.source}: {e.strerror or e}") from None
     model = Model(parse(text))
-    _write(args.output, model.to_bytes())
+    write_file(args.output, model.to_bytes())
     print(f"{args.output}: {model.hash} ({len(model.program.code)} instructions, "
           f"gas {model.gas})")
 
 
 def cmd_dis(args) -> None:
     from compiler import disassemble
-    text = disassemble(_load(args.model).program)
+    text = disassemble(load_model(args.model).program)
     if args.output:
-        _write(args.output, text)
+        write_file(args.output, text)
     else:
         sys.stdout.write(text)
 
@@ -182,15 +87,15 @@ def _cvm_facts(model) -> dict:
     """CVM's API facts of a model imported from CVM."""
     if "cvm.compat" not in model.metadata:
         return {}
-    from .runtime import CVMError, load_model
+    from vm.runtime import CVMError, load_model as cvm_model
     try:
-        return {"cvm": load_model(model).info()}
+        return {"cvm": cvm_model(model).info()}
     except CVMError as e:
         return {"cvm": {"error": e.message}}
 
 
 def cmd_info(args) -> None:
-    info = info_dict(_load(args.model, compat=args.compat))
+    info = info_dict(load_model(args.model, compat=args.compat))
     if args.json:
         print(json.dumps(info, indent=2))
         return
@@ -213,36 +118,9 @@ def cmd_info(args) -> None:
         print(f"cvm        {k} = {v}")
 
 
-def _read_inputs(specs: list[str], model) -> dict:
-    feeds = {}
-    for spec in specs:
-        name, _, path = spec.rpartition("=")
-        if not name:
-            if len(model.inputs) != 1 and not path.endswith(".npz"):
-                raise TrapError(f"--input {spec}: the model has several inputs; write NAME=FILE")
-            name = model.inputs[0].name
-        try:
-            loaded = np.load(path, allow_pickle=False)
-        except (OSError, ValueError) as e:
-            raise EnvironmentFault(f"cannot read input {path}: {e}") from None
-        if isinstance(loaded, np.lib.npyio.NpzFile):
-            feeds.update({k: loaded[k] for k in loaded.files})
-        else:
-            feeds[name] = loaded
-    return feeds
-
-
-def output_digest(outputs: dict) -> str:
-    """SHA-256 over the outputs' bytes (storage dtype, little endian, in output order)."""
-    h = hashlib.sha256()
-    for a in outputs.values():
-        h.update(np.ascontiguousarray(a, dtype=a.dtype.newbyteorder("<")).tobytes())
-    return h.hexdigest()
-
-
 def cmd_run(args) -> None:
-    model = _load(args.model, args.ctx, args.compat)
-    outputs = model.run(_read_inputs(args.input, model), float_io=args.float_io)
+    model = load_model(args.model, args.ctx, args.compat)
+    outputs = model.run(read_inputs(args.input, model), float_io=args.float_io)
     if args.output:
         try:
             np.savez(args.output, **outputs)
@@ -262,7 +140,7 @@ def cmd_run(args) -> None:
 
 def cmd_demo(args) -> int:
     """The shipped digits CNN (examples/train_digits.py) on eight held-out test images."""
-    from . import load
+    from vm import load
     model = load(DEMO_DIR / "digits.dvm")
     data = dict(np.load(DEMO_DIR / "digits_inputs.npz"))
     expected = dict(np.load(DEMO_DIR / "digits_expected.npz"))
@@ -280,7 +158,3 @@ def cmd_demo(args) -> int:
     print(f"output sha256 {output_digest(outputs)}: "
           + ("matches the expected bytes" if same else "DIFFERS from the expected bytes"))
     return 0 if same else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,4 +1,4 @@
-"""The ``detvm verify`` and ``detvm check-cert`` subcommands (registered by vm/cli.py).
+"""The formal commands: verify, check-cert (docs/formal.md).
 
 z3 is imported only when one of them runs. Exit status: 0 only when every obligation is proved
 (verify) or every file re-checks and every obligation was proved (check-cert); 1 otherwise.
@@ -52,9 +52,8 @@ def _progress(stream):
 
 
 def cmd_verify(args) -> int:
+    from verify.certificate import certify, summary_line
     from vm import load
-
-    from .certificate import certify, summary_line
     model = load(args.model)
     stream = sys.stderr if args.json else sys.stdout
     quiet = args.json and not sys.stderr.isatty()
@@ -73,9 +72,8 @@ def cmd_verify(args) -> int:
 
 
 def cmd_check_cert(args) -> int:
+    from verify.recheck import check_certificate
     from vm import load
-
-    from .smt2 import check_certificate
     model = load(args.model) if args.model else None
     quiet = args.json
 
