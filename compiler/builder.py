@@ -24,7 +24,7 @@ import ops
 from ops.base import OpError, bound, precision_for
 from vm.errors import InvalidError
 from vm.program import SEMANTICS_VERSION, Instr, Program, Tensor, storage_dtype
-from vm.validate import MAX_PRECISION, check_tensor_type, infer, validate
+from vm.validate import MAX_PRECISION, check_shape, check_tensor_type, infer, validate
 
 TypeDecl = tuple  # (shape, precision); either may be None in Builder.op's ``declared``
 
@@ -86,6 +86,7 @@ class Builder:
         wide = _int_array(values, what)
         if shape is not None:
             shape = _shape(shape, what)
+            check_shape(shape, what)                  # before reshape: ndim <= 6
             if math.prod(shape) != wide.size:
                 raise InvalidError(f"{what}: {wide.size} values for shape {list(shape)}")
             wide = wide.reshape(shape)

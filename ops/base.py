@@ -34,6 +34,12 @@ def fail(message: str):
     raise OpError(message)
 
 
+def shown(value: Any, limit: int = 80) -> str:
+    """``repr(value)`` for a message, cut to ``limit`` characters (values may be hostile)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
 def require(condition: bool, message: str) -> None:
     """Raise :class:`OpError` with ``message`` unless ``condition`` holds."""
     if not condition:
@@ -107,12 +113,15 @@ class Attr:
         """Type-check and range-check ``value``; return its canonical Python form."""
         kind, name = self.kind, self.name
         if kind == "bool":
-            require(isinstance(value, bool), f"attribute {name} must be a bool, got {value!r}")
+            require(isinstance(value, bool),
+                    f"attribute {name} must be a bool, got {shown(value)}")
             return value
         if kind == "str":
-            require(isinstance(value, str), f"attribute {name} must be a string, got {value!r}")
+            require(isinstance(value, str),
+                    f"attribute {name} must be a string, got {shown(value)}")
             require(self.choices is None or value in self.choices,
-                    f"attribute {name} must be one of {', '.join(self.choices or ())}, got {value!r}")
+                    f"attribute {name} must be one of {', '.join(self.choices or ())}, "
+                    f"got {shown(value)}")
             return value
         if kind == "optint" and value is None:
             return None
@@ -120,7 +129,7 @@ class Attr:
             if _is_int(value):
                 value = (value,)
             require(isinstance(value, (tuple, list)) and all(_is_int(v) for v in value),
-                    f"attribute {name} must be a tuple of ints, got {value!r}")
+                    f"attribute {name} must be a tuple of ints, got {shown(value)}")
             value = tuple(int(v) for v in value)
             if self.expand and len(value) == 1:
                 value = value * self.expand
@@ -130,7 +139,7 @@ class Attr:
             for v in value:
                 self._check_range(v)
             return value
-        require(_is_int(value), f"attribute {name} must be an int, got {value!r}")
+        require(_is_int(value), f"attribute {name} must be an int, got {shown(value)}")
         self._check_range(int(value))
         return int(value)
 
@@ -221,7 +230,7 @@ class OpDef:
         """Reject unknown keys, fill defaults, type- and range-check: the canonical attrs."""
         known = {a.name: a for a in self.attrs}
         for key in given:
-            require(key in known, f"{self.name} has no attribute {key!r}"
+            require(key in known, f"{self.name} has no attribute {shown(key)}"
                     + (f" (known: {', '.join(sorted(known))})" if known else ""))
         out = {}
         for a in self.attrs:

@@ -18,15 +18,28 @@ The library never prints; messages name the offending field or quote the instruc
 """
 from __future__ import annotations
 
+MAX_MESSAGE = 2000
+"""Characters of an error message kept: hostile input cannot make a message large."""
+
+
+def clip_text(text: str, limit: int) -> str:
+    """``text`` cut to at most ``limit`` characters, saying how many were left out."""
+    if len(text) <= limit:
+        return text
+    tail = f"... ({len(text) - limit} more characters)"
+    return text[:max(0, limit - len(tail))] + tail
+
 
 class DetvmError(Exception):
-    """Base class of every error detvm raises on purpose. ``code`` and ``kind`` are stable."""
+    """Base class of every error detvm raises on purpose. ``code`` and ``kind`` are stable.
+    Messages are capped at :data:`MAX_MESSAGE` characters."""
 
     code = 0
     kind = "error"
     deterministic = False
 
     def __init__(self, message: str):
+        message = clip_text(str(message), MAX_MESSAGE)
         super().__init__(message)
         self.message = message
 

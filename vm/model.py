@@ -7,12 +7,13 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from ops.base import bound
+from ops.base import bound, shown
 
 from . import plugins
 from .encoding import decode, encode, model_hash
 from .errors import EnvironmentFault, TrapError
 from .executors import Context, make_executor
+from .floatio import dequantize_outputs, quantize_inputs, read_params
 from .interp import Plan
 from .program import Program
 from .validate import Limits, validate
@@ -48,6 +49,8 @@ class Model:
                  threads: int | None = None):
         self.program = program
         self.analysis = validate(program, limits or Limits())
+        self.float_io = read_params(program)
+        """The checked float boundary of the metadata (vm/floatio.py), for ``float_io``."""
         self.ctx = ctx or Context("cpu")
         self._bytes = data if data is not None else encode(program)
         self.hash = model_hash(self._bytes)
@@ -109,7 +112,6 @@ class Model:
         zero points in the metadata (vm/floatio.py, the float boundary outside the VM).
         """
         if float_io:
-            from .floatio import quantize_inputs
             inputs = quantize_inputs(self, inputs)
         feeds = self._check_inputs(inputs)
         ex = self.plan.executor
@@ -119,7 +121,6 @@ class Model:
             out = {t.name: np.array(ex.to_host(v), dtype=t.dtype, copy=True)
                    for t, v in zip(self.outputs, values)}
         if float_io:
-            from .floatio import dequantize_outputs
             return dequantize_outputs(self, out)
         return out
 
@@ -130,9 +131,9 @@ class Model:
                                 f"({', '.join(t.name for t in self.inputs)}): pass a dict")
             inputs = {self.inputs[0].name: inputs}
         names = [t.name for t in self.inputs]
-        unknown = sorted(set(inputs) - set(names))
+        unknown = [key for key in inputs if key not in names]     # the caller's order
         if unknown:
-            raise TrapError(f"unknown input {unknown[0]!r} (inputs: {', '.join(names)})")
+            raise TrapError(f"unknown input {shown(unknown[0])} (inputs: {', '.join(names)})")
         return [_check_input(t, inputs.get(t.name)) for t in self.inputs]
 
     # -- context manager --------------------------------------------------------------------
@@ -155,7 +156,13 @@ class Model:
 def _check_input(t: TensorInfo, value: Any) -> np.ndarray:
     if value is None:
         raise TrapError(f"missing input {t.name!r}")
-    array = np.asarray(value)
+    try:
+        array = np.asarray(value)
+    except MemoryError:
+        raise EnvironmentFault(f"input {t.name!r}: out of memory reading it") from None
+    except Exception as e:      # the caller's object failed to convert itself
+        raise TrapError(f"input {t.name!r}: cannot be read as an array "
+                        f"({type(e).__name__}: {shown(str(e))})") from None
     if array.dtype.kind not in "iu":
         raise TrapError(f"input {t.name!r}: dtype {array.dtype} is not an integer type")
     if tuple(array.shape) != tuple(t.shape):

@@ -10,9 +10,13 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from .errors import clip_text
+
 KINDS = ("input", "const", "value")
 SEMANTICS_VERSION = 1
 """Version of the integer semantics of the op set; bumped when any op's meaning changes."""
+QUOTE_LIMIT = 300
+"""Characters of an instruction quoted in an error message."""
 
 
 def storage_dtype(precision: int) -> np.dtype:
@@ -77,6 +81,8 @@ class Program:
         raise KeyError(name)
 
     def describe(self, index: int) -> str:
-        """Instruction ``index`` quoted as one line of assembly (for error messages)."""
+        """Instruction ``index`` quoted as one line of assembly (for error messages), cut to
+        :data:`QUOTE_LIMIT` characters."""
         from .listing import instruction_text
-        return f"instruction {index} `{instruction_text(self, self.code[index])}`"
+        text = clip_text(instruction_text(self, self.code[index]), QUOTE_LIMIT)
+        return f"instruction {index} `{text}`"

@@ -13,7 +13,7 @@ import numpy as np
 
 import ops
 from ops import gemm as gemm_licences
-from ops.base import OpError, bound
+from ops.base import OpError, bound, shown
 
 from .errors import InvalidError
 from .program import KINDS, SEMANTICS_VERSION, Program, storage_dtype
@@ -87,11 +87,21 @@ def check_tensor_type(shape: Sequence[int], precision: int, what: str) -> None:
         raise InvalidError(f"{what}: precision {precision} outside [1, {MAX_PRECISION}]")
 
 
+def is_unicode(text: str) -> bool:
+    """Whether ``text`` is encodable as UTF-8 (no lone surrogate code points)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def validate(program: Program, limits: Limits = Limits()) -> Analysis:
     """Check ``program`` completely; return its :class:`Analysis`."""
     if program.semantics != SEMANTICS_VERSION:
         raise InvalidError(f"semantics version {program.semantics} not supported "
                            f"(this detvm implements {SEMANTICS_VERSION})")
+    _check_texts(program)
     _check_table(program, limits)
     defined = _check_code(program, limits)
     _check_outputs(program, defined)
@@ -107,6 +117,16 @@ def validate(program: Program, limits: Limits = Limits()) -> Analysis:
     return analysis
 
 
+def _check_texts(program: Program) -> None:
+    """The model name and metadata: strings encodable as UTF-8 (the .dvm format stores them)."""
+    if not isinstance(program.name, str) or not is_unicode(program.name):
+        raise InvalidError(f"model name {shown(program.name)} is not valid Unicode text")
+    for key, value in program.metadata.items():
+        for text, what in ((key, "key"), (value, "value")):
+            if not isinstance(text, str) or not is_unicode(text):
+                raise InvalidError(f"metadata {what} {shown(text)} is not valid Unicode text")
+
+
 def _check_table(program: Program, limits: Limits) -> None:
     if len(program.tensors) > limits.max_tensors:
         raise InvalidError(f"{len(program.tensors)} tensors exceed the ceiling {limits.max_tensors}")
@@ -116,8 +136,9 @@ def _check_table(program: Program, limits: Limits) -> None:
     seen: set[str] = set()
     for i, t in enumerate(program.tensors):
         what = f"tensor {i} %{t.name}"
-        if not t.name or not t.name.isprintable() or len(t.name.encode()) > 255:
-            raise InvalidError(f"tensor {i}: bad name {t.name!r}")
+        if (not isinstance(t.name, str) or not t.name or not t.name.isprintable()
+                or len(t.name.encode()) > 255):
+            raise InvalidError(f"tensor {i}: bad name {shown(t.name)}")
         if t.name in seen:
             raise InvalidError(f"{what}: duplicate name")
         seen.add(t.name)

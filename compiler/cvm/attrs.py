@@ -13,7 +13,7 @@ import re
 
 import ops
 
-from ops.base import REQUIRED
+from ops.base import REQUIRED, shown
 
 from .errors import invalid, malformed
 
@@ -46,6 +46,8 @@ PAIRS = {"conv2d": ("kernel_size", "strides", "padding", "dilation"),
 _INT = re.compile(r"\s*[+-]?\d+\s*")
 _HIDDEN = re.compile(r"__.*__")
 INT64 = 1 << 63
+INT64_DIGITS = 19
+"""Decimal digits of 2^63: a longer integer is out of range without converting it."""
 
 
 def parse_attr_dict(op_name: str, text: str) -> dict[str, str]:
@@ -55,7 +57,7 @@ def parse_attr_dict(op_name: str, text: str) -> dict[str, str]:
     except (ValueError, RecursionError) as e:
         raise malformed(f"{op_name}: op_attrs is not JSON ({e})") from None
     if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
-        raise malformed(f"{op_name}: op_attrs must be a JSON object of strings, got {text!r}")
+        raise malformed(f"{op_name}: op_attrs must be a JSON object of strings, got {shown(text)}")
     return value
 
 
@@ -72,7 +74,7 @@ def parse_attrs(op_name: str, raw: dict[str, str], where: str) -> dict:
             continue
         if key in extra:
             if text not in extra[key]:
-                raise invalid(f"{where}: {key}={text!r} is not supported (CVM accepts "
+                raise invalid(f"{where}: {key}={shown(text)} is not supported (CVM accepts "
                               f"{', '.join(repr(v) for v in extra[key])})")
             continue
         if key not in schema:
@@ -100,7 +102,7 @@ def _parse(kind: str, text: str, what: str):
     if kind == "bool":
         low = text.strip().lower()
         if low not in ("true", "false", "1", "0"):
-            raise malformed(f"{what}: {text!r} is not a bool")
+            raise malformed(f"{what}: {shown(text)} is not a bool")
         return low in ("true", "1")
     if kind == "optint":
         return None if text.strip() == "None" else _int(text, what)
@@ -111,10 +113,14 @@ def _parse(kind: str, text: str, what: str):
 
 def _int(text: str, what: str) -> int:
     if not _INT.fullmatch(text):
-        raise malformed(f"{what}: {text!r} is not an integer")
-    v = int(text)
+        raise malformed(f"{what}: {shown(text)} is not an integer")
+    s = text.strip()
+    digits = s.lstrip("+-").lstrip("0") or "0"
+    if len(digits) > INT64_DIGITS:          # before int(), which refuses > 4300 digits
+        raise malformed(f"{what}: {shown(text)} is out of range")
+    v = -int(digits) if s[0] == "-" else int(digits)
     if not -INT64 <= v < INT64:
-        raise malformed(f"{what}: {text!r} is out of range")
+        raise malformed(f"{what}: {shown(text)} is out of range")
     return v
 
 
@@ -123,7 +129,7 @@ def _tuple(text: str, what: str) -> tuple[int, ...]:
     if _INT.fullmatch(s):
         return (_int(s, what),)
     if len(s) < 2 or (s[0], s[-1]) not in (("(", ")"), ("[", "]")):
-        raise malformed(f"{what}: {text!r} is not a tuple")
+        raise malformed(f"{what}: {shown(text)} is not a tuple")
     body = s[1:-1].strip()
     if not body:
         return ()

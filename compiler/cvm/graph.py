@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 
 import ops
-from vm.validate import MAX_PRECISION, check_shape
+from vm.validate import MAX_PRECISION, check_shape, is_unicode
 
 from .attrs import CVM_OPS
 from .errors import invalid, malformed
@@ -121,6 +121,8 @@ def _list(v, what: str) -> list:
 def _string(v, what: str) -> str:
     if not isinstance(v, str):
         raise malformed(f"{what} must be a string")
+    if not is_unicode(v):
+        raise malformed(f"{what} is not valid Unicode text (a lone surrogate escape)")
     return v
 
 
