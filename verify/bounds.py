@@ -19,7 +19,7 @@ obligation claims that every output element lies within its declared precision (
   element of each input, so Z3 proves the bound on the op's own encoding (integers) applied to
   one symbolic element per input (and ``y >= 0`` for outputs vm.validate.nonnegative claims,
   which then get the lower bound 0: the nonnegative GEMM licences rest on it).
-* selection (layout ops, take, cvm_lut, max, max_pool2d, upsampling, non_max_suppression):
+* selection (layout ops, take, cvm_lut, lut, max, max_pool2d, upsampling, non_max_suppression):
   every output element is one of the selected inputs' elements, or a fill constant (the
   encoding is built from the reference's index map, clamped lookups, max, or if-then-else
   chains over input rows); Z3 proves the hull lemma for the ranges.
@@ -55,7 +55,7 @@ SELECTION = {"max_pool2d": (0,), "upsampling": (0,), "max": (0,), "reshape": (0,
              "flatten": (0,), "expand_dims": (0,), "squeeze": (0,), "transpose": (0,),
              "concatenate": None, "repeat": (0,), "tile": (0,), "strided_slice": (0,),
              "slice_like": (0,), "take": (0,), "cvm_lut": (1,), "non_max_suppression": (0,),
-             "pad": (0,)}
+             "pad": (0,), "lut": (0,)}
 FILL = {"non_max_suppression": lambda a: [-1],
         "pad": lambda a: [a["value"]] if a["mode"] == "constant" else []}
 """Selection ops that also write constants (NMS fills unused rows with -1, pad its value)."""

@@ -79,6 +79,28 @@ class _Common:
             out = z3.If(index <= k if k == 0 else index == k, options[k], out)
         return out
 
+    def table(self, options):
+        """The clamped lookup ``index -> options[clip(index, 0, n - 1)]`` for many indices into
+        one long table (lut): a numeral index reads its entry; any other index selects from
+        a Z3 array built once (an if-then-else chain per index would be as long as the
+        table)."""
+        options, n, array = list(options), len(options), []
+
+        def look(index):
+            known = self.value(index)
+            if known is not None:
+                return _coerce(self, options[min(max(known, 0), n - 1)])
+            if not array:
+                array.append(self._array(options))
+            return z3.Select(array[0], self.clip(index, 0, n - 1))
+        return look
+
+    def _array(self, options):
+        out = z3.K(self.sort(), _coerce(self, options[-1]))
+        for k, v in enumerate(options[:-1]):
+            out = z3.Store(out, self.num(k), _coerce(self, v))
+        return out
+
     And, Or, Not = staticmethod(z3.And), staticmethod(z3.Or), staticmethod(z3.Not)
 
 

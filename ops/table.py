@@ -1,0 +1,107 @@
+"""lut: one or two small integer inputs through a lookup table.
+
+A float island of a quantized model (the ops between DequantizeLinear and QuantizeLinear:
+sigmoid, GELU, a division, the sum of two differently scaled activations...) maps one or two
+8-bit values to one 8-bit value: it is an integer function of at most 256 x 256 arguments,
+which the importer tabulates (compiler/onnx/). Once in the bytecode the table is data and the
+lookup is plain integer semantics.
+"""
+from __future__ import annotations
+
+from .base import Attr, OpDef, Ref, clip_ints, require, size_of, wide
+from .broadcast import broadcast_shape
+from .layout import clamp
+from .registry import register
+from .z3util import build
+
+MAX_ENTRIES = 1 << 16
+"""At most 65,536 table entries (256 x 256: two 8-bit arguments; or one 16-bit argument)."""
+LOW = (1 << 31) - 1
+
+
+def _dims(shapes, a) -> tuple[int, ...]:
+    """The table's dims, one per data input, after checking arity, table rank and size."""
+    table, data = shapes[0], shapes[1:]
+    require(len(data) in (1, 2), f"lut takes a table and one or two data inputs, got "
+            f"{len(data)} data inputs")
+    require(len(table) == len(data), f"lut with {len(data)} data input(s) needs a "
+            f"{len(data)}-D table, got shape {tuple(table)}")
+    require(len(a["low"]) == len(data), f"lut attribute low has {len(a['low'])} value(s) for "
+            f"{len(data)} data input(s)")
+    require(size_of(table) <= MAX_ENTRIES,
+            f"lut table has {size_of(table)} entries (at most {MAX_ENTRIES})")
+    return tuple(table)
+
+
+def _shape(shapes, a):
+    _dims(shapes, a)
+    if len(shapes) == 2:
+        return tuple(shapes[1])
+    return broadcast_shape(shapes[1], shapes[2], "lut")
+
+
+def _source(t: Ref, out_index: tuple) -> tuple:
+    """The index of ``t`` that output index ``out_index`` reads (numpy broadcasting)."""
+    tail = out_index[len(out_index) - t.ndim:]
+    return tuple(min(i, d - 1) for i, d in zip(tail, t.shape))
+
+
+def _precision(precs, shapes, a):
+    _dims(shapes, a)
+    return precs[0]
+
+
+def _scalar(args, a):
+    table, data = args[0], args[1:]
+    dims = _dims([table.shape] + [d.shape for d in data], a)
+    out = _shape([table.shape] + [d.shape for d in data], a)
+
+    def element(i):
+        index = [clamp(d.at(_source(d, i)) - low, 0, n - 1)
+                 for d, low, n in zip(data, a["low"], dims)]
+        return table.at(index)
+    return Ref.build(out, element)
+
+
+def _kernel(xp, table, *data, low):
+    """Clamped row (and column) indices in int64, one flat gather from the table."""
+    dims = tuple(table.shape)
+    index = clip_ints(xp, wide(xp, data[0]) - low[0], 0, dims[0] - 1)
+    if len(data) == 2:
+        column = clip_ints(xp, wide(xp, data[1]) - low[1], 0, dims[1] - 1)
+        index = index * dims[1] + column               # numpy broadcasting of a and b
+    return xp.take(table.reshape(-1), index)
+
+
+def _z3(zx, table, *data, low):
+    """Per output element, one lookup of the clamped flat index in the table's entries (a Z3
+    array built once per instruction: zx.table)."""
+    dims = _dims([table.shape] + [d.shape for d in data], dict(low=low))
+    out = _shape([table.shape] + [d.shape for d in data], dict(low=low))
+    look = zx.table(table.data)
+
+    def element(i):
+        index = 0
+        for d, lo, n in zip(data, low, dims):
+            index = index * n + zx.clip(d.at(_source(d, i)) - lo, 0, n - 1)
+        return look(index)
+    return build(out, element)
+
+
+register(OpDef(
+    name="lut", opcode=130,
+    doc="""Table lookup of one or two integer inputs, with clamped indices.
+
+    One data input a, a table T of shape (n,):   y[i] = T[clip(a[i] - low_0, 0, n - 1)].
+    Two data inputs a, b, T of shape (n, m):
+        y[i] = T[clip(a[i] - low_0, 0, n - 1), clip(b[i] - low_1, 0, m - 1)]
+    where a and b broadcast as in numpy (output shape: their broadcast; one input: a's shape).
+    ``low`` holds, per data input, the value that selects row (column) 0: -128 for an int8
+    argument, 0 for a uint8 one. Values outside the table's range take its first or last
+    row (column), as cvm_lut and take clamp. At most 65,536 entries. Precision P0 (the
+    table's). Gas per element: 1 (one input), 2 (two inputs: the flat index a * m + b).""",
+    inputs=("table", "a", "b?"), outputs=("out",),
+    attrs=(Attr("low", "ints", length=(1, 2), lo=-LOW, hi=LOW),),
+    shape=_shape, precision=_precision,
+    cost=lambda shapes, a: len(shapes) - 1, scalar=_scalar, kernel=_kernel, z3=_z3,
+))

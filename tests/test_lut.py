@@ -1,0 +1,116 @@
+"""lut (ops/table.py): the full 256 x 256 form on every argument pair, broadcasting in both
+orders, the assembly round trip, validation errors, the formal executor and the certificate."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import ops
+import vm
+from compiler import Builder, disassemble, parse
+from ops.base import Ref
+from tests.test_text import roundtrip
+from vm.errors import InvalidError
+
+LUT = ops.get("lut")
+
+
+def _pair_table(rng):
+    """A 256 x 256 uint8-valued table (row: an int8 argument, column: a uint8 one)."""
+    return rng.integers(0, 256, (256, 256))
+
+
+def _program(table, shape_a, shape_b, low=(-128, 0)):
+    b = Builder("pairs")
+    t = b.const("t", table)
+    a, c = b.input("a", shape_a, 10), b.input("b", shape_b, 10)
+    b.output(b.op("lut", t, a, c, low=list(low), outputs=["y"]))
+    return b.build()
+
+
+def test_every_pair_of_the_full_table():
+    rng = np.random.default_rng(0)
+    table = _pair_table(rng)
+    a, c = np.meshgrid(np.arange(-128, 128), np.arange(256), indexing="ij")
+    out = vm.load(_program(table, (256, 256), (256, 256))).run(
+        {"a": a.astype(np.int16), "b": c.astype(np.int16)})["y"]
+    assert np.array_equal(out, table)
+
+
+@pytest.mark.parametrize("shape_a, shape_b", [((3, 1, 5), (4, 1)), ((4, 1), (3, 1, 5)),
+                                              ((1,), (2, 3)), ((2, 3), (1,)), ((2, 3), (2, 3))])
+def test_broadcasting_in_both_orders_equals_the_reference(shape_a, shape_b):
+    rng = np.random.default_rng(1)
+    table = _pair_table(rng)
+    a = rng.integers(-140, 140, shape_a)               # some values outside: clamped
+    c = rng.integers(-10, 270, shape_b)
+    want = table[np.clip(a + 128, 0, 255), np.clip(c, 0, 255)]
+    model = vm.load(_program(table, shape_a, shape_b))
+    feeds = {"a": a.astype(np.int16), "b": c.astype(np.int16)}
+    assert np.array_equal(model.run(feeds)["y"], want)
+    ref = vm.load(model.program, vm.reference()).run(feeds)["y"]
+    assert ref.tobytes() == model.run(feeds)["y"].tobytes()
+    scalar = LUT.scalar([Ref.from_array(table), Ref.from_array(a), Ref.from_array(c)],
+                        dict(low=(-128, 0)))
+    assert scalar.to_array().tolist() == want.tolist()
+
+
+def test_one_input_form_and_its_precision():
+    b = Builder("sigmoid")
+    t = b.const("t", np.arange(256) // 2)             # 0..127: p8
+    x = b.input("x", (2, 5), 10)
+    y = b.op("lut", t, x, low=[-128], outputs=["y"])
+    program = b.output(y).build()
+    assert program.tensors[program.code[0].outputs[0]].precision == 8
+    x = np.array([[-128, -1, 0, 127, -300], [5, 6, 7, 8, 300]], np.int16)
+    out = vm.load(program).run({"x": x})["y"]
+    assert out.tolist() == [[0, 63, 64, 127, 0], [66, 67, 67, 68, 127]]
+
+
+def test_assembly_round_trip():
+    rng = np.random.default_rng(2)
+    roundtrip(_program(rng.integers(-3, 4, (4, 8)), (2, 1, 3), (5, 1), low=(-2, 7)))
+    text = roundtrip(_program(_pair_table(rng), (2, 3), (3,)))
+    assert "= lut @t, %a, %b {low=[-128, 0]}" in text
+    b = Builder("one")
+    b.output(b.op("lut", b.const("t", [5, -6, 7]), b.input("x", (3,), 4), low=[1]))
+    assert parse(disassemble(b.build())).code == b.build().code
+
+
+@pytest.mark.parametrize("shapes, low, message", [
+    ([(4,), (2,), (2,)], [0, 0], "needs a 2-D table, got shape (4,)"),
+    ([(4, 4), (2,)], [0], "needs a 1-D table, got shape (4, 4)"),
+    ([(4,), (2,)], [0, 0], "low has 2 value(s) for 1 data input(s)"),
+    ([(4, 4), (2, 3), (4,)], [0, 0], "do not broadcast"),
+    ([(257, 256), (1,), (1,)], [0, 0], "65792 entries (at most 65536)"),
+])
+def test_validation_errors_quote_the_instruction(shapes, low, message):
+    b = Builder("bad")
+    t = b.const("t", np.zeros(shapes[0], np.int64))
+    data = [b.input(f"x{k}", s, 9) for k, s in enumerate(shapes[1:])]
+    with pytest.raises(InvalidError, match="lut") as e:
+        b.op("lut", t, *data, low=low)
+    assert message in str(e.value)
+
+
+def test_three_data_inputs_are_refused():
+    b = Builder("bad")
+    t = b.const("t", np.zeros((2, 2), np.int64))
+    x = b.input("x", (1,), 9)
+    with pytest.raises(InvalidError, match="lut takes 2..3 inputs, got 4"):
+        b.op("lut", t, x, x, x, low=[0, 0])
+
+
+def test_formal_executor_and_certificate():
+    pytest.importorskip("z3")
+    import verify
+    rng = np.random.default_rng(3)
+    program = _program(_pair_table(rng), (2, 1, 3), (4, 1))
+    model = vm.load(program)
+    feeds = {"a": rng.integers(-128, 128, (2, 1, 3)).astype(np.int16),
+             "b": rng.integers(0, 256, (4, 1)).astype(np.int16)}
+    cpu = model.run(feeds)["y"]
+    formal = vm.load(program, vm.formal()).run(feeds)["y"]
+    assert formal.tobytes() == cpu.tobytes()
+    cert = verify.certify(model)
+    assert cert.proved, [(o.name, o.status, o.detail) for o in cert.obligations]
