@@ -1,15 +1,18 @@
 """The ONNX commands: import-onnx, quantize (docs/onnx.md).
 
-onnx and onnxruntime are imported only when one of them runs.
+onnx and onnxruntime are imported only when one of them runs. Progress and notes go to
+stderr, the written model's summary to stdout.
 """
 from __future__ import annotations
 
+import argparse
 import sys
 import tempfile
 from pathlib import Path
 
 from compiler.onnx.fixed import ROUNDINGS
 from compiler.onnx.quantize import FORMATS, TYPES
+from vm.errors import InvalidError
 
 from .common import write_file
 
@@ -30,24 +33,62 @@ def add_commands(sub) -> None:
     q.add_argument("--weight", choices=TYPES, default="int8")
     q.add_argument("--per-tensor", action="store_true", help="one weight scale per tensor "
                                                             "(default: per output channel)")
-    q.add_argument("--keep-onnx", metavar="PATH", help="also keep the quantized .onnx here")
+    q.add_argument("--op-types", type=_op_types, default=False, metavar="all|OP,OP,...",
+                   help="the op types onnxruntime quantizes (all: every one it can; default: "
+                        "those detvm imports as quantized ops)")
+    q.add_argument("--no-split-outputs", dest="split_outputs", action="store_false",
+                   help="quantize a Concat that makes a graph output with one scale (by "
+                        "default it stays float: each input keeps its own scale)")
+    q.add_argument("--save-onnx", "--keep-onnx", metavar="PATH", dest="save_onnx",
+                   help="also write the quantized .onnx that is imported here")
     _common(q)
     q.set_defaults(func=cmd_quantize)
 
 
 def _common(p) -> None:
     p.add_argument("-o", "--output", required=True, metavar="OUT.dvm")
-    p.add_argument("--batch", type=int, default=1, help="the symbolic batch axis (default 1)")
+    p.add_argument("--shape", action="append", type=shape_arg, default=[],
+                   metavar="NAME=D0,D1,...",
+                   help="fix the dims of input NAME (repeatable; needed for symbolic dims "
+                        "other than the batch)")
+    p.add_argument("--batch", type=int, default=1, help="a symbolic batch axis (default 1)")
     p.add_argument("--rounding", choices=ROUNDINGS, default="fp32",
                    help="requantize rounding: fp32 = onnxruntime's float32 arithmetic "
                         "reproduced with integers (default); half_even = the exact ratio")
     p.add_argument("--name", help="model name (default: the ONNX graph name)")
 
 
+def shape_arg(text: str) -> tuple[str, tuple[int, ...]]:
+    """``NAME=D0,D1,...`` -> (NAME, dims); a usage error otherwise."""
+    name, sep, dims = text.rpartition("=")
+    try:
+        values = tuple(int(d) for d in dims.split(","))
+    except ValueError:
+        values = None
+    if not sep or not name or values is None or any(d < 1 for d in values):
+        raise argparse.ArgumentTypeError(f"{text!r} is not NAME=D0,D1,... with positive "
+                                         "integer dims")
+    return name, values
+
+
+def _op_types(text: str):
+    return None if text == "all" else tuple(t for t in text.split(",") if t)
+
+
+def shapes_of(args) -> dict[str, tuple[int, ...]]:
+    shapes: dict[str, tuple[int, ...]] = {}
+    for name, dims in args.shape:
+        if name in shapes and shapes[name] != dims:
+            raise InvalidError(f"--shape gives input {name!r} two shapes")
+        shapes[name] = dims
+    return shapes
+
+
 def _import(path, args):
     from compiler.onnx import import_onnx
     from vm import Model
-    model = Model(import_onnx(path, batch=args.batch, rounding=args.rounding, name=args.name))
+    model = Model(import_onnx(path, batch=args.batch, shapes=shapes_of(args),
+                              rounding=args.rounding, name=args.name))
     write_file(args.output, model.to_bytes())
     print(f"{args.output}: {model.hash} ({len(model.program.code)} instructions, "
           f"gas {model.gas})")
@@ -57,22 +98,37 @@ def cmd_import_onnx(args) -> None:
     _import(args.model, args)
 
 
+def _note(message: str) -> None:
+    sys.stderr.write(f"detvm: note: {message}\n")
+
+
+def _progress(done: int, total: int) -> None:
+    sys.stderr.write(f"\rcalibrating: batch {done}/{total}")
+    if done == total:
+        sys.stderr.write("\nquantizing\n")
+    sys.stderr.flush()
+
+
 def cmd_quantize(args) -> None:
+    from compiler.onnx import check_float_model, left_float
     from compiler.onnx.graph import load_model
+    from compiler.onnx.prepare import input_names
     from compiler.onnx.quantize import quantize_onnx, read_calibration
-    names = [i.name for i in load_model(args.model).graph.input]
-    data = read_calibration(args.calibration, names[:1] if len(names) == 1 else names)
-
-    def progress(done, total):
-        sys.stderr.write(f"\rcalibrating: batch {done}/{total}")
-        if done == total:
-            sys.stderr.write("\n")
-        sys.stderr.flush()
-
+    float_model = load_model(args.model)
+    shapes = shapes_of(args)
+    check_float_model(float_model, batch=args.batch, shapes=shapes)
+    data = read_calibration(args.calibration, input_names(float_model))
     with tempfile.TemporaryDirectory() as tmp:
-        target = Path(args.keep_onnx or Path(tmp) / "quantized.onnx")
-        quantize_onnx(args.model, data, target, fmt=args.format, activation=args.activation,
-                      weight=args.weight, per_channel=not args.per_tensor, progress=progress)
+        target = Path(args.save_onnx or Path(tmp) / "quantized.onnx")
+        options = {} if args.op_types is False else {"op_types": args.op_types}
+        quantize_onnx(float_model, data, target, shapes=shapes, fmt=args.format,
+                      activation=args.activation, weight=args.weight,
+                      per_channel=not args.per_tensor, split_outputs=args.split_outputs,
+                      progress=_progress, notify=_note, **options)
+        leftovers = left_float(target, batch=args.batch, shapes=shapes)
+        if leftovers:
+            sys.stderr.write(f"detvm: warning: onnxruntime left float what detvm cannot "
+                             f"import: {leftovers}\n")
         sys.stderr.write(f"quantized ({args.format}, {args.activation} activations); "
                          "importing\n")
         _import(target, args)

@@ -108,3 +108,22 @@ def conv_bn(seed: int = 0):
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4, 6, 6])], inits)
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
                              ir_version=IR)
+
+
+def two_heads(seed: int = 0, *, opset: int = OPSET, dims=("N", 3, "H", "W")):
+    """A detector-like head: Conv 'boxes' (values in the hundreds) and Conv-Relu 'scores'
+    (values below 1) concatenated into the one output ``y`` [N, 6, H, W]. Input ``x``."""
+    from onnx import TensorProto, helper
+    rng = np.random.default_rng(seed)
+    nodes = [helper.make_node("Conv", ["x", "wb"], ["boxes"], pads=[1, 1, 1, 1]),
+             helper.make_node("Conv", ["x", "ws"], ["s"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["s"], ["scores"]),
+             helper.make_node("Concat", ["boxes", "scores"], ["y"], axis=1)]
+    inits = [_init("wb", rng.normal(0, 40, (4, 3, 3, 3))),
+             _init("ws", rng.normal(0, 0.05, (2, 3, 3, 3)))]
+    out = [dims[0], 6, *dims[2:]]
+    graph = helper.make_graph(
+        nodes, "two-heads", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(dims))],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, out)], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)],
+                             ir_version=IR)

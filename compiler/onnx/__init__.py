@@ -3,6 +3,7 @@ integer-only detvm programs.
 
     program = import_onnx("model.int8.onnx")                  # or bytes, or an onnx.ModelProto
     program = import_onnx(model, batch=8, rounding="half_even")   # the exact ratio
+    program = import_onnx(model, shapes={"x": (1, 3, 640, 640)})  # fix symbolic dims
 
 Every float scale becomes a (multiplier, shift) pair of a ``requantize`` instruction at compile
 time; zero points are exact integers; no float is left in the program. See docs/onnx.md.
@@ -18,9 +19,10 @@ from .fixed import ROUNDINGS
 from .graph import MS_DOMAIN, Graph, load_model, read_graph
 from .lower import Lowering
 from .outputs import finish
+from .support import check_supported, report, unsupported
 from .values import Const
 
-__all__ = ["import_onnx", "HANDLERS", "ROUNDINGS", "supported_ops"]
+__all__ = ["import_onnx", "diagnose", "HANDLERS", "ROUNDINGS", "supported_ops"]
 
 HANDLERS = {
     ("", "QuantizeLinear"): quantops.quantize_linear,
@@ -77,35 +79,64 @@ def _dispatch(key):
                 and all(isinstance(a, Const) for a in present):
             return layout.fold(node, args)
         if handler is None:
-            raise InvalidError(f"{node.describe()}: only constant inputs are supported")
+            raise InvalidError(f"{node.describe()}: {node.op_type} is imported only when all its "
+                               "inputs are constants (folded at compile time)")
         return handler(ctx, node, args)
     return run
 
 
-def _check_supported(graph: Graph) -> None:
-    """One error listing every unsupported op type and the nodes that use it."""
-    bad: dict[str, list[str]] = {}
-    for n in graph.nodes:
-        key = (n.domain, n.op_type)
-        if key not in HANDLERS and not (n.domain == "" and n.op_type in FOLDABLE):
-            bad.setdefault(f"{n.domain + '.' if n.domain else ''}{n.op_type}", []).append(n.name)
-    if bad:
-        listing = "; ".join(f"{op} (nodes: {', '.join(names[:5])}"
-                            f"{', ...' if len(names) > 5 else ''})" for op, names in bad.items())
-        raise InvalidError(f"unsupported ONNX ops: {listing}")
+def handled(domain: str, op_type: str) -> bool:
+    return (domain, op_type) in HANDLERS
 
 
-def import_onnx(model, *, batch: int = 1, rounding: str = "fp32",
+def foldable(domain: str, op_type: str) -> bool:
+    return domain == "" and op_type in FOLDABLE
+
+
+def import_onnx(model, *, batch: int = 1, shapes: dict | None = None, rounding: str = "fp32",
                 name: str | None = None) -> Program:
     """The detvm program of a quantized ONNX model (path, bytes or onnx.ModelProto).
 
-    ``batch`` fixes a symbolic first input dimension; ``rounding`` names the requantize
-    rounding: ``fp32`` (onnxruntime's float32 arithmetic reproduced with integers, bit for
-    bit) or ``half_even`` (the exact ratio, ties to even)."""
-    graph = read_graph(load_model(model), batch)
-    _check_supported(graph)
-    keys = {(n.domain, n.op_type) for n in graph.nodes}
-    handlers = {key: _dispatch(key) for key in keys}
-    lowering = Lowering(graph, name or graph.name, rounding)
-    lowering.run(handlers)
+    ``shapes`` (input name -> dims) fixes inputs' dims; ``batch`` fixes a symbolic first
+    dimension of the others (any other symbolic dim is an error); ``rounding`` names the
+    requantize rounding: ``fp32`` (onnxruntime's float32 arithmetic reproduced with integers,
+    bit for bit) or ``half_even`` (the exact ratio, ties to even)."""
+    graph = read_graph(load_model(model), batch, shapes)
+    check_supported(graph, handled, foldable)
+    lowering = _lowering(graph, name, rounding)
+    lowering.run(_handlers(graph))
     return finish(lowering)
+
+
+def check_float_model(model, *, batch: int = 1, shapes: dict | None = None) -> None:
+    """Before quantizing: one error listing the ops of a float model that detvm could not
+    import once quantized (they stay float), and any input dim left symbolic."""
+    check_supported(read_graph(load_model(model), batch, shapes), handled, foldable)
+
+
+def left_float(model, *, batch: int = 1, shapes: dict | None = None) -> str:
+    """The nodes of a quantized model that detvm cannot import, listed ('' when none)."""
+    bad = unsupported(read_graph(load_model(model), batch, shapes), handled, foldable)
+    return report(bad.items()) if bad else ""
+
+
+def diagnose(model, *, batch: int = 1, shapes: dict | None = None,
+             rounding: str = "fp32") -> list[str]:
+    """Why each node of ``model`` that cannot be imported cannot be (empty: it imports).
+    Nodes that depend on a failing node are not tried."""
+    graph = read_graph(load_model(model), batch, shapes)
+    lowering = _lowering(graph, None, rounding)
+    try:
+        lowering.run(_handlers(graph))
+        finish(lowering)
+    except InvalidError as e:
+        return lowering.failures or [e.message]
+    return []
+
+
+def _lowering(graph: Graph, name: str | None, rounding: str) -> Lowering:
+    return Lowering(graph, name or graph.name, rounding)
+
+
+def _handlers(graph: Graph) -> dict:
+    return {key: _dispatch(key) for key in {(n.domain, n.op_type) for n in graph.nodes}}

@@ -8,7 +8,7 @@ import importlib
 
 import os
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -76,12 +76,12 @@ def load_model(source) -> Any:
     try:
         return onnx.load_from_string(bytes(source))
     except Exception as e:       # protobuf DecodeError and friends
-        raise MalformedError(f"not an ONNX model: {type(e).__name__}: {e}") from None
+        raise MalformedError(f"not an ONNX model: {e or 'cannot parse the protobuf'}") from None
 
 
-def read_graph(model, batch: int = 1) -> Graph:
-    """The :class:`Graph` of ``model``; symbolic dims of the inputs' first axis become
-    ``batch``, any other unknown dim is an error."""
+def read_graph(model, batch: int = 1, shapes: Mapping[str, Sequence[int]] | None = None) \
+        -> Graph:
+    """The :class:`Graph` of ``model`` with every input dim fixed (:func:`input_dims`)."""
     onnx = onnx_module()
     from onnx import numpy_helper
     opset = {o.domain or "": o.version for o in model.opset_import}
@@ -90,7 +90,8 @@ def read_graph(model, batch: int = 1) -> Graph:
         raise InvalidError(f"ONNX opset {version} is not supported (need >= {MIN_OPSET})")
     g = model.graph
     consts = {t.name: numpy_helper.to_array(t) for t in g.initializer}
-    inputs = [(i.name, _dtype(onnx, i.type.tensor_type.elem_type), _shape(i, batch))
+    dims = input_dims(model, batch, shapes)
+    inputs = [(i.name, _dtype(onnx, i.type.tensor_type.elem_type), dims[i.name])
               for i in g.input if i.name not in consts]
     nodes = [Node(n.name or f"{n.op_type}_{k}", n.op_type, n.domain or "", list(n.input),
                   list(n.output), {a.name: _attr(onnx, a) for a in n.attribute}, n)
@@ -100,24 +101,94 @@ def read_graph(model, batch: int = 1) -> Graph:
                  {p.key: p.value for p in model.metadata_props})
 
 
+def graph_inputs(model) -> list:
+    """The ValueInfos of the inputs that are not initializers."""
+    consts = {t.name for t in model.graph.initializer}
+    return [i for i in model.graph.input if i.name not in consts]
+
+
+def input_dims(model, batch: int | None = 1,
+               shapes: Mapping[str, Sequence[int]] | None = None) -> dict[str, tuple]:
+    """The static dims of every graph input: those given in ``shapes`` (name -> dims, which
+    must agree with the model's static dims), else the model's, a symbolic first axis
+    becoming ``batch`` (None: left symbolic); any other symbolic dim is an error naming the
+    input and the option."""
+    shapes = dict(shapes or {})
+    inputs = graph_inputs(model)
+    unknown = sorted(set(shapes) - {i.name for i in inputs})
+    if unknown:
+        raise InvalidError(f"--shape names no ONNX input: {', '.join(map(repr, unknown))} "
+                           f"(inputs: {', '.join(repr(i.name) for i in inputs)})")
+    if batch is not None and batch < 1:
+        raise InvalidError(f"the batch must be at least 1 (got {batch})")
+    return {i.name: _given_shape(i, shapes[i.name]) if i.name in shapes else _shape(i, batch)
+            for i in inputs}
+
+
+def _declared(value_info) -> list[int | str]:
+    """The model's dims of an input: ints where static, the symbol's name (or '?') elsewhere."""
+    return [int(d.dim_value) if d.HasField("dim_value") and d.dim_value > 0
+            else (d.dim_param or "?") for d in value_info.type.tensor_type.shape.dim]
+
+
+def _given_shape(value_info, given: Sequence[int]) -> tuple[int, ...]:
+    declared, given = _declared(value_info), tuple(int(d) for d in given)
+    if not value_info.type.tensor_type.HasField("shape"):
+        declared = list(given)                       # rank unknown: any rank is taken
+    if len(given) != len(declared) or any(d < 1 for d in given) or any(
+            isinstance(want, int) and want != got for want, got in zip(declared, given)):
+        raise InvalidError(f"--shape {value_info.name}={','.join(map(str, given))} does not "
+                           f"fit the ONNX input's dims ({_listing(declared)})")
+    return given
+
+
+def _shape(value_info, batch: int | None) -> tuple:
+    declared = _declared(value_info)
+    if not value_info.type.tensor_type.HasField("shape"):
+        raise InvalidError(f"ONNX input {value_info.name!r} has no shape: give its dims with "
+                           f"--shape {value_info.name}=D0,D1,... (Python: shapes=)")
+    dims = [batch if k == 0 and isinstance(d, str) else d for k, d in enumerate(declared)]
+    if any(isinstance(d, str) for d in dims):
+        hint = ",".join(str(d) if isinstance(d, int) else "1" if d is None else f"D{k}"
+                        for k, d in enumerate(dims))
+        raise InvalidError(
+            f"ONNX input {value_info.name!r} has symbolic dims ({_listing(declared)}): fix "
+            f"them with --shape {value_info.name}={hint} (Python: shapes={{"
+            f"{value_info.name!r}: (...)}}); only a symbolic first dim defaults (to the batch)")
+    return tuple(dims)
+
+
+def _listing(dims) -> str:
+    return f"[{', '.join(map(str, dims))}]" if dims else "a scalar"
+
+
+def with_input_dims(model, dims: Mapping[str, Sequence[int]]):
+    """A copy of ``model`` whose inputs have the ``dims`` (None: a symbolic dim "N"); the
+    other dims recorded in the graph (intermediate value infos, symbolic output dims) are
+    dropped, for shape inference to recompute."""
+    fixed = type(model)()
+    fixed.CopyFrom(model)
+    for i in graph_inputs(fixed):
+        shape = i.type.tensor_type.shape
+        shape.ClearField("dim")
+        for d in dims[i.name]:
+            if d is None:
+                shape.dim.add().dim_param = "N"
+            else:
+                shape.dim.add().dim_value = int(d)
+    for o in fixed.graph.output:
+        for d in o.type.tensor_type.shape.dim:
+            if not (d.HasField("dim_value") and d.dim_value > 0):
+                d.Clear()
+    del fixed.graph.value_info[:]
+    return fixed
+
+
 def _dtype(onnx, elem_type: int) -> str:
     try:
         return np.dtype(onnx.helper.tensor_dtype_to_np_dtype(elem_type)).name
     except Exception:
         return f"onnx-type-{elem_type}"
-
-
-def _shape(value_info, batch: int) -> tuple[int, ...]:
-    dims = []
-    for k, d in enumerate(value_info.type.tensor_type.shape.dim):
-        if d.HasField("dim_value") and d.dim_value > 0:
-            dims.append(int(d.dim_value))
-        elif k == 0:
-            dims.append(int(batch))
-        else:
-            raise InvalidError(f"ONNX input {value_info.name!r}: dimension {k} is not static "
-                               f"({d.dim_param or '?'}); only the batch axis may be symbolic")
-    return tuple(dims)
 
 
 def _attr(onnx, attr) -> Any:

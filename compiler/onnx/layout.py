@@ -15,7 +15,7 @@ from .fixed import quantize_real
 from .graph import Node
 from .lower import Lowering, constant
 from .quantops import materialize, one_zero
-from .values import Acc, Const, FloatIn, Int, Post, Q
+from .values import Acc, Const, FloatIn, Int, Post, Q, describe
 from .window import window
 
 
@@ -24,7 +24,7 @@ def _moved(ctx: Lowering, v, name: str, axis_map=None):
     if isinstance(v, Int):
         return replace(v, name=name)
     if not isinstance(v, (Q, Acc)):
-        raise InvalidError(f"cannot move a {type(v).__name__}")
+        raise InvalidError(f"tensor {name!r}: cannot move {describe(v)}")
     axis = v.axis
     if len(v.scale) > 1:
         axis = axis_map(axis) if axis_map else None
@@ -150,7 +150,7 @@ def _pad_value(v, real, node: Node) -> int:
 def max_pool(ctx: Lowering, node: Node, args):
     v = args[0]
     if not isinstance(v, (Q, Acc, Int)):
-        raise InvalidError(f"{node.describe()}: unsupported input {type(v).__name__}")
+        raise InvalidError(f"{node.describe()}: its input is {describe(v)}: not supported")
     shape = ctx.shape(v.name)
     ceil = bool(node.attrs.get("ceil_mode", 0))
     w = window(Node(node.name, node.op_type, node.domain, node.inputs, node.outputs,
@@ -197,7 +197,7 @@ def argmax(ctx: Lowering, node: Node, args):
             raise InvalidError(f"{node.describe()}: per-channel scales along the ArgMax axis")
         v = materialize(ctx, v, node)
     elif not isinstance(v, Int):
-        raise InvalidError(f"{node.describe()}: unsupported input {type(v).__name__}")
+        raise InvalidError(f"{node.describe()}: its input is {describe(v)}: not supported")
     name = ctx.op("argmax", v.name, out=node.outputs[0], axis=axis,
                   keepdims=bool(node.attrs.get("keepdims", 1)),
                   select_last_index=bool(node.attrs.get("select_last_index", 0)))

@@ -20,7 +20,7 @@ from .graph import Node
 from .lower import Lowering, constant, dequantized_const
 from .quantops import (add, as_q, materialize, one_zero, qparams, real_value, renamed, requantize,
                        rescale, type_range)
-from .values import Acc, Const, FloatIn, Int, Q, QConst
+from .values import Acc, Const, FloatIn, Int, Q, QConst, describe
 from .window import window
 
 INT32 = ((-(1 << 31) + 1), (1 << 31) - 1)
@@ -32,7 +32,7 @@ def _activation(ctx: Lowering, v, node: Node) -> Q:
                            "model is not quantized (quantize it first: detvm quantize)")
     if not isinstance(v, Q):
         raise InvalidError(f"{node.describe()}: the data input must be quantized "
-                           f"(got {type(v).__name__})")
+                           f"(it is {describe(v)})")
     v = materialize(ctx, v, node)
     if len(v.scale) != 1:
         raise InvalidError(f"{node.describe()}: per-channel activation scales are not supported")

@@ -17,7 +17,20 @@ from vm.errors import InvalidError
 
 from .fixed import ROUNDINGS, fl32, ort_scales
 from .graph import Graph, Node
-from .values import Acc, Const, FloatIn, Int, QConst, TYPE_RANGES
+from .values import Acc, Const, FloatIn, Int, QConst, TYPE_RANGES, describe
+
+FAILED = object()
+"""The value of a tensor whose node could not be lowered."""
+REPORTED = 8
+"""Failures quoted in full in one error; the rest are counted."""
+
+
+def failure_report(failures: list[str]) -> str:
+    if len(failures) == 1:
+        return failures[0]
+    shown = "; ".join(failures[:REPORTED])
+    more = f"; and {len(failures) - REPORTED} more" if len(failures) > REPORTED else ""
+    return f"{len(failures)} ONNX nodes cannot be imported: {shown}{more}"
 
 
 class Lowering:
@@ -30,6 +43,7 @@ class Lowering:
         self.b = Builder(name)
         self.values: dict[str, object] = {k: Const(v) for k, v in graph.consts.items()}
         self.outputs: set[str] = set()
+        self.failures: list[str] = []          # a message per node that cannot be lowered
         self.meta: dict[str, str] = {"source": "onnx", "onnx.opset": str(graph.opset),
                                      "requantize.rounding": rounding}
         if graph.producer:
@@ -37,23 +51,39 @@ class Lowering:
 
     # -- the pass -----------------------------------------------------------------------------
     def run(self, handlers: dict) -> None:
-        """Lower the inputs and every node, in order (compiler/onnx/outputs.py finishes)."""
+        """Lower the inputs and every node, in order (compiler/onnx/outputs.py finishes);
+        every node that cannot be lowered is reported in one error (the nodes that depend
+        on it are not tried)."""
         for name, dtype, shape in self.graph.inputs:
             self.values[name] = self._input(name, dtype, shape)
         for node in self.graph.nodes:
             args = [self.values.get(i) if i else None for i in node.inputs]
-            missing = [i for i, v in zip(node.inputs, args) if i and v is None]
-            if missing:
-                raise InvalidError(f"{node.describe()}: undefined input {missing[0]!r}")
-            try:
-                results = handlers[(node.domain, node.op_type)](self, node, args)
-            except (AttributeError, TypeError, KeyError, IndexError, ValueError) as e:
-                raise InvalidError(f"{node.describe()}: unsupported inputs or attributes "
-                                   f"({type(e).__name__}: {e})") from None
-            results = results if isinstance(results, list) else [results]
+            if any(a is FAILED for a in args):
+                results = [FAILED] * len(node.outputs)
+            else:
+                try:
+                    results = self._lower(handlers, node, args)
+                except InvalidError as e:
+                    self.failures.append(e.message)
+                    results = [FAILED] * len(node.outputs)
             for out, value in zip(node.outputs, results):
                 if out:
                     self.values[out] = value
+        if self.failures:
+            raise InvalidError(failure_report(self.failures))
+
+    def _lower(self, handlers: dict, node: Node, args: list) -> list:
+        missing = [i for i, v in zip(node.inputs, args) if i and v is None]
+        if missing:
+            raise InvalidError(f"{node.describe()}: undefined input {missing[0]!r}")
+        try:
+            results = handlers[(node.domain, node.op_type)](self, node, args)
+        except (AttributeError, TypeError, KeyError, IndexError, ValueError) as e:
+            inputs = ", ".join(f"{name!r} ({describe(v)})" for name, v in zip(node.inputs, args)
+                               if name)
+            raise InvalidError(f"{node.describe()}: this combination of inputs or attributes "
+                               f"is not supported (inputs: {inputs or 'none'})") from e
+        return results if isinstance(results, list) else [results]
 
     def _input(self, name: str, dtype: str, shape: tuple) -> object:
         if dtype in ("float32", "float16", "float64"):

@@ -7,7 +7,7 @@ from vm.program import Program
 
 from .lower import Lowering, floats, ints, scale32
 from .quantops import materialize
-from .values import Acc, Int, Post, Q
+from .values import Acc, Int, Post, Q, describe
 
 
 def finish(ctx: Lowering) -> Program:
@@ -27,7 +27,7 @@ def output(ctx: Lowering, onnx_name: str) -> None:
     if isinstance(v, (Q, Acc)):
         v = materialize(ctx, v, None)
     elif not isinstance(v, Int):
-        kind = type(v).__name__ if v is not None else "undefined"
+        kind = describe(v) if v is not None else "undefined"
         raise InvalidError(f"ONNX output {onnx_name!r} is {kind}: only computed tensors "
                            "can be outputs")
     name = _named(ctx, v.name, onnx_name)

@@ -18,7 +18,8 @@ from vm.errors import InvalidError
 from .fixed import ort_ratios, pairs, quantize_real
 from .graph import Node
 from .lower import Lowering, constant
-from .values import NO_CLAMP, TYPE_RANGES, Acc, Const, FloatIn, Int, Q, QConst, with_clamp
+from .values import (NO_CLAMP, TYPE_RANGES, Acc, Const, FloatIn, Int, Q, QConst, describe,
+                     with_clamp)
 from .window import window
 
 COMMON_BITS = 16
@@ -108,7 +109,7 @@ def quantize_linear(ctx: Lowering, node: Node, args):
         axis = _axis(node, len(ctx.shape(v.name)))
         return requantize(ctx, v, scale, int(zero[0]) if len(set(zero)) == 1 else None,
                           (qmin, qmax), node, axis)
-    raise InvalidError(f"{node.describe()}: cannot quantize {type(v).__name__}")
+    raise InvalidError(f"{node.describe()}: cannot quantize {describe(v)}")
 
 
 def _bcast(values, node: Node, ndim: int):
@@ -165,7 +166,7 @@ def relu(ctx: Lowering, node: Node, args):
         return with_clamp(v, 0.0, math.inf)
     if isinstance(v, Int):
         return Int(ctx.op("relu", v.name, out=node.outputs[0]), max(v.qmin, 0), max(v.qmax, 0))
-    raise InvalidError(f"{node.describe()}: unsupported input {type(v).__name__}")
+    raise InvalidError(f"{node.describe()}: its input is {describe(v)}: not supported")
 
 
 def clip(ctx: Lowering, node: Node, args):
@@ -178,7 +179,7 @@ def clip(ctx: Lowering, node: Node, args):
     v = args[0]
     if isinstance(v, (Q, Acc)):
         return with_clamp(v, lo, hi)
-    raise InvalidError(f"{node.describe()}: Clip of {type(v).__name__} is not supported")
+    raise InvalidError(f"{node.describe()}: Clip of {describe(v)} is not supported")
 
 
 def materialize(ctx: Lowering, v, node: Node | None):
@@ -284,9 +285,24 @@ def concat(ctx: Lowering, node: Node, args):
         name = ctx.op("concatenate", *[v.name for v in args], out=node.outputs[0], axis=axis)
         return replace(args[0], name=name, qmin=min(v.qmin for v in args),
                        qmax=max(v.qmax for v in args))
+    if node.outputs[0] in ctx.graph.outputs and all(isinstance(v, Q) and len(v.scale) == 1
+                                                    for v in args):
+        return _output_concat(ctx, node, args, axis)
     common = common_scale(args)
     parts = [rescale(ctx, v, common, node) for v in args]
     return Acc(ctx.op("concatenate", *parts, out=node.outputs[0], axis=axis), (common,))
+
+
+def _output_concat(ctx: Lowering, node: Node, args: list, axis: int) -> Q:
+    """A graph output made by a float Concat of quantized tensors (``detvm quantize`` leaves
+    a detector's head so): the integers concatenated, each index along ``axis`` keeping its
+    input's scale and zero point (dequantized per index by float_io: exact)."""
+    parts = [materialize(ctx, v, node) for v in args]
+    sizes = [ctx.shape(v.name)[axis] for v in parts]
+    name = ctx.op("concatenate", *[v.name for v in parts], out=node.outputs[0], axis=axis)
+    return Q(name, tuple(v.scale[0] for v, n in zip(parts, sizes) for _ in range(n)),
+             tuple(v.zero[0] for v, n in zip(parts, sizes) for _ in range(n)),
+             min(v.qmin for v in parts), max(v.qmax for v in parts), axis)
 
 
 def qlinear_concat(ctx: Lowering, node: Node, args):

@@ -106,3 +106,25 @@ TYPE_RANGES = {
 }
 """Integer ONNX element types the VM holds, and their ranges (int32 excludes -2^31: the VM's
 precisions are symmetric)."""
+
+
+def describe(v) -> str:
+    """What a value is, in the terms of the ONNX graph (for error messages)."""
+    if isinstance(v, Post):
+        return f"a float {v.kind.capitalize()} result, which only a graph output may be"
+    if isinstance(v, FloatIn):
+        return "a float graph input before its QuantizeLinear"
+    for kind, text in DESCRIPTIONS.items():
+        if isinstance(v, kind):
+            return text
+    return "a tensor of an unsupported kind"
+
+
+DESCRIPTIONS = {
+    Int: "an integer tensor",
+    Q: "a dequantized tensor",
+    Acc: "a float result before its QuantizeLinear",
+    Const: "a constant",
+    QConst: "a dequantized constant",
+}
+"""Descriptions of the value kinds, for :func:`describe`."""

@@ -1,0 +1,199 @@
+"""Symbolic dims (``shapes=`` / ``--shape``) and the ``detvm quantize`` pipeline: dims fixed
+before calibration, opset 13 for per-channel weights, a Concat at a graph output left float,
+``--save-onnx``, progress and notes, early errors."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+onnx = pytest.importorskip("onnx", reason="ONNX tests need the onnx extra: pip install "
+                                          "'detvm[onnx]'")
+pytest.importorskip("onnxruntime", reason="ONNX tests need onnxruntime: pip install "
+                                          "'detvm[onnx]'")
+
+import vm  # noqa: E402
+from compiler.onnx import import_onnx  # noqa: E402
+from compiler.onnx.quantize import quantize_onnx  # noqa: E402
+from tests.onnx_util import ort_session, two_heads  # noqa: E402
+from detvm.cli import main  # noqa: E402
+
+SHAPE = (2, 3, 6, 10)
+
+
+@pytest.fixture(scope="module")
+def calib():
+    return np.random.default_rng(5).uniform(-1, 1, (8, *SHAPE[1:])).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def float_model(tmp_path_factory):
+    path = tmp_path_factory.mktemp("heads") / "heads.onnx"
+    onnx.save(two_heads(0), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def quantized(tmp_path_factory, float_model, calib):
+    """The model quantized with its H, W fixed (batch kept symbolic), and the notes."""
+    notes = []
+    path = quantize_onnx(float_model, {"x": calib}, tmp_path_factory.mktemp("q") / "q.onnx",
+                         shapes={"x": (1, *SHAPE[1:])}, activation="uint8",
+                         notify=notes.append)
+    return path, notes
+
+
+def test_symbolic_dims_other_than_the_batch_name_the_input_and_the_option(quantized):
+    path = quantized[0]
+    with pytest.raises(vm.InvalidError, match=r"ONNX input 'x' has symbolic dims \(\[N, 3, H, "
+                                              r"W\]\): fix them with --shape x=1,3,D2,D3"):
+        import_onnx(_symbolic(path))
+
+
+def _symbolic(path):
+    """The quantized model with its input's H and W made symbolic again."""
+    model = onnx.load(str(path))
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    dims[0].dim_param, dims[2].dim_param, dims[3].dim_param = "N", "H", "W"
+    return model
+
+
+@pytest.mark.parametrize("shape, message", [
+    ({"x": (1, 3, 6)}, r"--shape x=1,3,6 does not fit the ONNX input's dims \(\[1, 3, 6, 10\]\)"),
+    ({"x": (1, 4, 6, 10)}, r"does not fit"),
+    ({"y": (1, 3, 6, 10)}, r"--shape names no ONNX input: 'y' \(inputs: 'x'\)"),
+])
+def test_a_shape_must_fit_the_input(quantized, shape, message):
+    with pytest.raises(vm.InvalidError, match=message):
+        import_onnx(quantized[0], shapes=shape)
+
+
+def test_shapes_fix_the_dims_and_the_result_agrees_with_onnxruntime(quantized):
+    model = vm.load(import_onnx(_symbolic(quantized[0]), shapes={"x": SHAPE}))
+    assert model.inputs[0].shape == SHAPE
+    x = np.random.default_rng(1).uniform(-1, 1, SHAPE).astype(np.float32)
+    ours = model.run({"x": x}, float_io=True)["y"]
+    theirs = ort_session(quantized[0]).run(None, {"x": x[:1]})[0]
+    assert np.array_equal(ours[:1], theirs)
+
+
+def test_a_concat_at_an_output_keeps_each_inputs_scale(quantized, calib):
+    """Boxes (hundreds) and scores (below 1) keep their own scales: the Concat stays float
+    in the quantized model, detvm writes one scale per channel, and the float outputs are
+    onnxruntime's, bit for bit."""
+    path, notes = quantized
+    assert any("output 'y': its Concat" in n and "keeps its own scale" in n for n in notes)
+    q = onnx.load(str(path))
+    concat = next(n for n in q.graph.node if n.op_type == "Concat")
+    assert concat.output[0] == "y"                         # not followed by a QuantizeLinear
+    model = vm.load(import_onnx(path))
+    scales = [float(s) for s in model.metadata["output.y.scale"].split(",")]
+    assert len(set(scales[:4])) == 1 and len(set(scales[4:])) == 1
+    assert scales[0] > 100 * scales[4] and model.metadata["output.y.axis"] == "1"
+    x = calib[:1]
+    ours = model.run({"x": x}, float_io=True)["y"]
+    theirs = ort_session(path).run(None, {"x": x})[0]
+    assert np.array_equal(ours, theirs)
+    assert len(np.unique(theirs[:, 4:])) > 16             # the scores kept their levels
+
+
+def test_no_split_outputs_gives_the_output_one_scale(tmp_path, float_model, calib):
+    notes = []
+    path = quantize_onnx(float_model, {"x": calib}, tmp_path / "q.onnx",
+                         shapes={"x": (1, *SHAPE[1:])}, split_outputs=False,
+                         notify=notes.append)
+    assert not notes
+    assert "," not in vm.load(import_onnx(path)).metadata["output.y.scale"]
+
+
+def test_opset_11_is_converted_for_per_channel_weights(tmp_path, calib):
+    onnx.save(two_heads(1, opset=11), tmp_path / "m11.onnx")
+    notes = []
+    path = quantize_onnx(tmp_path / "m11.onnx", {"x": calib}, tmp_path / "q.onnx",
+                         shapes={"x": (1, *SHAPE[1:])}, notify=notes.append)
+    assert any("opset 11 was converted to 13" in n for n in notes)
+    q = onnx.load(str(path))
+    assert {o.version for o in q.opset_import if o.domain in ("", "ai.onnx")} == {13}
+    axes = [a.i for n in q.graph.node if n.op_type == "DequantizeLinear" for a in n.attribute]
+    assert axes                                         # per-channel weights, loadable
+    theirs = ort_session(path).run(None, {"x": calib[:1]})[0]
+    ours = vm.load(import_onnx(path)).run({"x": calib[:1]}, float_io=True)["y"]
+    assert np.array_equal(ours, theirs)
+
+
+def test_per_tensor_keeps_the_opset(tmp_path, calib):
+    onnx.save(two_heads(1, opset=11), tmp_path / "m11.onnx")
+    notes = []
+    path = quantize_onnx(tmp_path / "m11.onnx", {"x": calib}, tmp_path / "q.onnx",
+                         shapes={"x": (1, *SHAPE[1:])}, per_channel=False,
+                         notify=notes.append)
+    assert not any("opset" in n for n in notes)
+    assert {o.version for o in onnx.load(str(path)).opset_import if not o.domain} == {11}
+
+
+def test_calibration_data_must_fit_the_fixed_dims(tmp_path, float_model, calib):
+    with pytest.raises(vm.InvalidError, match=r"calibration data for input 'x' has shape "
+                                              r"\[8, 3, 6, 10\]; the model needs \[N, 3, 6, 12\]"):
+        quantize_onnx(float_model, {"x": calib}, tmp_path / "q.onnx", shapes={"x": (1, 3, 6, 12)})
+    with pytest.raises(vm.InvalidError, match="holds 8 samples; the model's batch is 9"):
+        quantize_onnx(float_model, {"x": calib}, tmp_path / "q.onnx",
+                      shapes={"x": (9, *SHAPE[1:])})
+
+
+# ---------------------------------------------------------------------------------------------
+# The command line
+# ---------------------------------------------------------------------------------------------
+
+def test_cli_quantize_with_shape_progress_notes_and_save_onnx(tmp_path, capsys, float_model,
+                                                             calib):
+    np.savez(tmp_path / "calib.npz", x=calib)
+    assert main(["quantize", str(float_model), "--calibration", str(tmp_path / "calib.npz"),
+                 "-o", str(tmp_path / "m.dvm"), "--shape", "x=2,3,6,10", "--activation",
+                 "uint8", "--save-onnx", str(tmp_path / "q.onnx")]) == 0
+    err = capsys.readouterr().err
+    assert "calibrating: batch 4/4" in err and "detvm: note: output 'y'" in err
+    saved = vm.load(import_onnx(tmp_path / "q.onnx"))
+    assert vm.load(tmp_path / "m.dvm").hash == saved.hash
+    assert saved.inputs[0].shape == (2, 3, 6, 10)
+
+
+def test_cli_quantize_refuses_a_symbolic_dim_before_calibrating(tmp_path, capsys,
+                                                                 float_model, calib):
+    np.savez(tmp_path / "calib.npz", x=calib)
+    assert main(["quantize", str(float_model), "--calibration", str(tmp_path / "calib.npz"),
+                 "-o", str(tmp_path / "m.dvm")]) == 1
+    err = capsys.readouterr().err
+    assert "fix them with --shape x=1,3,D2,D3" in err and "calibrating" not in err
+
+
+def test_cli_quantize_refuses_unsupported_ops_before_calibrating(tmp_path, capsys, calib):
+    from onnx import TensorProto, helper
+    graph = helper.make_graph(
+        [helper.make_node("Sin", ["x"], ["y"], name="sine")], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 6, 10])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3, 6, 10])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]),
+              tmp_path / "sin.onnx")
+    np.savez(tmp_path / "calib.npz", x=calib)
+    assert main(["quantize", str(tmp_path / "sin.onnx"), "--calibration",
+                 str(tmp_path / "calib.npz"), "-o", str(tmp_path / "m.dvm")]) == 1
+    err = capsys.readouterr().err
+    assert "unsupported ONNX ops (1 node): Sin (1 node: sine)" in err
+    assert "calibrating" not in err
+
+
+def test_cli_import_onnx_shape(tmp_path, capsys, quantized):
+    onnx.save(_symbolic(quantized[0]), tmp_path / "sym.onnx")
+    assert main(["import-onnx", str(tmp_path / "sym.onnx"), "-o", str(tmp_path / "m.dvm"),
+                 "--shape", "x=3,3,6,10"]) == 0
+    assert vm.load(tmp_path / "m.dvm").inputs[0].shape == (3, 3, 6, 10)
+    assert main(["import-onnx", str(tmp_path / "sym.onnx"), "-o", str(tmp_path / "m.dvm"),
+                 "--shape", "x=3,3,6,10", "--shape", "x=1,3,6,10"]) == 1
+    assert "--shape gives input 'x' two shapes" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("bad", ["x", "x=", "=1,2", "x=1,,2", "x=1,0", "x=a,b"])
+def test_cli_shape_syntax_is_a_usage_error(tmp_path, capsys, bad):
+    with pytest.raises(SystemExit) as e:
+        main(["import-onnx", "m.onnx", "-o", str(tmp_path / "m.dvm"), "--shape", bad])
+    assert e.value.code == 2
+    assert "is not NAME=D0,D1,... with positive integer dims" in capsys.readouterr().err
