@@ -130,6 +130,19 @@ def test_per_tensor_keeps_the_opset(tmp_path, calib):
     assert {o.version for o in onnx.load(str(path)).opset_import if not o.domain} == {11}
 
 
+def test_a_minus_one_batch_stays_symbolic_and_is_calibrated_in_chunks(tmp_path, calib):
+    """A batch declared -1 (onnxruntime's quantizer collected no data from it before)."""
+    onnx.save(two_heads(2, dims=(-1, *SHAPE[1:])), tmp_path / "m.onnx")
+    calls = []
+    path = quantize_onnx(tmp_path / "m.onnx", {"x": calib}, tmp_path / "q.onnx",
+                         progress=lambda done, total: calls.append((done, total)))
+    assert calls == [(1, 1)]                                 # 8 samples, one run
+    assert onnx.load(str(path)).graph.input[0].type.tensor_type.shape.dim[0].dim_param
+    model = vm.load(import_onnx(path, batch=3))
+    ours = model.run({"x": calib[:3]}, float_io=True)["y"]
+    assert np.array_equal(ours, ort_session(path).run(None, {"x": calib[:3]})[0])
+
+
 def test_calibration_data_must_fit_the_fixed_dims(tmp_path, float_model, calib):
     with pytest.raises(vm.InvalidError, match=r"calibration data for input 'x' has shape "
                                               r"\[8, 3, 6, 10\]; the model needs \[N, 3, 6, 12\]"):
