@@ -10,16 +10,18 @@ Contexts: ``vm.cpu()``, ``vm.gpu(dev_id)``, ``vm.formal()``, ``vm.reference()``,
 """
 from __future__ import annotations
 
-from . import errors
+from . import errors, observe
 from .encoding import decode, encode
 from .errors import (DetvmError, EnvironmentFault, InternalError, InvalidError,
                      MalformedError, TrapError)
 from .executors import DEVICE_TYPES, Context
 from .model import Model, TensorInfo, load
 from .program import Instr, Program, Tensor
+from .single import op, op_model
 from .validate import Limits, validate
 
 __version__ = "0.1.0"
+SEED_APIS = ("runtime", "ndarray", "lite", "accl", "acl", "neuropod", "utils")
 
 
 def cpu(dev_id: int = 0) -> Context:
@@ -42,6 +44,12 @@ def reference(dev_id: int = 0) -> Context:
     return Context("reference", dev_id)
 
 
+def opencl(dev_id: int = 0) -> Context:
+    """CVM's OpenCL context: not supported by detvm (an EnvironmentFault)."""
+    raise EnvironmentFault("the OpenCL device is not supported by detvm (cpu, gpu, formal and "
+                           "reference are)")
+
+
 def context(dev_type: int | str, dev_id: int = 0) -> Context:
     """A context by CVM device number (0 cpu, 1 gpu, 2 formal) or name."""
     if isinstance(dev_type, int):
@@ -53,14 +61,16 @@ def context(dev_type: int | str, dev_id: int = 0) -> Context:
 
 
 def __getattr__(name: str):
-    """``vm.runtime`` (CVM's API) and ``vm.ndarray`` are imported on first use."""
-    if name in ("runtime", "ndarray"):
+    """The seed-style APIs are imported on first use: ``vm.runtime`` and ``vm.ndarray``
+    (CVM), ``vm.lite`` (MegEngine Lite), ``vm.accl`` (MemryX), ``vm.acl`` (pyACL),
+    ``vm.neuropod`` (Neuropod), ``vm.utils`` (CVM's file helpers)."""
+    if name in SEED_APIS:
         import importlib
         return importlib.import_module(f".{name}", __name__)
     raise AttributeError(f"module 'vm' has no attribute {name!r}")
 
 
-__all__ = ["load", "Model", "TensorInfo", "Program", "Tensor", "Instr", "Limits", "validate",
-           "encode", "decode", "cpu", "gpu", "formal", "reference", "context", "Context",
-           "errors", "runtime", "ndarray", "DetvmError", "MalformedError", "InvalidError",
+__all__ = ["op", "op_model", "load", "Model", "TensorInfo", "Program", "Tensor", "Instr", "Limits", "validate",
+           "encode", "decode", "cpu", "gpu", "formal", "reference", "opencl", "context", "Context",
+           "errors", "observe", "runtime", "ndarray", "DetvmError", "MalformedError", "InvalidError",
            "TrapError", "EnvironmentFault", "InternalError"]

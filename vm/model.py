@@ -113,11 +113,12 @@ class Model:
         """
         if float_io:
             inputs = quantize_inputs(self, inputs)
+        plan = self.bound_plan()
         feeds = self._check_inputs(inputs)
-        ex = self.plan.executor
+        ex = plan.executor
         with ex.exclusive():
             device = {self.program.inputs[k]: ex.from_host(a) for k, a in enumerate(feeds)}
-            values = self.plan.run(device, trace)
+            values = plan.run(device, trace)
             out = {t.name: np.array(ex.to_host(v), dtype=t.dtype, copy=True)
                    for t, v in zip(self.outputs, values)}
         if float_io:
@@ -136,8 +137,20 @@ class Model:
             raise TrapError(f"unknown input {shown(unknown[0])} (inputs: {', '.join(names)})")
         return [_check_input(t, inputs.get(t.name)) for t in self.inputs]
 
+    def bound_plan(self) -> Plan:
+        """The executor-bound plan; a TrapError once the model is closed."""
+        if self.plan is None:
+            raise TrapError(f"model {self.name!r} is closed")
+        return self.plan
+
     # -- context manager --------------------------------------------------------------------
+    @property
+    def closed(self) -> bool:
+        return self.plan is None
+
     def close(self) -> None:
+        """Release the executor's resources (idempotent); running afterwards is a TrapError,
+        the facts (hash, gas, inputs, outputs) stay readable."""
         if self.plan is not None:
             self.plan.close()
         self.plan = None
@@ -149,7 +162,8 @@ class Model:
         self.close()
 
     def __repr__(self) -> str:
-        return (f"<detvm.Model {self.name!r} {self.hash[:12]} on {self.ctx}: "
+        state = " (closed)" if self.closed else ""
+        return (f"<detvm.Model {self.name!r} {self.hash[:12]} on {self.ctx}{state}: "
                 f"{len(self.inputs)} in, {len(self.outputs)} out, gas {self.gas}>")
 
 

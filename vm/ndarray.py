@@ -3,8 +3,9 @@
     params = vm.ndarray.load_param_dict(blob)            # {name: NDArray}
     blob = vm.ndarray.save_param_dict({"w": vm.ndarray.array(w)})   # canonical bytes
 
-Arrays hold int8 or int32 values in host memory (a context is a label); ``empty`` gives zeros,
-so that nothing depends on stale memory. Errors are :class:`vm.runtime.CVMError`.
+Arrays hold int8 or int32 values in host memory (a context is a label, checked). ``empty``
+promises nothing about its contents (as CVM); detvm fills it with the dtype's minimum so that a
+read before a write is visible and still deterministic. Errors are :class:`vm.runtime.CVMError`.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from typing import Mapping
 import numpy as np
 
 from .executors import Context
-from .runtime import LOGIC, CVMError, cvm_errors
+from .runtime import LOGIC, CVMError, check_context, cvm_errors
 
 DTYPES = ("int8", "int32")
 
@@ -42,11 +43,23 @@ def _as_ints(source, dtype=None) -> np.ndarray:
 
 
 class NDArray:
-    """An integer array on a context, as CVM's ``cvm.ndarray.NDArray``."""
+    """An integer array on a context, as CVM's ``cvm.ndarray.NDArray(handle, is_view)``: the
+    handle is an int8/int32 numpy array (or another NDArray); ``is_view`` shares its memory
+    (writes show through, nothing is copied), otherwise the values are copied."""
 
-    def __init__(self, data: np.ndarray, ctx: Context | None = None):
-        self._data = _as_ints(data)
-        self._ctx = ctx if ctx is not None else Context("cpu")
+    def __init__(self, handle, is_view: bool = False, ctx: Context | None = None):
+        if not isinstance(is_view, bool):
+            raise CVMError(LOGIC, f"is_view must be a bool, got {is_view!r}")
+        source = handle._data if isinstance(handle, NDArray) else handle
+        if is_view:
+            if not isinstance(source, np.ndarray) or source.dtype.name not in DTYPES \
+                    or not source.flags.c_contiguous:
+                raise CVMError(LOGIC, "a view needs a C-contiguous int8 or int32 numpy array")
+            self._data = source
+        else:
+            self._data = _as_ints(source).copy()
+        self._ctx = check_context(ctx if ctx is not None else getattr(handle, "ctx", None))
+        self.is_view = is_view
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -79,7 +92,18 @@ class NDArray:
         return self
 
     def same_as(self, other) -> bool:
+        """Whether ``other`` is this very array object."""
         return self is other
+
+    def prepare_bcast_shape(self, value, bcast_shape) -> "NDArray":
+        """A new array of shape ``bcast_shape`` holding ``value`` (a number or array-like)
+        broadcast to it, with this array's dtype and context."""
+        try:
+            shape = tuple(int(d) for d in bcast_shape)
+            data = np.broadcast_to(np.asarray(value), shape)
+        except (TypeError, ValueError) as e:
+            raise CVMError(LOGIC, f"prepare_bcast_shape: {e}") from None
+        return NDArray(_as_ints(data, self._data.dtype), ctx=self._ctx)
 
     def __repr__(self) -> str:
         return f"<NDArray {list(self.shape)} {self.dtype} @{self._ctx}>\n{self._data}"
@@ -87,12 +111,21 @@ class NDArray:
 
 def array(arr, ctx: Context | None = None) -> NDArray:
     """An NDArray holding a copy of ``arr`` (int8 stays int8, other integers become int32)."""
-    return NDArray(arr, ctx)
+    return NDArray(arr, ctx=check_context(ctx))
 
 
 def empty(shape, dtype="int32", ctx: Context | None = None) -> NDArray:
-    """An NDArray of ``shape`` (zeros: detvm never exposes uninitialised memory)."""
-    return NDArray(np.zeros(tuple(shape), dtype=_dtype(dtype)), ctx)
+    """An NDArray of ``shape`` whose contents are unspecified: write before reading. (detvm
+    fills it with the dtype's minimum, never with stale memory.)"""
+    dt = _dtype(dtype)
+    try:
+        shape = tuple(int(d) for d in shape)
+    except (TypeError, ValueError):
+        raise CVMError(LOGIC, f"empty: bad shape {shape!r}") from None
+    if any(d < 0 for d in shape) or int(np.prod(shape, dtype=object)) > 1 << 30:
+        raise CVMError(LOGIC, f"empty: shape {list(shape)} is negative or too large")
+    return NDArray(np.full(shape, np.iinfo(dt).min, dtype=dt), is_view=True,
+                   ctx=check_context(ctx))
 
 
 def save_param_dict(dict_data: Mapping[str, object]) -> bytes:

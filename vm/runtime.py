@@ -39,6 +39,56 @@ def cvm_errors():
         raise CVMError(cvm_code(e), str(e)) from e
 
 
+class CVMContext(Context):
+    """CVM's context type, ``CVMContext(device_type, device_id)``: ``device_type`` in CVM's
+    Python (DLPack) numbering, 1 cpu, 2 gpu, 3 formal, or a name. 4 (OpenCL) is not supported.
+    ``.device_type`` is detvm's name of the device; ``.dl_device_type`` CVM's number."""
+
+    MASK2STR = {1: "cpu", 2: "gpu", 3: "formal", 4: "opencl"}
+    STR2MASK = {v: k for k, v in MASK2STR.items()}
+
+    def __init__(self, device_type, device_id: int = 0):
+        name = self.MASK2STR.get(device_type) if isinstance(device_type, int) else device_type
+        if name == "opencl":
+            raise CVMError(RUNTIME, "the OpenCL device is not supported by detvm "
+                                    "(cpu, gpu, formal and reference are)")
+        if name not in ("cpu", "gpu", "formal", "reference") or isinstance(device_type, bool):
+            raise CVMError(RUNTIME, f"unknown device type {device_type!r} (1 cpu, 2 gpu, "
+                                    "3 formal, or a name)")
+        if not isinstance(device_id, int) or isinstance(device_id, bool) or device_id < 0:
+            raise CVMError(RUNTIME, f"device_id must be an int >= 0, got {device_id!r}")
+        super().__init__(name, device_id)
+
+    @property
+    def dl_device_type(self) -> int:
+        return self.STR2MASK.get(self.device_type, 0)
+
+    def __repr__(self) -> str:
+        return f"{self.device_type}({self.device_id})"
+
+
+def cpu(dev_id: int = 0) -> CVMContext:
+    return CVMContext(1, dev_id)
+
+
+def gpu(dev_id: int = 0) -> CVMContext:
+    return CVMContext(2, dev_id)
+
+
+def formal(dev_id: int = 0) -> CVMContext:
+    return CVMContext(3, dev_id)
+
+
+def opencl(dev_id: int = 0) -> CVMContext:
+    """CVM's OpenCL context: not supported (CVM's own is a stub with one op)."""
+    return CVMContext(4, dev_id)
+
+
+def context(dev_type, dev_id: int = 0) -> CVMContext:
+    """A context from a number (CVM's Python numbering) or a name, type-checked."""
+    return CVMContext(dev_type, dev_id)
+
+
 class CVMModel:
     """A loaded model (the handle of the API): a detvm Model plus CVM's facts and bytes."""
 
@@ -73,11 +123,13 @@ class CVMModel:
         return f"<CVMModel {self.model.name!r} {state}>"
 
 
-def _context(ctx) -> Context:
+def check_context(ctx) -> Context:
+    """``ctx`` (a detvm or CVM context; None is the CPU), or a CVMError."""
     if ctx is None:
         return Context("cpu")
     if not isinstance(ctx, Context):
-        raise CVMError(RUNTIME, f"ctx must be a context such as vm.cpu(), got {ctx!r}")
+        raise CVMError(RUNTIME, f"ctx must be a context such as vm.runtime.cpu() or "
+                                f"vm.cpu(), got {ctx!r}")
     return ctx
 
 
@@ -103,7 +155,7 @@ def CVMAPILoadModel(json_str, param_bytes, ctx=None, compat: str | None = None) 
     """Load a CVM model (graph JSON text or UTF-8 bytes, params blob) on ``ctx``."""
     from compiler.cvm import import_cvm
     json_bytes, params = _bytes(json_str, "json_str"), _bytes(param_bytes, "param_bytes")
-    context = _context(ctx)
+    context = check_context(ctx)
     with cvm_errors():
         return CVMModel(Model(import_cvm(json_bytes, params, compat), context))
 
@@ -169,7 +221,8 @@ def CVMAPIGetPostprocessMethod(net: CVMModel) -> str:
 CVMAPIGetPreprocessMethod = CVMAPIGetPostprocessMethod
 """CVM's C API name for :func:`CVMAPIGetPostprocessMethod` (it is misnamed there)."""
 
-__all__ = ["CVMError", "CVMModel", "load_model", "CVMAPILoadModel", "CVMAPIFreeModel",
+__all__ = ["CVMError", "CVMModel", "CVMContext", "cpu", "gpu", "formal", "opencl", "context",
+           "check_context", "load_model", "CVMAPILoadModel", "CVMAPIFreeModel",
            "CVMAPIInference", "CVMAPIGetInputLength", "CVMAPIGetInputTypeSize",
            "CVMAPIGetOutputLength", "CVMAPIGetOutputTypeSize", "CVMAPIGetStorageSize",
            "CVMAPIGetGasFromModel", "CVMAPIGetGasFromGraphFile", "CVMAPIGetVersion",

@@ -1,0 +1,411 @@
+"""MegEngine Lite's Python API (``megenginelite``) on detvm: a thin layer over one vm.Model.
+
+    from vm.lite import LiteConfig, LiteNetwork
+    network = LiteNetwork(LiteConfig())
+    network.load("model.dvm")
+    network.get_io_tensor(network.get_input_name(0)).set_data_by_copy(x)
+    network.forward()
+    network.wait()
+    y = network.get_io_tensor(network.get_output_name(0)).to_numpy()
+
+Outputs are the model's bytes, identical on every machine; the performance options of
+``LiteOptions`` are accepted and change nothing. Errors are detvm's (vm/errors.py): using a
+network before ``load`` or after its model failed is a TrapError. docs/api.md maps every call.
+"""
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass, field
+from enum import IntEnum
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from . import observe
+from .errors import TrapError
+from .executors import Context
+from .model import Model, load
+
+
+class LiteDeviceType(IntEnum):
+    LITE_CPU = 0
+    LITE_CUDA = 1
+    LITE_DEVICE_DEFAULT = 5
+
+
+class LiteBackend(IntEnum):
+    LITE_DEFAULT = 0
+
+
+class LiteIOType(IntEnum):
+    LITE_IO_VALUE = 0
+    LITE_IO_SHAPE = 1
+
+
+class LiteTensorPhase(IntEnum):
+    LITE_IO = 0
+    LITE_INPUT = 1
+    LITE_OUTPUT = 2
+
+
+@dataclass
+class LiteOptions:
+    """MegEngine's forwarding options: accepted for porting, none changes detvm's bytes."""
+
+    weight_preprocess: bool = False
+    fuse_preprocess: bool = False
+    fake_next_exec: bool = False
+    var_sanity_check_first_run: bool = True
+    const_shape: bool = False
+    force_dynamic_alloc: bool = False
+    force_output_dynamic_alloc: bool = False
+    force_output_use_user_specified_memory: bool = False
+    no_profiling_on_shape_change: bool = False
+    jit_level: int = 0
+    comp_node_seq_record_level: int = 0
+    graph_opt_level: int = 2
+    async_exec_level: int = 1
+
+
+@dataclass
+class LiteConfig:
+    """Where and how a network runs. ``device_type`` is a LiteDeviceType or any detvm context
+    (``vm.reference()``, ``vm.formal()``)."""
+
+    device_type: Any = LiteDeviceType.LITE_CPU
+    option: LiteOptions | None = None
+    device_id: int = 0
+    backend: LiteBackend = LiteBackend.LITE_DEFAULT
+    has_compression: bool = False
+    auto_optimize_inference: bool = False
+    discrete_input_name: str = ""
+
+    def __post_init__(self):
+        self.options = self.option if self.option is not None else LiteOptions()
+
+    def context(self) -> Context:
+        if isinstance(self.device_type, Context):
+            return self.device_type
+        try:
+            kind = LiteDeviceType(self.device_type)
+        except ValueError:
+            raise TrapError(f"LiteConfig.device_type {self.device_type!r} is not a "
+                            "LiteDeviceType or a detvm context") from None
+        return Context("gpu" if kind == LiteDeviceType.LITE_CUDA else "cpu", self.device_id)
+
+
+@dataclass
+class LiteLayout:
+    """A tensor's shape and element type (``data_type`` a numpy dtype)."""
+
+    shapes: tuple[int, ...] = ()
+    data_type: Any = np.int8
+
+    def __post_init__(self):
+        self.shapes = tuple(int(d) for d in self.shapes)
+        self.data_type = np.dtype(self.data_type)
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shapes)
+
+
+@dataclass(eq=False)
+class LiteIO:
+    """One input or output of a network; ``layout``, when given, is checked at ``forward``."""
+
+    name: str
+    is_host: bool = True
+    io_type: LiteIOType = LiteIOType.LITE_IO_VALUE
+    layout: LiteLayout | None = None
+
+    @property
+    def config_layout(self) -> LiteLayout | None:
+        return self.layout
+
+
+@dataclass
+class LiteNetworkIO:
+    inputs: list[LiteIO] = field(default_factory=list)
+    outputs: list[LiteIO] = field(default_factory=list)
+
+    def add_input(self, io: LiteIO) -> None:
+        self.inputs.append(_checked(io, LiteIO, "add_input"))
+
+    def add_output(self, io: LiteIO) -> None:
+        self.outputs.append(_checked(io, LiteIO, "add_output"))
+
+
+class LiteTensor:
+    """A network's input or output buffer (host memory)."""
+
+    def __init__(self, layout: LiteLayout, phase: LiteTensorPhase):
+        self.layout, self.phase = layout, phase
+        self._data = np.zeros(layout.shapes, dtype=layout.data_type)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self._data.shape)
+
+    @property
+    def nbytes(self) -> int:
+        return self._data.nbytes
+
+    def set_data_by_copy(self, data) -> None:
+        """Copy ``data`` (an integer array or sequence) in; the layout follows it."""
+        array = np.array(data, copy=True)
+        if array.dtype.kind not in "iu":
+            raise TrapError(f"set_data_by_copy: integer data expected, got dtype {array.dtype}")
+        self._data = array
+        self.layout = LiteLayout(array.shape, array.dtype)
+
+    def set_data_by_share(self, data) -> None:
+        """Use the caller's integer array itself (no copy; it must stay unchanged until the
+        forward that reads it has finished)."""
+        if not isinstance(data, np.ndarray) or data.dtype.kind not in "iu":
+            raise TrapError("set_data_by_share: an integer numpy array expected")
+        self._data = data
+        self.layout = LiteLayout(data.shape, data.dtype)
+
+    def copy_from(self, src: "LiteTensor") -> None:
+        self.set_data_by_copy(_checked(src, LiteTensor, "copy_from")._data)
+
+    def to_numpy(self) -> np.ndarray:
+        return self._data.copy()
+
+    def get_data_by_share(self) -> np.ndarray:
+        """The buffer itself (read-only view)."""
+        view = self._data.view()
+        view.flags.writeable = False
+        return view
+
+    def __repr__(self) -> str:
+        return f"<LiteTensor {list(self.shape)} {self._data.dtype}>"
+
+
+class LiteNetwork:
+    """A model loaded for forwarding, with its I/O tensors."""
+
+    def __init__(self, config: LiteConfig | None = None, io: LiteNetworkIO | None = None):
+        self.config = _checked(config or LiteConfig(), LiteConfig, "config")
+        self.io = _checked(io or LiteNetworkIO(), LiteNetworkIO, "io")
+        self.model: Model | None = None
+        self._threads: int | None = None
+        self._tensors: dict[tuple[str, int], LiteTensor] = {}
+        self._ios: dict[str, LiteIO] = {}
+        self._start = self._finish = self._async = None
+        self._txt = self._bin = self._profile = None
+        self._events: list[dict] = []
+        self._worker: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    # -- loading ------------------------------------------------------------------------------
+    def load(self, path_or_bytes) -> None:
+        """Load and validate a .dvm/.dvmt file, its bytes, or an already loaded vm.Model."""
+        model = path_or_bytes if isinstance(path_or_bytes, Model) else load(
+            path_or_bytes, self.config.context(), threads=self._threads)
+        self._bind(model)
+
+    def _bind(self, model: Model) -> None:
+        self.model = model
+        given = {io.name: io for io in self.io.inputs + self.io.outputs}
+        self._ios, self._tensors = {}, {}
+        for infos, phase in ((model.inputs, LiteTensorPhase.LITE_INPUT),
+                             (model.outputs, LiteTensorPhase.LITE_OUTPUT)):
+            for t in infos:
+                self._ios[t.name] = given.get(t.name) or LiteIO(t.name)
+                self._tensors[(t.name, phase)] = LiteTensor(LiteLayout(t.shape, t.dtype), phase)
+
+    def _model(self) -> Model:
+        if self.model is None:
+            raise TrapError("the network has no model: call load() first")
+        return self.model
+
+    # -- names and tensors --------------------------------------------------------------------
+    def get_input_name(self, index: int) -> str:
+        return _nth(self._model().inputs, index, "input")
+
+    def get_output_name(self, index: int) -> str:
+        return _nth(self._model().outputs, index, "output")
+
+    def get_all_input_name(self) -> list[str]:
+        return [t.name for t in self._model().inputs]
+
+    def get_all_output_name(self) -> list[str]:
+        return [t.name for t in self._model().outputs]
+
+    def get_io_tensor(self, name: str, phase=LiteTensorPhase.LITE_IO) -> LiteTensor:
+        """The tensor of input or output ``name`` (``phase`` separates equal names)."""
+        self._model()
+        phases = ((LiteTensorPhase.LITE_INPUT, LiteTensorPhase.LITE_OUTPUT)
+                  if phase == LiteTensorPhase.LITE_IO else (LiteTensorPhase(phase),))
+        for p in phases:
+            if (name, p) in self._tensors:
+                return self._tensors[(name, p)]
+        raise TrapError(f"no input or output named {name!r} (inputs: "
+                        f"{', '.join(self.get_all_input_name())}; outputs: "
+                        f"{', '.join(self.get_all_output_name())})")
+
+    # -- forwarding -----------------------------------------------------------------------------
+    def forward(self) -> None:
+        """Run on the input tensors and fill the output tensors; in async mode
+        (``async_with_callback``) return at once and run on a worker thread."""
+        model = self._model()
+        self.wait()
+        if self._async is None:
+            self._forward(model)
+            return
+        self._worker = threading.Thread(target=self._forward_async, args=(model,), daemon=True)
+        self._worker.start()
+
+    def _forward_async(self, model: Model) -> None:
+        try:
+            self._forward(model)
+            self._async()
+        except BaseException as e:          # re-raised by wait(), in the caller's thread
+            self._error = e
+
+    def _forward(self, model: Model) -> None:
+        inputs = {t.name: self._tensors[(t.name, LiteTensorPhase.LITE_INPUT)] for t in model.inputs}
+        if self._start is not None:
+            self._start({self._ios[n]: t for n, t in inputs.items()})
+        feeds = {n: t._data for n, t in inputs.items()}
+        if self._txt or self._bin or self._profile:
+            outputs, records = observe.run_recorded(model, feeds)
+            self._write_observations(model, records)
+        else:
+            outputs = model.run(feeds)
+        results = {}
+        for t in model.outputs:
+            tensor = self._tensors[(t.name, LiteTensorPhase.LITE_OUTPUT)]
+            _check_layout(self._ios[t.name], outputs[t.name])
+            tensor._data, tensor.layout = outputs[t.name], LiteLayout(t.shape, t.dtype)
+            results[self._ios[t.name]] = tensor
+        if self._finish is not None:
+            self._finish(results)
+
+    def wait(self) -> None:
+        """Block until an async forward has finished; re-raise what it raised."""
+        worker, self._worker = self._worker, None
+        if worker is not None:
+            worker.join()
+        error, self._error = self._error, None
+        if error is not None:
+            raise error
+
+    def async_with_callback(self, async_callback: Callable[[], Any]) -> None:
+        """From now on ``forward`` runs asynchronously and calls ``async_callback()`` when done."""
+        self._async = _callable(async_callback, "async_with_callback")
+
+    def set_start_callback(self, start_callback: Callable[[dict], Any]) -> None:
+        """``start_callback({LiteIO: LiteTensor})`` before each forward (the inputs)."""
+        self._start = _callable(start_callback, "set_start_callback")
+
+    def set_finish_callback(self, finish_callback: Callable[[dict], Any]) -> None:
+        """``finish_callback({LiteIO: LiteTensor})`` after each forward (the outputs)."""
+        self._finish = _callable(finish_callback, "set_finish_callback")
+
+    # -- debugging and profiling ----------------------------------------------------------------
+    def io_txt_dump(self, txt_file) -> None:
+        """Write every instruction's inputs and outputs (statistics, SHA-256, first values) to
+        ``txt_file`` at each forward."""
+        self._txt = txt_file
+
+    def io_bin_dump(self, bin_dir) -> None:
+        """Write every instruction's inputs and outputs as .npy files (and index.json) into
+        ``bin_dir`` at each forward."""
+        self._bin = bin_dir
+
+    def enable_profile_performance(self, profile_file) -> None:
+        """Write a per-instruction profile of every forward to ``profile_file`` as Chrome trace
+        JSON (chrome://tracing, Perfetto)."""
+        self._profile, self._events = profile_file, []
+
+    def _write_observations(self, model: Model, records: list) -> None:
+        if self._txt:
+            observe.write_text_dump(self._txt, records)
+        if self._bin:
+            observe.write_binary_dump(self._bin, records)
+        if self._profile:
+            offset = (self._events[-1]["ts"] + self._events[-1]["dur"]) / 1e6 if self._events else 0
+            self._events += observe.chrome_trace(records, offset)
+            observe.write_chrome_trace(self._profile, self._events,
+                                       {"model": model.hash, "name": model.name})
+
+    # -- resources ------------------------------------------------------------------------------
+    def share_weights_with(self, src_network: "LiteNetwork") -> None:
+        """Use ``src_network``'s loaded model, weights included (one copy in memory for both);
+        this network keeps its own I/O tensors. Both must hold the same model (hash)."""
+        src = _checked(src_network, LiteNetwork, "share_weights_with")._model()
+        if self.model is not None and self.model.hash != src.hash:
+            raise TrapError(f"share_weights_with: the networks hold different models "
+                            f"({self.model.hash[:16]}... and {src.hash[:16]}...)")
+        if self.model is not None and self.model is not src:
+            self.model.close()
+        self._bind(src)
+
+    def set_cpu_threads_number(self, nr_threads: int) -> None:
+        """Threads for the CPU executor (results never depend on it); applies to the next load."""
+        if not isinstance(nr_threads, int) or isinstance(nr_threads, bool) or nr_threads < 1:
+            raise TrapError(f"set_cpu_threads_number: a positive int expected, got {nr_threads!r}")
+        self._threads = nr_threads
+
+    def enable_cpu_inplace_mode(self) -> None:
+        """Forward on one CPU thread (the caller's); applies to the next load."""
+        self._threads = 1
+
+    def is_cpu_inplace_mode(self) -> bool:
+        return self._threads == 1
+
+    @property
+    def threads_number(self) -> int:
+        return self._threads or 1
+
+    @property
+    def device_id(self) -> int:
+        return self.config.device_id
+
+    @property
+    def stream_id(self) -> int:
+        return 0
+
+    def get_static_memory_alloc_info(self, log_dir=None) -> dict:
+        """The validated memory plan: peak bytes of live tensors (an upper bound of what a run
+        holds), gas, and the per-tensor sizes; also written to ``log_dir``/memory.json."""
+        model = self._model()
+        info = {"peak_memory": model.peak_memory, "gas": model.gas,
+                "tensors": {t.name: t.size * t.dtype.itemsize for t in model.program.tensors}}
+        if log_dir is not None:
+            observe.write_text(Path(log_dir) / "memory.json", json.dumps(info, indent=1) + "\n")
+        return info
+
+
+def _nth(infos, index, what: str) -> str:
+    if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < len(infos):
+        raise TrapError(f"{what} index {index!r} out of range (the model has {len(infos)} "
+                        f"{what}s)")
+    return infos[index].name
+
+
+def _check_layout(io: LiteIO, array: np.ndarray) -> None:
+    if io.layout is not None and io.layout.shapes and tuple(array.shape) != io.layout.shapes:
+        raise TrapError(f"output {io.name!r}: shape {list(array.shape)} differs from the "
+                        f"configured layout {list(io.layout.shapes)}")
+
+
+def _checked(value, kind, what: str):
+    if not isinstance(value, kind):
+        raise TrapError(f"{what}: expected a {kind.__name__}, got {type(value).__name__}")
+    return value
+
+
+def _callable(fn, what: str):
+    if not callable(fn):
+        raise TrapError(f"{what}: expected a callable, got {type(fn).__name__}")
+    return fn
+
+
+__all__ = ["LiteNetwork", "LiteConfig", "LiteOptions", "LiteIO", "LiteNetworkIO", "LiteTensor",
+           "LiteLayout", "LiteDeviceType", "LiteBackend", "LiteIOType", "LiteTensorPhase"]
