@@ -47,14 +47,15 @@ for case in node._NodeTestCases:
 """
 
 
-def generate(cache: Path) -> Path:
-    """The cache directory for this onnx version, generated once."""
+def generate(cache: Path, modules=None, tag: str = "") -> Path:
+    """The cache directory of the node tests of ``modules`` (default: the integer ops) for this
+    onnx version, generated once."""
     import onnx
-    root = Path(cache) / f"onnx-{onnx.__version__}"
+    root = Path(cache) / f"onnx-{onnx.__version__}{tag}"
     if not (root / ".complete").exists():
         root.mkdir(parents=True, exist_ok=True)
-        subprocess.run([sys.executable, "-c", _GENERATE, str(root), *OPS.values()], check=True,
-                       capture_output=True)
+        subprocess.run([sys.executable, "-c", _GENERATE, str(root),
+                        *(modules or OPS.values())], check=True, capture_output=True)
         (root / ".complete").write_text("ok")
     return root
 

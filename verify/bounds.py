@@ -27,7 +27,8 @@ obligation claims that every output element lies within its declared precision (
   hull lemma), and each count is a sum of N flags, so at most N (checked in the same query).
 * The ops of imported models (ops/quant.py, ops/pool.py): qconv2d and qdense are linear on
   the centred data x - zero_point (the data range is shifted by the zero point); sum_pool2d
-  is linear with positive weights L / n summing to at most L per output; pad is a selection
+  is linear with positive weights L / n summing to at most L per output (resize_linear: its
+  four weights sum to 4^bits); pad is a selection
   (its constant fill included); requantize is clamped: its last step clips any integer to
   [qmin, qmax], and Z3 proves that clip within the declared precision; argmax is an index: its
   values lie in [0, D - 1] (exact).
@@ -47,7 +48,7 @@ from .domains import IntDomain
 from .obligations import Obligation, any_of
 from .smt2 import num, total
 
-LINEAR = ("conv2d", "dense", "sum", "qconv2d", "qdense", "sum_pool2d")
+LINEAR = ("conv2d", "dense", "sum", "qconv2d", "qdense", "sum_pool2d", "resize_linear")
 POINTWISE = ("relu", "abs", "negative", "cvm_precision", "elemwise_add", "elemwise_sub", "clip",
              "cvm_clip", "cvm_left_shift", "cvm_right_shift", "broadcast_add", "broadcast_sub",
              "broadcast_mul", "broadcast_div", "broadcast_max", "broadcast_greater", "where")
@@ -77,6 +78,16 @@ def kind_of(op_name: str) -> str:
 def _declared(t) -> tuple[int, int]:
     r = bound(t.precision)
     return -r, r
+
+
+def _positive_weight_sum(op: str, shape, out_size: int, attrs) -> int:
+    """The total weight of each output of an op whose weights are all >= 0: sum (1 per
+    reduced element), sum_pool2d (L), resize_linear (4^bits)."""
+    if op == "sum_pool2d":
+        return pool_factors(shape, attrs)[1]
+    if op == "resize_linear":
+        return 1 << (2 * attrs["bits"])
+    return int(np.prod(shape)) // out_size
 
 
 def _intersect(a, b) -> tuple[int, int]:
@@ -163,9 +174,9 @@ class Bounds:
         lo, hi = self._range(ins.inputs[0])
         zp = ins.attrs.get("zero_point", 0)            # q-ops and sum_pool2d: x - zero_point
         lo0, hi0 = min(lo - zp, 0), max(hi - zp, 0)
-        if op in ("sum", "sum_pool2d"):
-            n = (pool_factors(t[ins.inputs[0]].shape, ins.attrs)[1] if op == "sum_pool2d"
-                 else t[ins.inputs[0]].size // t[ins.outputs[0]].size)
+        if op in ("sum", "sum_pool2d", "resize_linear"):
+            n = _positive_weight_sum(op, t[ins.inputs[0]].shape, t[ins.outputs[0]].size,
+                                     ins.attrs)
             p, neg, bias = np.array([n], dtype=object), np.array([0], dtype=object), None
         else:
             weight = self.program.consts.get(ins.inputs[1])

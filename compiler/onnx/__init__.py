@@ -14,7 +14,7 @@ from __future__ import annotations
 from vm.errors import InvalidError
 from vm.program import Program
 
-from . import layout, linear, quantops
+from . import layout, linear, quantops, resize, tensors
 from .fixed import ROUNDINGS
 from .graph import MS_DOMAIN, Graph, load_model, read_graph
 from .lower import Lowering
@@ -59,6 +59,12 @@ HANDLERS = {
     ("", "ArgMax"): layout.argmax,
     ("", "Constant"): layout.constant_node,
     ("", "Shape"): layout.shape_node,
+    ("", "Slice"): tensors.slice_node,
+    ("", "Split"): tensors.split_node,
+    ("", "Gather"): tensors.gather_node,
+    ("", "Cast"): tensors.cast_node,
+    ("", "Resize"): resize.resize,
+    ("", "Upsample"): resize.resize,
 }
 FOLDABLE = {"Cast", "Gather", "Mul", "Div", "Sub", "Add", "Slice", "Range", "Concat",
             "Reshape", "Unsqueeze", "Squeeze", "Flatten", "Transpose", "ConstantOfShape",

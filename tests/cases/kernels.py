@@ -1,0 +1,29 @@
+"""Law-suite cases for the integer kernels of imported models: resize_linear, ..."""
+import hypothesis.strategies as st
+
+from . import Input, OpCase, shapes
+
+
+@st.composite
+def _axis_plan(draw, size: int, bits: int):
+    n = draw(st.integers(1, 5))
+    index = draw(st.lists(st.integers(0, size - 1), min_size=2 * n, max_size=2 * n))
+    weight = draw(st.lists(st.one_of(st.integers(0, 1 << bits), st.sampled_from([0, 1 << bits])),
+                           min_size=n, max_size=n))
+    return index, weight
+
+
+@st.composite
+def resize_linear(draw):
+    shape = draw(shapes(2, 4, 1, 4))
+    axes = draw(st.permutations(range(len(shape))))[:2]
+    axes = [a - len(shape) if draw(st.booleans()) else a for a in axes]
+    bits = draw(st.integers(0, 12))
+    (ih, wh), (iw, ww) = (draw(_axis_plan(shape[a], bits)) for a in axes)
+    precision = draw(st.integers(1, max(1, min(16, 29 - 2 * bits))))   # mostly within p32
+    return OpCase([Input(shape, precision)],
+                  dict(axes=axes, index_h=ih, weight_h=wh, index_w=iw, weight_w=ww, bits=bits,
+                       zero_point=draw(st.integers(-300, 300))))
+
+
+CASES = {"resize_linear": resize_linear()}
