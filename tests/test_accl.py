@@ -102,7 +102,7 @@ def test_back_pressure_bounds_frames_in_flight(monkeypatch):
     accl.connect_input(lambda: produced.append(1) or x)      # an endless stream
     accl.connect_output(lambda logits: None)
     time.sleep(0.3)
-    assert len(produced) <= 9                 # 2 * QUEUE_DEPTH * workers slots, + one waiting
+    assert len(produced) == 2                 # a worker pulls a frame only when it is free
     gate.set()                                # stop() lets the runs in progress finish
     accl.stop()
 

@@ -5,9 +5,9 @@
     accl.connect_output(show)                   # show(*outputs), in input order
     accl.wait()
 
-A thin layer over vm.Model: frames are pipelined through worker threads (``stream_workers``)
-with bounded queues, so a fast producer waits (back-pressure) instead of filling memory; the
-outputs of each stream arrive in input order and are byte-identical to sequential
+A thin layer over vm.Model: frames are pipelined through worker threads (``stream_workers``),
+each pulling a frame only when it is free, so a fast producer is never read ahead of the
+workers (back-pressure) and memory stays bounded; the outputs of each stream arrive in input order and are byte-identical to sequential
 ``Model.run`` calls, whatever the interleaving. An exception in a user callback or a run stops
 the pipeline and is re-raised by ``wait()``; a callback returning None (or raising
 StopIteration) ends its stream. Timeouts (milliseconds, as MemryX) raise
@@ -26,7 +26,7 @@ from .errors import EnvironmentFault, TrapError
 from .model import Model, load
 
 QUEUE_DEPTH = 2
-"""Frames waiting per worker; a producer that gets further ahead blocks."""
+"""Frames waiting in a SyncAccl's input buffer; ``send`` blocks beyond it."""
 
 
 class AcclTimeoutError(EnvironmentFault, TimeoutError):
@@ -262,20 +262,23 @@ class AsyncAccl(MultiStreamAsyncAccl):
 
 
 class _Run:
-    """One connect_streams: a producer thread polling the streams round-robin, workers, and a
-    consumer thread that delivers each stream's outputs in order."""
+    """One connect_streams: ``workers`` threads, each pulling the next frame from the streams
+    (round-robin, under the source lock), running it, and delivering it under the sink lock,
+    where each stream's outputs leave in input order. A worker pulls only when it is free, so
+    at most ``workers`` frames are in flight: that is the back-pressure, and the bound of the
+    reorder buffer."""
 
     def __init__(self, fn, source, sink, streams: int, workers: int):
-        self.fn, self.source, self.sink, self.streams = fn, source, sink, streams
-        self.work: queue.Queue = queue.Queue(QUEUE_DEPTH * workers)
-        self.results: queue.Queue = queue.Queue()
+        self.fn, self.source, self.sink = fn, source, sink
+        self.live = list(range(streams))
+        self.turn = 0
+        self.pulled = [0] * streams
+        self.following = [0] * streams
+        self.waiting: dict[tuple[int, int], list] = {}
+        self.source_lock, self.sink_lock = threading.Lock(), threading.Lock()
         self.stopping = threading.Event()
         self.error: BaseException | None = None
-        self.threads = [threading.Thread(target=self._produce, daemon=True)]
-        self.threads += [threading.Thread(target=self._work, daemon=True) for _ in range(workers)]
-        self.threads.append(threading.Thread(target=self._consume, daemon=True))
-        self.slots = threading.Semaphore(QUEUE_DEPTH * workers * 2)
-        """Frames admitted but not yet delivered: bounds the reorder buffer too."""
+        self.threads = [threading.Thread(target=self._work, daemon=True) for _ in range(workers)]
         for t in self.threads:
             t.start()
 
@@ -284,69 +287,35 @@ class _Run:
             self.error = error
         self.stopping.set()
 
-    def _produce(self) -> None:
-        live, counts, total = list(range(self.streams)), [0] * self.streams, 0
-        try:
-            while live and not self.stopping.is_set():
-                for s in list(live):
-                    try:
-                        frame = self.source(s)
-                    except StopIteration:
-                        frame = None
-                    if frame is None:
-                        live.remove(s)
-                        continue
-                    while not self.slots.acquire(timeout=0.05):
-                        if self.stopping.is_set():
-                            return
-                    self._put(self.work, (s, counts[s], frame))
-                    counts[s] += 1
-                    total += 1
-        except BaseException as e:
-            self._fail(e)
-        finally:
-            for _ in range(len(self.threads) - 2):
-                self._put(self.work, None, force=True)
-            self.results.put(("end", total))
+    def _pull(self):
+        """The next (stream, number, frame), or None when every stream has ended."""
+        with self.source_lock:
+            while self.live and not self.stopping.is_set():
+                s = self.live[self.turn % len(self.live)]
+                try:
+                    frame = self.source(s)
+                except StopIteration:
+                    frame = None
+                if frame is None:
+                    self.live.remove(s)
+                    continue
+                self.turn += 1
+                self.pulled[s] += 1
+                return s, self.pulled[s] - 1, frame
+            return None
 
-    def _put(self, q: queue.Queue, item, force: bool = False) -> None:
-        while True:
-            try:
-                q.put(item, timeout=0.05)
-                return
-            except queue.Full:
-                if self.stopping.is_set() and not force:
-                    return
+    def _deliver(self, s: int, n: int, outputs: list) -> None:
+        with self.sink_lock:
+            self.waiting[(s, n)] = outputs
+            while (s, self.following[s]) in self.waiting and not self.stopping.is_set():
+                self.sink(s, *self.waiting.pop((s, self.following[s])))
+                self.following[s] += 1
 
     def _work(self) -> None:
-        while (item := self.work.get()) is not None:
-            if self.stopping.is_set():
-                continue
-            s, n, frame = item
-            try:
-                self.results.put(("out", (s, n, self.fn(frame))))
-            except BaseException as e:
-                self._fail(e)
-
-    def _consume(self) -> None:
-        waiting: dict[tuple[int, int], list] = {}
-        following, delivered, total = [0] * self.streams, 0, None
         try:
-            while not self.stopping.is_set() and (total is None or delivered < total):
-                try:
-                    kind, value = self.results.get(timeout=0.05)
-                except queue.Empty:
-                    continue
-                if kind == "end":
-                    total = value
-                    continue
-                s, n, outputs = value
-                waiting[(s, n)] = outputs
-                while (s, following[s]) in waiting:
-                    self.sink(s, *waiting.pop((s, following[s])))
-                    following[s] += 1
-                    delivered += 1
-                    self.slots.release()
+            while (item := self._pull()) is not None:
+                s, n, frame = item
+                self._deliver(s, n, self.fn(frame))
         except BaseException as e:
             self._fail(e)
 
