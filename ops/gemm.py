@@ -54,9 +54,7 @@ def _window_sums(m: np.ndarray, shape, small, acc_small) -> np.ndarray:
     else in int64."""
     m = m.reshape(shape[0] * shape[1], -1)
     acc = acc_small if m.dtype == small and m.shape[1] * 255 < 1 << 15 else np.int64
-    s = m[:, 0].astype(acc)
-    for k in range(1, m.shape[1]):
-        np.add(s, m[:, k], out=s, dtype=acc)
+    s = m.sum(axis=1, dtype=acc)                 # one pass; numpy casts in small buffers
     return s.reshape(shape[0], shape[1]).astype(np.int32 if acc != np.int64 else np.int64)
 
 

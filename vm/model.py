@@ -16,7 +16,7 @@ from .executors import Context, make_executor
 from .floatio import dequantize_outputs, quantize_inputs, read_params
 from .interp import Plan
 from .program import Program
-from .validate import Limits, validate
+from .validate import Limits, first_outside, validate
 
 
 @dataclass(frozen=True)
@@ -182,13 +182,11 @@ def _check_input(t: TensorInfo, value: Any) -> np.ndarray:
     if tuple(array.shape) != tuple(t.shape):
         raise TrapError(f"input {t.name!r}: shape {tuple(array.shape)} != {tuple(t.shape)}")
     r = bound(t.precision)
-    if array.size:
-        lo, hi = int(array.min()), int(array.max())
-        if lo < -r or hi > r:
-            flat = array.reshape(-1)
-            k = int(np.flatnonzero((flat < -r) if lo < -r else (flat > r))[0])
-            raise TrapError(f"input {t.name!r}: value {int(flat[k])} at flat index {k} outside "
-                            f"precision {t.precision} (|v| <= {r})")
+    info = np.iinfo(array.dtype)
+    k = first_outside(array, max(-r, info.min), min(r, info.max))     # in array's dtype
+    if k is not None:
+        raise TrapError(f"input {t.name!r}: value {int(array.reshape(-1)[k])} at flat index "
+                        f"{k} outside precision {t.precision} (|v| <= {r})")
     return array.astype(t.dtype)
 
 

@@ -159,17 +159,36 @@ def _check_table(program: Program, limits: Limits) -> None:
 
 
 def _check_const(t, data: np.ndarray, what: str) -> None:
+    if not isinstance(data, np.ndarray):
+        raise InvalidError(f"{what}: constant data must be a numpy array")
     if tuple(data.shape) != tuple(t.shape):
         raise InvalidError(f"{what}: data shape {tuple(data.shape)} != {tuple(t.shape)}")
     if data.dtype != storage_dtype(t.precision):
         raise InvalidError(f"{what}: data dtype {data.dtype} is not the storage dtype "
                            f"{storage_dtype(t.precision)} of p{t.precision}")
     r = bound(t.precision)
-    if data.size and (int(data.min()) < -r or int(data.max()) > r):   # native dtype: fast
-        wide = data.astype(np.int64)
-        bad = np.flatnonzero((wide > r) | (wide < -r))
-        raise InvalidError(f"{what}: value {int(wide.reshape(-1)[bad[0]])} at flat index "
-                           f"{int(bad[0])} exceeds precision {t.precision} (|v| <= {r})")
+    k = first_outside(data, -r, r)
+    if k is not None:
+        raise InvalidError(f"{what}: value {int(data.reshape(-1)[k])} at flat index {k} "
+                           f"exceeds precision {t.precision} (|v| <= {r})")
+
+
+SCAN_CHUNK = 1 << 16
+"""Elements per step of :func:`first_outside` (its only scratch: a mask of this many)."""
+
+
+def first_outside(data: np.ndarray, lo: int, hi: int) -> int | None:
+    """The flat index of the first element of the integer array ``data`` outside [lo, hi], or
+    None. Compares in the array's own dtype (lo and hi must be representable in it), chunk by
+    chunk: no widened copy, O(SCAN_CHUNK) scratch."""
+    flat = data.reshape(-1)
+    if not flat.size or (int(flat.min()) >= lo and int(flat.max()) <= hi):
+        return None
+    for start in range(0, flat.size, SCAN_CHUNK):
+        part = flat[start:start + SCAN_CHUNK]
+        if int(part.min()) < lo or int(part.max()) > hi:
+            return start + int(np.flatnonzero((part < lo) | (part > hi))[0])
+    return None
 
 
 def _check_code(program: Program, limits: Limits) -> list[bool]:

@@ -1,0 +1,100 @@
+"""Resource budgets as contracts (docs/format.md, Budgets): memory asserted here with
+tracemalloc (numpy reports its buffers to it), complexity by deterministic proxies; the time
+budgets are checked by bench/budgets.py (benchmarks never live in timed tests)."""
+from __future__ import annotations
+
+import sys
+import tracemalloc
+
+import numpy as np
+import pytest
+
+import vm
+from vm.errors import DetvmError, InvalidError
+from vm.program import Instr, Program, Tensor
+
+MiB = 1 << 20
+REJECTION_MEMORY = 64 * MiB
+"""What a rejection may allocate beyond the input's own bytes (docs/format.md)."""
+
+
+def traced_peak(fn) -> tuple[BaseException | None, int]:
+    """(the exception ``fn()`` raised or None, peak bytes it allocated meanwhile)."""
+    tracemalloc.start()
+    tracemalloc.reset_peak()
+    base = tracemalloc.get_traced_memory()[0]
+    error = None
+    try:
+        fn()
+    except Exception as e:     # noqa: BLE001 - the caller checks the class
+        error = e
+    peak = tracemalloc.get_traced_memory()[1] - base
+    tracemalloc.stop()
+    return error, peak
+
+
+def steps(fn) -> int:
+    """How many Python lines ``fn()`` executes (a deterministic proxy of its running time:
+    numpy's C loops count as one; the exception it raises, if any, is swallowed)."""
+    count = 0
+
+    def trace(frame, event, arg):
+        nonlocal count
+        count += event == "line"
+        return trace
+    sys.settrace(trace)
+    try:
+        fn()
+    except Exception:          # noqa: BLE001
+        pass
+    finally:
+        sys.settrace(None)
+    return count
+
+
+def relu_with_const(const: np.ndarray, precision: int = 8) -> Program:
+    tensors = [Tensor("x", (1,), 8, "input"), Tensor("c", const.shape, precision, "const"),
+               Tensor("y", (1,), 8, "value")]
+    return Program("c", tensors, {1: const}, [Instr("relu", (0,), (2,), {})], [2])
+
+
+@pytest.mark.parametrize("dtype,precision,bad", [(np.int8, 8, -128), (np.int32, 20, 1 << 19),
+                                                 (np.int32, 32, -(1 << 31))])
+def test_a_bad_constant_value_is_found_without_a_widened_copy(dtype, precision, bad):
+    """F6: the range check compares in the storage dtype, chunk by chunk."""
+    data = np.zeros((4, 1 << 22) if dtype == np.int8 else (4, 1 << 20), dtype)
+    data[3, -5] = bad
+    blob = vm.encode(relu_with_const(data, precision))
+    error, peak = traced_peak(lambda: vm.load(blob))
+    assert isinstance(error, InvalidError) and f"value {bad} at flat index" in str(error)
+    assert peak < 2 * MiB
+
+
+def test_a_good_constant_loads_without_a_widened_copy():
+    data = np.full((4, 1 << 22), -127, np.int8)
+    blob = vm.encode(relu_with_const(data))
+    error, peak = traced_peak(lambda: vm.load(blob))
+    assert error is None and peak < 2 * MiB
+
+
+def conv_with_weight(k: int) -> bytes:
+    """conv2d of a (1, 1, k, k) p4 input with a constant (1, 1, k, k) weight of +-7: for
+    k >= 600 its GEMM licence needs the per-channel window sums (the bound is above 2^24)."""
+    from compiler import Builder
+    b = Builder("wide-kernel")
+    x = b.input("x", (1, 1, k, k), 4)
+    w = b.const("w", 7 - 14 * np.random.default_rng(0).integers(0, 2, (1, 1, k, k)), 4)
+    b.output(b.op("conv2d", x, w, channels=1, kernel_size=(k, k), use_bias=False))
+    return vm.encode(b.build())
+
+
+def test_load_work_does_not_grow_with_a_kernel_window():
+    """F4: the licence's window sums are one numpy reduction, not a Python loop per element:
+    loading a 7x larger kernel executes the same Python lines, in memory linear in its bytes
+    (the CPU plan keeps the weight prepared as float64 here: 8 bytes per int8 weight)."""
+    small, large = conv_with_weight(768), conv_with_weight(2048)
+    for blob in (small, large):
+        assert vm.load(blob).analysis.licences[0].whole >= 1 << 24
+    assert steps(lambda: vm.load(large)) == steps(lambda: vm.load(small))
+    error, peak = traced_peak(lambda: vm.load(large))
+    assert error is None and peak < 9 * len(large)
