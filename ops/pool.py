@@ -20,26 +20,70 @@ def _pool_out(size: int, pad: int, k: int, stride: int) -> int:
     return (size + 2 * pad - k) // stride + 1
 
 
-def _spans(size: int, pad: int, k: int, stride: int) -> list[tuple[int, int]]:
-    """[start, stop) of the in-range cells of each window along one axis."""
-    return [(max(o * stride - pad, 0), min(o * stride - pad + k, size))
-            for o in range(_pool_out(size, pad, k, stride))]
+def window_count(o: int, size: int, pad: int, k: int, stride: int) -> int:
+    """In-range cells of window ``o`` along one axis (rows o*stride - pad .. + k - 1)."""
+    return min(o * stride - pad + k, size) - max(o * stride - pad, 0)
 
 
-def pool_factors(shape, a) -> tuple[list[list[int]], int]:
-    """(factor[p][q], L): L = lcm of the window counts n(p, q), factor = L / n(p, q).
+LCM_CAP = 1 << 64
+"""Past this the lcm is not needed exactly: the precision rule refuses the op anyway."""
 
-    n(p, q) is kh*kw with count_include_pad, else the number of in-range cells."""
+
+def _axis_lcm(size: int, pad: int, k: int, stride: int) -> int:
+    """lcm of the window counts along one axis, in O(pad / stride) steps: only the windows
+    that start before the input or end after it are partial; the others count k. Exact below
+    LCM_CAP, else some value >= LCM_CAP."""
+    out = _pool_out(size, pad, k, stride)
+    head = min(out, -(-pad // stride))                 # windows with o * stride < pad
+    tail = max(head, (size + pad - k) // stride + 1)   # windows ending past the input
+    counts = {window_count(o, size, pad, k, stride) for o in range(head)}
+    counts |= {window_count(o, size, pad, k, stride) for o in range(tail, out)}
+    if head < min(tail, out):
+        counts.add(k)
+    lcm = 1
+    for n in sorted(counts):
+        lcm = math.lcm(lcm, n)
+        if lcm >= LCM_CAP:
+            break
+    return lcm
+
+
+def _axes(shape, a):
+    """Per axis (rows, columns): (size, pad, k, stride)."""
     (kh, kw), (sh, sw), (ph, pw) = a["pool_size"], a["strides"], a["padding"]
+    return (shape[2], ph, kh, sh), (shape[3], pw, kw, sw)
+
+
+def pool_lcm(shape, a) -> int:
+    """L = lcm of the window counts n(p, q) = n_row(p) * n_col(q): lcm(rows) * lcm(columns)
+    (for every prime the largest exponent of a product is the sum of the largest ones);
+    kh * kw with count_include_pad. O(attributes): the rule never enumerates the output."""
     if a["count_include_pad"]:
-        rows = [kh] * _pool_out(shape[2], ph, kh, sh)
-        cols = [kw] * _pool_out(shape[3], pw, kw, sw)
-    else:
-        rows = [b - t for t, b in _spans(shape[2], ph, kh, sh)]
-        cols = [b - t for t, b in _spans(shape[3], pw, kw, sw)]
-    counts = {r * c for r in set(rows) for c in set(cols)}
-    lcm = math.lcm(*counts)
-    return [[lcm // (r * c) for c in cols] for r in rows], lcm
+        return a["pool_size"][0] * a["pool_size"][1]
+    rows, cols = _axes(shape, a)
+    return _axis_lcm(*rows) * _axis_lcm(*cols)
+
+
+def factor_at(shape, a, p: int, q: int, lcms: tuple[int, int]) -> int:
+    """L / n(p, q) for output (p, q), given ``lcms`` = (lcm of rows, lcm of columns)."""
+    if a["count_include_pad"]:
+        return 1
+    rows, cols = _axes(shape, a)
+    return (lcms[0] // window_count(p, *rows)) * (lcms[1] // window_count(q, *cols))
+
+
+def factor_axes(xp, shape, a):
+    """(row factors (OH, 1), column factors (OW,)) as int64 arrays: their product is the
+    factor table L / n(p, q), never built (the kernel multiplies by both)."""
+    out = []
+    for size, pad, k, stride in _axes(shape, a):
+        if a["count_include_pad"]:
+            out.append(xp.ones(_pool_out(size, pad, k, stride), dtype=xp.int64))
+            continue
+        start = xp.arange(_pool_out(size, pad, k, stride), dtype=xp.int64) * stride - pad
+        counts = xp.minimum(start + k, size) - xp.maximum(start, 0)
+        out.append(_axis_lcm(size, pad, k, stride) // counts)
+    return out[0].reshape(-1, 1), out[1]
 
 
 def _sum_pool_shape(shapes, a):
@@ -54,8 +98,7 @@ def _sum_pool_shape(shapes, a):
 
 
 def _sum_pool_precision(precs, shapes, a):
-    _, lcm = pool_factors(shapes[0], a)
-    return precision_for(lcm * (bound(precs[0]) + abs(a["zero_point"])))
+    return precision_for(pool_lcm(shapes[0], a) * (bound(precs[0]) + abs(a["zero_point"])))
 
 
 def _window_terms(x, i, a, fn):
@@ -67,11 +110,15 @@ def _window_terms(x, i, a, fn):
             for z in range(max(q * sw - pw, 0), min(q * sw - pw + kw, x.shape[3]))]
 
 
+def _lcms(shape, a) -> tuple[int, int]:
+    return tuple(_axis_lcm(*axis) for axis in _axes(shape, a))
+
+
 def _sum_pool_scalar(args, a):
     x, zp = args[0], a["zero_point"]
-    factor, _ = pool_factors(x.shape, a)
-    return Ref.build(_sum_pool_shape([x.shape], a), lambda i: factor[i[2]][i[3]] * sum(
-        _window_terms(x, i, a, lambda v: v - zp)))
+    lcms = _lcms(x.shape, a)
+    return Ref.build(_sum_pool_shape([x.shape], a), lambda i: factor_at(
+        x.shape, a, i[2], i[3], lcms) * sum(_window_terms(x, i, a, lambda v: v - zp)))
 
 
 def _sum_pool_kernel(xp, x, *, pool_size, strides, padding, zero_point, count_include_pad):
@@ -87,14 +134,17 @@ def _sum_pool_kernel(xp, x, *, pool_size, strides, padding, zero_point, count_in
     for r in range(kh):
         for s in range(kw):
             y += xs[:, :, r:r + sh * (oh - 1) + 1:sh, s:s + sw * (ow - 1) + 1:sw]
-    factor, _ = pool_factors(x.shape, a)
-    return y * xp.asarray(factor, dtype=xp.int64)
+    rows, cols = factor_axes(xp, x.shape, a)
+    y *= rows
+    y *= cols
+    return y
 
 
 def _sum_pool_z3(zx, x, **a):
-    factor, _ = pool_factors(x.shape, a)
+    lcms = _lcms(x.shape, a)
     return build(_sum_pool_shape([x.shape], a), lambda i: zx.sum(
-        _window_terms(x, i, a, lambda v: v - a["zero_point"])) * factor[i[2]][i[3]])
+        _window_terms(x, i, a, lambda v: v - a["zero_point"])) * factor_at(
+            x.shape, a, i[2], i[3], lcms))
 
 
 register(OpDef(

@@ -98,3 +98,24 @@ def test_load_work_does_not_grow_with_a_kernel_window():
     assert steps(lambda: vm.load(large)) == steps(lambda: vm.load(small))
     error, peak = traced_peak(lambda: vm.load(large))
     assert error is None and peak < 9 * len(large)
+
+
+def sum_pool(side: int) -> bytes:
+    """The 339-byte sum_pool2d of a (1, 1, side, side) input (1x1 windows)."""
+    a = dict(pool_size=(1, 1), strides=(1, 1), padding=(0, 0), zero_point=0,
+             count_include_pad=False)
+    return vm.encode(Program("sp", [Tensor("x", (1, 1, side, side), 8, "input"),
+                                    Tensor("y", (1, 1, side, side), 32, "value")],
+                             {}, [Instr("sum_pool2d", (0,), (1,), a)], [1]))
+
+
+def test_precision_rules_do_not_enumerate_the_output():
+    """F1: sum_pool2d's precision rule costs O(attributes): validating a 2^28-pixel output
+    executes the same lines as a 2^8-pixel one, in kilobytes; 2^30 pixels exceed the memory
+    ceiling and are refused as cheaply."""
+    small, large, huge = sum_pool(1 << 4), sum_pool(1 << 14), sum_pool(1 << 15)
+    assert steps(lambda: vm.load(large)) == steps(lambda: vm.load(small))
+    error, peak = traced_peak(lambda: vm.load(large))
+    assert error is None and peak < MiB
+    error, peak = traced_peak(lambda: vm.load(huge))
+    assert isinstance(error, InvalidError) and "peak memory" in str(error) and peak < MiB

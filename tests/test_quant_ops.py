@@ -3,15 +3,18 @@ float32 arithmetic for requantize's fp32 rounding, exact rationals for half_even
 and argmax; and a whole quantized program through every executor and the certificate."""
 from __future__ import annotations
 
+import math
 from fractions import Fraction
 
 import numpy as np
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 import ops
 import vm
 from compiler import Builder, disassemble, parse
-from ops.pool import pool_factors
+from ops.pool import pool_lcm
 from ops.quant import requantize_value
 
 RQ = ops.get("requantize")
@@ -61,7 +64,7 @@ def test_sum_pool_is_the_average_numerator():
     op = ops.get("sum_pool2d")
     x = np.arange(1, 26, dtype=np.int32).reshape(1, 1, 5, 5)
     a = op.check_attrs(dict(pool_size=3, strides=2, padding=1, zero_point=1))
-    factor, lcm = pool_factors(x.shape, a)
+    lcm = pool_lcm(x.shape, a)
     y = op.kernel(np, x, **a)
     xs = np.pad(x[0, 0].astype(float) - 1, 1, constant_values=np.nan)
     for p in range(3):
@@ -69,6 +72,19 @@ def test_sum_pool_is_the_average_numerator():
             window = xs[2 * p:2 * p + 3, 2 * q:2 * q + 3]
             assert Fraction(int(y[0, 0, p, q]), lcm) == Fraction(
                 int(np.nansum(window)), int(np.sum(~np.isnan(window))))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(1, 40), st.integers(1, 9), st.integers(1, 5), st.integers(0, 8),
+       st.integers(1, 40), st.integers(1, 9), st.integers(1, 5), st.integers(0, 8))
+def test_pool_lcm_is_the_lcm_of_every_window_count(h, kh, sh, ph, w, kw, sw, pw):
+    """The O(attributes) rule equals the lcm over the whole output (brute force)."""
+    assume(ph < kh and pw < kw and h + 2 * ph >= kh and w + 2 * pw >= kw)
+    a = dict(pool_size=(kh, kw), strides=(sh, sw), padding=(ph, pw), count_include_pad=False)
+    count = lambda o, size, k, s, p: min(o * s - p + k, size) - max(o * s - p, 0)
+    rows = [count(o, h, kh, sh, ph) for o in range((h + 2 * ph - kh) // sh + 1)]
+    cols = [count(o, w, kw, sw, pw) for o in range((w + 2 * pw - kw) // sw + 1)]
+    assert pool_lcm((1, 1, h, w), a) == math.lcm(*(r * c for r in rows for c in cols))
 
 
 @pytest.mark.parametrize("mode", ["constant", "edge", "reflect"])

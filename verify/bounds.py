@@ -40,7 +40,7 @@ import z3
 
 import ops
 from ops.base import Ref, bound
-from ops.pool import pool_factors
+from ops.pool import pool_lcm
 from vm.program import Program
 from vm.validate import GEMM_LIMITS, nonnegative
 
@@ -84,7 +84,7 @@ def _positive_weight_sum(op: str, shape, out_size: int, attrs) -> int:
     """The total weight of each output of an op whose weights are all >= 0: sum (1 per
     reduced element), sum_pool2d (L), resize_linear (4^bits)."""
     if op == "sum_pool2d":
-        return pool_factors(shape, attrs)[1]
+        return pool_lcm(shape, attrs)
     if op == "resize_linear":
         return 1 << (2 * attrs["bits"])
     return int(np.prod(shape)) // out_size

@@ -12,7 +12,7 @@ from fractions import Fraction
 import numpy as np
 
 from ops.base import bound
-from ops.pool import pool_factors
+from ops.pool import pool_lcm
 from vm.errors import InvalidError
 
 from .fixed import ort_ratios, pairs, quantize_real
@@ -351,7 +351,7 @@ def _sum_pool(ctx: Lowering, node: Node, v, kernel=None, include_pad=False) -> A
         raise InvalidError(f"{node.describe()}: asymmetric pads or dilations are not supported")
     attrs = dict(pool_size=w.kernel, strides=w.strides, padding=w.begin,
                  count_include_pad=bool(include_pad))
-    _, lcm = pool_factors(shape, attrs)
+    lcm = pool_lcm(shape, attrs)
     name = ctx.op("sum_pool2d", v.name, out=node.outputs[0], zero_point=one_zero(v, node),
                   **attrs)
     whole = w.kernel == tuple(shape[2:]) and w.begin == (0, 0) and len(v.scale) == 1
