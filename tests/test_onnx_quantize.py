@@ -210,3 +210,25 @@ def test_cli_shape_syntax_is_a_usage_error(tmp_path, capsys, bad):
         main(["import-onnx", "m.onnx", "-o", str(tmp_path / "m.dvm"), "--shape", bad])
     assert e.value.code == 2
     assert "is not NAME=D0,D1,... with positive integer dims" in capsys.readouterr().err
+
+
+def test_a_scalar_constant_added_to_an_activation(tmp_path, calib):
+    """x + 3 with a 0-d constant (HardSwish's first step): imported, within 1 LSB of ORT."""
+    from onnx import TensorProto, helper, numpy_helper
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+         helper.make_node("Add", ["c", "three"], ["y"])], "add3",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 6, 10])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2, 6, 10])],
+        [numpy_helper.from_array(np.random.default_rng(0).normal(0, .5, (2, 3, 3, 3))
+                                 .astype(np.float32), "w"),
+         numpy_helper.from_array(np.array(3.0, np.float32), "three")])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]),
+              tmp_path / "m.onnx")
+    path = quantize_onnx(tmp_path / "m.onnx", {"x": calib}, tmp_path / "q.onnx",
+                         activation="uint8")
+    model = vm.load(import_onnx(path, batch=8))
+    ours = model.run({"x": calib}, float_io=True)["y"]
+    theirs = ort_session(path).run(None, {"x": calib})[0]
+    scale = float(model.metadata["output.y.scale"])
+    assert np.abs(ours - theirs).max() <= scale * 1.001

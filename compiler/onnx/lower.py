@@ -78,6 +78,10 @@ class Lowering:
             raise InvalidError(f"{node.describe()}: undefined input {missing[0]!r}")
         try:
             results = handlers[(node.domain, node.op_type)](self, node, args)
+        except InvalidError as e:            # e.g. from the Builder: say which node
+            if node.describe() in e.message:
+                raise
+            raise InvalidError(f"{node.describe()}: {e.message}") from e
         except (AttributeError, TypeError, KeyError, IndexError, ValueError) as e:
             inputs = ", ".join(f"{name!r} ({describe(v)})" for name, v in zip(node.inputs, args)
                                if name)

@@ -266,6 +266,8 @@ def _add_const(ctx: Lowering, node: Node, v, c):
         common = common_scale([v])
         name, scales, result = rescale(ctx, v, common, node), float(common), Acc("", (common,))
     q = np.rint(real_value(c) / scales).astype(np.int64)
+    if q.ndim == 0:                          # a scalar: one element that broadcasts
+        q = q.reshape((1,) * ndim)
     if q.size and int(np.abs(q).max()) > bound(31):
         raise InvalidError(f"{node.describe()}: the constant is too large for the scale")
     return replace(result, name=ctx.op("broadcast_add", name, ctx.const(q, f"{node.name}#c"),
