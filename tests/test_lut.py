@@ -105,10 +105,10 @@ def test_formal_executor_and_certificate():
     pytest.importorskip("z3")
     import verify
     rng = np.random.default_rng(3)
-    program = _program(_pair_table(rng), (2, 1, 3), (4, 1))
+    program = _program(rng.integers(0, 256, (40, 24)), (2, 1, 3), (4, 1), low=(-20, 0))
     model = vm.load(program)
-    feeds = {"a": rng.integers(-128, 128, (2, 1, 3)).astype(np.int16),
-             "b": rng.integers(0, 256, (4, 1)).astype(np.int16)}
+    feeds = {"a": rng.integers(-30, 30, (2, 1, 3)).astype(np.int16),
+             "b": rng.integers(-5, 30, (4, 1)).astype(np.int16)}
     cpu = model.run(feeds)["y"]
     formal = vm.load(program, vm.formal()).run(feeds)["y"]
     assert formal.tobytes() == cpu.tobytes()

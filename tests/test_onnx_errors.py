@@ -55,13 +55,13 @@ def _error(model) -> str:
 def test_ops_fed_by_a_constant_are_listed_with_counts():
     from onnx import helper
     nodes = [*_qdq("x", "a", "in"),
-             helper.make_node("Mul", ["a", "half"], ["m1"], name="scale1"),
-             helper.make_node("Mul", ["m1", "half"], ["m2"], name="scale2"),
-             helper.make_node("Div", ["m2", "half"], ["d"], name="div"),
-             *_qdq("d", "y", "out")]
+             helper.make_node("Equal", ["a", "half"], ["e"], name="equal"),
+             helper.make_node("Where", ["e", "a", "half"], ["w1"], name="pick1"),
+             helper.make_node("Where", ["e", "w1", "half"], ["w2"], name="pick2"),
+             *_qdq("w2", "y", "out")]
     message = _error(_model(nodes, _scales()))
-    assert "unsupported ONNX ops (3 nodes): Mul (2 nodes: scale1, scale2); Div (1 node: div)" \
-        in message
+    assert "unsupported ONNX ops (3 nodes): Equal (1 node: equal); Where (2 nodes: pick1, " \
+        "pick2)" in message
 
 
 def test_folded_constants_are_not_listed():

@@ -12,11 +12,13 @@ onnx (and, for ``quantize``, onnxruntime) are optional: ``pip install 'detvm[onn
 from __future__ import annotations
 
 from vm.errors import InvalidError
+from compiler.fold import fold_tables
 from vm.program import Program
 
-from . import layout, linear, quantops, resize, tensors
+from . import layout, linear, luts, quantops, resize, tensors
 from .fixed import ROUNDINGS
 from .graph import MS_DOMAIN, Graph, load_model, read_graph
+from .islands import resolve
 from .lower import Lowering
 from .outputs import finish
 from .support import check_supported, report, unsupported
@@ -66,6 +68,7 @@ HANDLERS = {
     ("", "Resize"): resize.resize,
     ("", "Upsample"): resize.resize,
 }
+HANDLERS.update(luts.handlers(HANDLERS))         # float islands: lookup tables (luts.py)
 FOLDABLE = {"Cast", "Gather", "Mul", "Div", "Sub", "Add", "Slice", "Range", "Concat",
             "Reshape", "Unsqueeze", "Squeeze", "Flatten", "Transpose", "ConstantOfShape",
             "Identity", "Floor", "Ceil", "Sqrt", "Equal", "Where", "Expand", "Neg"}
@@ -87,6 +90,8 @@ def _dispatch(key):
         if handler is None:
             raise InvalidError(f"{node.describe()}: {node.op_type} is imported only when all its "
                                "inputs are constants (folded at compile time)")
+        if not getattr(handler, "islands", False):
+            args = [resolve(ctx, node, a) for a in args]
         return handler(ctx, node, args)
     return run
 
@@ -111,7 +116,8 @@ def import_onnx(model, *, batch: int = 1, shapes: dict | None = None, rounding: 
     check_supported(graph, handled, foldable)
     lowering = _lowering(graph, name, rounding)
     lowering.run(_handlers(graph))
-    return finish(lowering)
+    luts.complete(lowering)
+    return fold_tables(finish(lowering))
 
 
 def check_float_model(model, *, batch: int = 1, shapes: dict | None = None) -> None:

@@ -128,3 +128,28 @@ DESCRIPTIONS = {
     QConst: "a dequantized constant",
 }
 """Descriptions of the value kinds, for :func:`describe`."""
+
+
+@dataclass(frozen=True)
+class Island:
+    """A float tensor computed by elementwise float ops from one or two quantized tensors
+    (compiler/onnx/islands.py). Its QuantizeLinear becomes a lookup table (``lut``) that
+    onnxruntime fills; ``exact`` (where the ops have one: Add, Relu, Clip, Concat) computes
+    the exact integer view instead, for ``half_even`` and for consumers that are not float ops.
+
+    ``sources``: (ONNX name, quantized view) of every tensor the island reads; ``tensor``: the
+    ONNX name of its float result and ``shape`` its shape; ``concat``: the axis when the
+    island is a Concat of its sources (one table per source); ``moves``: data movements and
+    max pools applied to that result since (they commute with the QuantizeLinear: replayed
+    on the table's output)."""
+
+    op: str                                   # the ONNX node that made it (for messages)
+    sources: tuple                            # ((onnx name, Q), ...)
+    shape: tuple[int, ...]
+    tensor: str
+    exact: object = None                      # a zero-argument callable, or None
+    concat: int | None = None
+    moves: tuple = ()                         # ((handler, node, args), ...)
+
+
+DESCRIPTIONS[Island] = "the float result of elementwise float ops before its QuantizeLinear"
