@@ -127,8 +127,9 @@ def cmd_quantize(args) -> None:
                       progress=_progress, notify=_note, **options)
         leftovers = left_float(target, batch=args.batch, shapes=shapes)
         if leftovers:
-            sys.stderr.write(f"detvm: warning: onnxruntime left float what detvm cannot "
-                             f"import: {leftovers}\n")
+            sys.stderr.write(f"detvm: warning: the quantized model has nodes that detvm "
+                             f"cannot import (left float by onnxruntime, or quantized ops "
+                             f"detvm lacks): {leftovers}\n")
         sys.stderr.write(f"quantized ({args.format}, {args.activation} activations); "
                          "importing\n")
         _import(target, args)

@@ -232,3 +232,21 @@ def test_a_scalar_constant_added_to_an_activation(tmp_path, calib):
     theirs = ort_session(path).run(None, {"x": calib})[0]
     scale = float(model.metadata["output.y.scale"])
     assert np.abs(ours - theirs).max() <= scale * 1.001
+
+
+def test_cli_warns_when_the_quantized_model_has_nodes_detvm_lacks(tmp_path, capsys, calib,
+                                                                  monkeypatch):
+    """QOperator with every op type: onnxruntime writes com.microsoft.QLinearSoftmax (taken
+    away from the importer here, whether or not it has it)."""
+    from compiler.onnx import HANDLERS
+    from tests.onnx_util import cnn
+    monkeypatch.delitem(HANDLERS, ("com.microsoft", "QLinearSoftmax"), raising=False)
+    onnx.save(cnn(0, residual=False, softmax=True, side=6), tmp_path / "m.onnx")
+    np.savez(tmp_path / "calib.npz", x=calib[:, :, :, :6])
+    assert main(["quantize", str(tmp_path / "m.onnx"), "--calibration",
+                 str(tmp_path / "calib.npz"), "-o", str(tmp_path / "m.dvm"), "--format",
+                 "qoperator", "--op-types", "all", "--save-onnx", str(tmp_path / "q.onnx")]) == 1
+    err = capsys.readouterr().err
+    assert "detvm: warning: the quantized model has nodes that detvm cannot import" in err
+    assert err.count("com.microsoft.QLinearSoftmax (1 node") == 2       # warning, error
+    assert (tmp_path / "q.onnx").exists()                  # kept for onnxruntime
