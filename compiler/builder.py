@@ -11,6 +11,12 @@ reported where it is made, naming the op or tensor::
     prog = b.output(y).build()
 
 Tensor ids follow the order of declaration (inputs, constants and op results interleaved).
+A symbol declared with :meth:`Builder.symbol` may stand for the first dim of inputs, and of the
+values computed from them (vm/symbolic.py)::
+
+    b.symbol("N", 1024)
+    x = b.input("x", ("N", 784), 8)                          # any batch of 1 to 1024 rows
+    y = b.op("reshape", x, shape=("N", 28, 28))              # values: ("N", ...) inferred
 """
 from __future__ import annotations
 
@@ -24,7 +30,8 @@ import ops
 from ops.base import OpError, bound, precision_for
 from vm.errors import InvalidError
 from vm.program import SEMANTICS_VERSION, Instr, Program, Tensor, storage_dtype
-from vm.validate import MAX_PRECISION, check_shape, check_tensor_type, infer, validate
+from vm.symbolic import attr_symbols, check_symbol_name, infer_batched, shape_at
+from vm.validate import MAX_DIM, MAX_PRECISION, check_shape, check_tensor_type, infer, validate
 
 TypeDecl = tuple  # (shape, precision); either may be None in Builder.op's ``declared``
 
@@ -44,6 +51,7 @@ class Builder:
         self.consts: dict[int, np.ndarray] = {}
         self.code: list[Instr] = []
         self.outputs: list[int] = []
+        self.symbols: dict[str, int] = {}
         self._ids: dict[str, int] = {}
         self._auto: dict[str, int] = {}
 
@@ -73,9 +81,25 @@ class Builder:
         self.metadata[key] = value
         return self
 
-    def input(self, name: str, shape: Sequence[int], precision: int) -> str:
-        """Declare an input of ``shape`` whose elements satisfy |x| <= R(precision)."""
-        self._declare(name, _shape(shape, f"input {name!r}"), precision, "input")
+    def symbol(self, name: str, maximum: int) -> str:
+        """Declare a symbol: a dim of any value in [1, maximum] (e.g. the batch)."""
+        try:
+            check_symbol_name(name)
+        except OpError as e:
+            raise InvalidError(str(e)) from None
+        if name in self.symbols:
+            raise InvalidError(f"symbol {name} declared twice")
+        if not isinstance(maximum, int) or isinstance(maximum, bool) \
+                or not 1 <= maximum <= MAX_DIM:
+            raise InvalidError(f"symbol {name}: maximum {maximum!r} outside [1, 2^24]")
+        self.symbols[name] = maximum
+        return name
+
+    def input(self, name: str, shape: Sequence[int | str], precision: int) -> str:
+        """Declare an input of ``shape`` whose elements satisfy |x| <= R(precision); its first
+        dim may be a declared symbol."""
+        self._declare(name, _shape(shape, f"input {name!r}", self.symbols), precision,
+                      "input")
         return name
 
     def const(self, name: str, values, precision: int | None = None,
@@ -125,8 +149,7 @@ class Builder:
         ids = [self._ref(n, where) for n in inputs]
         src = [self.tensors[i] for i in ids]
         try:
-            canon, shapes, precs = infer(op_name, [t.shape for t in src],
-                                         [t.precision for t in src], dict(attrs))
+            canon, shapes, precs = self._infer(op_name, src, dict(attrs))
         except OpError as e:
             raise InvalidError(f"{where}: {e}") from None
         declared = list(declared) if declared is not None else [None] * len(names)
@@ -137,6 +160,17 @@ class Builder:
         out_ids = [self._declare(n, s, p, "value") for n, (s, p) in zip(names, types)]
         self.code.append(Instr(op_name, tuple(ids), tuple(out_ids), canon))
         return names[0] if len(names) == 1 else tuple(names)
+
+    def _infer(self, op_name: str, src: list[Tensor], attrs: dict):
+        shapes, precs = [t.shape for t in src], [t.precision for t in src]
+        if any(t.symbol for t in src):
+            return infer_batched(op_name, shapes, precs, attrs, self.symbols)
+        named = attr_symbols({k: tuple(v) if isinstance(v, list) else v
+                              for k, v in attrs.items()})
+        if named:
+            raise OpError(f"attribute names the symbol {sorted(named)[0]} but {op_name} reads "
+                          "no batched input")
+        return infer(op_name, shapes, precs, attrs)
 
     def rename(self, old: str, new: str) -> str:
         """Give tensor ``old`` the unused name ``new`` (instructions refer to ids: unchanged)."""
@@ -163,7 +197,8 @@ class Builder:
     def build(self) -> Program:
         """The Program, after full validation (``vm.validate.validate``)."""
         program = Program(self.name, list(self.tensors), dict(self.consts), list(self.code),
-                          list(self.outputs), dict(self.metadata), self.semantics)
+                          list(self.outputs), dict(self.metadata), self.semantics,
+                          dict(self.symbols))
         validate(program)
         return program
 
@@ -174,7 +209,7 @@ class Builder:
             raise InvalidError(f"bad tensor name {name!r} (printable, 1 to 255 bytes)")
         if name in self._ids:
             raise InvalidError(f"duplicate tensor name {name!r}")
-        self._check_type(shape, precision, f"{kind} {name!r}")
+        self._check_type(shape_at(shape, self.symbols), precision, f"{kind} {name!r}")
         self._ids[name] = len(self.tensors)
         self.tensors.append(Tensor(name, shape, precision, kind))
         return self._ids[name]
@@ -228,13 +263,22 @@ class Builder:
         return shape, prec
 
 
-def _shape(shape, what: str) -> tuple[int, ...]:
+def _shape(shape, what: str, symbols: Mapping[str, int] | None = None) -> tuple:
+    """``shape`` as a tuple of ints; with ``symbols``, the first dim may be one of them."""
     if isinstance(shape, (int, np.integer)):
         shape = (shape,)
     try:
         dims = tuple(shape)
     except TypeError:
         raise InvalidError(f"{what}: shape must be a sequence of ints, got {shape!r}") from None
+    late = [k for k, d in enumerate(dims) if isinstance(d, str) and k]
+    if late and symbols is not None:
+        raise InvalidError(f"{what}: symbol {dims[late[0]]} as dim {late[0]} (only the first "
+                           "dim may be symbolic)")
+    if dims and isinstance(dims[0], str) and symbols is not None:
+        if dims[0] not in symbols:
+            raise InvalidError(f"{what}: undeclared symbol {dims[0]!r}")
+        return (dims[0], *_shape(dims[1:], what))
     if not all(isinstance(d, (int, np.integer)) and not isinstance(d, bool) for d in dims):
         raise InvalidError(f"{what}: shape must be a sequence of ints, got {shape!r}")
     return tuple(int(d) for d in dims)

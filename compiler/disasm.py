@@ -3,7 +3,8 @@
 The output is exactly what :func:`compiler.text.parse` reads, and
 ``disassemble(parse(disassemble(p))) == disassemble(p)``. Canonical form:
 
-* header: ``model``, ``semantics``, then ``meta`` pairs sorted by key;
+* header: ``model``, ``semantics``, ``meta`` pairs sorted by key, then ``symbol`` declarations
+  sorted by name;
 * body in tensor-id order: an input/const is printed at its id, an instruction (in program
   order) at the id of its first output; a declaration an instruction needs earlier is pulled
   forward. For programs built by Builder or parse the ids therefore round-trip exactly;
@@ -22,6 +23,7 @@ def disassemble(program: Program) -> str:
     """The canonical assembly text of ``program`` (ends with a newline)."""
     lines = [f"model {quote(program.name)}", f"semantics {program.semantics}"]
     lines += [f"meta {quote(k)} = {quote(program.metadata[k])}" for k in sorted(program.metadata)]
+    lines += [f"symbol {s} <= {program.symbols[s]}" for s in sorted(program.symbols)]
     lines.append("")
     lines += _body(program)
     lines.append("")

@@ -26,7 +26,7 @@ from vm.program import Program
 
 from .builder import Builder
 
-_TERMS = {"VAR": "a %name", "CONST": "an @name", "NAME": "an op or attribute name",
+_TERMS = {"VAR": "a %name", "CONST": "an @name", "NAME": "a name",
           "INT": "an integer", "PREC": "a precision (p8)", "STRING": 'a "string"',
           "CONST_VALUES": "a list of integers [1, -2, ...]", "_NL": "end of line",
           "$END": "end of file"}
@@ -193,9 +193,17 @@ class _Walker:
             self.fail(tok, f"integer {tok[:12]}... is too large")
         return int(str(tok).lstrip("p"))
 
-    def tensor_type(self, tree: Tree) -> tuple[tuple[int, ...], int]:
+    def dim(self, tok: Token):
+        """An INT, or a NAME that must be a declared symbol."""
+        if tok.type == "INT":
+            return self.integer(tok)
+        if str(tok) not in self.b.symbols:
+            self.fail(tok, f"undeclared symbol {tok!s} (declare it: symbol {tok!s} <= MAX)")
+        return str(tok)
+
+    def tensor_type(self, tree: Tree) -> tuple[tuple, int]:
         *dims, prec = tree.children
-        return tuple(self.integer(d) for d in dims), self.integer(prec)
+        return tuple(self.dim(d) for d in dims), self.integer(prec)
 
     def attr_value(self, tree: Tree):
         kind, kids = tree.data, tree.children
@@ -204,7 +212,7 @@ class _Walker:
         if kind == "string":
             return self.string(kids[0])
         if kind == "ints":
-            return tuple(self.integer(k) for k in kids)
+            return tuple(self.dim(k) for k in kids)
         return {"true": True, "false": False, "none": None}[kind]
 
     def const_values(self, tok: Token) -> np.ndarray:
@@ -254,6 +262,9 @@ class _Walker:
 
     def _meta(self, kids):
         self.guard(kids[0], self.b.meta, self.string(kids[0]), self.string(kids[1]))
+
+    def _symbol(self, kids):
+        self.guard(kids[0], self.b.symbol, str(kids[0]), self.integer(kids[1]))
 
     def _input(self, kids):
         shape, prec = self.tensor_type(kids[1])

@@ -73,12 +73,17 @@ def info_dict(model) -> dict:
     """Everything known about a model before running it."""
     t = lambda ts: [{"name": x.name, "shape": list(x.shape), "precision": x.precision,
                      "dtype": x.dtype.name} for x in ts]
-    return {"model": model.hash, "name": model.name, "semantics": model.program.semantics,
-            "inputs": t(model.inputs), "outputs": t(model.outputs), "gas": model.gas,
-            "peak_memory": model.peak_memory, "input_length": model.input_length,
-            "input_type_size": model.input_type_size, "output_length": model.output_length,
-            "output_type_size": model.output_type_size,
-            "instructions": len(model.program.code),
+    facts = {"model": model.hash, "name": model.name, "semantics": model.program.semantics,
+             "symbols": model.symbols, "inputs": t(model.inputs), "outputs": t(model.outputs),
+             "gas": model.gas, "peak_memory": model.peak_memory}
+    if model.symbols:
+        facts.update(gas_formula=str(model.gas_formula),
+                     peak_memory_formula=str(model.memory_formula))
+    else:
+        facts.update(input_length=model.input_length, input_type_size=model.input_type_size,
+                     output_length=model.output_length,
+                     output_type_size=model.output_type_size)
+    return {**facts, "instructions": len(model.program.code),
             "ops": dict(sorted(Counter(i.op for i in model.program.code).items())),
             "metadata": model.metadata, **_cvm_facts(model)}
 
@@ -99,17 +104,25 @@ def cmd_info(args) -> None:
     if args.json:
         print(json.dumps(info, indent=2))
         return
-    io = lambda x: f"%{x['name']} {x['shape']} p{x['precision']} {x['dtype']}"
+    io = lambda x: f"%{x['name']} [{', '.join(map(str, x['shape']))}] p{x['precision']} " \
+                   f"{x['dtype']}"
     print(f"model      {info['name']}\nhash       {info['model']}\n"
           f"semantics  {info['semantics']}")
+    for s, n in info["symbols"].items():
+        print(f"symbol     {s} <= {n}")
     for x in info["inputs"]:
         print(f"input      {io(x)}")
     for x in info["outputs"]:
         print(f"output     {io(x)}")
-    print(f"gas        {info['gas']}\npeak mem   {info['peak_memory']} bytes\n"
-          f"CVM        input_length {info['input_length']}, input_type_size "
-          f"{info['input_type_size']}, output_length {info['output_length']}, "
-          f"output_type_size {info['output_type_size']}")
+    if info["symbols"]:
+        at = ", ".join(f"{s} = {n}" for s, n in info["symbols"].items())
+        print(f"gas        {info['gas_formula']}  ({info['gas']} at {at})\n"
+              f"peak mem   {info['peak_memory_formula']} bytes  ({info['peak_memory']} at {at})")
+    else:
+        print(f"gas        {info['gas']}\npeak mem   {info['peak_memory']} bytes\n"
+              f"CVM        input_length {info['input_length']}, input_type_size "
+              f"{info['input_type_size']}, output_length {info['output_length']}, "
+              f"output_type_size {info['output_type_size']}")
     ops = ", ".join(f"{k} {v}" for k, v in info["ops"].items())
     print(f"code       {info['instructions']} instructions: {ops}")
     for k, v in info["metadata"].items():
@@ -120,14 +133,19 @@ def cmd_info(args) -> None:
 
 def cmd_run(args) -> None:
     model = load_model(args.model, args.ctx, args.compat)
-    outputs = model.run(read_inputs(args.input, model), float_io=args.float_io)
+    feeds = read_inputs(args.input, model)
+    outputs = model.run(feeds, float_io=args.float_io)
+    if args.float_io:
+        from vm.floatio import quantize_inputs
+        feeds = quantize_inputs(model, feeds)
+    gas = model.gas_for(**model.dims(feeds))          # what this call was charged
     if args.output:
         try:
             np.savez(args.output, **outputs)
         except OSError as e:
             raise EnvironmentFault(f"cannot write {args.output}: {e.strerror or e}") from None
     if args.json:
-        print(json.dumps({"model": model.hash, "gas": model.gas,
+        print(json.dumps({"model": model.hash, "gas": gas,
                           "output_sha256": output_digest(outputs),
                           "outputs": {k: {"shape": list(v.shape), "dtype": v.dtype.name,
                                           "values": v.reshape(-1).tolist()}
@@ -135,7 +153,7 @@ def cmd_run(args) -> None:
         return
     for k, v in outputs.items():
         print(f"%{k} {list(v.shape)} {v.dtype.name}\n{np.array2string(v, threshold=64)}")
-    print(f"model {model.hash}\ngas {model.gas}\noutput sha256 {output_digest(outputs)}")
+    print(f"model {model.hash}\ngas {gas}\noutput sha256 {output_digest(outputs)}")
 
 
 def cmd_demo(args) -> int:

@@ -94,6 +94,9 @@ class Attr:
     ``str`` (one of ``choices``); ``optint`` (None or an int).
     ``lo``/``hi`` bound an int, every element of an ``ints``, or the int of an ``optint``.
     ``expand`` = n: a single value of an ``ints`` stands for n equal values (canonical form).
+    ``symbolic``: an ``ints`` whose entries may name a batch symbol of the program (reshape's
+    target shape, strided_slice's bounds); the VM substitutes the symbol's value before any
+    rule sees the attribute (vm/symbolic.py).
     """
 
     name: str
@@ -104,10 +107,13 @@ class Attr:
     length: tuple[int, ...] | None = None
     choices: tuple[str, ...] | None = None
     expand: int | None = None
+    symbolic: bool = False
 
     def __post_init__(self):
         if self.kind not in ATTR_KINDS:
             raise TypeError(f"attribute {self.name}: unknown kind {self.kind!r}")
+        if self.symbolic and (self.kind != "ints" or self.expand):
+            raise TypeError(f"attribute {self.name}: only an ints without expand is symbolic")
 
     def normalize(self, value: Any) -> Any:
         """Type-check and range-check ``value``; return its canonical Python form."""
@@ -128,16 +134,18 @@ class Attr:
         if kind == "ints":
             if _is_int(value):
                 value = (value,)
-            require(isinstance(value, (tuple, list)) and all(_is_int(v) for v in value),
+            entry = (lambda v: _is_int(v) or isinstance(v, str)) if self.symbolic else _is_int
+            require(isinstance(value, (tuple, list)) and all(entry(v) for v in value),
                     f"attribute {name} must be a tuple of ints, got {shown(value)}")
-            value = tuple(int(v) for v in value)
+            value = tuple(v if isinstance(v, str) else int(v) for v in value)
             if self.expand and len(value) == 1:
                 value = value * self.expand
             require(self.length is None or len(value) in self.length,
                     f"attribute {name} must have {' or '.join(map(str, self.length or ()))} "
                     f"values, got {len(value)}")
             for v in value:
-                self._check_range(v)
+                if not isinstance(v, str):          # a symbol: checked once substituted
+                    self._check_range(v)
             return value
         require(_is_int(value), f"attribute {name} must be an int, got {shown(value)}")
         self._check_range(int(value))
@@ -159,6 +167,22 @@ def _is_int(v: Any) -> bool:
 # ---------------------------------------------------------------------------------------------
 
 RULES = ("shape", "precision", "cost", "scalar", "kernel", "z3")
+BATCH_KINDS = ("map", "rows")
+"""The batch rule (``OpDef.batch``) of an op that accepts inputs with a symbolic first axis:
+
+* ``"map"``:  output row r is computed from row r of every batched input and the whole of every
+  other input (elementwise and broadcasting ops, concatenate on an axis >= 1, where); any input
+  may be batched;
+* ``"rows"``: the same, but only input 0 may be batched (conv2d, pools, dense on its data; the
+  other inputs, e.g. weights, are shared by every row);
+* a callable ``(attrs, ranks, limit) -> "map" | "rows"`` for ops whose attributes may address
+  axis 0 (reductions, transpose, argmax, strided_slice): it raises OpError saying why when
+  they do. ``attrs`` are canonical and may hold the symbol (a str) in ``symbolic`` attributes,
+  ``ranks`` are the input ranks, ``limit`` the symbol's declared maximum.
+
+None (the default) refuses a batched input. The law every rule states: the op applied to inputs
+of batch N gives, row by row, what it gives applied to each row alone (tests/test_batch.py).
+"""
 
 
 @dataclass(frozen=True)
@@ -180,6 +204,7 @@ class OpDef:
               (verify/domains.py: integers or bit-vectors; ops never import z3).
     overrides:per-executor kernels, e.g. ``{"gpu": kernel}``.
     inplace:  CVM's in-place whitelist: output may share storage with input 0.
+    batch:    the batch rule: None, ``"map"``, ``"rows"`` or a callable (:data:`BATCH_KINDS`).
     """
 
     name: str
@@ -197,9 +222,13 @@ class OpDef:
     z3: Callable | None = None
     overrides: Mapping[str, Callable] = field(default_factory=dict)
     inplace: bool = False
+    batch: str | Callable | None = None
 
     def __post_init__(self):
         where = f"op {self.name!r}"
+        if not (self.batch is None or self.batch in BATCH_KINDS or callable(self.batch)):
+            raise TypeError(f"{where}: batch rule must be None, 'map', 'rows' or a callable, "
+                            f"got {self.batch!r}")
         if not isinstance(self.opcode, int) or not 0 < self.opcode < 1 << 16:
             raise TypeError(f"{where}: opcode must be an int in [1, 65535]")
         if not (self.doc and self.doc.strip()):
@@ -254,6 +283,17 @@ class OpDef:
                          attrs: Mapping) -> list[int]:
         return _as_list(self.precision(list(precs), [tuple(s) for s in shapes], attrs),
                         len(self.outputs))
+
+    def batch_kind(self, attrs: Mapping, ranks: Sequence[int], limit: int) -> str:
+        """``"map"`` or ``"rows"``: how this application accepts a batched input (OpError
+        when it does not)."""
+        rule = self.batch
+        require(rule is not None, f"{self.name} does not accept a batched input (its first "
+                "axis may not be symbolic: the op declares no batch rule)")
+        kind = rule(attrs, list(ranks), limit) if callable(rule) else rule
+        if kind not in BATCH_KINDS:
+            raise TypeError(f"op {self.name!r}: batch rule returned {kind!r}")
+        return kind
 
 
 def _as_list(value, n: int) -> list:

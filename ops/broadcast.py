@@ -47,6 +47,7 @@ def _broadcast(name, opcode, doc, fn, kernel, precision, z3):
         kernel=lambda xp, a, b: kernel(xp, wide(xp, a), wide(xp, b)),   # int64, then broadcast
         z3=lambda zx, x, y: build(broadcast_shape(x.shape, y.shape, name), lambda i: z3(
             zx, x.at(_source(x, i)), y.at(_source(y, i)))),
+        batch="map",
     ))
 
 

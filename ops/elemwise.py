@@ -32,7 +32,7 @@ def _unary(name, opcode, doc, fn, kernel, *, attrs=(), precision=None, check=Non
         precision=precision or (lambda precs, shapes, a: precs[0]),
         cost=lambda shapes, a: 1,
         scalar=lambda args, a: Ref(args[0].shape, [fn(v, a) for v in args[0].data]),
-        kernel=kernel, inplace=inplace, z3=pointwise(z3),
+        kernel=kernel, inplace=inplace, z3=pointwise(z3), batch="map",
     ))
 
 
@@ -53,6 +53,7 @@ def _same_shape_binary(name, opcode, doc, fn, kernel):
                                    [fn(x, y) for x, y in zip(args[0].data, args[1].data)]),
         kernel=kernel, inplace=True,
         z3=lambda zx, x, y: Ref(x.shape, [fn(u, v) for u, v in zip(x.data, y.data)]),
+        batch="map",
     ))
 
 

@@ -7,6 +7,7 @@ weight 1 for every op.
 from __future__ import annotations
 
 from .base import Attr, OpDef, Ref, clip_ints, require, size_of, wide
+from .batch import along, outside, slice_rule
 from .layout import INT, clamp, common_dtype, first_precision, normalize_axes, \
     normalize_axis, unit_gas
 from .registry import register
@@ -62,10 +63,12 @@ register(OpDef(
     Requires begin < end (stride > 0) or end < begin (stride < 0); size_k =
     ceil(|end - begin| / |stride|), so end only sets the size. Precision P0.""",
     inputs=("x",), outputs=("out",),
-    attrs=(Attr("begin", "ints"), Attr("end", "ints"), Attr("stride", "ints", default=())),
+    attrs=(Attr("begin", "ints", symbolic=True), Attr("end", "ints", symbolic=True),
+           Attr("stride", "ints", default=())),
     shape=lambda shapes, a: tuple(n for _, _, n in _slice_plan(shapes[0], a)),
     precision=first_precision, cost=unit_gas, scalar=_strided_slice_scalar, kernel=_strided_slice_kernel,
     z3=gather(_strided_slice_scalar),
+    batch=slice_rule,
 ))
 
 
@@ -100,6 +103,7 @@ register(OpDef(
     scalar=lambda args, a: Ref.build(_slice_like_shape([r.shape for r in args], a), args[0].at),
     kernel=_slice_like_kernel,
     z3=lambda zx, x, like, **a: build(_slice_like_shape([x.shape, like.shape], a), x.at),
+    batch=outside("axis", "map"),
 ))
 
 
@@ -156,6 +160,7 @@ register(OpDef(
     attrs=(Attr("axis", "optint", default=None, lo=-INT, hi=INT),),
     shape=_take_shape, precision=first_precision, cost=unit_gas, scalar=_take_scalar, kernel=_take_kernel,
     z3=_take_z3,
+    batch=along("axis"),
 ))
 
 
@@ -177,6 +182,7 @@ register(OpDef(
     kernel=lambda xp, d, t, *, in_dim: xp.take(
         t.reshape(-1), clip_ints(xp, wide(xp, d), 0, in_dim - 1)),
     z3=lambda zx, d, t, *, in_dim: Ref(d.shape, [zx.select(v, t.data) for v in d.data]),
+    batch="rows",
 ))
 
 
@@ -221,4 +227,5 @@ register(OpDef(
     inputs=("cond", "x", "y"), outputs=("out",), attrs=(),
     shape=_where_shape, precision=lambda precs, shapes, a: max(precs[1], precs[2]), cost=unit_gas,
     scalar=_where_scalar, kernel=_where_kernel, z3=_where_z3,
+    batch="map",
 ))

@@ -8,6 +8,7 @@ helpers below are shared with ops/indexing.py.
 from __future__ import annotations
 
 from .base import Attr, OpDef, Ref, flat_index, require, size_of, wide
+from .batch import along, outside, tile_rule, transpose_rule
 from .registry import register
 from .z3util import gather
 
@@ -121,10 +122,11 @@ register(OpDef(
     -2 copies all remaining source dims; -3 merges the next two source dims into their product;
     -4 a b splits the next source dim into (a, b), one of them may be -1. The element count must
     not change. Precision P0.""",
-    inputs=("x",), outputs=("out",), attrs=(Attr("shape", "ints", lo=-4, hi=INT),),
+    inputs=("x",), outputs=("out",), attrs=(Attr("shape", "ints", lo=-4, hi=INT, symbolic=True),),
     shape=_reshape_shape, precision=first_precision, cost=unit_gas,
     scalar=_copy_scalar(_reshape_shape), kernel=_copy_kernel(_reshape_shape),
     z3=gather(_copy_scalar(_reshape_shape)), inplace=True,
+    batch="rows",
 ))
 
 
@@ -141,6 +143,7 @@ register(OpDef(
     shape=_flatten_shape, precision=first_precision, cost=unit_gas,
     scalar=_copy_scalar(_flatten_shape), kernel=_copy_kernel(_flatten_shape),
     z3=gather(_copy_scalar(_flatten_shape)), inplace=True,
+    batch="rows",
 ))
 
 
@@ -161,6 +164,7 @@ register(OpDef(
     scalar=_copy_scalar(_expand_dims_shape), kernel=_copy_kernel(_expand_dims_shape),
     z3=gather(_copy_scalar(_expand_dims_shape)),
     inplace=True,
+    batch=along("axis", rank_shift=1),
 ))
 
 
@@ -181,6 +185,7 @@ register(OpDef(
     shape=_squeeze_shape, precision=first_precision, cost=unit_gas,
     scalar=_copy_scalar(_squeeze_shape), kernel=_copy_kernel(_squeeze_shape),
     z3=gather(_copy_scalar(_squeeze_shape)), inplace=True,
+    batch=outside("axis"),
 ))
 
 
@@ -210,6 +215,7 @@ register(OpDef(
     shape=lambda shapes, a: tuple(shapes[0][p] for p in _perm(len(shapes[0]), a["axes"])),
     precision=first_precision, cost=unit_gas, scalar=_transpose_scalar, z3=gather(_transpose_scalar),
     kernel=lambda xp, x, *, axes: xp.transpose(x, _perm(x.ndim, axes)),
+    batch=transpose_rule,
 ))
 
 
@@ -245,6 +251,7 @@ register(OpDef(
     scalar=_concatenate_scalar, z3=gather(_concatenate_scalar),
     kernel=lambda xp, *xs, axis: xp.concatenate(common_dtype(xp, xs),
                                                 axis=normalize_axis(axis, xs[0].ndim, "concatenate")),
+    batch=along("axis", "map"),
 ))
 
 
@@ -271,6 +278,7 @@ register(OpDef(
     z3=gather(_repeat_scalar),
     kernel=lambda xp, x, *, repeats, axis: xp.repeat(x, repeats,
                                                      axis=normalize_axis(axis, x.ndim, "repeat")),
+    batch=along("axis"),
 ))
 
 
@@ -300,4 +308,5 @@ register(OpDef(
     inputs=("x",), outputs=("out",), attrs=(Attr("reps", "ints", lo=1, hi=4096),),
     shape=_tile_shape, precision=first_precision, cost=unit_gas, scalar=_tile_scalar, z3=gather(_tile_scalar),
     kernel=lambda xp, x, *, reps: xp.tile(x, tuple(reps)),
+    batch=tile_rule,
 ))

@@ -174,6 +174,7 @@ register(OpDef(
     shape=_conv2d_shape, precision=_conv2d_precision, cost=_conv2d_cost,
     scalar=_conv2d_scalar, kernel=_conv2d_kernel, z3=_conv2d_z3,
     acc_bound=lambda precs, shapes, a, consts: _linear_acc_bound(precs, shapes[1], consts),
+    batch="rows",
 ))
 
 
@@ -236,6 +237,7 @@ register(OpDef(
     cost=lambda shapes, a: shapes[1][1] * 3 + (1 if a["use_bias"] else 0),
     scalar=_dense_scalar, kernel=_dense_kernel, z3=_dense_z3,
     acc_bound=lambda precs, shapes, a, consts: _linear_acc_bound(precs, shapes[1], consts),
+    batch="rows",
 ))
 
 
@@ -254,6 +256,7 @@ register(OpDef(
     kernel=lambda xp, x: xp.maximum(x, 0),
     z3=lambda zx, x: Ref(x.shape, [zx.max(v, 0) for v in x.data]),
     inplace=True,
+    batch="map",
 ))
 
 
@@ -342,6 +345,7 @@ register(OpDef(
     precision=lambda precs, shapes, a: precs[0],
     cost=lambda shapes, a: a["pool_size"][0] * a["pool_size"][1],
     scalar=_max_pool2d_scalar, kernel=_max_pool2d_kernel, z3=_max_pool2d_z3,
+    batch="rows",
 ))
 
 
@@ -372,4 +376,5 @@ register(OpDef(
     z3=lambda zx, x, *, scale, method: build(
         _upsampling_shape([x.shape], dict(scale=scale)),
         lambda i: x.at((i[0], i[1], i[2] // scale, i[3] // scale))),
+    batch="rows",
 ))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 from .base import Attr, OpDef, Ref, bound, precision_for, require, size_of, unravel, wide
+from .batch import along, pad_rule
 from .registry import register
 from .z3util import build
 
@@ -165,6 +166,7 @@ register(OpDef(
     shape=_sum_pool_shape, precision=_sum_pool_precision,
     cost=lambda shapes, a: a["pool_size"][0] * a["pool_size"][1] + 1,
     scalar=_sum_pool_scalar, kernel=_sum_pool_kernel, z3=_sum_pool_z3,
+    batch="rows",
 ))
 
 
@@ -236,6 +238,7 @@ register(OpDef(
                                         if a["mode"] == "constant" else precs[0]),
     cost=lambda shapes, a: 1,
     scalar=_pad_scalar, kernel=_pad_kernel, z3=_pad_z3,
+    batch=pad_rule,
 ))
 
 
@@ -311,4 +314,5 @@ register(OpDef(
     precision=lambda precs, shapes, a: precision_for(shapes[0][a["axis"] % len(shapes[0])] - 1),
     cost=lambda shapes, a: shapes[0][a["axis"] % len(shapes[0])],
     scalar=_argmax_scalar, kernel=_argmax_kernel, z3=_argmax_z3,
+    batch=along("axis"),
 ))

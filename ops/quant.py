@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from .base import Attr, OpDef, Ref, bitlen, bound, clip_ints, precision_for, require, size_of
 from .base import wide
+from .batch import requantize_rule
 from .registry import get, register
 from .z3util import build
 
@@ -73,7 +74,7 @@ def _register_q(base: str, opcode: int, doc: str, reduce_len) -> None:
         cost=lambda shapes, a: get(base).cost(shapes, _base_attrs(a)) + 1,
         scalar=lambda args, a: get(base).scalar(
             [_centred_ref(args[0], a["zero_point"]), *args[1:]], _base_attrs(a)),
-        kernel=kernel, z3=z3, acc_bound=_q_acc_bound,
+        kernel=kernel, z3=z3, acc_bound=_q_acc_bound, batch="rows",
     ))
 
 
@@ -270,4 +271,5 @@ register(OpDef(
     shape=_requantize_shape, precision=_requantize_precision,
     cost=lambda shapes, a: 8 if a["rounding"] == "fp32" else 4,
     scalar=_requantize_scalar, kernel=_requantize_kernel, z3=_requantize_z3,
+    batch=requantize_rule,
 ))

@@ -11,6 +11,7 @@ without ``keepdims`` gives (1,); reducing nothing gives the input shape.
 from __future__ import annotations
 
 from .base import Attr, OpDef, Ref, bitlen, indices, require, size_of, wide
+from .batch import outside
 from .registry import register
 from .z3util import fold_max
 
@@ -93,6 +94,7 @@ register(OpDef(
     cost=_fold_len,
     scalar=_reduce_scalar(sum), kernel=_reduce_kernel("sum", widen=True),
     z3=lambda zx, x, **a: _reduce_scalar(zx.sum)([x], a),
+    batch=outside("axis"),
 ))
 
 register(OpDef(
@@ -109,4 +111,5 @@ register(OpDef(
     cost=lambda shapes, a: 1,
     scalar=_reduce_scalar(max), kernel=_reduce_kernel("max", widen=False),
     z3=lambda zx, x, **a: _reduce_scalar(lambda terms: fold_max(zx, terms))([x], a),
+    batch=outside("axis"),
 ))

@@ -105,6 +105,7 @@ register(OpDef(
     attrs=(Attr("score_threshold", "int", default=0, lo=-INT32_MAX, hi=INT32_MAX),),
     shape=_gvc_shape, precision=_gvc_precision, cost=lambda shapes, a: 1,
     scalar=_gvc_scalar, kernel=_gvc_kernel, z3=_gvc_z3,
+    batch="rows",
 ))
 
 
@@ -308,4 +309,5 @@ register(OpDef(
     precision=lambda precs, shapes, a: max(precs[0], 2),
     cost=lambda shapes, a: shapes[0][0] * 20,
     scalar=_nms_scalar, kernel=_nms_kernel, z3=_nms_z3,
+    batch="map",
 ))

@@ -26,10 +26,11 @@ def formal_run(model, inputs, domain: str = "bv", timeout_s: float | None = None
 
     from .executor import FormalExecutor, solve
     executor = FormalExecutor(Context("formal"), domain, timeout_s)
-    feeds = model._check_inputs(inputs)
+    feeds, dims = model._check_inputs(inputs)
+    inst = model.instance(**dims)                     # the fixed-shape program of this call
     with executor.exclusive():                        # z3: one formal run at a time
-        plan = Plan(model.program, model.analysis, executor)
-        device = {model.program.inputs[k]: executor.from_host(a) for k, a in enumerate(feeds)}
+        plan = Plan(inst.program, inst.analysis, executor)
+        device = {inst.program.inputs[k]: executor.from_host(a) for k, a in enumerate(feeds)}
         arrays, proof = solve(plan.run(device), timeout_s)
     if not proof.proved:
         return {}, proof

@@ -64,6 +64,9 @@ def model_identity(model) -> str:
 
 def _unpack(model):
     """(program, analysis or None, claimed io lengths) of a vm.Model or a bare Program."""
+    program = model if isinstance(model, Program) else model.program
+    if program.symbols:
+        raise InvalidError("certificates of programs with symbols are not supported yet")
     if isinstance(model, Program):
         return model, None
     return model.program, model.analysis

@@ -21,6 +21,17 @@ Layout (all integers little endian)::
                     3 str = str, 4 none (no value)
     OUTS    = u32 n, n x u32 tensor id
 
+Format 2 (a program with symbols, vm/symbolic.py) differs in three places::
+
+    section count   u32      (6)
+    sections        META SYMS TENS CONS CODE OUTS
+    SYMS    = u32 n >= 1, n x (str name, u32 maximum)   names strictly increasing
+    TENS    a dim u32 >= 2^31 is symbol number (dim - 2^31) of SYMS
+    CODE    tag 5 ints with symbols = u16 count + count x (u8 0 + i64 value | u8 1 + u16 symbol)
+
+A program without symbols is always written in format 1 (so its bytes and hash are those it
+always had), and format 2 always declares at least one symbol: one program, one encoding.
+
 Decoding is strict: a truncated or overlong field, trailing bytes, an unknown opcode, attribute
 or tag, a bad hash, or any byte sequence that the encoder would not produce (non-canonical) is a
 :class:`MalformedError` naming the field. Decoding never allocates more than the input's size.
@@ -38,11 +49,15 @@ from .errors import MalformedError
 from .program import KINDS, Instr, Program, Tensor, storage_dtype
 
 MAGIC = b"\x89DVM\r\n\x1a\n"
-FORMAT_VERSION = 1
-SECTIONS = (b"META", b"TENS", b"CONS", b"CODE", b"OUTS")
+FORMAT_VERSION = 2
+"""The newest format this detvm writes and reads; it reads every version in SECTIONS."""
+SECTIONS = {1: (b"META", b"TENS", b"CONS", b"CODE", b"OUTS"),
+            2: (b"META", b"SYMS", b"TENS", b"CONS", b"CODE", b"OUTS")}
 HASH_BYTES = 32
-TAG_INT, TAG_BOOL, TAG_INTS, TAG_STR, TAG_NONE = range(5)
+TAG_INT, TAG_BOOL, TAG_INTS, TAG_STR, TAG_NONE, TAG_SYMINTS = range(6)
 I64 = (-(1 << 63), (1 << 63) - 1)
+SYMBOL_DIM = 1 << 31
+"""A TENS dim at or above this stands for symbol number (dim - SYMBOL_DIM) (format 2)."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -72,11 +87,26 @@ def encode(program: Program) -> bytes:
 
 
 def _body(program: Program) -> bytes:
-    sections = [_meta(program), _tensors(program), _consts(program), _code(program),
-                _outputs(program)]
-    head = MAGIC + struct.pack("<HHI", FORMAT_VERSION, program.semantics, len(SECTIONS))
+    version = 2 if program.symbols else 1
+    writers = {b"META": _meta, b"SYMS": _symbols, b"TENS": _tensors, b"CONS": _consts,
+               b"CODE": _code, b"OUTS": _outputs}
+    tags = SECTIONS[version]
+    head = MAGIC + struct.pack("<HHI", version, program.semantics, len(tags))
     return head + b"".join(tag + struct.pack("<Q", len(p)) + p
-                           for tag, p in zip(SECTIONS, sections))
+                           for tag, p in ((t, writers[t](program)) for t in tags))
+
+
+def _symbol_ids(p: Program) -> dict[str, int]:
+    return {name: k for k, name in enumerate(sorted(p.symbols))}
+
+
+def _symbols(p: Program) -> bytes:
+    w = _Writer()
+    w.pack("I", len(p.symbols))
+    for name in sorted(p.symbols):
+        w.str(name)
+        w.pack("I", p.symbols[name])
+    return w.bytes()
 
 
 def model_hash(data: bytes) -> str:
@@ -96,12 +126,20 @@ def _meta(p: Program) -> bytes:
 
 def _tensors(p: Program) -> bytes:
     w = _Writer()
+    ids = _symbol_ids(p)
     w.pack("I", len(p.tensors))
     for t in p.tensors:
         w.str(t.name)
         w.pack("BBB", KINDS.index(t.kind), t.precision, len(t.shape))
-        w.pack(f"{len(t.shape)}I", *t.shape)
+        w.pack(f"{len(t.shape)}I", *(SYMBOL_DIM + _symbol(ids, d, t.name) if isinstance(d, str)
+                                      else d for d in t.shape))
     return w.bytes()
+
+
+def _symbol(ids: dict[str, int], name: str, where: str) -> int:
+    if name not in ids:
+        raise MalformedError(f"cannot encode {where}: undeclared symbol {name!r}")
+    return ids[name]
 
 
 def _consts(p: Program) -> bytes:
@@ -117,6 +155,7 @@ def _consts(p: Program) -> bytes:
 
 def _code(p: Program) -> bytes:
     w = _Writer()
+    ids = _symbol_ids(p)
     w.pack("I", len(p.code))
     for ins in p.code:
         op = ops.get(ins.op)
@@ -129,11 +168,11 @@ def _code(p: Program) -> bytes:
         w.pack("B", len(ins.attrs))
         for key in sorted(ins.attrs):
             w.str(key)
-            _attr_value(w, ins.attrs[key], f"{ins.op}.{key}")
+            _attr_value(w, ins.attrs[key], f"{ins.op}.{key}", ids)
     return w.bytes()
 
 
-def _attr_value(w: _Writer, v, where: str) -> None:
+def _attr_value(w: _Writer, v, where: str, ids: dict[str, int]) -> None:
     if v is None:
         w.pack("B", TAG_NONE)
     elif isinstance(v, bool):
@@ -143,6 +182,13 @@ def _attr_value(w: _Writer, v, where: str) -> None:
     elif isinstance(v, str):
         w.pack("B", TAG_STR)
         w.str(v)
+    elif isinstance(v, tuple) and any(isinstance(e, str) for e in v):
+        w.pack("BH", TAG_SYMINTS, len(v))
+        for e in v:
+            if isinstance(e, str):
+                w.pack("BH", 1, _symbol(ids, e, where))
+            else:
+                w.pack("Bq", 0, e)
     elif isinstance(v, tuple):
         w.pack("BH", TAG_INTS, len(v))
         w.pack(f"{len(v)}q", *v)
@@ -213,13 +259,14 @@ def decode(data: bytes) -> Program:
     header = _Reader(body, "header")
     header.take(len(MAGIC), "magic")
     version, semantics, count = header.unpack("HHI", "version fields")
-    if version != FORMAT_VERSION:
+    if version not in SECTIONS:
         raise MalformedError(f"format version {version} not supported (this detvm reads "
-                             f"{FORMAT_VERSION})")
-    if count != len(SECTIONS):
-        raise MalformedError(f"header: {count} sections, expected {len(SECTIONS)}")
+                             f"{', '.join(map(str, SECTIONS))})")
+    tags = SECTIONS[version]
+    if count != len(tags):
+        raise MalformedError(f"header: {count} sections, expected {len(tags)}")
     payloads = {}
-    for tag in SECTIONS:
+    for tag in tags:
         got = header.take(4, "section tag")
         if got != tag:
             raise MalformedError(f"header: section {got!r} where {tag.decode()} was expected")
@@ -229,16 +276,24 @@ def decode(data: bytes) -> Program:
     if hashlib.sha256(body).digest() != digest:
         raise MalformedError("hash mismatch: the file is corrupt or was modified")
     name, metadata = _read_meta(_Reader(payloads[b"META"], "section META"))
-    tensors = _read_tensors(_Reader(payloads[b"TENS"], "section TENS"))
+    symbols = _read_symbols(_Reader(payloads[b"SYMS"], "section SYMS")) \
+        if b"SYMS" in payloads else []
+    tensors = _read_tensors(_Reader(payloads[b"TENS"], "section TENS"), symbols)
     consts = _read_consts(_Reader(payloads[b"CONS"], "section CONS"), tensors)
-    code = _read_code(_Reader(payloads[b"CODE"], "section CODE"))
+    code = _read_code(_Reader(payloads[b"CODE"], "section CODE"), symbols)
     outputs = _read_outputs(_Reader(payloads[b"OUTS"], "section OUTS"))
-    program = Program(name, tensors, consts, code, outputs, metadata, semantics)
+    program = Program(name, tensors, consts, code, outputs, metadata, semantics,
+                      dict(symbols))
     # Canonical: every section re-encodes to its bytes. The header was read field by field and
     # CONS entry by entry (ids increasing, exact widths and lengths, raw data), so those
     # re-encode identically by construction; the other sections are re-encoded and compared.
-    for tag, section in ((b"META", _meta), (b"TENS", _tensors), (b"CODE", _code),
-                         (b"OUTS", _outputs)):
+    if version == 2 and not symbols:
+        raise MalformedError("non-canonical encoding (format 2 without symbols: a program "
+                             "without symbols is written in format 1)")
+    for tag, section in ((b"META", _meta), (b"SYMS", _symbols), (b"TENS", _tensors),
+                         (b"CODE", _code), (b"OUTS", _outputs)):
+        if tag not in payloads:
+            continue
         if section(program) != payloads[tag]:
             raise MalformedError("non-canonical encoding (fields out of order or not "
                                  f"normalized in section {tag.decode()})")
@@ -255,7 +310,22 @@ def _read_meta(r: _Reader):
     return name, metadata
 
 
-def _read_tensors(r: _Reader) -> list[Tensor]:
+def _read_symbols(r: _Reader) -> list[tuple[str, int]]:
+    symbols = []
+    for k in range(r.unpack("I", "symbol count")):
+        symbols.append((r.str(f"symbol {k} name"), r.unpack("I", f"symbol {k} maximum")))
+    r.end()
+    return symbols
+
+
+def _symbol_name(r: _Reader, symbols: list, number: int, where: str) -> str:
+    if number >= len(symbols):
+        raise MalformedError(f"{r.where}: {where} refers to symbol {number}, "
+                             f"{len(symbols)} declared")
+    return symbols[number][0]
+
+
+def _read_tensors(r: _Reader, symbols: list) -> list[Tensor]:
     tensors = []
     for k in range(r.unpack("I", "tensor count")):
         name = r.str(f"tensor {k} name")
@@ -263,6 +333,9 @@ def _read_tensors(r: _Reader) -> list[Tensor]:
         if kind >= len(KINDS):
             raise MalformedError(f"{r.where}: tensor {k} has unknown kind {kind}")
         shape = r.array("I", ndim, f"tensor {k} dims")
+        if symbols:
+            shape = tuple(_symbol_name(r, symbols, d - SYMBOL_DIM, f"tensor {k}")
+                          if d >= SYMBOL_DIM else d for d in shape)
         tensors.append(Tensor(name, shape, precision, KINDS[kind]))
     r.end()
     return tensors
@@ -290,7 +363,7 @@ def _read_consts(r: _Reader, tensors: list[Tensor]) -> dict[int, np.ndarray]:
     return consts
 
 
-def _read_code(r: _Reader) -> list[Instr]:
+def _read_code(r: _Reader, symbols: list) -> list[Instr]:
     code = []
     for k in range(r.unpack("I", "instruction count")):
         opcode = r.unpack("H", f"instruction {k} opcode")
@@ -308,15 +381,17 @@ def _read_code(r: _Reader) -> list[Instr]:
             if key not in known:
                 raise MalformedError(f"{r.where}: instruction {k} ({op.name}): unknown "
                                      f"attribute {key!r}")
-            attrs[key] = _read_attr(r, known[key].kind, f"instruction {k} {op.name}.{key}")
+            attrs[key] = _read_attr(r, known[key].kind, f"instruction {k} {op.name}.{key}",
+                                    symbols)
         code.append(Instr(op.name, inputs, outputs, attrs))
     r.end()
     return code
 
 
-def _read_attr(r: _Reader, kind: str, where: str):
+def _read_attr(r: _Reader, kind: str, where: str, symbols: list):
     tag = r.unpack("B", f"{where} tag")
-    allowed = {"int": (TAG_INT,), "bool": (TAG_BOOL,), "ints": (TAG_INTS,), "str": (TAG_STR,),
+    allowed = {"int": (TAG_INT,), "bool": (TAG_BOOL,), "str": (TAG_STR,),
+               "ints": (TAG_INTS, TAG_SYMINTS) if symbols else (TAG_INTS,),
                "optint": (TAG_INT, TAG_NONE)}[kind]
     if tag not in allowed:
         raise MalformedError(f"{r.where}: {where}: tag {tag} does not fit a {kind} attribute")
@@ -331,7 +406,20 @@ def _read_attr(r: _Reader, kind: str, where: str):
         return r.array("q", r.unpack("H", f"{where} count"), where)
     if tag == TAG_STR:
         return r.str(where)
+    if tag == TAG_SYMINTS:
+        return tuple(_read_entry(r, symbols, f"{where} entry {j}")
+                     for j in range(r.unpack("H", f"{where} count")))
     return None
+
+
+def _read_entry(r: _Reader, symbols: list, where: str):
+    """One entry of an ints with symbols: an i64, or a symbol's name."""
+    flag = r.unpack("B", f"{where} flag")
+    if flag == 0:
+        return r.unpack("q", where)
+    if flag != 1:
+        raise MalformedError(f"{r.where}: {where}: flag {flag}")
+    return _symbol_name(r, symbols, r.unpack("H", where), where)
 
 
 def _read_outputs(r: _Reader) -> list[int]:

@@ -31,18 +31,21 @@ class Plan:
     thread each (see :func:`blas_threads`). Results never depend on it."""
 
     def __init__(self, program: Program, analysis: Analysis, executor: Executor,
-                 threads: int | None = None):
-        if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool)
-                                    or not 1 <= threads <= 256):
-            raise EnvironmentFault(f"threads must be an int in [1, 256], got {threads!r}")
+                 threads: int | None = None, consts: dict | None = None,
+                 lanes: Lanes | None = None):
+        """``consts`` (device constants by id) and ``lanes`` may be shared with other plans of
+        the same constants and thread count (the instances of a program with symbols); a plan
+        closes only lanes it made."""
+        check_threads(threads)
         self.program, self.executor = program, executor
-        self.consts = {i: executor.from_host(_frozen(a)) for i, a in program.consts.items()}
+        self.consts = consts if consts is not None else device_consts(program, executor)
         self.steps = [self._bind(k, ins, analysis) for k, ins in enumerate(program.code)]
         self.threads = threads
         self._limit = blas_threads(None if threads is None else 1)
         with self._limit():
             self.fast = executor.fast_steps(program, analysis, self.steps, threads or 1)
-        self.lanes = Lanes(threads) if threads is not None and threads > 1 else None
+        self._own_lanes = lanes is None
+        self.lanes = lanes if lanes is not None else make_lanes(threads)
         self._local = threading.local()
 
     def _bind(self, index: int, ins, analysis: Analysis) -> Step:
@@ -57,11 +60,13 @@ class Plan:
                     tuple(tensors[i].dtype for i in ins.outputs), kwargs, frees, (index,))
 
     def run(self, inputs: dict[int, Any], trace: Callable | None = None,
-            fused: bool | None = None) -> list:
+            fused: bool | None = None, out: dict[int, Any] | None = None) -> list:
         """Run on device values keyed by tensor id; return the output values in order.
 
         ``trace(step, values)`` is called after every step: by default one per instruction (for
-        divergence hunting); ``fused=True`` traces the fused steps (for profiling).
+        divergence hunting); ``fused=True`` traces the fused steps (for profiling). ``out``:
+        buffers of the output's storage dtype and shape, by tensor id, into which the steps
+        computing those outputs store their results (numpy executors).
         """
         steps = self.fast if (trace is None if fused is None else fused) else self.steps
         env = dict(self.consts)
@@ -82,7 +87,11 @@ class Plan:
                                         f"{type(e).__name__}: {e}") from e
                 results = (result,) if len(step.outputs) == 1 else tuple(result)
                 for i, value, dtype in zip(step.outputs, results, step.dtypes):
-                    env[i] = narrow(value, dtype)
+                    if out and i in out:        # narrowed straight into the caller's buffer
+                        np.copyto(out[i], value, casting="unsafe")
+                        env[i] = out[i]
+                    else:
+                        env[i] = narrow(value, dtype)
                 if trace is not None:
                     trace(step, [env[i] for i in step.outputs])
                 for i in step.frees:
@@ -90,7 +99,7 @@ class Plan:
         return [env[i] for i in self.program.outputs]
 
     def close(self) -> None:
-        if self.lanes is not None:
+        if self.lanes is not None and self._own_lanes:
             self.lanes.close()
 
     @property
@@ -98,6 +107,23 @@ class Plan:
         """Bytes of scratch this thread's runs keep for reuse."""
         ws = getattr(self._local, "ws", None)
         return ws.nbytes if ws is not None else 0
+
+
+def check_threads(threads) -> None:
+    if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool)
+                                or not 1 <= threads <= 256):
+        raise EnvironmentFault(f"threads must be an int in [1, 256], got {threads!r}")
+
+
+def make_lanes(threads: int | None) -> Lanes | None:
+    """The lanes a plan for ``threads`` runs on (None for one lane or the BLAS default)."""
+    check_threads(threads)
+    return Lanes(threads) if threads is not None and threads > 1 else None
+
+
+def device_consts(program: Program, executor: Executor) -> dict:
+    """The program's constants on the executor's device, read-only, by tensor id."""
+    return {i: executor.from_host(_frozen(a)) for i, a in program.consts.items()}
 
 
 def blas_threads(threads: int | None):

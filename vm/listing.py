@@ -40,7 +40,7 @@ def attr_text(v: Any) -> str:
     if isinstance(v, str):
         return quote(v)
     if isinstance(v, (tuple, list)):
-        return "[" + ", ".join(str(int(x)) for x in v) + "]"
+        return "[" + ", ".join(x if isinstance(x, str) else str(int(x)) for x in v) + "]"
     return str(int(v))
 
 

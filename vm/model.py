@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import os
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -11,26 +13,51 @@ from ops.base import bound, shown
 
 from . import plugins
 from .encoding import decode, encode, model_hash
-from .errors import EnvironmentFault, TrapError
+from .errors import EnvironmentFault, InternalError, InvalidError, TrapError
 from .executors import Context, make_executor
 from .floatio import dequantize_outputs, quantize_inputs, read_params
-from .interp import Plan
+from .interp import Plan, device_consts, make_lanes
 from .program import Program
-from .validate import Limits, first_outside, validate
+from .symbolic import instantiate, shape_at
+from .validate import Analysis, Limits, first_outside, validate
+
+INSTANCES = 4
+"""How many instances (one per set of symbol values) a model with symbols keeps bound."""
 
 
 @dataclass(frozen=True)
 class TensorInfo:
-    """A model input or output: name, shape, precision and numpy storage dtype."""
+    """A model input or output: name, shape (its first dim may be a symbol: ``("N", 10)``),
+    precision and numpy storage dtype."""
 
     name: str
-    shape: tuple[int, ...]
+    shape: tuple
     precision: int
     dtype: np.dtype
 
     @property
+    def symbol(self) -> str | None:
+        return self.shape[0] if self.shape and isinstance(self.shape[0], str) else None
+
+    @property
     def size(self) -> int:
+        """Element count (a symbolic shape: TypeError; see :meth:`size_for`)."""
+        if self.symbol:
+            raise TypeError(f"{self.name!r} has the symbolic shape {self.shape}")
         return int(np.prod(self.shape))
+
+    def size_for(self, dims: Mapping[str, int]) -> int:
+        return int(np.prod(shape_at(self.shape, dims)))
+
+
+@dataclass
+class Instance:
+    """The fixed-shape program of a model for symbol values ``dims``, validated and bound."""
+
+    dims: dict
+    program: Program
+    analysis: Analysis
+    plan: Plan
 
 
 def _type_size(precisions) -> int:
@@ -41,22 +68,37 @@ def _type_size(precisions) -> int:
 class Model:
     """A validated program bound to an executor. Create it with :func:`vm.load`.
 
-    ``run`` is thread-safe: it keeps no state between calls.
+    A program with symbols (a batch ``N <= max``, vm/symbolic.py) is validated for every value
+    of its symbols; each call runs the instance for the values its inputs give (instantiated,
+    validated and bound on first use, a few kept). ``run`` is thread-safe.
     """
 
     def __init__(self, program: Program, ctx: Context | None = None,
                  limits: Limits | None = None, data: bytes | None = None,
                  threads: int | None = None):
         self.program = program
-        self.analysis = validate(program, limits or Limits())
+        self.limits = limits or Limits()
+        self.analysis = validate(program, self.limits)
         self.float_io = read_params(program)
         """The checked float boundary of the metadata (vm/floatio.py), for ``float_io``."""
         self.ctx = ctx or Context("cpu")
         self._bytes = data if data is not None else encode(program)
         self.hash = model_hash(self._bytes)
-        executor = make_executor(self.ctx)
-        with executor.exclusive():               # the formal executor builds z3 terms here
-            self.plan = Plan(program, self.analysis, executor, threads)
+        self.symbols = dict(program.symbols)
+        self.threads = threads
+        self._executor = make_executor(self.ctx)
+        self._lock = threading.Lock()
+        self._instances: OrderedDict = OrderedDict()
+        self.closed = False
+        self.plan = None
+        self._consts = self._lanes = None
+        if self.symbols:
+            self._consts, self._lanes = device_consts(program, self._executor), \
+                make_lanes(threads)
+        else:
+            with self._executor.exclusive():      # the formal executor builds z3 terms here
+                self.plan = Plan(program, self.analysis, self._executor, threads)
+            self._instances[()] = Instance({}, program, self.analysis, self.plan)
         info = lambda i: TensorInfo(program.tensors[i].name, program.tensors[i].shape,
                                     program.tensors[i].precision, program.tensors[i].dtype)
         self.inputs = [info(i) for i in program.inputs]
@@ -73,13 +115,50 @@ class Model:
 
     @property
     def gas(self) -> int:
-        """CVM gas (GetOps): op weights x output sizes + 5 x every tensor's elements."""
+        """CVM gas (GetOps): op weights x output sizes + 5 x every tensor's elements; for a
+        model with symbols, at their maxima (an upper bound of every call: :meth:`gas_for`)."""
         return self.analysis.gas
 
     @property
+    def gas_formula(self):
+        """Gas as an affine function of the symbols (``str()``: ``a + b*N``)."""
+        return self.analysis.gas_formula
+
+    @property
     def peak_memory(self) -> int:
-        """Peak bytes of live tensors with buffers freed once dead."""
+        """Peak bytes of live tensors with buffers freed once dead (at the symbols' maxima)."""
         return self.analysis.peak_memory
+
+    @property
+    def memory_formula(self):
+        """Peak memory as the maximum of affine functions of the symbols."""
+        return self.analysis.memory_formula
+
+    def gas_for(self, **dims: int) -> int:
+        """The gas of a call with these symbol values (``model.gas_for(N=32)``)."""
+        return self.analysis.gas_formula.at(self._check_dims(dims))
+
+    def memory_for(self, **dims: int) -> int:
+        """The peak memory of a call with these symbol values."""
+        return self.analysis.memory_formula.at(self._check_dims(dims))
+
+    def dims(self, inputs: Any) -> dict[str, int]:
+        """The symbol values ``inputs`` give (checked as :meth:`run` checks them)."""
+        return self._check_inputs(inputs)[1]
+
+    def _check_dims(self, dims: Mapping[str, int]) -> dict[str, int]:
+        unknown = sorted(set(dims) - set(self.symbols))
+        if unknown:
+            raise TrapError(f"unknown symbol {unknown[0]!r} (symbols: "
+                            f"{', '.join(sorted(self.symbols)) or 'none'})")
+        missing = sorted(set(self.symbols) - set(dims))
+        if missing:
+            raise TrapError(f"no value for symbol {missing[0]}")
+        for s, n in dims.items():
+            if not isinstance(n, (int, np.integer)) or isinstance(n, bool) \
+                    or not 1 <= n <= self.symbols[s]:
+                raise TrapError(f"{s} = {n!r} outside [1, {self.symbols[s]}]")
+        return {s: int(n) for s, n in dims.items()}
 
     @property
     def input_type_size(self) -> int:
@@ -87,7 +166,8 @@ class Model:
 
     @property
     def input_length(self) -> int:
-        return sum(t.size for t in self.inputs) * self.input_type_size
+        """CVM input length in bytes (at the symbols' maxima)."""
+        return sum(t.size_for(self.symbols) for t in self.inputs) * self.input_type_size
 
     @property
     def output_type_size(self) -> int:
@@ -95,37 +175,88 @@ class Model:
 
     @property
     def output_length(self) -> int:
-        return sum(t.size for t in self.outputs) * self.output_type_size
+        """CVM output length in bytes (at the symbols' maxima)."""
+        return sum(t.size_for(self.symbols) for t in self.outputs) * self.output_type_size
 
     def to_bytes(self) -> bytes:
         """The canonical .dvm bytes (their SHA-256 is :attr:`hash`)."""
         return self._bytes
 
+    # -- instances --------------------------------------------------------------------------
+    def instance(self, **dims: int) -> Instance:
+        """The fixed-shape program for these symbol values, validated and bound (cached)."""
+        dims = self._check_dims(dims)
+        key = tuple(sorted(dims.items()))
+        if self.closed:
+            raise TrapError(f"model {self.name!r} is closed")
+        with self._lock:
+            if key in self._instances:
+                self._instances.move_to_end(key)
+                return self._instances[key]
+        program = instantiate(self.program, dims)
+        try:
+            analysis = validate(program, self.limits)
+        except InvalidError as e:   # the symbolic validation promised every value
+            raise InternalError(f"the instance for {dims} fails validation: {e}") from e
+        if analysis.gas != self.analysis.gas_formula.at(dims):
+            raise InternalError(f"instance gas {analysis.gas} != {self.gas_formula} at {dims}")
+        with self._executor.exclusive():
+            plan = Plan(program, analysis, self._executor, self.threads, self._consts,
+                        self._lanes)
+        found = Instance(dims, program, analysis, plan)
+        with self._lock:
+            found = self._instances.setdefault(key, found)
+            self._instances.move_to_end(key)
+            while len(self._instances) > INSTANCES:
+                self._instances.popitem(last=False)
+        return found
+
     # -- running ----------------------------------------------------------------------------
-    def run(self, inputs: Any, trace=None, float_io: bool = False) -> dict[str, np.ndarray]:
+    def run(self, inputs: Any, trace=None, float_io: bool = False,
+            out: Mapping[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
         """Run on a dict ``{input name: integer array}`` (or one array for a single-input
         model); return ``{output name: array}`` in the outputs' storage dtypes.
 
         Inputs are checked, never clamped: a missing or unknown name, a wrong shape, a
-        non-integer dtype or a value outside the input's precision is a TrapError.
+        non-integer dtype or a value outside the input's precision is a TrapError. A batched
+        input's first dim gives its symbol's value (the same for every input with it).
+        ``out``: caller-owned arrays, by output name, written in place (their dtype and shape
+        must be exactly the output's; TrapError otherwise) and returned in the result.
         ``float_io``: float inputs are quantized and outputs dequantized with the scales and
         zero points in the metadata (vm/floatio.py, the float boundary outside the VM).
         """
         if float_io:
+            if out:
+                raise TrapError("out= holds integer outputs: it cannot be used with float_io")
             inputs = quantize_inputs(self, inputs)
-        plan = self.bound_plan()
-        feeds = self._check_inputs(inputs)
-        ex = plan.executor
+        feeds, dims = self._check_inputs(inputs)
+        inst = self.instance(**dims)
+        buffers = self._check_out(out or {}, inst)
+        ex, program = inst.plan.executor, inst.program
+        direct = {program.outputs[k]: b for k, b in buffers.items()} \
+            if ex.name == "cpu" else None
         with ex.exclusive():
-            device = {self.program.inputs[k]: ex.from_host(a) for k, a in enumerate(feeds)}
-            values = plan.run(device, trace)
-            out = {t.name: np.array(ex.to_host(v), dtype=t.dtype, copy=True)
-                   for t, v in zip(self.outputs, values)}
+            device = {program.inputs[k]: ex.from_host(a) for k, a in enumerate(feeds)}
+            values = inst.plan.run(device, trace, out=direct)
+            result = {}
+            for k, (t, v) in enumerate(zip(self.outputs, values)):
+                if k in buffers:
+                    if v is not buffers[k]:
+                        np.copyto(buffers[k], ex.to_host(v), casting="unsafe")
+                    result[t.name] = buffers[k]
+                else:
+                    result[t.name] = np.array(ex.to_host(v), dtype=t.dtype, copy=True)
         if float_io:
-            return dequantize_outputs(self, out)
-        return out
+            return dequantize_outputs(self, result)
+        return result
 
-    def _check_inputs(self, inputs: Any) -> list[np.ndarray]:
+    def run_many(self, items, float_io: bool = False) -> list[dict[str, np.ndarray]]:
+        """Run on several input dicts; return one output dict per item, each identical to
+        ``run(item)``. A model with symbols runs them as batches along its symbols (vm/many.py)."""
+        from .many import run_many
+        return run_many(self, list(items), float_io)
+
+    def _check_inputs(self, inputs: Any) -> tuple[list[np.ndarray], dict[str, int]]:
         if not isinstance(inputs, Mapping):
             if len(self.inputs) != 1:
                 raise TrapError(f"model has {len(self.inputs)} inputs "
@@ -135,24 +266,54 @@ class Model:
         unknown = [key for key in inputs if key not in names]     # the caller's order
         if unknown:
             raise TrapError(f"unknown input {shown(unknown[0])} (inputs: {', '.join(names)})")
-        return [_check_input(t, inputs.get(t.name)) for t in self.inputs]
+        dims: dict[str, tuple[int, str]] = {}
+        feeds = [_check_input(t, inputs.get(t.name), self.symbols, dims) for t in self.inputs]
+        return feeds, {s: n for s, (n, _) in dims.items()}
+
+    def _check_out(self, out: Mapping, inst: Instance) -> dict[int, np.ndarray]:
+        """Output index -> caller buffer, each checked (TrapError) before anything runs."""
+        if not isinstance(out, Mapping):
+            raise TrapError(f"out must be a dict {{output name: array}}, got "
+                            f"{type(out).__name__}")
+        index = {t.name: k for k, t in enumerate(self.outputs)}
+        buffers: dict[int, np.ndarray] = {}
+        for name, buf in out.items():
+            if name not in index:
+                raise TrapError(f"out: unknown output {name!r} (outputs: {', '.join(index)})")
+            t = self.outputs[index[name]]
+            shape = shape_at(t.shape, inst.dims)
+            if not isinstance(buf, np.ndarray) or buf.dtype != t.dtype \
+                    or buf.shape != shape or not buf.flags.writeable:
+                got = (f"{buf.dtype} {buf.shape}{'' if buf.flags.writeable else ' read-only'}"
+                       if isinstance(buf, np.ndarray) else type(buf).__name__)
+                raise TrapError(f"out[{name!r}]: needs a writeable {t.dtype} array of shape "
+                                f"{shape}, got {got}")
+            if any(np.may_share_memory(buf, other) for other in buffers.values()):
+                raise TrapError(f"out[{name!r}] overlaps another output buffer")
+            buffers[index[name]] = buf
+        return buffers
 
     def bound_plan(self) -> Plan:
-        """The executor-bound plan; a TrapError once the model is closed."""
-        if self.plan is None:
+        """The executor-bound plan of a fixed-shape model; a TrapError once the model is closed
+        (a model with symbols has one per instance: :meth:`instance`)."""
+        if self.closed:
             raise TrapError(f"model {self.name!r} is closed")
+        if self.plan is None:
+            raise TrapError(f"model {self.name!r} has the symbols {', '.join(self.symbols)}: "
+                            "its plans are per instance (Model.instance)")
         return self.plan
 
     # -- context manager --------------------------------------------------------------------
-    @property
-    def closed(self) -> bool:
-        return self.plan is None
-
     def close(self) -> None:
         """Release the executor's resources (idempotent); running afterwards is a TrapError,
         the facts (hash, gas, inputs, outputs) stay readable."""
-        if self.plan is not None:
-            self.plan.close()
+        self.closed = True
+        with self._lock:
+            instances, self._instances = list(self._instances.values()), OrderedDict()
+        for inst in instances:
+            inst.plan.close()
+        if self.symbols and self._lanes is not None:
+            self._lanes.close()
         self.plan = None
 
     def __enter__(self) -> "Model":
@@ -162,12 +323,16 @@ class Model:
         self.close()
 
     def __repr__(self) -> str:
+        gas = f"gas {self.gas_formula}" if self.symbols else f"gas {self.gas}"
         state = " (closed)" if self.closed else ""
         return (f"<detvm.Model {self.name!r} {self.hash[:12]} on {self.ctx}{state}: "
-                f"{len(self.inputs)} in, {len(self.outputs)} out, gas {self.gas}>")
+                f"{len(self.inputs)} in, {len(self.outputs)} out, {gas}>")
 
 
-def _check_input(t: TensorInfo, value: Any) -> np.ndarray:
+def _check_input(t: TensorInfo, value: Any, symbols: Mapping[str, int],
+                 dims: dict[str, tuple[int, str]]) -> np.ndarray:
+    """``value`` checked against ``t`` and stored in its dtype; a batched input's first dim is
+    recorded in ``dims`` (symbol -> (value, input name)) and must agree with earlier ones."""
     if value is None:
         raise TrapError(f"missing input {t.name!r}")
     try:
@@ -179,8 +344,19 @@ def _check_input(t: TensorInfo, value: Any) -> np.ndarray:
                         f"({type(e).__name__}: {shown(str(e))})") from None
     if array.dtype.kind not in "iu":
         raise TrapError(f"input {t.name!r}: dtype {array.dtype} is not an integer type")
-    if tuple(array.shape) != tuple(t.shape):
-        raise TrapError(f"input {t.name!r}: shape {tuple(array.shape)} != {tuple(t.shape)}")
+    fixed = t.shape[1:] if t.symbol else t.shape
+    if array.ndim != len(t.shape) or tuple(array.shape[len(t.shape) - len(fixed):]) != fixed:
+        want = ", ".join(map(str, t.shape))
+        raise TrapError(f"input {t.name!r}: shape {tuple(array.shape)} != ({want})"
+                        + (f" ({t.symbol} <= {symbols[t.symbol]})" if t.symbol else ""))
+    if t.symbol:
+        n, limit = array.shape[0], symbols[t.symbol]
+        if not 1 <= n <= limit:
+            raise TrapError(f"input {t.name!r}: {t.symbol} = {n} outside [1, {limit}]")
+        seen = dims.setdefault(t.symbol, (n, t.name))
+        if seen[0] != n:
+            raise TrapError(f"input {t.name!r}: {t.symbol} = {n}, but input {seen[1]!r} has "
+                            f"{t.symbol} = {seen[0]}")
     r = bound(t.precision)
     info = np.iinfo(array.dtype)
     k = first_outside(array, max(-r, info.min), min(r, info.max))     # in array's dtype

@@ -34,9 +34,10 @@ class Record:
 
 def run_recorded(model, inputs) -> tuple[dict[str, np.ndarray], list[Record]]:
     """Run ``model`` on ``inputs``; its outputs and one :class:`Record` per instruction."""
-    program, executor = model.program, model.bound_plan().executor
+    feeds, dims = model._check_inputs(inputs)
+    inst = model.instance(**dims)                    # the fixed-shape program of this call
+    program, executor = inst.program, inst.plan.executor
     values: dict[int, np.ndarray] = {i: a for i, a in program.consts.items()}
-    feeds = model._check_inputs(inputs)
     values.update({tid: a for tid, a in zip(program.inputs, feeds)})
     records: list[Record] = []
     clock = [time.perf_counter()]

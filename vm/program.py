@@ -26,17 +26,29 @@ def storage_dtype(precision: int) -> np.dtype:
 
 @dataclass(frozen=True)
 class Tensor:
-    """One entry of the tensor table. ``kind`` is input, const or value (an op result)."""
+    """One entry of the tensor table. ``kind`` is input, const or value (an op result).
+
+    In a program with symbols (vm/symbolic.py) the first dim of an input or of a value computed
+    from one may be a symbol name (a str): ``("N", 3, 32, 32)``; :attr:`size` then needs the
+    program instantiated for a value of N.
+    """
 
     name: str
-    shape: tuple[int, ...]
+    shape: tuple[int | str, ...]
     precision: int
     kind: str
+
+    @property
+    def symbol(self) -> str | None:
+        """The symbol standing for the first dim, or None for a fixed shape."""
+        return self.shape[0] if self.shape and isinstance(self.shape[0], str) else None
 
     @property
     def size(self) -> int:
         n = 1
         for d in self.shape:
+            if isinstance(d, str):
+                raise TypeError(f"tensor {self.name!r} has the symbolic shape {self.shape}")
             n *= d
         return n
 
@@ -47,7 +59,10 @@ class Tensor:
 
 @dataclass(frozen=True)
 class Instr:
-    """One SSA instruction: op name, input and output tensor ids, canonical attributes."""
+    """One SSA instruction: op name, input and output tensor ids, canonical attributes.
+
+    In a program with symbols, an entry of an ``ints`` attribute declared ``symbolic`` (e.g.
+    reshape's shape) may be a symbol name (a str)."""
 
     op: str
     inputs: tuple[int, ...]
@@ -69,6 +84,8 @@ class Program:
     outputs: list[int]
     metadata: dict[str, str] = field(default_factory=dict)
     semantics: int = SEMANTICS_VERSION
+    symbols: dict[str, int] = field(default_factory=dict)
+    """Symbol name -> declared maximum (vm/symbolic.py); empty for a fixed-shape program."""
 
     @property
     def inputs(self) -> list[int]:

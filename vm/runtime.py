@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from .cvm_bytes import ByteLayout
-from .errors import DetvmError
+from .errors import DetvmError, InvalidError
 from .executors import Context
 from .model import Model
 
@@ -95,6 +95,9 @@ class CVMModel:
     def __init__(self, model: Model):
         from compiler.cvm import facts
         with cvm_errors():
+            if model.symbols:
+                raise InvalidError(f"the CVM API needs fixed shapes; this model has the "
+                                   f"symbols {', '.join(model.symbols)}")
             self.model = model
             self.facts = facts(model.program, model.gas)
             self.layout = ByteLayout(model.program, self.facts)

@@ -6,7 +6,7 @@ that fails raises :class:`InvalidError` naming the tensor or quoting the instruc
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -15,8 +15,10 @@ import ops
 from ops import gemm as gemm_licences
 from ops.base import OpError, bound, shown
 
-from .errors import InvalidError
+from .errors import InternalError, InvalidError
 from .program import KINDS, SEMANTICS_VERSION, Program, storage_dtype
+from .symbolic import (MAX_SYMBOLS, Affine, Envelope, attr_symbols, check_symbol_name,
+                       infer_batched, instantiate, shape_at, symbolic_gas, symbolic_peak)
 
 MAX_NDIM = 6
 MAX_DIM = 1 << 24
@@ -50,6 +52,12 @@ class Analysis:
     """Constant-weight conv2d/dense (and q forms): the exact chunked GEMM (ops/gemm.py)."""
     winograd: dict[int, Any] = field(default_factory=dict)
     """Filled by the CPU executor when it binds: the F(2x2, 3x3) licence or None (ops/winograd)."""
+    gas_formula: Affine | None = None
+    """Gas as an affine function of the symbols (a constant for a fixed-shape program);
+    ``gas`` is its value at the symbols' maxima."""
+    memory_formula: Envelope | None = None
+    """Peak memory as the maximum of affine functions of the symbols; ``peak_memory`` is its
+    value at the maxima."""
 
 
 def infer(op_name: str, shapes: Sequence[tuple], precs: Sequence[int],
@@ -97,22 +105,27 @@ def is_unicode(text: str) -> bool:
 
 
 def validate(program: Program, limits: Limits = Limits()) -> Analysis:
-    """Check ``program`` completely; return its :class:`Analysis`."""
+    """Check ``program`` completely; return its :class:`Analysis`.
+
+    A program with symbols (vm/symbolic.py) is checked symbolically, then its instance for
+    every symbol = 1 completely; gas and peak memory are affine in the symbols and their
+    ceilings are checked at the maxima."""
     if program.semantics != SEMANTICS_VERSION:
         raise InvalidError(f"semantics version {program.semantics} not supported "
                            f"(this detvm implements {SEMANTICS_VERSION})")
     _check_texts(program)
+    _check_symbols(program)
     _check_table(program, limits)
     defined = _check_code(program, limits)
     _check_outputs(program, defined)
+    if program.symbols:
+        return _validate_symbolic(program, limits)
     last_use = _liveness(program)
     analysis = Analysis(gas=_gas(program), peak_memory=_peak_memory(program, last_use),
                         last_use=last_use)
-    if analysis.gas > limits.max_gas:
-        raise InvalidError(f"gas {analysis.gas} exceeds the ceiling {limits.max_gas}")
-    if analysis.peak_memory > limits.max_memory:
-        raise InvalidError(f"peak memory {analysis.peak_memory} bytes exceeds the ceiling "
-                           f"{limits.max_memory}")
+    _check_ceilings(analysis.gas, analysis.peak_memory, limits, "")
+    analysis.gas_formula = Affine.of(analysis.gas)
+    analysis.memory_formula = Envelope.of([Affine.of(analysis.peak_memory)])
     _license_gemms(program, analysis)
     return analysis
 
@@ -125,6 +138,48 @@ def _check_texts(program: Program) -> None:
         for text, what in ((key, "key"), (value, "value")):
             if not isinstance(text, str) or not is_unicode(text):
                 raise InvalidError(f"metadata {what} {shown(text)} is not valid Unicode text")
+
+
+def _check_ceilings(gas: int, memory: int, limits: Limits, where: str) -> None:
+    if gas > limits.max_gas:
+        raise InvalidError(f"gas {gas}{where} exceeds the ceiling {limits.max_gas}")
+    if memory > limits.max_memory:
+        raise InvalidError(f"peak memory {memory} bytes{where} exceeds the ceiling "
+                           f"{limits.max_memory}")
+
+
+def _validate_symbolic(program: Program, limits: Limits) -> Analysis:
+    """The facts of a program with symbols: those of its instance at 1 (licences...), gas and
+    peak memory as functions of the symbols, with the ceilings checked at the maxima."""
+    ones = {s: 1 for s in program.symbols}
+    one = validate(instantiate(program, ones), limits)
+    gas = symbolic_gas(program, MEMORY_WEIGHT)
+    memory = symbolic_peak(program, _liveness(program))
+    if gas.at(ones) != one.gas or memory.at(ones) != one.peak_memory:
+        raise InternalError(f"symbolic gas {gas} / memory {memory} disagree with the instance "
+                            f"at 1 ({one.gas} / {one.peak_memory})")
+    maxima = dict(program.symbols)
+    at = ", ".join(f"{s} = {n}" for s, n in sorted(maxima.items()))
+    _check_ceilings(gas.at(maxima), memory.at(maxima), limits, f" (at {at})")
+    return replace(one, gas=gas.at(maxima), peak_memory=memory.at(maxima), gas_formula=gas,
+                   memory_formula=memory)
+
+
+def _check_symbols(program: Program) -> None:
+    symbols = program.symbols
+    if len(symbols) > MAX_SYMBOLS:
+        raise InvalidError(f"{len(symbols)} symbols exceed the ceiling {MAX_SYMBOLS}")
+    for name, limit in symbols.items():
+        try:
+            check_symbol_name(name)
+        except OpError as e:
+            raise InvalidError(str(e)) from None
+        if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= MAX_DIM:
+            raise InvalidError(f"symbol {name}: maximum {limit!r} outside [1, 2^24]")
+    used = {program.tensors[i].symbol for i in program.inputs}
+    unused = sorted(set(symbols) - used)
+    if unused:
+        raise InvalidError(f"symbol {unused[0]} is declared but no input has it")
 
 
 def _check_table(program: Program, limits: Limits) -> None:
@@ -144,7 +199,8 @@ def _check_table(program: Program, limits: Limits) -> None:
         seen.add(t.name)
         if t.kind not in KINDS:
             raise InvalidError(f"{what}: unknown kind {t.kind!r}")
-        check_tensor_type(t.shape, t.precision, what)
+        _check_symbolic_dims(program, t, what)
+        check_tensor_type(shape_at(t.shape, program.symbols), t.precision, what)
         data = program.consts.get(i)
         if t.kind != "const":
             if data is not None:
@@ -156,6 +212,18 @@ def _check_table(program: Program, limits: Limits) -> None:
     for i in program.consts:
         if not 0 <= i < len(program.tensors):
             raise InvalidError(f"constant pool entry for unknown tensor {i}")
+
+
+def _check_symbolic_dims(program: Program, t, what: str) -> None:
+    """A symbol may only be the first dim of an input or a value, and must be declared."""
+    for k, d in enumerate(t.shape):
+        if not isinstance(d, str):
+            continue
+        if k != 0 or t.kind == "const":
+            raise InvalidError(f"{what}: symbol {d} as dim {k} of a {t.kind} (only the first "
+                               "dim of an input or a computed value may be symbolic)")
+        if d not in program.symbols:
+            raise InvalidError(f"{what}: undeclared symbol {d}")
 
 
 def _check_const(t, data: np.ndarray, what: str) -> None:
@@ -196,7 +264,7 @@ def _check_code(program: Program, limits: Limits) -> list[bool]:
     defined = [t.kind in ("input", "const") for t in tensors]
     for index, ins in enumerate(program.code):
         try:
-            _check_instruction(ins, tensors, defined)
+            _check_instruction(ins, tensors, defined, program.symbols)
         except _Bad as e:   # quote the instruction only now (it imports the disassembler)
             where = (program.describe(index) if _ids_ok(ins, len(tensors))
                      else f"instruction {index}")
@@ -208,7 +276,7 @@ class _Bad(Exception):
     """One instruction's check failed (the caller names the instruction)."""
 
 
-def _check_instruction(ins, tensors, defined: list[bool]) -> None:
+def _check_instruction(ins, tensors, defined: list[bool], symbols: Mapping[str, int]) -> None:
     op = ops.get(ins.op)
     if op is None:
         raise _Bad(f"unknown op {ins.op!r}")
@@ -229,7 +297,15 @@ def _check_instruction(ins, tensors, defined: list[bool]) -> None:
     shapes = [tensors[i].shape for i in ins.inputs]
     precs = [tensors[i].precision for i in ins.inputs]
     try:
-        canon, out_shapes, out_precs = infer(ins.op, shapes, precs, ins.attrs)
+        if any(tensors[i].symbol for i in ins.inputs):
+            canon, out_shapes, out_precs = infer_batched(ins.op, shapes, precs, ins.attrs,
+                                                         symbols)
+        else:
+            named = attr_symbols(ins.attrs)
+            if named:
+                raise _Bad(f"attribute names the symbol {sorted(named)[0]} but {ins.op} reads "
+                           "no batched input")
+            canon, out_shapes, out_precs = infer(ins.op, shapes, precs, ins.attrs)
     except OpError as e:
         raise _Bad(str(e)) from None
     if canon != dict(ins.attrs):

@@ -38,6 +38,10 @@ class _Node:
 def export_cvm(program: Program) -> tuple[str, bytes]:
     """(graph JSON text, params blob) of ``program``; InvalidError if CVM cannot express it."""
     validate(program)
+    if program.symbols:
+        raise InvalidError(f"CVM models have fixed shapes; this one has the symbols "
+                           f"{', '.join(program.symbols)} (export an instance: "
+                           "vm.symbolic.instantiate)")
     nodes, entry = _layout(program)
     sids = _storage_ids(program, nodes, entry)
     tensors = program.tensors
