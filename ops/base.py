@@ -175,9 +175,11 @@ BATCH_KINDS = ("map", "rows")
   may be batched;
 * ``"rows"``: the same, but only input 0 may be batched (conv2d, pools, dense on its data; the
   other inputs, e.g. weights, are shared by every row);
-* a callable ``(attrs, ranks, limit) -> "map" | "rows"`` for ops whose attributes may address
-  axis 0 (reductions, transpose, argmax, strided_slice): it raises OpError saying why when
-  they do. ``attrs`` are canonical and may hold the symbol (a str) in ``symbolic`` attributes,
+* a tuple of input positions: the same, with only those inputs batchable (lut: its data
+  inputs 1 and 2, never the table);
+* a callable ``(attrs, ranks, limit) -> kind`` (one of the above) for ops whose attributes may
+  address axis 0 (reductions, transpose, argmax, strided_slice): it raises OpError saying why
+  when they do. ``attrs`` are canonical and may hold the symbol (a str) in ``symbolic`` attributes,
   ``ranks`` are the input ranks, ``limit`` the symbol's declared maximum.
 
 None (the default) refuses a batched input. The law every rule states: the op applied to inputs
@@ -226,9 +228,9 @@ class OpDef:
 
     def __post_init__(self):
         where = f"op {self.name!r}"
-        if not (self.batch is None or self.batch in BATCH_KINDS or callable(self.batch)):
-            raise TypeError(f"{where}: batch rule must be None, 'map', 'rows' or a callable, "
-                            f"got {self.batch!r}")
+        if not (self.batch is None or callable(self.batch) or _batch_kind(self.batch)):
+            raise TypeError(f"{where}: batch rule must be None, 'map', 'rows', a tuple of input "
+                            f"positions or a callable, got {self.batch!r}")
         if not isinstance(self.opcode, int) or not 0 < self.opcode < 1 << 16:
             raise TypeError(f"{where}: opcode must be an int in [1, 65535]")
         if not (self.doc and self.doc.strip()):
@@ -284,16 +286,25 @@ class OpDef:
         return _as_list(self.precision(list(precs), [tuple(s) for s in shapes], attrs),
                         len(self.outputs))
 
-    def batch_kind(self, attrs: Mapping, ranks: Sequence[int], limit: int) -> str:
-        """``"map"`` or ``"rows"``: how this application accepts a batched input (OpError
-        when it does not)."""
+    def batchable(self, attrs: Mapping, ranks: Sequence[int], limit: int) -> tuple[int, ...]:
+        """The positions of the inputs this application accepts batched (OpError when the op
+        or its attributes accept none)."""
         rule = self.batch
         require(rule is not None, f"{self.name} does not accept a batched input (its first "
                 "axis may not be symbolic: the op declares no batch rule)")
         kind = rule(attrs, list(ranks), limit) if callable(rule) else rule
-        if kind not in BATCH_KINDS:
+        if not _batch_kind(kind):
             raise TypeError(f"op {self.name!r}: batch rule returned {kind!r}")
-        return kind
+        if kind == "map":
+            return tuple(range(len(ranks)))
+        return (0,) if kind == "rows" else tuple(kind)
+
+
+def _batch_kind(kind) -> bool:
+    """Whether ``kind`` is a batch rule's answer: "map", "rows" or a tuple of positions."""
+    if isinstance(kind, tuple):
+        return bool(kind) and all(_is_int(k) and k >= 0 for k in kind)
+    return kind in BATCH_KINDS
 
 
 def _as_list(value, n: int) -> list:

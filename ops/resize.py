@@ -9,6 +9,7 @@ following requantize, with its named rounding.
 from __future__ import annotations
 
 from .base import Attr, OpDef, Ref, bound, precision_for, require, wide
+from .batch import outside
 from .layout import INT, normalize_axis
 from .registry import register
 from .z3util import build
@@ -116,4 +117,5 @@ register(OpDef(
            Attr("zero_point", "int", default=0, lo=-(1 << 16), hi=1 << 16)),
     shape=_resize_shape, precision=_resize_precision, cost=lambda shapes, a: 8,
     scalar=_resize_scalar, kernel=_resize_kernel, z3=_resize_z3,
+    batch=outside("axes"),
 ))

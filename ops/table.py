@@ -104,4 +104,5 @@ register(OpDef(
     attrs=(Attr("low", "ints", length=(1, 2), lo=-LOW, hi=LOW),),
     shape=_shape, precision=_precision,
     cost=lambda shapes, a: len(shapes) - 1, scalar=_scalar, kernel=_kernel, z3=_z3,
+    batch=(1, 2),
 ))

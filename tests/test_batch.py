@@ -41,18 +41,23 @@ def check_law(name, data):
     op = ops.get(name)
     case = data.draw(CASES[name])
     attrs = op.check_attrs(case.attrs)
-    n = case.inputs[0].shape[0] if case.inputs[0].shape else 0
-    limit = max(n, 1) + data.draw(st.integers(0, 2))
     ranks = [len(i.shape) for i in case.inputs]
     try:
-        kind = op.batch_kind(attrs, ranks, limit)
+        allowed = op.batchable(attrs, ranks, 1 << 24)
     except OpError:
         reject()
-    candidates = [k for k, i in enumerate(case.inputs) if i.shape and i.shape[0] == n]
-    if kind == "rows":
-        batched = [0]
-    else:
-        batched = [k for k in candidates if k == 0 or data.draw(st.booleans())]
+    allowed = [k for k in allowed if k < len(case.inputs) and case.inputs[k].shape]
+    if not allowed:
+        reject()
+    first = allowed[0]
+    n = case.inputs[first].shape[0]
+    limit = n + data.draw(st.integers(0, 2))
+    try:
+        op.batchable(attrs, ranks, limit)
+    except OpError:
+        reject()
+    batched = [k for k in allowed if k == first or (
+        case.inputs[k].shape[0] == n and data.draw(st.booleans()))]
     shapes = [("N", *i.shape[1:]) if k in batched else tuple(i.shape)
               for k, i in enumerate(case.inputs)]
     try:

@@ -104,12 +104,14 @@ def infer_batched(op_name: str, shapes: Sequence[tuple], precs: Sequence[int],
     for k, s in enumerate(shapes):
         require(all(not isinstance(d, str) for d in s[1:]),
                 f"input {k} has a symbol on an axis other than the first")
-    kind = op.batch_kind(canon, [len(s) for s in shapes], symbols[symbol])
-    if kind == "rows" and batched != [0]:
-        k = max(batched)
+    allowed = op.batchable(canon, [len(s) for s in shapes], symbols[symbol])
+    shared = [k for k in batched if k not in allowed]
+    if shared:
+        k = shared[0]
         name = op.inputs[min(k, len(op.inputs) - 1)].rstrip("?*")
+        can = ", ".join(str(j) for j in allowed)
         raise OpError(f"{op_name} shares its input {k} ({name}) across the batch: only its "
-                      "first input may be batched")
+                      f"input{'s' if len(allowed) > 1 else ''} {can} may be batched")
     results = [_infer_at(op, shapes, precs, canon, {symbol: n})
                for n in probes(symbols[symbol])]
     return canon, _generalize(op_name, symbol, results), results[0][1]
