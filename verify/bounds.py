@@ -30,7 +30,8 @@ obligation claims that every output element lies within its declared precision (
   is linear with positive weights L / n summing to at most L per output (resize_linear: its
   four weights sum to 4^bits); pad is a selection
   (its constant fill included); requantize is clamped: its last step clips any integer to
-  [qmin, qmax], and Z3 proves that clip within the declared precision; argmax is an index: its
+  [qmin, qmax], and Z3 proves that clip within the declared precision (qsoftmax likewise);
+  argmax is an index: its
   values lie in [0, D - 1] (exact).
 """
 from __future__ import annotations
@@ -61,7 +62,7 @@ FILL = {"non_max_suppression": lambda a: [-1],
         "pad": lambda a: [a["value"]] if a["mode"] == "constant" else []}
 """Selection ops that also write constants (NMS fills unused rows with -1, pad its value)."""
 COMPACTION = ("get_valid_counts",)
-CLAMPED = ("requantize",)
+CLAMPED = ("requantize", "qsoftmax")
 INDEX = ("argmax",)
 LIMITS = dict(GEMM_LIMITS) | {"int64": 1 << 63}
 
@@ -303,8 +304,9 @@ class Bounds:
                           note="every output element is one of the selected inputs' elements")
 
     def _clamped(self, index: int, ins) -> Obligation:
-        """requantize's last step is y = clip(r + zero_point, qmin, qmax) for an integer r (its
-        doc): Z3 proves that for every integer r, y lies within the declared precision."""
+        """requantize's and qsoftmax's last step is y = clip(r + zero_point, qmin, qmax) for an
+        integer r (their docs): Z3 proves that for every integer r, y lies within the declared
+        precision."""
         out, a = self.program.tensors[ins.outputs[0]], ins.attrs
         self._range(ins.inputs[0])
         self.ranges[ins.outputs[0]] = _intersect((a["qmin"], a["qmax"]), _declared(out))

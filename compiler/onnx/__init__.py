@@ -15,7 +15,7 @@ from vm.errors import InvalidError
 from compiler.fold import fold_tables
 from vm.program import Program
 
-from . import layout, linear, luts, quantops, resize, tensors
+from . import layout, linear, luts, quantops, resize, softmax, tensors
 from .fixed import ROUNDINGS
 from .graph import MS_DOMAIN, Graph, load_model, read_graph
 from .islands import resolve
@@ -57,7 +57,8 @@ HANDLERS = {
     ("", "Identity"): layout.identity,
     ("", "Dropout"): layout.identity,
     ("", "Pad"): layout.pad,
-    ("", "Softmax"): layout.softmax,
+    ("", "Softmax"): softmax.softmax,
+    (MS_DOMAIN, "QLinearSoftmax"): softmax.qlinear_softmax,
     ("", "ArgMax"): layout.argmax,
     ("", "Constant"): layout.constant_node,
     ("", "Shape"): layout.shape_node,

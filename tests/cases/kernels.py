@@ -27,3 +27,23 @@ def resize_linear(draw):
 
 
 CASES = {"resize_linear": resize_linear()}
+
+
+@st.composite
+def qsoftmax(draw):
+    """Tables as the ONNX importer builds them (onnxruntime's exp table for a drawn input
+    scale and row length), rows of 8-bit-like or wider values."""
+    from compiler.onnx.softmax import softmax_table
+    shape = draw(shapes(1, 3, 1, 3))
+    axis = draw(st.integers(-len(shape), len(shape) - 1))
+    scale = draw(st.sampled_from([0.004, 0.02, 0.0911, 0.5, 1.7, 9.0]))
+    mantissa, exponent = softmax_table(scale, shape[axis])
+    lo = draw(st.integers(-200, 100))
+    return OpCase([Input(shape, draw(st.integers(1, 10)))],
+                  dict(axis=axis, mantissa=mantissa, exponent=exponent,
+                       numerator=draw(st.sampled_from([1, 127, 254, 255, 256, 1000, 65535])),
+                       zero_point=draw(st.integers(-128, 128)), qmin=lo,
+                       qmax=lo + draw(st.integers(0, 300))))
+
+
+CASES["qsoftmax"] = qsoftmax()

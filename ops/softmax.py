@@ -1,0 +1,158 @@
+"""qsoftmax: onnxruntime's QLinearSoftmax as integer arithmetic (the float32 steps named).
+
+Per row of ``axis``: the maximum, a 256-entry table of float32 exponentials indexed by the
+distance to it, their float32 sum, one float32 quotient and one float32 product per element,
+rounded to an integer. The table holds (mantissa, exponent) integer pairs, built once at import
+time; every float32 step is exact integer arithmetic with a named rounding (ops/softfloat.py).
+"""
+from __future__ import annotations
+
+from fractions import Fraction
+
+from . import softfloat as sf
+from .batch import along
+from .base import Attr, OpDef, Ref, clip_ints, precision_for, require, size_of, wide
+from .layout import normalize_axis
+from .quant import INT31
+from .registry import register
+from .z3util import fold_max
+
+TABLE = 256
+MAX_NUMERATOR = (1 << 24) - 1
+
+
+# ---------------------------------------------------------------------------------------------
+# Rules shared by the three forms
+# ---------------------------------------------------------------------------------------------
+
+def _check(shape, a) -> int:
+    """Validate the attributes against the input shape; return the row length D."""
+    axis = normalize_axis(a["axis"], len(shape), "qsoftmax")
+    m, e = a["mantissa"], a["exponent"]
+    require(len(m) == TABLE and len(e) == TABLE,
+            f"qsoftmax needs {TABLE} table mantissas and exponents, got {len(m)}, {len(e)}")
+    for k, (mk, ek) in enumerate(zip(m, e)):
+        require(mk == 0 and ek == sf.EMIN or (1 << 23) <= mk < 1 << 24
+                or ek == sf.EMIN and mk < 1 << 23,
+                f"qsoftmax table entry {k} ({mk}, {ek}) is not a normalized float32")
+    require(m[TABLE - 1] >= 1 << 23, "qsoftmax table entry 255 (the row maximum's) must be a "
+            "normal float32")
+    require(a["qmin"] <= a["qmax"], "qsoftmax needs qmin <= qmax")
+    d = shape[axis]
+    top = max(sf.value(mk, ek) for mk, ek in zip(m, e))
+    require(d * top < Fraction(2) ** 127, "qsoftmax: the row sums could overflow float32")
+    require(Fraction(a["numerator"]) / (d * top) >= Fraction(2) ** -126,
+            "qsoftmax: numerator / row sum could be subnormal")
+    return d
+
+
+def _shape(shapes, a):
+    _check(shapes[0], a)
+    return shapes[0]
+
+
+def _precision(precs, shapes, a):
+    _check(shapes[0], a)
+    return precision_for(max(abs(a["qmin"]), abs(a["qmax"])))
+
+
+def _index(v: int, top: int) -> int:
+    return min(max(v - top + TABLE - 1, 0), TABLE - 1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Scalar reference: exact rationals rounded to float32
+# ---------------------------------------------------------------------------------------------
+
+def _row_scalar(values: list[int], a) -> list[int]:
+    table = [sf.value(m, e) for m, e in zip(a["mantissa"], a["exponent"])]
+    top = max(values)
+    t = [table[_index(v, top)] for v in values]
+    total = Fraction(0)
+    for x in t:
+        total = sf.fl32(total + x)
+    q = sf.fl32(Fraction(a["numerator"]) / total)
+    return [min(max(round(sf.fl32(x * q)) + a["zero_point"], a["qmin"]), a["qmax"]) for x in t]
+
+
+def _lines(shape, axis: int):
+    """Flat indices of every row along ``axis``, in C order of the other axes."""
+    inner = size_of(shape[axis + 1:])
+    for outer in range(size_of(shape[:axis])):
+        for i in range(inner):
+            base = outer * shape[axis] * inner + i
+            yield [base + k * inner for k in range(shape[axis])]
+
+
+def _scalar(args, a):
+    x = args[0]
+    axis = normalize_axis(a["axis"], x.ndim, "qsoftmax")
+    out = [0] * len(x.data)
+    for line in _lines(x.shape, axis):
+        for k, y in zip(line, _row_scalar([x.data[k] for k in line], a)):
+            out[k] = y
+    return Ref(x.shape, out)
+
+
+# ---------------------------------------------------------------------------------------------
+# Array kernel: rows of (mantissa, exponent) pairs
+# ---------------------------------------------------------------------------------------------
+
+def _kernel(xp, x, *, axis, mantissa, exponent, numerator, zero_point, qmin, qmax):
+    axis = normalize_axis(axis, x.ndim, "qsoftmax")
+    rows = xp.moveaxis(wide(xp, x), axis, -1)
+    k = clip_ints(xp, rows - rows.max(axis=-1, keepdims=True) + (TABLE - 1), 0, TABLE - 1)
+    t = (xp.asarray(mantissa, dtype=xp.int64)[k], xp.asarray(exponent, dtype=xp.int64)[k])
+    total = (xp.zeros(k.shape[:-1], dtype=xp.int64), xp.full(k.shape[:-1], sf.EMIN, xp.int64))
+    for j in range(k.shape[-1]):
+        total = sf.add(xp, total, (t[0][..., j], t[1][..., j]))
+    q = sf.div_int(xp, numerator, total)
+    p = sf.mul(xp, t, (q[0][..., None], q[1][..., None]))
+    y = sf.to_int(xp, p) + zero_point
+    return xp.moveaxis(clip_ints(xp, y, qmin, qmax), -1, axis)
+
+
+# ---------------------------------------------------------------------------------------------
+# Z3 rule
+# ---------------------------------------------------------------------------------------------
+
+def _z3(zx, x, **a):
+    axis = normalize_axis(a["axis"], x.ndim, "qsoftmax")
+    m_of, e_of = zx.table(a["mantissa"]), zx.table(a["exponent"])
+    out = [None] * len(x.data)
+    for line in _lines(x.shape, axis):
+        terms = [x.data[k] for k in line]
+        top = fold_max(zx, terms)
+        t = [(m_of(v - top + TABLE - 1), e_of(v - top + TABLE - 1)) for v in terms]
+        total = (zx.num(0), zx.num(sf.EMIN))
+        for pair in t:
+            total = sf.z3_add(zx, total, pair)
+        q = sf.z3_div_int(zx, a["numerator"], total)
+        for k, pair in zip(line, t):
+            y = sf.z3_to_int(zx, sf.z3_mul(zx, pair, q)) + a["zero_point"]
+            out[k] = zx.clip(y, a["qmin"], a["qmax"])
+    return Ref(x.shape, out)
+
+
+register(OpDef(
+    name="qsoftmax", opcode=111,
+    doc="""onnxruntime's QLinearSoftmax in integers. Per row r of ``axis`` (length D):
+    k_j = clip(x_j - max_r(x) + 255, 0, 255); t_j = T[k_j], T[k] = mantissa[k] * 2^exponent[k]
+    (float32 values, normalized); S = fl(..fl(fl(0 + t_0) + t_1).. + t_{D-1}) (float32 sum in
+    index order); q = fl(numerator / S); y_j = clip(round_half_even(fl(t_j * q)) + zero_point,
+    qmin, qmax), where fl(v) is the float32 nearest to the exact v, ties to even. Exact integer
+    arithmetic (ops/softfloat.py). Valid when T[255] is normal, D * max(T) < 2^127 and
+    numerator / (D * max(T)) >= 2^-126 (so no step overflows or leaves the normal range where it
+    matters). Precision: precision_for(max(|qmin|, |qmax|)).""",
+    inputs=("x",), outputs=("out",),
+    attrs=(Attr("axis", "int", default=-1, lo=-6, hi=5),
+           Attr("mantissa", "ints", lo=0, hi=(1 << 24) - 1),
+           Attr("exponent", "ints", lo=sf.EMIN, hi=104),
+           Attr("numerator", "int", lo=1, hi=MAX_NUMERATOR),
+           Attr("zero_point", "int", default=0, lo=-(1 << 16), hi=1 << 16),
+           Attr("qmin", "int", lo=-INT31, hi=INT31),
+           Attr("qmax", "int", lo=-INT31, hi=INT31)),
+    shape=_shape, precision=_precision,
+    cost=lambda shapes, a: 24,
+    scalar=_scalar, kernel=_kernel, z3=_z3, batch=along("axis"),
+))
