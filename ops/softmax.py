@@ -10,8 +10,8 @@ from __future__ import annotations
 from fractions import Fraction
 
 from . import softfloat as sf
-from .batch import along
 from .base import Attr, OpDef, Ref, clip_ints, precision_for, require, size_of, wide
+from .batch import along
 from .layout import normalize_axis
 from .quant import INT31
 from .registry import register
