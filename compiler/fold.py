@@ -124,11 +124,10 @@ def prune(program: Program) -> Program:
     keep = [i for i, t in enumerate(program.tensors) if t.kind == "input" or i in live
             or i in written]
     new = {old: k for k, old in enumerate(keep)}
-    pruned = Program(program.name, [program.tensors[i] for i in keep],
-                     {new[i]: a for i, a in program.consts.items() if i in new},
-                     [Instr(ins.op, tuple(new[i] for i in ins.inputs),
-                            tuple(new[i] for i in ins.outputs), ins.attrs) for ins in code],
-                     [new[i] for i in program.outputs], dict(program.metadata),
-                     program.semantics)
+    pruned = replace(program, tensors=[program.tensors[i] for i in keep],
+                     consts={new[i]: a for i, a in program.consts.items() if i in new},
+                     code=[Instr(ins.op, tuple(new[i] for i in ins.inputs),
+                                 tuple(new[i] for i in ins.outputs), ins.attrs) for ins in code],
+                     outputs=[new[i] for i in program.outputs])
     validate(pruned)
     return pruned

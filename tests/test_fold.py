@@ -88,3 +88,16 @@ def test_roots_of_any_small_range(root_precision):
     lim = (1 << (root_precision - 1)) - 1
     feed = {"x": np.linspace(-lim, lim, 7).astype(np.int64).astype(program.tensors[0].dtype)}
     assert vm.load(folded).run(feed)[c].tolist() == vm.load(program).run(feed)[c].tolist()
+
+
+def test_symbolic_batch_programs_fold_and_keep_their_symbols():
+    b = Builder("batched")
+    b.symbol("N", 8)
+    x = b.input("x", ("N", 5), 8)
+    t = b.const("t", np.arange(-100, 155) // 2)
+    y = b.op("relu", b.op("lut", t, b.op("clip", x, a_min=-50, a_max=90), low=[-127]))
+    program = b.output(y).build()
+    folded = fold_tables(program)
+    assert folded.symbols == {"N": 8} and [i.op for i in folded.code] == ["lut"]
+    feed = {"x": np.arange(-127, 128)[::17][:15].reshape(3, 5).astype(np.int8)}
+    assert vm.load(folded).run(feed)[y].tobytes() == vm.load(program).run(feed)[y].tobytes()
