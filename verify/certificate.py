@@ -28,6 +28,7 @@ from vm.errors import InvalidError
 from vm.program import Program
 from vm.validate import _gas, _liveness, _peak_memory
 
+from . import batched
 from . import obligations as static
 from .bounds import Bounds
 from .licences import Licences
@@ -64,9 +65,6 @@ def model_identity(model) -> str:
 
 def _unpack(model):
     """(program, analysis or None, claimed io lengths) of a vm.Model or a bare Program."""
-    program = model if isinstance(model, Program) else model.program
-    if program.symbols:
-        raise InvalidError("certificates of programs with symbols are not supported yet")
     if isinstance(model, Program):
         return model, None
     return model.program, model.analysis
@@ -134,6 +132,11 @@ def certify(model, input_domain=None, *, progress: Callable | None = None,
     """
     program, analysis = _unpack(model)
     _check_structure(program)
+    every_n = []
+    if program.symbols:             # the instance for N = 1, and what holds for every N
+        program, analysis, every_n = batched.at_one(model)
+        for ob in every_n:
+            ob.facts["symbolic"] = True
     ranges, shown = _input_ranges(program, input_domain)
     try:
         io, gas, peak = _claims(program, analysis)
@@ -144,6 +147,9 @@ def certify(model, input_domain=None, *, progress: Callable | None = None,
            static.peak_memory(program, peak)] + bounds.obligations()
     if analysis is not None:                    # the executor's licences (validated models)
         obs += Licences(program, analysis, bounds.ranges).obligations()
+    for ob in obs if every_n else ():
+        ob.facts["rests_on"] = (*ob.facts.get("rests_on", ()), batched.RESTS_ON)
+    obs = every_n + obs
     cert = Certificate(model_identity(model), shown, obs)
     if not solve:
         return cert
@@ -155,10 +161,10 @@ def certify(model, input_domain=None, *, progress: Callable | None = None,
         if status.startswith("counterexample"):
             status, detail = _confirm(ob, program, ranges, detail, rlimit, timeout_s)
         rests = ob.facts.get("rests_on", ())
-        if ob.name.startswith("lemma:"):
+        if ob.name.startswith("lemma:") or ob.name == batched.RESTS_ON:
             lemmas[ob.name] = status == "proved"
         elif ob.method == "exact" and ob.name.startswith(("no_overflow", "gemm_licence")):
-            rests = ("lemma:linear_step",)
+            rests = (*rests, "lemma:linear_step")
         unproved = [name for name in rests if not lemmas.get(name, True)]
         if unproved and status == "proved":
             status, detail = "unknown", f"rests on {unproved[0]}, which is not proved"
@@ -186,7 +192,7 @@ def _decide(ob, model: str, cache: dict, rlimit: int, timeout_s) -> tuple[str, s
 
 def _confirm(ob, program, ranges, detail, rlimit, timeout_s) -> tuple[str, str]:
     """Turn a failed lemma into a confirmed counterexample, or report unknown."""
-    if detail.startswith("input-independent"):
+    if detail.startswith("input-independent") or ob.facts.get("symbolic"):
         return "counterexample", detail
     index = int(ob.name.split("[", 1)[1].split("]", 1)[0])
     witness = search(program, index, ranges, rlimit, timeout_s)
