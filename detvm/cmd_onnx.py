@@ -51,7 +51,11 @@ def _common(p) -> None:
                    metavar="NAME=D0,D1,...",
                    help="fix the dims of input NAME (repeatable; needed for symbolic dims "
                         "other than the batch)")
-    p.add_argument("--batch", type=int, default=1, help="a symbolic batch axis (default 1)")
+    p.add_argument("--batch", type=int, default=None,
+                   help="fix a symbolic batch axis to this size (by default it stays symbolic)")
+    p.add_argument("--max", action="append", type=max_arg, default=[], metavar="NAME=K",
+                   help="the maximum of the symbolic batch NAME (default: the largest power "
+                        "of two up to 1024 within the gas and memory ceilings)")
     p.add_argument("--rounding", choices=ROUNDINGS, default="fp32",
                    help="requantize rounding: fp32 = onnxruntime's float32 arithmetic "
                         "reproduced with integers (default); half_even = the exact ratio")
@@ -71,6 +75,14 @@ def shape_arg(text: str) -> tuple[str, tuple[int, ...]]:
     return name, values
 
 
+def max_arg(text: str) -> tuple[str, int]:
+    """``NAME=K`` -> (NAME, K); a usage error otherwise."""
+    name, sep, value = text.rpartition("=")
+    if not sep or not name or not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not NAME=K with a positive integer K")
+    return name, int(value)
+
+
 def _op_types(text: str):
     return None if text == "all" else tuple(t for t in text.split(",") if t)
 
@@ -87,11 +99,16 @@ def shapes_of(args) -> dict[str, tuple[int, ...]]:
 def _import(path, args):
     from compiler.onnx import import_onnx
     from vm import Model
-    model = Model(import_onnx(path, batch=args.batch, shapes=shapes_of(args),
+    maxima = dict(args.max)
+    if len(maxima) != len(args.max):
+        raise InvalidError("--max gives a symbol twice")
+    model = Model(import_onnx(path, batch=args.batch, shapes=shapes_of(args), maxima=maxima,
                               rounding=args.rounding, name=args.name))
     write_file(args.output, model.to_bytes())
+    symbols = "".join(f", {s} <= {n}" for s, n in model.symbols.items())
+    gas = model.gas_formula if model.symbols else model.gas
     print(f"{args.output}: {model.hash} ({len(model.program.code)} instructions, "
-          f"gas {model.gas})")
+          f"gas {gas}{symbols})")
 
 
 def cmd_import_onnx(args) -> None:
@@ -116,7 +133,7 @@ def cmd_quantize(args) -> None:
     from compiler.onnx.quantize import quantize_onnx, read_calibration
     float_model = load_model(args.model)
     shapes = shapes_of(args)
-    check_float_model(float_model, batch=args.batch, shapes=shapes)
+    check_float_model(float_model, batch=args.batch or 1, shapes=shapes)
     data = read_calibration(args.calibration, input_names(float_model))
     with tempfile.TemporaryDirectory() as tmp:
         target = Path(args.save_onnx or Path(tmp) / "quantized.onnx")
@@ -125,7 +142,7 @@ def cmd_quantize(args) -> None:
                       activation=args.activation, weight=args.weight,
                       per_channel=not args.per_tensor, split_outputs=args.split_outputs,
                       progress=_progress, notify=_note, **options)
-        leftovers = left_float(target, batch=args.batch, shapes=shapes)
+        leftovers = left_float(target, batch=args.batch or 1, shapes=shapes)
         if leftovers:
             sys.stderr.write(f"detvm: warning: the quantized model has nodes that detvm "
                              f"cannot import (left float by onnxruntime, or quantized ops "

@@ -2,7 +2,8 @@
 integer-only detvm programs.
 
     program = import_onnx("model.int8.onnx")                  # or bytes, or an onnx.ModelProto
-    program = import_onnx(model, batch=8, rounding="half_even")   # the exact ratio
+    program = import_onnx(model, maxima={"N": 64})           # a symbolic batch N <= 64
+    program = import_onnx(model, batch=8, rounding="half_even")   # batch fixed; exact ratio
     program = import_onnx(model, shapes={"x": (1, 3, 640, 640)})  # fix symbolic dims
 
 Every float scale becomes a (multiplier, shift) pair of a ``requantize`` instruction at compile
@@ -16,6 +17,7 @@ from compiler.fold import fold_tables
 from vm.program import Program
 
 from . import layout, linear, luts, quantops, resize, softmax, tensors
+from .batch import batch_inputs, import_batched
 from .fixed import ROUNDINGS
 from .graph import MS_DOMAIN, Graph, load_model, read_graph
 from .islands import resolve
@@ -105,15 +107,31 @@ def foldable(domain: str, op_type: str) -> bool:
     return domain == "" and op_type in FOLDABLE
 
 
-def import_onnx(model, *, batch: int = 1, shapes: dict | None = None, rounding: str = "fp32",
+def import_onnx(model, *, batch: int | None = None, shapes: dict | None = None,
+                maxima: dict | None = None, rounding: str = "fp32",
                 name: str | None = None) -> Program:
     """The detvm program of a quantized ONNX model (path, bytes or onnx.ModelProto).
 
-    ``shapes`` (input name -> dims) fixes inputs' dims; ``batch`` fixes a symbolic first
-    dimension of the others (any other symbolic dim is an error); ``rounding`` names the
-    requantize rounding: ``fp32`` (onnxruntime's float32 arithmetic reproduced with integers,
-    bit for bit) or ``half_even`` (the exact ratio, ties to even)."""
-    graph = read_graph(load_model(model), batch, shapes)
+    ``shapes`` (input name -> dims) fixes inputs' dims. A symbolic first dim of the others
+    (an ONNX ``dim_param``, or -1) stays symbolic, a symbol named after it with the maximum
+    given in ``maxima`` (symbol -> K) or a default (compiler/onnx/batch.py); ``batch`` fixes it
+    instead. Any other symbolic dim is an error. ``rounding`` names the requantize rounding:
+    ``fp32`` (onnxruntime's float32 arithmetic reproduced with integers, bit for bit) or
+    ``half_even`` (the exact ratio, ties to even)."""
+    proto = load_model(model)
+    batched = batch_inputs(proto, shapes) if batch is None else {}
+    if batched:
+        return import_batched(
+            lambda dims: _import(proto, 1, {**(shapes or {}), **dims}, rounding, name),
+            batched, maxima)
+    if maxima:
+        raise InvalidError("--max: the model has no symbolic batch left to bound"
+                           + (" (--batch fixes it)" if batch is not None else ""))
+    return _import(proto, 1 if batch is None else batch, shapes, rounding, name)
+
+
+def _import(proto, batch: int, shapes, rounding: str, name) -> Program:
+    graph = read_graph(proto, batch, shapes)
     check_supported(graph, handled, foldable)
     lowering = _lowering(graph, name, rounding)
     lowering.run(_handlers(graph))

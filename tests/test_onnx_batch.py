@@ -1,0 +1,94 @@
+"""ONNX import keeps a symbolic batch symbolic: one program (one hash) for every batch up to its
+maximum, bit-exact with onnxruntime at each batch and with the fixed-batch import."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+onnx = pytest.importorskip("onnx", reason="ONNX tests need the onnx extra")
+pytest.importorskip("onnxruntime", reason="ONNX tests need onnxruntime")
+
+import vm  # noqa: E402
+from compiler.onnx import import_onnx  # noqa: E402
+from compiler.onnx.batch import symbol_name  # noqa: E402
+from compiler.onnx.quantize import quantize_onnx  # noqa: E402
+from detvm.cli import main  # noqa: E402
+from tests.onnx_util import cnn, mlp, ort_session  # noqa: E402
+from vm.errors import InvalidError  # noqa: E402
+
+RNG = np.random.default_rng(3)
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    root = tmp_path_factory.mktemp("batch")
+    out = {}
+    for name, build, shape, fmt in (("cnn", cnn, (3, 8, 8), "qdq"),
+                                    ("mlp", mlp, (4, 6), "qoperator")):
+        onnx.save(build(0), root / f"{name}.onnx")
+        calib = RNG.normal(0, 1, (16, *shape)).astype(np.float32)
+        out[name] = (quantize_onnx(root / f"{name}.onnx", {"x": calib}, root / f"{name}.q.onnx",
+                                   fmt=fmt, activation="uint8"), shape)
+    return out
+
+
+@pytest.mark.parametrize("name", ["cnn", "mlp"])
+def test_symbolic_import_matches_onnxruntime_at_every_batch(models, name):
+    path, shape = models[name]
+    program = import_onnx(path, maxima={"N": 40})
+    assert program.symbols == {"N": 40}
+    model = vm.load(program)
+    assert model.inputs[0].shape == ("N", *shape)
+    session = ort_session(path)
+    for n in (1, 3, 40):
+        x = RNG.normal(0, 1, (n, *shape)).astype(np.float32)
+        ours = model.run({"x": x}, float_io=True)
+        theirs = session.run(None, {"x": x})
+        assert np.array_equal(ours["y"], theirs[0]), n
+        fixed = vm.load(import_onnx(path, batch=n)).run({"x": x}, float_io=True)
+        assert all(np.array_equal(ours[k], fixed[k]) for k in ours)
+        assert model.gas_for(N=n) == vm.load(import_onnx(path, batch=n)).gas
+
+
+def test_default_maximum_and_cli(models, tmp_path, capsys):
+    path, _ = models["cnn"]
+    program = import_onnx(path)
+    assert program.symbols == {"N": 1024}          # small model: the largest default
+    assert main(["import-onnx", str(path), "-o", str(tmp_path / "m.dvm"), "--max", "N=7"]) == 0
+    assert "N <= 7" in capsys.readouterr().out
+    model = vm.load(tmp_path / "m.dvm")
+    assert model.symbols == {"N": 7}
+    assert main(["import-onnx", str(path), "-o", str(tmp_path / "f.dvm"), "--batch", "2"]) == 0
+    assert vm.load(tmp_path / "f.dvm").symbols == {}
+    assert main(["info", str(tmp_path / "m.dvm")]) == 0
+    assert "gas        " in capsys.readouterr().out
+    with pytest.raises(InvalidError, match="--max names no symbolic batch: M"):
+        import_onnx(path, maxima={"M": 3})
+
+
+def test_the_default_maximum_fits_the_ceilings(models, monkeypatch):
+    from compiler.onnx import batch
+    path, _ = models["cnn"]
+    memory = vm.validate(import_onnx(path, maxima={"N": 1})).memory_formula
+    monkeypatch.setattr(batch, "Limits", lambda: vm.Limits(max_memory=memory.at({"N": 100})))
+    assert import_onnx(path).symbols == {"N": 64}     # the largest power of two that fits
+
+
+def test_a_batch_that_moves_is_refused(tmp_path):
+    from onnx import TensorProto, helper, numpy_helper
+    nodes = [helper.make_node("Reshape", ["x", "s"], ["y"])]      # [N, 4] -> [2, 2N]
+    graph = helper.make_graph(
+        nodes, "moves", [helper.make_tensor_value_info("x", TensorProto.INT8, ["batch", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.INT8, [2, None])],
+        [numpy_helper.from_array(np.array([2, -1], np.int64), "s")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    with pytest.raises(InvalidError, match="input 'x' cannot stay symbolic.*--batch"):
+        import_onnx(model)
+    assert import_onnx(model, batch=3).symbols == {}
+
+
+def test_symbol_names():
+    assert symbol_name("batch_size") == "batch_size"
+    assert symbol_name("batch:0") == "batch_0"
+    assert symbol_name("9x") == "_9x"
+    assert symbol_name("") == symbol_name("none") == "N"
