@@ -22,13 +22,16 @@ import numpy as np
 from tests.onnx_conformance import _load_case, cases, generate
 
 OPS = {"Resize": "resize", "Slice": "slice", "Split": "split", "Gather": "gather",
-       "Softmax": "softmax"}
+       "Softmax": "softmax", "ConvTranspose": "convtranspose"}
 MOVES = {"Slice", "Split", "Gather"}
-LIMITS = {"Resize": 1, "Softmax": 2}
+LIMITS = {"Resize": 1, "Softmax": 2, "ConvTranspose": 2}
+WEIGHTS = {"ConvTranspose": 1}
+"""Inputs that are weights: quantized to int8 (symmetric, per tensor) behind a DequantizeLinear,
+as the quantizer writes them."""
 """Worst |detvm - expected| in LSB for ops that compute (nearest Resize: 0, it moves data)."""
 NOT_APPLICABLE = ("cubic", "tf_crop_and_resize", "antialias", "not_larger", "not_smaller",
                   "half_pixel_symmetric", "zero_size", "slice_start_out_of_bounds",
-                  "softmax_large_number")
+                  "softmax_large_number", "convtranspose_1d", "convtranspose_3d")
 """Modes detvm does not import, empty results (detvm tensors have no empty dims), and inputs
 8 bits cannot carry (softmax_large_number: rows 0..3 and 10000..10003 on one scale)."""
 TAG = "-float"
@@ -51,13 +54,23 @@ def wrap(model, inputs, outputs, moves: bool):
     from onnx import TensorProto, helper, numpy_helper
     g = model.graph
     x_info, x = g.input[0], inputs[0]
-    for vi, value in list(zip(g.input, inputs))[1:]:
-        g.initializer.append(numpy_helper.from_array(value, vi.name))
     s_in, z_in = _params(x)
     consts = [numpy_helper.from_array(np.array(s_in, np.float32), "x#s"),
               numpy_helper.from_array(np.array(z_in, np.uint8), "x#z")]
     nodes = [helper.make_node("DequantizeLinear", [x_info.name + "_q", "x#s", "x#z"],
-                              [x_info.name])] + list(g.node)
+                              [x_info.name])]
+    weight = WEIGHTS.get(g.node[0].op_type)
+    for k, (vi, value) in list(enumerate(zip(g.input, inputs)))[1:]:
+        if k != weight:
+            g.initializer.append(numpy_helper.from_array(value, vi.name))
+            continue
+        s_w = np.float32(max(float(np.abs(value).max()), 1e-6) / 127)
+        consts += [numpy_helper.from_array(np.clip(np.rint(value / s_w), -127, 127)
+                                           .astype(np.int8), vi.name + "_q"),
+                   numpy_helper.from_array(np.array(s_w, np.float32), vi.name + "#s")]
+        nodes.append(helper.make_node("DequantizeLinear", [vi.name + "_q", vi.name + "#s"],
+                                      [vi.name]))
+    nodes += list(g.node)
     outs, expected = [], []
     for k, (vi, want) in enumerate(zip(g.output, outputs)):
         s, z = (s_in, z_in) if moves else _params(want)

@@ -25,13 +25,13 @@ obligation claims that every output element lies within its declared precision (
   chains over input rows); Z3 proves the hull lemma for the ranges.
 * compaction (get_valid_counts): its rows are selections of input rows or the -1 fill (the
   hull lemma), and each count is a sum of N flags, so at most N (checked in the same query).
-* The ops of imported models (ops/quant.py, ops/pool.py): qconv2d and qdense are linear on
-  the centred data x - zero_point (the data range is shifted by the zero point); sum_pool2d
-  is linear with positive weights L / n summing to at most L per output (resize_linear: its
-  four weights sum to 4^bits); pad is a selection
-  (its constant fill included); requantize is clamped: its last step clips any integer to
-  [qmin, qmax], and Z3 proves that clip within the declared precision (qsoftmax likewise);
-  argmax is an index: its
+* The ops of imported models (ops/quant.py, ops/pool.py, ops/deconv.py, ...): qconv2d,
+  qdense and qconv2d_transpose (output channel m reads the weights W[group(m), m mod M/G])
+  are linear on the centred data x - zero_point (the data range is shifted by the zero
+  point); sum_pool2d is linear with positive weights L / n summing to at most L per output
+  (resize_linear: its four weights sum to 4^bits); pad is a selection (its constant fill
+  included); requantize and qsoftmax are clamped: their last step clips any integer to
+  [qmin, qmax], and Z3 proves that clip within the declared precision; argmax is an index: its
   values lie in [0, D - 1] (exact).
 """
 from __future__ import annotations
@@ -41,6 +41,7 @@ import z3
 
 import ops
 from ops.base import Ref, bound
+from ops.deconv import reduce_len as deconv_terms
 from ops.pool import pool_lcm
 from vm.program import Program
 from vm.validate import GEMM_LIMITS, nonnegative
@@ -49,7 +50,8 @@ from .domains import IntDomain
 from .obligations import Obligation, any_of
 from .smt2 import num, total
 
-LINEAR = ("conv2d", "dense", "sum", "qconv2d", "qdense", "sum_pool2d", "resize_linear")
+LINEAR = ("conv2d", "dense", "sum", "qconv2d", "qdense", "sum_pool2d", "resize_linear",
+          "qconv2d_transpose")
 POINTWISE = ("relu", "abs", "negative", "cvm_precision", "elemwise_add", "elemwise_sub", "clip",
              "cvm_clip", "cvm_left_shift", "cvm_right_shift", "broadcast_add", "broadcast_sub",
              "broadcast_mul", "broadcast_div", "broadcast_max", "broadcast_greater", "where")
@@ -89,6 +91,24 @@ def _positive_weight_sum(op: str, shape, out_size: int, attrs) -> int:
     if op == "resize_linear":
         return 1 << (2 * attrs["bits"])
     return int(np.prod(shape)) // out_size
+
+
+def _channel_terms(op: str, data_shape, weight_shape, attrs) -> tuple[int, int]:
+    """(output channels, most products summed into one output) of a weighted linear op."""
+    if op == "qconv2d_transpose":
+        return attrs["channels"], deconv_terms([data_shape, weight_shape], attrs)
+    return weight_shape[0], int(np.prod(weight_shape)) // weight_shape[0]
+
+
+def _channel_rows(op: str, weight: np.ndarray, attrs) -> np.ndarray:
+    """The weights of each output channel, one row per channel (qconv2d_transpose's weight
+    is (C, M/groups, KH, KW): channel m's row is its group's input channels at m mod M/G)."""
+    if op == "qconv2d_transpose":
+        g = attrs["groups"]
+        c, mg = weight.shape[:2]
+        w = weight.reshape(g, c // g, mg, -1).transpose(0, 2, 1, 3)
+        return w.reshape(g * mg, -1)
+    return weight.reshape(weight.shape[0], -1)
 
 
 def _intersect(a, b) -> tuple[int, int]:
@@ -181,14 +201,14 @@ class Bounds:
             p, neg, bias = np.array([n], dtype=object), np.array([0], dtype=object), None
         else:
             weight = self.program.consts.get(ins.inputs[1])
-            units = t[ins.inputs[1]].shape[0]
+            units, k = _channel_terms(op, t[ins.inputs[0]].shape, t[ins.inputs[1]].shape,
+                                      ins.attrs)
             if weight is not None:
-                w = np.asarray(weight).astype(np.int64).reshape(units, -1)
+                w = _channel_rows(op, np.asarray(weight).astype(np.int64), ins.attrs)
                 p = np.where(w > 0, w, 0).sum(axis=1).astype(object)
                 neg = np.where(w < 0, w, 0).sum(axis=1).astype(object)
                 rows = w
             else:               # a symbolic weight in [wl, wh]: K corner products per channel
-                k = t[ins.inputs[1]].size // units
                 wl, wh = self._range(ins.inputs[1])
                 corners = [wl * lo0, wl * hi0, wh * lo0, wh * hi0]
                 p = np.full(units, k * max(corners), dtype=object)

@@ -16,7 +16,7 @@ from vm.errors import InvalidError
 from compiler.fold import fold_tables
 from vm.program import Program
 
-from . import layout, linear, luts, quantops, resize, softmax, tensors
+from . import deconv, layout, linear, luts, quantops, resize, softmax, tensors
 from .batch import batch_inputs, import_batched
 from .fixed import ROUNDINGS
 from .graph import MS_DOMAIN, Graph, load_model, read_graph
@@ -32,6 +32,7 @@ HANDLERS = {
     ("", "QuantizeLinear"): quantops.quantize_linear,
     ("", "DequantizeLinear"): quantops.dequantize_linear,
     ("", "Conv"): linear.conv,
+    ("", "ConvTranspose"): deconv.conv_transpose,
     ("", "Gemm"): linear.gemm,
     ("", "MatMul"): linear.matmul,
     ("", "QLinearConv"): linear.qlinear_conv,

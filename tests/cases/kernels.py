@@ -47,3 +47,28 @@ def qsoftmax(draw):
 
 
 CASES["qsoftmax"] = qsoftmax()
+
+
+@st.composite
+def qconv2d_transpose(draw):
+    groups = draw(st.sampled_from([1, 1, 2]))
+    cg, mg = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    kh, kw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    (sh, sw), (dh, dw) = draw(st.tuples(*[st.integers(1, 3)] * 2)), \
+        draw(st.tuples(*[st.integers(1, 2)] * 2))
+    h, w = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    full = ((h - 1) * sh + (kh - 1) * dh + 1, (w - 1) * sw + (kw - 1) * dw + 1)
+    begin = [draw(st.integers(0, min(2, f - 1))) for f in full]
+    end = [draw(st.integers(-2, max(-2, min(2, f - b - 1)))) for f, b in zip(full, begin)]
+    use_bias = draw(st.booleans())
+    inputs = [Input((draw(st.integers(1, 2)), cg * groups, h, w), draw(st.integers(1, 9))),
+              Input((cg * groups, mg, kh, kw), draw(st.integers(1, 8)))]
+    if use_bias:
+        inputs.append(Input((mg * groups,), draw(st.integers(1, 24))))
+    return OpCase(inputs, dict(channels=mg * groups, kernel_size=(kh, kw), strides=(sh, sw),
+                               dilation=(dh, dw), groups=groups, crop_begin=begin,
+                               crop_end=end, use_bias=use_bias,
+                               zero_point=draw(st.integers(-300, 300))))
+
+
+CASES["qconv2d_transpose"] = qconv2d_transpose()

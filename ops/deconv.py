@@ -1,0 +1,166 @@
+"""qconv2d_transpose: the transposed 2-D convolution (ONNX ConvTranspose) of X - zero_point,
+exactly.
+
+Every input pixel scatters its products with the kernel into the output: Y is the sum of
+X[n, c, i, j] * W[c, m, r, s] over the taps landing on each output cell. The kernel is one
+GEMM per group (W^T @ X, in the licensed dtype: float BLAS is exact below 2^24 / 2^53) and
+exact int64 additions of its columns into the output (col2im).
+"""
+from __future__ import annotations
+
+from .base import Attr, OpDef, Ref, bound, precision_for, require, wide
+from .nn import GEMM_DTYPES
+from .quant import MAX_DATA_PRECISION, ZERO_POINT
+from .registry import register
+from .z3util import build
+
+SPATIAL = dict(kind="ints", length=(2,), expand=2)
+
+
+def _full(size: int, k: int, stride: int, dil: int) -> int:
+    """Length of the uncropped output along one axis: (size - 1) * stride + (k - 1) * dil + 1."""
+    return (size - 1) * stride + (k - 1) * dil + 1
+
+
+def _shape(shapes, a):
+    x, w = shapes[0], shapes[1]
+    require(len(shapes) == (3 if a["use_bias"] else 2),
+            f"qconv2d_transpose with use_bias={a['use_bias']} takes "
+            f"{3 if a['use_bias'] else 2} inputs")
+    require(len(x) == 4, f"qconv2d_transpose data must be 4-D (NCHW), got {x}")
+    n, c, h, wd = x
+    g, m = a["groups"], a["channels"]
+    require(c % g == 0 and m % g == 0,
+            f"qconv2d_transpose channels {c} -> {m} not divisible by groups {g}")
+    kh, kw = a["kernel_size"]
+    require(tuple(w) == (c, m // g, kh, kw), f"qconv2d_transpose weight shape {tuple(w)} != "
+            f"{(c, m // g, kh, kw)} (in channels, channels/groups, kernel_size)")
+    if a["use_bias"]:
+        require(tuple(shapes[2]) == (m,), f"qconv2d_transpose bias shape {tuple(shapes[2])} "
+                f"!= ({m},)")
+    out = []
+    for size, k, s, d, lo, hi in zip((h, wd), (kh, kw), a["strides"], a["dilation"],
+                                      a["crop_begin"], a["crop_end"]):
+        length = _full(size, k, s, d) - lo - hi
+        require(length >= 1 and lo < _full(size, k, s, d),
+                f"qconv2d_transpose crops {a['crop_begin']} / {a['crop_end']} leave no output")
+        out.append(length)
+    return (n, m, out[0], out[1])
+
+
+def _taps(k: int, s: int, d: int) -> int:
+    """The most kernel taps of one axis that land on one output cell."""
+    return max(sum(1 for r in range(k) if (rho - r * d) % s == 0) for rho in range(s))
+
+
+def reduce_len(shapes, a) -> int:
+    """The most products summed into one output element."""
+    (kh, kw), (sh, sw), (dh, dw) = a["kernel_size"], a["strides"], a["dilation"]
+    return shapes[0][1] // a["groups"] * _taps(kh, sh, dh) * _taps(kw, sw, dw)
+
+
+def _precision(precs, shapes, a):
+    require(precs[0] <= MAX_DATA_PRECISION and precs[1] <= MAX_DATA_PRECISION,
+            f"qconv2d_transpose data and weight precisions must be <= {MAX_DATA_PRECISION}")
+    top = reduce_len(shapes, a) * (bound(precs[0]) + abs(a["zero_point"])) * bound(precs[1])
+    return precision_for(top + (bound(precs[2]) if a["use_bias"] else 0))
+
+
+def _acc_bound(precs, shapes, a, consts) -> int:
+    """(R(P0) + |zp|) * max_m sum |W[group(m), m]| with a constant weight (every partial sum
+    is a sub-sum of an output channel's products), else the precision rule's bound."""
+    data = bound(precs[0]) + abs(a["zero_point"])
+    weight = consts[1] if len(consts) > 1 else None
+    if weight is None:
+        return reduce_len(shapes, a) * data * bound(precs[1])
+    import numpy as np
+    w = np.abs(weight.astype(np.int64))
+    return data * int(w.sum(axis=(0, 2, 3)).max(initial=0))
+
+
+def sources(p: int, size: int, k: int, s: int, d: int, lo: int):
+    """(input index, tap) pairs of one axis landing on output index ``p``."""
+    out = []
+    for r in range(k):
+        i, rest = divmod(p + lo - r * d, s)
+        if rest == 0 and 0 <= i < size:
+            out.append((i, r))
+    return out
+
+
+def _terms(x, w, i, a, times):
+    """times(x value, w value) for every product landing on output index ``i``."""
+    bt, o, p, q = i
+    _, c, h, wd = x.shape
+    cg, mg = c // a["groups"], a["channels"] // a["groups"]
+    (kh, kw), (sh, sw), (dh, dw) = a["kernel_size"], a["strides"], a["dilation"]
+    rows = sources(p, h, kh, sh, dh, a["crop_begin"][0])
+    cols = sources(q, wd, kw, sw, dw, a["crop_begin"][1])
+    group, j = divmod(o, mg)
+    return [times(x.at((bt, ch, y, r)), w.at((ch, j, ky, kx)))
+            for ch in range(group * cg, (group + 1) * cg)
+            for y, ky in rows for r, kx in cols]
+
+
+def _scalar(args, a):
+    x, w = args[0], args[1]
+    zp = a["zero_point"]
+    return Ref.build(_shape([t.shape for t in args], a), lambda i: (
+        (args[2].data[i[1]] if a["use_bias"] else 0)
+        + sum(_terms(x, w, i, a, lambda u, v: (u - zp) * v))))
+
+
+def _kernel(xp, x, w, b=None, *, channels, kernel_size, strides, dilation, groups, crop_begin,
+            crop_end, use_bias, zero_point, gemm="int64"):
+    require(gemm in GEMM_DTYPES, f"unknown gemm path {gemm!r}")
+    dt = getattr(xp, gemm)
+    n, c, h, wd = x.shape
+    (kh, kw), (sh, sw), (dh, dw) = kernel_size, strides, dilation
+    cg, mg = c // groups, channels // groups
+    fh, fw = _full(h, kh, sh, dh), _full(wd, kw, sw, dw)
+    full = xp.zeros((n, channels, max(fh, fh - crop_end[0]), max(fw, fw - crop_end[1])),
+                    dtype=xp.int64)
+    xs = (wide(xp, x) - zero_point).astype(dt).reshape(n, groups, cg, h * wd)
+    wg = w.astype(dt).reshape(groups, cg, mg * kh * kw).transpose(0, 2, 1)
+    cols = xp.matmul(wg[None], xs).astype(xp.int64).reshape(n, channels, kh, kw, h, wd)
+    for r in range(kh):
+        for s in range(kw):
+            full[:, :, r * dh:r * dh + sh * (h - 1) + 1:sh,
+                 s * dw:s * dw + sw * (wd - 1) + 1:sw] += cols[:, :, r, s]
+    (top, left), (bottom, right) = crop_begin, crop_end
+    y = full[:, :, top:top + fh - top - bottom, left:left + fw - left - right]
+    if b is not None:
+        y = y + wide(xp, b).reshape(1, channels, 1, 1)
+    return y
+
+
+def _z3(zx, x, w, b=None, *, gemm=None, **a):
+    shape = _shape([x.shape, w.shape] + ([b.shape] if b is not None else []), a)
+    return build(shape, lambda i: zx.sum(
+        ([b.data[i[1]]] if b is not None else [])
+        + _terms(x, w, i, a, lambda u, v: (u - a["zero_point"]) * v)))
+
+
+register(OpDef(
+    name="qconv2d_transpose", opcode=112,
+    doc="""Transposed 2-D convolution (ONNX ConvTranspose) of X - zero_point, NCHW data, weight
+    (C, M/groups, KH, KW), exactly: Y[n, m, p, q] = B[m] + sum (X[n, c, i, j] - zp) *
+    W[c, m mod M/G, r, s] over the channels c of m's group and the taps with
+    i * SH + r * DH = p + crop_begin[0] and j * SW + s * DW = q + crop_begin[1]. The
+    uncropped length is (H - 1) * SH + (KH - 1) * DH + 1; crop_begin cells are dropped at the
+    start, crop_end at the end (a negative crop_end appends cells no tap reaches: ONNX
+    output_padding). Precision: data and weight precisions <= 16, p = precision_for(K *
+    (R(P0) + |zp|) * R(P1) (+ R(P2))), K = C/groups times the most taps per output cell.""",
+    inputs=("data", "weight", "bias?"), outputs=("out",),
+    attrs=(Attr("channels", "int", lo=1, hi=1 << 24),
+           Attr("kernel_size", lo=1, hi=4096, **SPATIAL),
+           Attr("strides", default=(1, 1), lo=1, hi=4096, **SPATIAL),
+           Attr("dilation", default=(1, 1), lo=1, hi=4096, **SPATIAL),
+           Attr("groups", "int", default=1, lo=1, hi=1 << 24),
+           Attr("crop_begin", default=(0, 0), lo=0, hi=1 << 16, **SPATIAL),
+           Attr("crop_end", default=(0, 0), lo=-(1 << 16), hi=1 << 16, **SPATIAL),
+           Attr("use_bias", "bool", default=True), ZERO_POINT),
+    shape=_shape, precision=_precision,
+    cost=lambda shapes, a: 3 * reduce_len(shapes, a) + 1,
+    scalar=_scalar, kernel=_kernel, z3=_z3, acc_bound=_acc_bound, batch="rows",
+))
