@@ -130,3 +130,44 @@ def test_add_tables_follow_the_call_pattern(tmp_path, fmt):
     for y in ("y0", "y1"):
         assert np.array_equal(ours[y], theirs[y].astype(np.int64)), y
     assert (theirs["y0"].reshape(256, 256) != flat).any()     # the flat table would differ
+
+
+def _se_add_model(p):
+    """out = y + x after identity 1x1 Convs (onnxruntime runs them, and the Add, in NHWC):
+    y [128, 2, 1, 1] is a scalar per innermost span in the model's NCHW shapes, a vector of 2
+    in onnxruntime's NHWC layout; x [128, 2, 16, 16]."""
+    from onnx import TensorProto, helper, numpy_helper
+    eye = np.array([[127, 0], [0, 127]], np.int8).reshape(2, 2, 1, 1)
+    inits = {"w": eye, "sw": np.float32(1 / 127), "zw": np.int8(0), **p}
+    nodes = []
+    for name, s, z in (("y", "sa", "za"), ("x", "sb", "zb")):
+        nodes += [helper.make_node("QuantizeLinear", [f"{name}_in", s, z], [f"{name}_q"]),
+                  helper.make_node("DequantizeLinear", [f"{name}_q", s, z], [f"{name}_d"]),
+                  helper.make_node("DequantizeLinear", ["w", "sw", "zw"], [f"{name}_w"]),
+                  helper.make_node("Conv", [f"{name}_d", f"{name}_w"], [f"{name}_c"]),
+                  helper.make_node("QuantizeLinear", [f"{name}_c", s, z], [f"{name}_cq"]),
+                  helper.make_node("DequantizeLinear", [f"{name}_cq", s, z], [name])]
+    nodes += [helper.make_node("Add", ["y", "x"], ["sum"]),
+              helper.make_node("QuantizeLinear", ["sum", "sy", "zy"], ["out_q"]),
+              helper.make_node("DequantizeLinear", ["out_q", "sy", "zy"], ["out"])]
+    f = TensorProto.FLOAT
+    graph = helper.make_graph(
+        nodes, "se", [helper.make_tensor_value_info("y_in", f, [128, 2, 1, 1]),
+                      helper.make_tensor_value_info("x_in", f, [128, 2, 16, 16])],
+        [helper.make_tensor_value_info("out", f, None)],
+        [numpy_helper.from_array(np.asarray(v), k) for k, v in inits.items()])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+def test_add_pattern_follows_onnxruntime_layout(tmp_path):
+    """The pattern of a broadcast Add comes from onnxruntime's optimized graph (NHWC), not
+    from the model's NCHW shapes: every pair of codes, bit for bit."""
+    p, _ = _add_params(np.random.default_rng(3))
+    path = tmp_path / "se.onnx"
+    onnx.save(_se_add_model(p), path)
+    code = lambda c, s, z: ((c.astype(np.int64) - int(z)) * np.float32(s)).astype(np.float32)
+    y = code(np.arange(256).reshape(128, 2, 1, 1), p["sa"], p["za"])
+    x = code(np.tile(np.arange(256), (128, 2, 1)).reshape(128, 2, 16, 16), p["sb"], p["zb"])
+    theirs = ort_session(path).run(["out"], {"y_in": y, "x_in": x})[0]
+    ours = vm.load(import_onnx(path)).run({"y_in": y, "x_in": x}, float_io=True)["out"]
+    assert np.array_equal(ours, theirs)

@@ -23,10 +23,12 @@ from . import quantops
 from .graph import MS_DOMAIN, Node
 from .islands import FLOAT_OPS, _exact, _grow, _one_table_arg, _state, clamp_op, \
     float_op, island_aware, move_op, passthrough, resolve
+from .cuts import axis_zero, cut
 from .lower import Lowering
+from .pattern import add_positions, pattern, refine
 from .quantops import as_q, qparams, type_range
-from .tables import Arg, Feed, Job, evaluate
-from .values import NO_CLAMP, TYPE_RANGES, Const, Int, Island, Q, QConst
+from .tables import Arg, Job, evaluate
+from .values import NO_CLAMP, Const, Int, Island, Q
 
 MAX_PAIRS = 1 << 16
 MOVES = ("MaxPool", "Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze")
@@ -150,19 +152,19 @@ def emit(ctx: Lowering, node: Node, island: Island, qrange) -> Int:
     integer output from ``island``; its job is recorded."""
     qmin, qmax = qrange
     precision = precision_for(max(-qmin, qmax))
-    nodes, consts, feeds = _cut(ctx, node, island)
+    nodes, consts, feeds = cut(ctx, node, island)
     out = node.outputs[0]
     if island.concat is not None:
         args = [Arg(feeds[name][0], q.qmin, q.qmax - q.qmin + 1, [feeds[name][1]])
                 for name, q in island.sources]
-        _axis_zero(nodes)
+        axis_zero(nodes)
         targets, parts = [], []
         for (name, q), arg in zip(island.sources, args):
             table, tid = _placeholder(ctx, f"{out}#table#{name}", (arg.count,), precision)
             targets.append(tid)
             parts.append(ctx.op("lut", table, q.name, out=f"{out}#{name}", low=[q.qmin]))
         result = ctx.op("concatenate", *parts, out=out, axis=island.concat)
-        layout = "concat"
+        layout, add, shapes = "concat", None, ()
     else:
         order = list(dict.fromkeys(q.name for _, q in island.sources))
         views = {q.name: q for _, q in island.sources}
@@ -179,9 +181,11 @@ def emit(ctx: Lowering, node: Node, island: Island, qrange) -> Int:
         table, tid = _placeholder(ctx, f"{out}#table", dims, precision)
         targets = [tid]
         result = ctx.op("lut", table, *order, out=out, low=[a.low for a in args])
-        layout = "unary" if len(args) == 1 else _pattern(ctx.shape(order[0]),
-                                                         ctx.shape(order[1]))
-    _state(ctx).jobs.append(Job(node.describe(), nodes, consts, args, out, layout, targets))
+        shapes = tuple(ctx.shape(n) for n in order)
+        layout = "unary" if len(args) == 1 else pattern(*shapes)
+        add = add_positions(nodes, dict(island.sources), order) if len(args) == 2 else None
+    _state(ctx).jobs.append(Job(node.describe(), nodes, consts, args, out, layout, targets,
+                                add, shapes))
     return Int(result, qmin, qmax)
 
 
@@ -189,153 +193,6 @@ def _placeholder(ctx: Lowering, name: str, dims, precision: int):
     """A zero table of ``precision`` (filled by :func:`complete`) and its tensor id."""
     name = ctx.b.const(ctx.name_for(name), np.zeros(dims, np.int64), precision=precision)
     return name, len(ctx.b.tensors) - 1
-
-
-def _pattern(a: tuple, b: tuple) -> str:
-    """How onnxruntime's broadcasting loop calls a binary kernel on shapes ``a``, ``b``:
-    ``rows_a`` when a is a scalar per innermost span (or a one-element tensor), ``rows_b``
-    when b is, else ``flat``."""
-    na, nb = int(np.prod(a)), int(np.prod(b))
-    if na == 1:
-        return "rows_a"
-    if nb == 1:
-        return "rows_b"
-    n = max(len(a), len(b))
-    a, b = (1,) * (n - len(a)) + tuple(a), (1,) * (n - len(b)) + tuple(b)
-    for da, db in reversed(list(zip(a, b))):
-        if da == db == 1:
-            continue
-        return "rows_a" if da == 1 else "rows_b" if db == 1 else "flat"
-    return "flat"
-
-
-def _axis_zero(nodes: list) -> None:
-    """The Concat of a concat job joins 1-D inputs: its axis becomes 0 (in a copy)."""
-    import onnx
-    for k, proto in enumerate(nodes):
-        if proto.op_type in ("Concat", "QLinearConcat"):
-            nodes[k] = onnx.NodeProto()
-            nodes[k].CopyFrom(proto)
-            for attr in nodes[k].attribute:
-                if attr.name == "axis":
-                    attr.i = 0
-
-
-# ---------------------------------------------------------------------------------------------
-# The cut: the island's nodes, from its 8-bit inputs to the integer result
-# ---------------------------------------------------------------------------------------------
-
-def _cut(ctx: Lowering, final: Node, island: Island):
-    """(node protos in order, initializers, {source ONNX name: (dtype, Feed)}).
-
-    A source made by the model's QuantizeLinear -> DequantizeLinear pair keeps both nodes (a
-    float graph input feeds the QuantizeLinear): onnxruntime rewrites such pairs (int8 to
-    uint8, fusions) and must see the island as it sees it in the model."""
-    from onnx import helper
-    producers = _state(ctx).producers
-    sources = dict(island.sources)
-    nodes, consts, feeds, seen = [], {}, {}, set()
-
-    def visit(t: str) -> None:
-        if not t or t in seen:
-            return
-        seen.add(t)
-        if t in sources:
-            return source(t, sources[t])
-        v = ctx.values.get(t)
-        if isinstance(v, Const):
-            consts[t] = _reduced(v.value)
-            return
-        producer = producers.get(t)
-        if producer is None or isinstance(v, Int):
-            raise InvalidError(f"{final.describe()}: the float ops before it read {t!r}, "
-                               "which is not one of their quantized inputs")
-        for i in producer.inputs:
-            visit(i)
-        nodes.append(producer.proto)
-
-    def source(t: str, q: Q) -> None:
-        v, dq = ctx.values.get(t), producers.get(t)
-        if isinstance(v, Int):                              # a QLinear* input
-            feeds[t] = (_dtype(q, None), Feed(t))
-            return
-        if isinstance(v, Const) and t in _state(ctx).lookups:   # a float constant's values
-            feeds[t] = (None, Feed(t, lookup=_state(ctx).lookups[t]))
-            return
-        if isinstance(v, Const):                            # a QLinear* constant's codes
-            feeds[t] = (v.value.dtype.name, Feed(t))
-            return
-        if dq is not None and isinstance(v, QConst):       # its DequantizeLinear reads codes
-            for i in dq.inputs[1:]:
-                visit(i)
-            nodes.append(dq.proto)
-            feeds[t] = (v.q.dtype.name, Feed(dq.inputs[0]))
-            return
-        if dq is None or dq.op_type != "DequantizeLinear" \
-                or not isinstance(ctx.values.get(dq.inputs[0]), Int):
-            return synthesized(t, q)
-        for i in dq.inputs[1:]:
-            visit(i)
-        zero = ctx.values.get(dq.inputs[2]) if len(dq.inputs) > 2 else None
-        feed, quant = Feed(dq.inputs[0]), producers.get(dq.inputs[0])
-        if dq.inputs[0] in seen:                            # fed through another source
-            feed = None
-        elif quant is not None and quant.op_type == "QuantizeLinear":
-            feed = _quantized(quant, ctx, visit, nodes)
-        seen.add(dq.inputs[0])
-        nodes.append(dq.proto)
-        feeds[t] = (_dtype(q, zero), feed)
-
-    def synthesized(t: str, q: Q) -> None:
-        dtype = _dtype(q, None)
-        consts[t + "#scale"] = np.float32(q.scale[0])
-        consts[t + "#zero"] = np.array(q.zero[0], dtype=dtype)
-        nodes.append(helper.make_node("DequantizeLinear", [t + "#q", t + "#scale",
-                                                           t + "#zero"], [t]))
-        feeds[t] = (dtype, Feed(t + "#q"))
-
-    for i in final.inputs:
-        visit(i)
-    nodes.append(final.proto)
-    return nodes, consts, feeds
-
-
-def _quantized(quant: Node, ctx: Lowering, visit, nodes: list) -> Feed:
-    """The model's QuantizeLinear ``quant`` in a job, read from a float graph input."""
-    import onnx
-    for i in quant.inputs[1:]:
-        visit(i)
-    scale = np.asarray(ctx.values[quant.inputs[1]].value).reshape(-1)
-    zero = (np.asarray(ctx.values[quant.inputs[2]].value).reshape(-1)
-            if len(quant.inputs) > 2 and quant.inputs[2] else np.zeros(1, np.int64))
-    copy = onnx.NodeProto()
-    copy.CopyFrom(quant.proto)
-    copy.input[0] = quant.inputs[0] + "#float"
-    nodes.append(copy)
-    return Feed(copy.input[0], float(scale[0]), int(zero[0]), scale.dtype.name)
-
-
-def _reduced(value: np.ndarray) -> np.ndarray:
-    """A uniform constant as one element of the same rank (it broadcasts the same way)."""
-    value = np.asarray(value)
-    flat = value.reshape(-1)
-    if flat.size > 1 and np.all(flat == flat[0]):
-        return flat[:1].reshape((1,) * value.ndim)
-    return value
-
-
-def _dtype(q: Q, zero) -> str:
-    """The ONNX element type of the 8-bit tensor behind ``q``."""
-    if isinstance(zero, Const) and zero.value.dtype.kind in "iu":
-        return zero.value.dtype.name
-    for name, (lo, hi) in TYPE_RANGES.items():
-        if (lo, hi) == (q.qmin, q.qmax):
-            return name
-    for name in ("uint8", "int8", "uint16", "int16"):
-        lo, hi = TYPE_RANGES[name]
-        if lo <= min(q.qmin, q.zero[0]) and max(q.qmax, q.zero[0]) <= hi:
-            return name
-    raise InvalidError(f"tensor {q.name!r}: values {q.qmin}..{q.qmax} fit no 8- or 16-bit type")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -346,6 +203,7 @@ def complete(ctx: Lowering) -> None:
     """Evaluate every job (one onnxruntime session) and fill its tables in the program."""
     jobs = getattr(ctx, "islands", None)
     jobs = jobs.jobs if jobs is not None else []
+    refine(jobs, ctx.graph)
     for job, tables in zip(jobs, evaluate(jobs, ctx.graph.opset)):
         for tid, table in zip(job.targets, tables):
             t = ctx.b.tensors[tid]

@@ -66,7 +66,9 @@ class Arg:
 class Job:
     """One island: ``nodes`` (NodeProtos, in order) compute the integer tensor ``output`` from
     the graph inputs of ``args``; ``consts`` are its initializers; ``targets`` the detvm
-    constants its tables fill (one; a Concat: one per argument)."""
+    constants its tables fill (one; a Concat: one per argument). A job onnxruntime fuses into
+    one QLinearAdd has ``add``: the argument at its input 0 and at its input 1; ``shapes``:
+    the model's shapes of the arguments (pattern.py)."""
 
     where: str
     nodes: list
@@ -74,7 +76,9 @@ class Job:
     args: list[Arg]
     output: str
     layout: str
-    targets: list[str]
+    targets: list[int]
+    add: tuple | None = None
+    shapes: tuple = ()
 
     def feeds(self) -> dict[str, np.ndarray]:
         """The value of every graph input of this job (see LAYOUTS)."""
