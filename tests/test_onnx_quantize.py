@@ -250,3 +250,28 @@ def test_cli_warns_when_the_quantized_model_has_nodes_detvm_lacks(tmp_path, caps
     assert "detvm: warning: the quantized model has nodes that detvm cannot import" in err
     assert err.count("com.microsoft.QLinearSoftmax (1 node") == 2       # warning, error
     assert (tmp_path / "q.onnx").exists()                  # kept for onnxruntime
+
+
+def test_a_channel_of_vanishing_weights_is_imported_exactly(tmp_path, calib):
+    """onnxruntime gives a channel of vanishing weights a vanishing scale and a bias
+    saturated near 2^31 (seen in PP-OCRv4): its output is the zero point whatever the int32
+    accumulator; detvm zeroes that channel instead of widening the whole layer."""
+    from onnx import TensorProto, helper, numpy_helper
+    rng = np.random.default_rng(4)
+    w = rng.normal(0, .5, (3, 3, 3, 3)).astype(np.float32)
+    w[1] *= 1e-33
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w", "b"], ["y"], pads=[1, 1, 1, 1])], "dead",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 6, 10])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3, 6, 10])],
+        [numpy_helper.from_array(w, "w"),
+         numpy_helper.from_array(np.array([0.1, 0.5, -0.2], np.float32), "b")])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]),
+              tmp_path / "m.onnx")
+    path = quantize_onnx(tmp_path / "m.onnx", {"x": calib}, tmp_path / "q.onnx",
+                         activation="uint8")
+    bias = next(t for t in onnx.load(str(path)).graph.initializer if t.data_type == 6)
+    assert abs(int(onnx.numpy_helper.to_array(bias)[1])) > 2 ** 30      # saturated
+    model = vm.load(import_onnx(path, batch=8))
+    ours = model.run({"x": calib}, float_io=True)["y"]
+    assert np.array_equal(ours, ort_session(path).run(None, {"x": calib})[0])

@@ -106,7 +106,73 @@ def conv(ctx: Lowering, node: Node, args):
     w = dequantized_const(args[1], node, "the weight")
     w_int, s_w = _weights(w, 0, node)
     bias = _bias(args[2] if len(args) > 2 else None, x.scale[0], s_w, w_int.shape[0], node)
+    bias, s_w = _constant_channels(w_int, bias, s_w, ctx.rounding)
+    w_int, bias = _silenced(node, x, w_int, bias, s_w, _next_scale(ctx, node))
     return _acc(emit_conv(ctx, node, x, w_int, bias), x.scale[0], s_w, 1)
+
+
+SILENT_RATIO = Fraction(1, 1 << 33)
+"""Below this requantize ratio any int32 accumulator rounds to 0 (|acc| * ratio < 1/4)."""
+
+
+def _silenced(node: Node, x: Q, w_int: np.ndarray, bias, s_w, y_scale) -> tuple:
+    """Weights and bias with zeros for the output channels whose requantize ratio is below
+    2^-33: their output is the zero point for every int32 accumulator, in onnxruntime and in
+    exact arithmetic. Quantizers give a channel of vanishing weights a vanishing scale and a
+    bias saturated near 2^31, which would otherwise widen every accumulator of the layer.
+    Another channel whose int32 accumulator could overflow is an error (onnxruntime's kernel
+    adds the bias in int32: its result is not defined there)."""
+    n = w_int.shape[0]
+    if y_scale is not None:
+        ratios = [Fraction(float(x.scale[0])) * Fraction(float(s_w[c % s_w.size]))
+                  / Fraction(y_scale) for c in range(n)]
+        silent = np.array([r < SILENT_RATIO for r in ratios])
+        if silent.any():
+            w_int, bias = w_int.copy(), None if bias is None else bias.copy()
+            w_int[silent] = 0
+            if bias is not None:
+                bias[silent] = 0
+    reach = max(one_zero(x, node) - x.qmin, x.qmax - one_zero(x, node))
+    bound = np.abs(w_int).reshape(n, -1).sum(1) * reach + (0 if bias is None else np.abs(bias))
+    if (bound > INT32[1]).any():
+        c = int(np.argmax(bound))
+        raise InvalidError(f"{node.describe()}: output channel {c} can overflow the int32 "
+                           f"accumulator of onnxruntime's kernel (its bias is "
+                           f"{0 if bias is None else int(bias[c])}): the result is not defined")
+    return w_int, bias
+
+
+CONSTANT_BIAS = 1 << 24
+"""A channel of zero weights whose bias is this large is held as a smaller bias."""
+
+
+def _constant_channels(w_int: np.ndarray, bias, s_w: np.ndarray, rounding: str) -> tuple:
+    """(bias, weight scales): a channel of zero weights computes its bias alone; a large one
+    is held as bias / 2^k with the scale times 2^k (exact in float32), so that it does not
+    widen the layer's accumulator. ``fp32`` rounding: the bias rounded to float32 first, as
+    onnxruntime's requantize does (so 2^k divides it); ``half_even``: k its trailing zeros."""
+    if bias is None or s_w.size != w_int.shape[0]:
+        return bias, s_w
+    flat = w_int.reshape(w_int.shape[0], -1)
+    big = [c for c in range(len(bias)) if not flat[c].any() and abs(int(bias[c])) >= CONSTANT_BIAS]
+    if not big:
+        return bias, s_w
+    bias, s_w = bias.copy(), s_w.astype(np.float32).copy()
+    for c in big:
+        b = int(fl32(float(bias[c]))) if rounding == "fp32" else int(bias[c])
+        k = (b & -b).bit_length() - 1 if b else 0
+        bias[c], s_w[c] = b >> k, np.float32(np.ldexp(np.float64(s_w[c]), k))
+    return bias, s_w
+
+
+def _next_scale(ctx: Lowering, node: Node) -> float | None:
+    """The scale of the QuantizeLinear that alone reads the node's output, if that is so."""
+    readers = [n for n in ctx.graph.nodes if node.outputs[0] in n.inputs]
+    if len(readers) == 1 and readers[0].op_type == "QuantizeLinear" and not readers[0].domain:
+        scale = ctx.values.get(readers[0].inputs[1])
+        if isinstance(scale, Const) and scale.value.size == 1:
+            return float(scale.value.reshape(()))
+    return None
 
 
 def qlinear_conv(ctx: Lowering, node: Node, args):
@@ -116,8 +182,10 @@ def qlinear_conv(ctx: Lowering, node: Node, args):
     w = QConst(constant(args[3], node, "the weight"), w_scale, w_zero, 0)
     w_int, s_w = _weights(w, 0, node)
     bias = _bias(args[8] if len(args) > 8 else None, x.scale[0], s_w, w_int.shape[0], node)
-    acc = _acc(emit_conv(ctx, _inner(node), x, w_int, bias), x.scale[0], s_w, 1)
     y_scale, y_zero, dtype = qparams(node, args, 6)
+    bias, s_w = _constant_channels(w_int, bias, s_w, ctx.rounding)
+    w_int, bias = _silenced(node, x, w_int, bias, s_w, float(y_scale[0]))
+    acc = _acc(emit_conv(ctx, _inner(node), x, w_int, bias), x.scale[0], s_w, 1)
     return requantize(ctx, acc, y_scale, int(y_zero[0]), type_range(dtype, node), node)
 
 
