@@ -15,23 +15,32 @@ from __future__ import annotations
 from vm import plugins
 
 
-def formal_run(model, inputs, domain: str = "bv", timeout_s: float | None = None):
+def formal_run(model, inputs, domain: str = "bv", timeout_s: float | None = None,
+               mode: str = "steps"):
     """Run ``model`` (a vm.Model) formally on ``inputs``: ``({name: array}, Proof)``.
 
-    The outputs are derived from the constraints of the whole program and proved unique
-    jointly; when the proof is not ``proved`` the outputs are an empty dict.
+    ``mode="steps"`` proves one instruction at a time on its known inputs (verify/steps.py);
+    ``"joint"`` derives the outputs from the constraints of the whole program and proves them
+    unique jointly. When the proof is not ``proved`` the outputs are an empty dict.
     """
+    from vm.errors import DetvmError
     from vm.executors import Context
     from vm.interp import Plan
 
     from .executor import FormalExecutor, solve
-    executor = FormalExecutor(Context("formal"), domain, timeout_s)
+    executor = FormalExecutor(Context("formal"), domain, timeout_s, mode)
     feeds, dims = model._check_inputs(inputs)
     inst = model.instance(**dims)                     # the fixed-shape program of this call
     with executor.exclusive():                        # z3: one formal run at a time
         plan = Plan(inst.program, inst.analysis, executor)
         device = {inst.program.inputs[k]: executor.from_host(a) for k, a in enumerate(feeds)}
-        arrays, proof = solve(plan.run(device), timeout_s)
+        try:
+            values = plan.run(device)
+        except DetvmError as e:                       # an instruction not proved unique
+            if getattr(e, "proof", None) is None:
+                raise
+            return {}, e.proof
+        arrays, proof = solve(values, timeout_s)
     if not proof.proved:
         return {}, proof
     return {t.name: a.astype(t.dtype) for t, a in zip(model.outputs, arrays)}, proof
