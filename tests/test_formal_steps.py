@@ -82,7 +82,7 @@ def test_encoding_method_equals_the_joint_solution():
     """Every operation rewritten on numerals (memoised) gives the instruction's unique
     solution: ops of every kind."""
     for name in ("max_pool2d", "sum", "take", "cvm_lut", "lut", "get_valid_counts", "argmax",
-                 "resize_linear", "transpose", "where"):
+                 "resize_linear", "transpose", "where", "qsoftmax"):
         @settings(max_examples=3, deadline=None, suppress_health_check=list(HealthCheck))
         @given(st.data())
         def check(data):

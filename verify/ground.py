@@ -185,7 +185,7 @@ class EvalDomain:
         return self.base.select(self.term(index), options)
 
     def table(self, options):
-        look = self.base.table(options)
+        look = self.base.table([self.num(v) if isinstance(v, int) else v for v in options])
         return lambda index: look(self.term(index))
 
     def value(self, t) -> int | None:
