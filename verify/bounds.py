@@ -33,6 +33,9 @@ obligation claims that every output element lies within its declared precision (
   included); requantize and qsoftmax are clamped: their last step clips any integer to
   [qmin, qmax], and Z3 proves that clip within the declared precision; argmax is an index: its
   values lie in [0, D - 1] (exact).
+* decoders (ops/post.py): topk's values are a selection of its input (the hull) and its
+  indices positions in [0, D - 1]; ctc_greedy_decode's labels are -1 or a class in
+  [0, C - 1], its lengths counts in [0, T] (exact).
 """
 from __future__ import annotations
 
@@ -66,13 +69,18 @@ FILL = {"non_max_suppression": lambda a: [-1],
 COMPACTION = ("get_valid_counts",)
 CLAMPED = ("requantize", "qsoftmax")
 INDEX = ("argmax",)
+DECODED = {
+    "topk": lambda hull, shape, a: [hull, (0, shape[a["axis"] % len(shape)] - 1)],
+    "ctc_greedy_decode": lambda hull, shape, a: [(-1, shape[2] - 1), (0, shape[1])],
+}
+"""Decoders: the range of each output from the input's range and shape (their docs)."""
 LIMITS = dict(GEMM_LIMITS) | {"int64": 1 << 63}
 
 
 def kind_of(op_name: str) -> str:
     for kind, names in (("linear", LINEAR), ("pointwise", POINTWISE), ("selection", SELECTION),
                         ("compaction", COMPACTION), ("clamped", CLAMPED),
-                        ("index", INDEX)):
+                        ("index", INDEX), ("decoded", DECODED)):
         if op_name in names:
             return kind
     raise KeyError(f"op {op_name!r} has no bound-lemma kind (verify/bounds.py)")
@@ -355,6 +363,27 @@ class Bounds:
             return [], [f"(> {n - 1} {r})"]
         return Obligation(self._name("no_overflow", index, ins), "exact", query, decide,
                           "an index along an axis of length " + str(n))
+
+    def _decoded(self, index: int, ins) -> Obligation:
+        t = self.program.tensors
+        spans = DECODED[ins.op](self._range(ins.inputs[0]), t[ins.inputs[0]].shape, ins.attrs)
+        outs = [t[i] for i in ins.outputs]
+        for i, o, span in zip(ins.outputs, outs, spans):
+            self.ranges[i] = _intersect(span, _declared(o))
+        claims = [(lo, hi, bound(o.precision)) for (lo, hi), o in zip(spans, outs)]
+
+        def decide():
+            bad = [f"[{lo}, {hi}] exceeds p{o.precision}" for (lo, hi, _), o in
+                   zip(claims, outs) if max(-lo, hi) > bound(o.precision)]
+            if bad:
+                return "counterexample?", bad[0]
+            return "proved", ", ".join(f"[{lo}, {hi}]" for lo, hi, _ in claims) + \
+                " within the declared precisions"
+
+        def query():
+            return [], [any_of([f"(> {num(max(-lo, hi))} {r})" for lo, hi, r in claims])]
+        return Obligation(self._name("no_overflow", index, ins), "exact", query, decide,
+                          "decoded outputs: a selection, positions, classes or counts")
 
     def _declare_outputs(self, ins) -> None:
         for i in ins.outputs:

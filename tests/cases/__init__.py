@@ -48,9 +48,9 @@ precisions = st.integers(1, 16)
 
 
 def all_cases() -> dict[str, Any]:
-    from . import nn, elemwise, layout, quant, reduce_vision, lut, kernels
+    from . import nn, elemwise, layout, quant, reduce_vision, lut, kernels, post
     table: dict[str, Any] = {}
-    for module in (nn, elemwise, layout, reduce_vision, quant, lut, kernels):
+    for module in (nn, elemwise, layout, reduce_vision, quant, lut, kernels, post):
         for name, strategy in module.CASES.items():
             assert name not in table, f"two cases for {name}"
             table[name] = strategy
