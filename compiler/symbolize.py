@@ -69,6 +69,52 @@ def generalize(pa: Program, pb: Program, a: Mapping[str, int], b: Mapping[str, i
     return program
 
 
+def symbolize(program: Program, values: Mapping[str, int], maxima: Mapping[str, int],
+              inputs: Mapping[str, str] | None = None) -> Program:
+    """The program with symbols of which ``program`` is the instance for ``values`` (symbol ->
+    the batch it has there): the inputs in ``inputs`` (input name -> symbol; default: every
+    input whose first dim is a symbol's value), the values computed from them, and the first
+    entries of symbolic attributes equal to that value become the symbol. It is validated and
+    must give ``program`` back for ``values``: a batch-parallel program computes each row as
+    ``program`` does, so nothing a guess could get wrong goes unnoticed."""
+    by_value = {n: s for s, n in values.items()}
+    if len(by_value) != len(values):
+        raise InvalidError("two symbols with the same value cannot be told apart")
+    chosen = dict(inputs) if inputs is not None else {
+        program.tensors[i].name: by_value[program.tensors[i].shape[0]]
+        for i in program.inputs if program.tensors[i].shape and
+        program.tensors[i].shape[0] in by_value}
+    tensors = list(program.tensors)
+    batched: dict[int, str] = {}
+    for i in program.inputs:
+        if tensors[i].name in chosen:
+            batched[i] = chosen[tensors[i].name]
+    code = []
+    for ins in program.code:
+        names = {batched[i] for i in ins.inputs if i in batched}
+        if len(names) == 1:
+            s = names.pop()
+            symbolic = {a.name for a in ops.get(ins.op).attrs if a.symbolic}
+            attrs = {k: (s, *v[1:]) if k in symbolic and isinstance(v, tuple) and v
+                     and v[0] == values[s] else v for k, v in ins.attrs.items()}
+            ins = Instr(ins.op, ins.inputs, ins.outputs, attrs)
+            for i in ins.outputs:
+                if tensors[i].shape and tensors[i].shape[0] == values[s]:
+                    batched[i] = s
+        code.append(ins)
+    for i, s in batched.items():
+        t = tensors[i]
+        tensors[i] = Tensor(t.name, (s, *t.shape[1:]), t.precision, t.kind)
+    used = sorted(set(batched.values()))
+    out = Program(program.name, tensors, dict(program.consts), code, list(program.outputs),
+                  dict(program.metadata), program.semantics, {s: maxima[s] for s in used})
+    validate(out)
+    again = instantiate(out, {s: values[s] for s in used})
+    if again.tensors != program.tensors or again.code != program.code:
+        raise InvalidError("internal: the symbolic program does not give the program back")
+    return out
+
+
 def _values(values: Mapping[str, int]) -> str:
     return ", ".join(f"{s} = {n}" for s, n in sorted(values.items()))
 

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import sys
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +10,7 @@ import numpy as np
 from vm.errors import EnvironmentFault
 
 from .common import DEMO_DIR, load_model, output_digest, read_inputs, write_file
+from .info import info_of, print_info
 
 
 def add_commands(sub) -> None:
@@ -69,66 +69,12 @@ def cmd_dis(args) -> None:
         sys.stdout.write(text)
 
 
-def info_dict(model) -> dict:
-    """Everything known about a model before running it."""
-    t = lambda ts: [{"name": x.name, "shape": list(x.shape), "precision": x.precision,
-                     "dtype": x.dtype.name} for x in ts]
-    facts = {"model": model.hash, "name": model.name, "semantics": model.program.semantics,
-             "symbols": model.symbols, "inputs": t(model.inputs), "outputs": t(model.outputs),
-             "gas": model.gas, "peak_memory": model.peak_memory}
-    if model.symbols:
-        facts.update(gas_formula=str(model.gas_formula),
-                     peak_memory_formula=str(model.memory_formula))
-    else:
-        facts.update(input_length=model.input_length, input_type_size=model.input_type_size,
-                     output_length=model.output_length,
-                     output_type_size=model.output_type_size)
-    return {**facts, "instructions": len(model.program.code),
-            "ops": dict(sorted(Counter(i.op for i in model.program.code).items())),
-            "metadata": model.metadata, **_cvm_facts(model)}
-
-
-def _cvm_facts(model) -> dict:
-    """CVM's API facts of a model imported from CVM."""
-    if "cvm.compat" not in model.metadata:
-        return {}
-    from vm.runtime import CVMError, load_model as cvm_model
-    try:
-        return {"cvm": cvm_model(model).info()}
-    except CVMError as e:
-        return {"cvm": {"error": e.message}}
-
-
 def cmd_info(args) -> None:
-    info = info_dict(load_model(args.model, compat=args.compat))
+    info = info_of(load_model(args.model, compat=args.compat))
     if args.json:
         print(json.dumps(info, indent=2))
-        return
-    io = lambda x: f"%{x['name']} [{', '.join(map(str, x['shape']))}] p{x['precision']} " \
-                   f"{x['dtype']}"
-    print(f"model      {info['name']}\nhash       {info['model']}\n"
-          f"semantics  {info['semantics']}")
-    for s, n in info["symbols"].items():
-        print(f"symbol     {s} <= {n}")
-    for x in info["inputs"]:
-        print(f"input      {io(x)}")
-    for x in info["outputs"]:
-        print(f"output     {io(x)}")
-    if info["symbols"]:
-        at = ", ".join(f"{s} = {n}" for s, n in info["symbols"].items())
-        print(f"gas        {info['gas_formula']}  ({info['gas']} at {at})\n"
-              f"peak mem   {info['peak_memory_formula']} bytes  ({info['peak_memory']} at {at})")
     else:
-        print(f"gas        {info['gas']}\npeak mem   {info['peak_memory']} bytes\n"
-              f"CVM        input_length {info['input_length']}, input_type_size "
-              f"{info['input_type_size']}, output_length {info['output_length']}, "
-              f"output_type_size {info['output_type_size']}")
-    ops = ", ".join(f"{k} {v}" for k, v in info["ops"].items())
-    print(f"code       {info['instructions']} instructions: {ops}")
-    for k, v in info["metadata"].items():
-        print(f"meta       {k} = {v}")
-    for k, v in info.get("cvm", {}).items():
-        print(f"cvm        {k} = {v}")
+        print_info(info)
 
 
 def cmd_run(args) -> None:

@@ -15,7 +15,9 @@ from .encoding import decode, encode
 from .errors import (DetvmError, EnvironmentFault, InternalError, InvalidError,
                      MalformedError, TrapError)
 from .executors import DEVICE_TYPES, Context
-from .model import Model, TensorInfo, load
+from .loader import load
+from .model import Model, TensorInfo
+from .pipeline import Pipeline
 from .program import Instr, Program, Tensor
 from .single import op, op_model
 from .validate import Limits, validate
@@ -70,7 +72,7 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'vm' has no attribute {name!r}")
 
 
-__all__ = ["op", "op_model", "load", "Model", "TensorInfo", "Program", "Tensor", "Instr", "Limits", "validate",
+__all__ = ["op", "op_model", "load", "Model", "Pipeline", "TensorInfo", "Program", "Tensor", "Instr", "Limits", "validate",
            "encode", "decode", "cpu", "gpu", "formal", "reference", "opencl", "context", "Context",
            "errors", "observe", "runtime", "ndarray", "DetvmError", "MalformedError", "InvalidError",
            "TrapError", "EnvironmentFault", "InternalError"]

@@ -23,7 +23,8 @@ from typing import Any, Callable
 import numpy as np
 
 from .errors import EnvironmentFault, TrapError
-from .model import Model, load
+from .loader import load
+from .model import Model
 
 QUEUE_DEPTH = 2
 """Frames waiting in a SyncAccl's input buffer; ``send`` blocks beyond it."""

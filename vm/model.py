@@ -73,6 +73,9 @@ class Model:
     validated and bound on first use, a few kept). ``run`` is thread-safe.
     """
 
+    package = None
+    """A :class:`vm.package.PackageInfo` when loaded from a package."""
+
     def __init__(self, program: Program, ctx: Context | None = None,
                  limits: Limits | None = None, data: bytes | None = None,
                  threads: int | None = None):
@@ -366,29 +369,9 @@ def _check_input(t: TensorInfo, value: Any, symbols: Mapping[str, int],
     return array.astype(t.dtype)
 
 
-def load(source: Any, ctx: Context | None = None, limits: Limits | None = None,
-         require_certificate: bool = False, certificate: Any = None,
-         threads: int | None = None) -> Model:
-    """Load a model from a path (``.dvm`` bytes or ``.dvmt`` text) or from bytes; validate it
-    completely, then bind it to ``ctx`` (default ``vm.cpu()``).
-
-    ``require_certificate``: the model must carry a certificate, the directory ``certificate``
-    (default: ``<model path>.cert`` next to the model file), that is this model's own and
-    re-checks with z3 (verify/, docs/formal.md); a missing or failing one is an InvalidError.
-    ``threads`` (cpu): None keeps the BLAS library's own threading; n runs on n lanes with one
-    BLAS thread each (needs threadpoolctl; docs/performance.md). The bytes never depend on it.
-    """
-    model = _load(source, ctx, limits, threads)
-    if require_certificate:
-        check = plugins.require("certificates", "check", "certificate checking")
-        if certificate is None and isinstance(source, (str, os.PathLike)):
-            certificate = os.fspath(source) + ".cert"
-        check(model, certificate)
-    return model
-
-
-def _load(source: Any, ctx: Context | None, limits: Limits | None,
-          threads: int | None = None) -> Model:
+def open_model(source: Any, ctx: Context | None = None, limits: Limits | None = None,
+               threads: int | None = None) -> Model:
+    """A Model from a Program, a path (``.dvm`` bytes or ``.dvmt`` text) or ``.dvm`` bytes."""
     if isinstance(source, Program):
         return Model(source, ctx, limits, threads=threads)
     if isinstance(source, (str, os.PathLike)):

@@ -7,7 +7,8 @@ import threading
 from dataclasses import dataclass, field
 
 from ..errors import EnvironmentFault, TrapError
-from ..model import Model, load
+from ..loader import load
+from ..model import Model
 from .memory import DataBuffer, read_array, write_array
 from .status import (ACL_ERROR_INVALID_FILE, ACL_ERROR_INVALID_MODEL_ID, ACL_ERROR_INVALID_PARAM,
                      ACL_ERROR_MODEL_INPUT_NOT_MATCH, ACL_ERROR_MODEL_OUTPUT_NOT_MATCH,

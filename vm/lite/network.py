@@ -11,7 +11,8 @@ import numpy as np
 
 from .. import observe
 from ..errors import TrapError
-from ..model import Model, load
+from ..loader import load
+from ..model import Model
 from .types import (LiteConfig, LiteIO, LiteLayout, LiteNetworkIO, LiteTensor, LiteTensorPhase,
                     checked)
 
