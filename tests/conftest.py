@@ -39,3 +39,13 @@ def random_input(model, seed: int = 1) -> dict:
 @pytest.fixture
 def cnn_program():
     return small_cnn()
+
+
+@pytest.fixture(scope="module")
+def numpy_backend():
+    """The default CPU backend lowers nothing in this module: tests of the numpy executor's
+    own plans and kernels."""
+    from vm.ort import plan
+    saved, plan.AUTO = plan.AUTO, plan.NOTHING
+    yield
+    plan.AUTO = saved

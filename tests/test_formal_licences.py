@@ -135,7 +135,8 @@ def test_a_tampered_winograd_licence_is_not_proved(monkeypatch):
 
 
 def residual_model(other_precision=8):
-    """x -> conv2d -> shift (p8) -> + y (p``other_precision``) -> shift -> relu."""
+    """x -> conv2d -> shift (p8) -> + y (p``other_precision``) -> shift -> relu, on the numpy
+    executor (whose joins these licences cover)."""
     rng = np.random.default_rng(3)
     b = Builder("residual")
     x = b.input("x", (1, 4, 6, 6), 8)
@@ -145,7 +146,7 @@ def residual_model(other_precision=8):
                                      padding=(1, 1), use_bias=False), precision=8, shift_bit=8)
     s = b.op("cvm_right_shift", b.op("elemwise_add", z, y), precision=8, shift_bit=1)
     b.output(b.op("relu", s))
-    return vm.load(b.build())
+    return vm.load(b.build(), vm.cpu(backend="numpy"))
 
 
 def test_residual_join_is_certified():

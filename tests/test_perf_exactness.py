@@ -26,6 +26,8 @@ from ops.tails import Requant
 from tests.cases import all_cases, values_for
 from vm.fusion import chains, compose_tail
 
+pytestmark = pytest.mark.usefixtures("numpy_backend")   # the numpy executor's kernels
+
 SETTINGS = settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
 CONV = ops.get("conv2d")
 CASES = all_cases()

@@ -26,9 +26,10 @@ __version__ = "0.1.0"
 SEED_APIS = ("runtime", "ndarray", "lite", "accl", "acl", "neuropod", "utils")
 
 
-def cpu(dev_id: int = 0) -> Context:
-    """The numpy executor."""
-    return Context("cpu", dev_id)
+def cpu(dev_id: int = 0, backend: str = "auto") -> Context:
+    """The CPU: ``backend`` "auto" (onnxruntime's integer kernels where its self-test passed
+    and they pay, numpy elsewhere), "onnxruntime" (every instruction it can) or "numpy"."""
+    return Context("cpu", dev_id, backend)
 
 
 def gpu(dev_id: int = 0) -> Context:

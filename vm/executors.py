@@ -1,7 +1,9 @@
 """Executors: how arrays are held and which rule of an op runs. There is one interpreter loop
 (vm/interp.py); an executor only answers these questions.
 
-* ``cpu``       numpy, the ops' ``kernel`` rules (or a ``cpu`` override).
+* ``cpu``       numpy, the ops' ``kernel`` rules (or a ``cpu`` override); with the
+                onnxruntime backend (vm/ort/), regions of the program run on onnxruntime's
+                integer kernels where its load-time self-test licenses them.
 * ``gpu``       cupy, the same ``kernel`` rules with ``xp = cupy`` (or a ``gpu`` override).
 * ``reference`` pure Python: the ops' ``scalar`` rules on unbounded ints (the slow oracle).
 * ``formal``    Z3 (verify/, the formal mode; registered as a plugin, vm/plugins.py).
@@ -25,20 +27,33 @@ DEVICE_TYPES = {0: "cpu", 1: "gpu", 2: "formal", 3: "reference"}
 """CVM's C-API numbering (0 cpu, 1 gpu, 2 formal), plus detvm's pure-Python reference."""
 
 
+BACKENDS = ("auto", "onnxruntime", "numpy")
+"""CPU backends: ``auto`` runs on onnxruntime where its self-test passed and lowering pays,
+``onnxruntime`` lowers every instruction it can (and fails without a licensed onnxruntime),
+``numpy`` is the numpy executor alone."""
+
+
 @dataclass(frozen=True)
 class Context:
-    """Where a model runs: ``Context("cpu")``, ``Context("gpu", 0)``, ..."""
+    """Where a model runs: ``Context("cpu")``, ``Context("gpu", 0)``, ...; ``backend``: how
+    the CPU computes (:data:`BACKENDS`), the same bytes in every case."""
 
     device_type: str
     device_id: int = 0
+    backend: str = "auto"
 
     def __post_init__(self):
         if self.device_type not in DEVICE_TYPES.values():
             raise EnvironmentFault(f"unknown device type {self.device_type!r} "
                                    f"(known: {', '.join(DEVICE_TYPES.values())})")
+        if self.backend not in BACKENDS or (self.backend != "auto" and
+                                            self.device_type != "cpu"):
+            raise EnvironmentFault(f"unknown backend {self.backend!r} for {self.device_type} "
+                                   f"(cpu: {', '.join(BACKENDS)})")
 
     def __str__(self) -> str:
-        return f"{self.device_type}({self.device_id})"
+        backend = "" if self.backend == "auto" else f", {self.backend}"
+        return f"{self.device_type}({self.device_id}{backend})"
 
 
 class Executor:
@@ -49,18 +64,23 @@ class Executor:
     def __init__(self, ctx: Context):
         self.ctx = ctx
         self.xp = np
+        self.backend = "numpy" if ctx.device_type == "cpu" else ctx.device_type
 
     def kernel(self, op):
         """The callable ``(xp, *arrays, **kwargs)`` that computes ``op`` here."""
         return op.overrides.get(self.name, op.kernel)
 
-    def fast_steps(self, program, analysis, steps: list, lanes: int = 1) -> list:
+    def fast_steps(self, program, analysis, steps: list, threads: int | None = None) -> list:
         """The steps a run without a trace takes: on the CPU, fused and prepared at load time
-        for ``lanes`` lanes (vm/fusion.py, the same bytes); elsewhere the per-instruction
+        for ``threads`` lanes (vm/fusion.py, the same bytes); elsewhere the per-instruction
         ``steps``."""
         if self.name != "cpu":
             return steps
-        return fuse(program, analysis, steps, lanes)
+        return fuse(program, analysis, steps, threads or 1)
+
+    def describe(self, program, fast: list) -> str:
+        """How a plan with these fast steps computes, in words."""
+        return self.backend
 
     def exclusive(self):
         """A context manager held for a whole run: executors whose library is not thread-safe
@@ -140,10 +160,38 @@ def _tf32_off() -> None:
     os.environ["CUPY_TF32"] = "0"
 
 
+class OrtExecutor(Executor):
+    """The CPU executor with regions lowered to onnxruntime (vm/ort/) and the numpy executor's
+    steps elsewhere. ``policy``: what to lower (vm.ort.plan.Policy); the self-test runs when
+    a program first has something worth lowering (vm.ort.selftest: once per process)."""
+
+    def __init__(self, ctx: Context, policy):
+        super().__init__(ctx)
+        self.policy = policy
+
+    def fast_steps(self, program, analysis, steps: list, threads: int | None = None) -> list:
+        from .ort.plan import plan
+        fast = plan(program, analysis, steps, threads, self.policy)
+        return super().fast_steps(program, analysis, steps, threads) if fast is None else fast
+
+    def describe(self, program, fast: list) -> str:
+        from .ort.plan import describe
+        return describe(program, fast)
+
+
 def make_executor(ctx: Context) -> Executor:
-    """The executor for ``ctx``; an unavailable one raises EnvironmentFault, never falls back."""
+    """The executor for ``ctx``; an unavailable one raises EnvironmentFault, never falls back
+    (the CPU's ``auto`` backend is the numpy executor where onnxruntime is not licensed)."""
     if ctx.device_type == "cpu":
-        return Executor(ctx)
+        if ctx.backend == "numpy":
+            return Executor(ctx)
+        from .ort import plan, selftest
+        if ctx.backend == "onnxruntime":
+            verdict = selftest.verdict()
+            if verdict.form is None:
+                raise EnvironmentFault(f"the onnxruntime backend is not available: {verdict}")
+            return OrtExecutor(ctx, plan.EVERYTHING)
+        return OrtExecutor(ctx, plan.AUTO)
     if ctx.device_type == "reference":
         return ReferenceExecutor(ctx)
     if ctx.device_type == "gpu":

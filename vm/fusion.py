@@ -65,13 +65,14 @@ def compose_tail(tail: Requant, ins) -> Requant:
     return tail.then_clip(-r, r)
 
 
-def chains(program: Program) -> list[tuple[list[int], Requant]]:
-    """The program's instructions grouped as (head + tail indices, composed tail), in order."""
+def chains(program: Program, skip=frozenset()) -> list[tuple[list[int], Requant]]:
+    """The program's instructions grouped as (head + tail indices, composed tail), in order;
+    the instructions in ``skip`` belong to no group."""
     readers = defaultdict(list)
     for k, ins in enumerate(program.code):
         for i in ins.inputs:
             readers[i].append(k)
-    outputs, taken, groups = set(program.outputs), set(), []
+    outputs, taken, groups = set(program.outputs), set(skip), []
     for k, ins in enumerate(program.code):
         if k in taken:
             continue
@@ -80,7 +81,7 @@ def chains(program: Program) -> list[tuple[list[int], Requant]]:
         top = bound(program.tensors[t].precision) if t is not None else 0
         while t is not None and t not in outputs and len(readers[t]) == 1:
             nxt = program.code[readers[t][0]]
-            if nxt.op not in TAIL_OPS:
+            if nxt.op not in TAIL_OPS or readers[t][0] in taken:
                 break
             longer = compose_tail(tail, nxt)
             if longer.shift >= 63 or longer.reach(top) >= INT64_REACH:
@@ -93,22 +94,29 @@ def chains(program: Program) -> list[tuple[list[int], Requant]]:
     return groups
 
 
-def fuse(program: Program, analysis, steps: list, lanes: int = 1) -> list:
+def fuse(program: Program, analysis, steps: list, lanes: int = 1,
+         external: dict | None = None) -> list:
     """The fused, prepared steps of ``program`` (``steps``: its per-instruction bound steps)
-    for a plan running on ``lanes`` lanes."""
-    groups = chains(program)
-    fast = _fused(program, analysis, steps, lanes, groups, joins(program, groups))
+    for a plan running on ``lanes`` lanes. ``external``: {first instruction: Step} of steps
+    prepared elsewhere (the onnxruntime backend's regions), each covering the instructions
+    in its ``covers``, which no group takes; they run at their first instruction's place."""
+    external = external or {}
+    groups = chains(program, {k for step in external.values() for k in step.covers})
+    fast = _fused(program, analysis, steps, lanes, groups, joins(program, groups), external)
     if peak_bytes(program, [(s.outputs, s.frees) for s in fast]) > analysis.peak_memory:
         # a joined step runs later than its conv, so the conv's input lives longer: never
         # beyond the validated peak
-        fast = _fused(program, analysis, steps, lanes, groups, {})
+        fast = _fused(program, analysis, steps, lanes, groups, {}, external)
     return fast
 
 
-def _fused(program: Program, analysis, steps, lanes: int, groups, links) -> list:
-    """The steps of ``groups``, conv groups joined as ``links`` says (:func:`joins`)."""
-    fast, waiting = [], {}
+def _fused(program: Program, analysis, steps, lanes: int, groups, links, external) -> list:
+    """The steps of ``groups``, conv groups joined as ``links`` says (:func:`joins`), and the
+    ``external`` steps in program order."""
+    fast, waiting, pending = [], {}, sorted(external.items())
     for n, (group, tail) in enumerate(groups):
+        while pending and pending[0][0] < group[0]:
+            fast.append(pending.pop(0)[1])
         if n in links:                       # a conv group joined by a later group: wait
             waiting[links[n][0]] = (n, group, tail)
             continue
@@ -121,6 +129,7 @@ def _fused(program: Program, analysis, steps, lanes: int, groups, links) -> list
                 continue
             fast.extend(_plain(program, analysis, steps, head, head_tail, lanes))
         fast.extend(_plain(program, analysis, steps, group, tail, lanes))
+    fast.extend(step for _, step in pending)
     return _with_frees(program, fast)
 
 

@@ -43,7 +43,9 @@ class Plan:
         self.threads = threads
         self._limit = blas_threads(None if threads is None else 1)
         with self._limit():
-            self.fast = executor.fast_steps(program, analysis, self.steps, threads or 1)
+            self.fast = executor.fast_steps(program, analysis, self.steps, threads)
+        self.backend = executor.describe(program, self.fast)
+        """How this plan computes, in words (the CPU: numpy, or regions on onnxruntime)."""
         self._own_lanes = lanes is None
         self.lanes = lanes if lanes is not None else make_lanes(threads)
         self._local = threading.local()

@@ -128,6 +128,16 @@ class Model:
         return self.analysis.gas_formula
 
     @property
+    def backend(self) -> str:
+        """How this model computes, in words: the executor, and on the CPU whether regions
+        run on onnxruntime (with its self-test verdict) or why they do not (a model with
+        symbols: its most recently bound instance's)."""
+        if self.plan is not None:
+            return self.plan.backend
+        instances = list(self._instances.values())
+        return instances[-1].plan.backend if instances else self._executor.backend
+
+    @property
     def peak_memory(self) -> int:
         """Peak bytes of live tensors with buffers freed once dead (at the symbols' maxima)."""
         return self.analysis.peak_memory

@@ -1,0 +1,371 @@
+"""The onnxruntime backend (vm/ort/): the ONNX writer against onnx itself, the load-time
+self-test and its fallbacks, and the bytes of lowered programs against the reference
+executor (every lowered op, convolution and dense heads of every shape the rules take,
+random programs, real models, thread counts)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+import vm
+from compiler import Builder
+from ops.base import bound
+from tests.cases import all_cases
+from tests.test_differential import check_every_case, random_feeds
+from tests.test_text import programs
+from ops import fastquant
+from vm.ort import plan, proto, requant, selftest
+from vm.ort import session as sessions
+from vm.ort.rules import RULES
+
+onnx = pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+
+ORT = vm.cpu(backend="onnxruntime")
+SETTINGS = settings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck))
+
+
+def same_as_reference(program, feeds, ctx=ORT, threads=None) -> vm.Model:
+    """Run ``program`` on ``ctx`` and on the reference executor; the bytes must be equal."""
+    blob = vm.encode(program)
+    model = vm.load(blob, ctx, threads=threads)
+    got, want = model.run(feeds), vm.load(blob, vm.reference()).run(feeds)
+    assert list(got) == list(want)
+    for k in want:
+        assert got[k].dtype == want[k].dtype and got[k].shape == want[k].shape
+        assert got[k].tobytes() == want[k].tobytes(), (k, model.backend)
+    return model
+
+
+def lowered(model) -> int:
+    """How many instructions of ``model`` run on onnxruntime."""
+    return sum(len(s.covers) for s in model.plan.fast if isinstance(s.kernel, plan.RegionKernel))
+
+
+# ---------------------------------------------------------------------------------------------
+# The ONNX writer
+# ---------------------------------------------------------------------------------------------
+
+def test_proto_bytes_equal_onnx_helpers():
+    w = np.arange(-6, 6, dtype=np.int8).reshape(3, 4)
+    nodes = [("MatMulInteger", ["x", "w"], ["y"], {}), ("Transpose", ["y"], ["z"], {"perm": [1, 0]}),
+             ("Cast", ["z"], ["c"], {"to": 7}), ("BitShift", ["c"], ["d"], {"direction": "RIGHT"}),
+             ("Foo", ["d"], ["e"], {"alpha": 0.5, "betas": [1.0, 2.5], "ks": [-1, 3],
+                                    "t": np.array([1, 2], np.int64)})]
+    ours = proto.model(proto.graph(
+        "g", [proto.node(op, i, o, **a) for op, i, o, a in nodes],
+        [proto.value_info("x", np.uint8, (2, 3))], [proto.value_info("z", np.int32, (4, 2))],
+        [proto.tensor("w", w)]), {"": 18})
+    theirs = helper.make_model(helper.make_graph(
+        [helper.make_node(op, i, o, **{k: numpy_helper.from_array(v) if isinstance(v, np.ndarray)
+                                       else v for k, v in a.items()}) for op, i, o, a in nodes],
+        "g", [helper.make_tensor_value_info("x", TensorProto.UINT8, [2, 3])],
+        [helper.make_tensor_value_info("z", TensorProto.INT32, [4, 2])],
+        [numpy_helper.from_array(w, "w")]),
+        opset_imports=[helper.make_opsetid("", 18)], ir_version=9, producer_name="detvm")
+    assert ours == theirs.SerializeToString()
+
+
+def test_backend_graphs_pass_the_onnx_checker():
+    for form in selftest.FORMS:
+        for spec, _ in selftest.cases(form):
+            onnx.checker.check_model(onnx.load_from_string(spec.graph()), full_check=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# The self-test and the fallbacks
+# ---------------------------------------------------------------------------------------------
+
+@pytest.fixture
+def fresh_verdict():
+    selftest.reset()
+    yield
+    selftest.reset()
+
+
+def test_this_machine_has_an_exact_form():
+    v = selftest.verdict()
+    assert v.form in selftest.FORMS and v.version == sessions.version()
+    assert "exact in the self-test" in str(v)
+
+
+def saturating(spec, xs):
+    """The accumulators of a uint8 x int8 kernel that adds pairs of products in saturating
+    int16 (AVX2 without VNNI); exact for the other form."""
+    out = []
+    for x in xs:
+        exact = selftest.reference(spec, x)
+        if spec.form != "u8s8" or spec.conv:
+            out.append(exact)
+            continue
+        u, w = x.astype(np.int64), spec.weight.astype(np.int64)
+        k = u.shape[1] + u.shape[1] % 2
+        u = np.pad(u, ((0, 0), (0, k - u.shape[1])))
+        w = np.pad(w, ((0, 0), (0, k - w.shape[1])))
+        pairs = u[:, None, 0::2] * w[None, :, 0::2] + u[:, None, 1::2] * w[None, :, 1::2]
+        out.append(np.clip(pairs, -32768, 32767).sum(axis=2))
+    return out
+
+
+def test_a_saturating_kernel_is_caught_and_the_other_form_used(monkeypatch, fresh_verdict):
+    monkeypatch.setattr(selftest, "accumulators", saturating)
+    v = selftest.verdict()
+    assert v.form == "u8u8" and "uint8 x uint8" in str(v)
+    assert selftest.first_difference("u8s8") is not None
+    program = conv_program(1, 3, 8, 8, 4, (3, 3), (1, 1), (1, 1), (1, 1), "signed8", "shift")
+    x = {"x": np.full((1, 3, 8, 8), 127, np.int8)}
+    same_as_reference(program, x)
+
+
+def test_no_exact_form_means_the_numpy_executor(monkeypatch, fresh_verdict, auto_lowers):
+    monkeypatch.setattr(selftest, "accumulators",
+                        lambda spec, xs: [selftest.reference(spec, x) + 1 for x in xs])
+    program = conv_program(1, 3, 8, 8, 4, (3, 3), (1, 1), (1, 1), (1, 1), "signed8", "shift")
+    model = vm.load(program)
+    assert model.backend.startswith("numpy (onnxruntime") and "failed the self-test" in \
+        model.backend and lowered(model) == 0
+    with pytest.raises(vm.EnvironmentFault, match="not available"):
+        vm.load(program, ORT)
+
+
+def test_without_onnxruntime_the_numpy_executor_runs(monkeypatch, fresh_verdict, auto_lowers):
+    monkeypatch.setattr(sessions, "runtime", lambda: None)
+    program = conv_program(1, 3, 8, 8, 4, (3, 3), (1, 1), (1, 1), (1, 1), "signed8", "shift")
+    model = vm.load(program)
+    assert model.backend == "numpy (onnxruntime is not installed: the numpy executor runs)"
+    with pytest.raises(vm.EnvironmentFault, match="not installed"):
+        vm.load(program, ORT)
+    assert vm.load(program, vm.cpu(backend="numpy")).backend == "numpy"
+
+
+def test_unknown_backend_is_an_environment_fault():
+    with pytest.raises(vm.EnvironmentFault, match="unknown backend"):
+        vm.cpu(backend="tensorrt")
+    with pytest.raises(vm.EnvironmentFault, match="unknown backend"):
+        vm.Context("gpu", 0, "numpy")
+
+
+# ---------------------------------------------------------------------------------------------
+# Every lowered op, random programs
+# ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", sorted(set(RULES) & set(all_cases())))
+def test_every_lowered_op_equals_the_reference(name):
+    check_every_case(name, same_as_reference, SETTINGS)
+
+
+@SETTINGS
+@given(programs(), st.data())
+def test_random_programs_equal_the_reference(program, data):
+    same_as_reference(program, random_feeds(vm.load(program, ORT), data))
+
+
+@pytest.mark.parametrize("path", ["table", "rounding"])
+@SETTINGS
+@given(data=st.data())
+def test_requantize_equals_the_reference_on_each_path(path, monkeypatch, data):
+    """Per-channel requantize of every rounding, zero points and ranges, forced through the
+    table or through the integer rounding (TABLE_ENTRIES 0)."""
+    monkeypatch.setattr(requant, "TABLE_ENTRIES", requant.TABLE_ENTRIES if path == "table" else 0)
+    rounding = data.draw(st.sampled_from(["fp32", "half_even", "half_up"]))
+    c, p = data.draw(st.integers(1, 4)), data.draw(st.integers(2, 20))
+    ms = data.draw(st.lists(st.integers(0, (1 << 24) - 1), min_size=c, max_size=c))
+    shift = data.draw(st.integers(1, 36))
+    qmin = data.draw(st.integers(-300, 100))
+    b = Builder("r")
+    x = b.input("x", (2, c, 3, 5), p)
+    b.output(b.op("requantize", x, multiplier=ms, shift=[shift] * c, axis=1, rounding=rounding,
+                  zero_point_in=data.draw(st.integers(-300, 300)),
+                  zero_point=data.draw(st.integers(-200, 200)), qmin=qmin,
+                  qmax=data.draw(st.integers(qmin, 400))))
+    program = b.build()
+    same_as_reference(program, random_feeds(vm.load(program, ORT), data))
+
+
+def test_float32_rounding_in_integers_where_it_differs_from_exact_rounding(monkeypatch):
+    """Inputs whose float32 product rounds onto, or across, a half-integer (found with the op's
+    own kernel: fp32 and half_even results differ there), through the integer rounding."""
+    monkeypatch.setattr(requant, "TABLE_ENTRIES", 0)
+    rng = np.random.default_rng(0)
+    d = np.arange(-(1 << 20), 1 << 20, dtype=np.int64)
+    for _ in range(4):
+        m, s = int(rng.integers(1 << 23, 1 << 24)), int(rng.integers(28, 36))
+        a = dict(multiplier=[m], shift=[s], axis=0, zero_point_in=0, zero_point=3,
+                 qmin=-30000, qmax=30000)
+        results = [fastquant.RequantizeKernel(dict(a, rounding=r), 22, 1, np.int32)(np, d)
+                   for r in ("fp32", "half_even")]
+        hard = d[results[0] != results[1]]
+        assert hard.size
+        values = np.concatenate([hard, hard - 1, hard + 1, [0, 1, -1]])[:3000]
+        b = Builder("r")
+        b.output(b.op("requantize", b.input("x", (values.size,), 23), rounding="fp32", **a))
+        program = b.build()
+        assert requant.how(program.code[0].attrs, -bound(23), bound(23)) == "rounding"
+        same_as_reference(program, {"x": values.astype(np.int32)})
+
+
+# ---------------------------------------------------------------------------------------------
+# Convolutions and dense heads of every kind the rules take
+# ---------------------------------------------------------------------------------------------
+
+DATA = {"signed8": (8, False), "relu8": (8, True), "bytes": (9, True), "signed10": (10, False),
+        "zp": (9, True)}
+"""Data kinds: precision and whether it is made non-negative (relu / requantize to bytes);
+``zp``: bytes entering a qconv2d with a zero point; ``signed10`` needs the split operand."""
+
+
+def conv_program(n, c, h, w, oc, k, stride, pad, dil, data, tail, bias=True, seed=0,
+                 dense=False):
+    """x (data kind) -> conv2d / qconv2d (or dense / qdense) -> tail ("shift": cvm_right_shift
+    + relu; "fp32" / "half_even": per-channel requantize; "raw": nothing)."""
+    rng = np.random.default_rng(seed)
+    p, nonneg = DATA[data]
+    b = Builder("conv")
+    x = b.input("x", (n, c, h, w), p)
+    if nonneg and data in ("bytes", "zp"):
+        x = b.op("requantize", x, multiplier=[3 << 20], shift=[21], qmin=0, qmax=255,
+                 zero_point=3)
+    elif nonneg:
+        x = b.op("relu", x)
+    q = p > 8
+    wshape = (oc, c * h * w) if dense else (oc, c, *k)
+    weight = b.const("w", rng.integers(-128 if q else -127, 128, wshape), precision=8 + q)
+    args = [b.const("b", rng.integers(-3000, 3000, (oc,)), precision=16)] if bias else []
+    if dense:
+        x = b.op("flatten", x)
+        z = b.op("qdense" if q else "dense", x, weight, *args, units=oc, use_bias=bias,
+                 **({"zero_point": 17 if data == "zp" else 0} if q else {}))
+    else:
+        z = b.op("qconv2d" if q else "conv2d", x, weight, *args, channels=oc, kernel_size=k,
+                 strides=stride, padding=pad, dilation=dil, use_bias=bias,
+                 **({"zero_point": 17 if data == "zp" else 0} if q else {}))
+    if tail == "shift":
+        z = b.op("relu", b.op("cvm_right_shift", z, precision=8, shift_bit=9))
+    elif tail in ("fp32", "half_even"):
+        ms = rng.integers(1 << 22, 1 << 24, oc).tolist()
+        z = b.op("requantize", z, multiplier=ms, shift=[34] * oc, axis=1, qmin=0, qmax=255,
+                 zero_point=120, rounding=tail)
+    b.output(z)
+    return b.build()
+
+
+def extreme_feeds(program, seed):
+    """Random inputs with the extremes of the precision frequent."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for i in program.inputs:
+        t = program.tensors[i]
+        r = bound(t.precision)
+        x = rng.integers(-r, r + 1, t.shape)
+        x.reshape(-1)[::3] = r
+        x.reshape(-1)[1::5] = -r
+        out[t.name] = x.astype(t.dtype)
+    return out
+
+
+conv_cases = st.tuples(
+    st.integers(1, 2), st.integers(1, 6), st.integers(3, 9), st.integers(3, 9),
+    st.integers(1, 7), st.tuples(st.integers(1, 3), st.integers(1, 3)),
+    st.tuples(st.integers(1, 2), st.integers(1, 2)), st.tuples(st.integers(0, 2),
+                                                              st.integers(0, 2)),
+    st.tuples(st.integers(1, 2), st.integers(1, 2)), st.sampled_from(sorted(DATA)),
+    st.sampled_from(["shift", "fp32", "half_even", "raw"]), st.booleans(), st.integers(0, 99),
+    st.booleans())
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+@given(conv_cases)
+def test_convolutions_and_dense_equal_the_reference(case):
+    n, c, h, w, oc, k, stride, pad, dil, data, tail, bias, seed, dense = case
+    pad = tuple(min(p, kk - 1) for p, kk in zip(pad, k))
+    if any(s + 2 * p < (kk - 1) * d + 1 for s, p, kk, d in zip((h, w), pad, k, dil)):
+        return
+    program = conv_program(n, c, h, w, oc, k, stride, pad, dil, data, tail, bias, seed, dense)
+    model = same_as_reference(program, extreme_feeds(program, seed))
+    head = "dense" if dense else "conv2d"
+    assert any(program.code[k].op.endswith(head) for s in model.plan.fast
+               if isinstance(s.kernel, plan.RegionKernel) for k in s.covers)
+
+
+@pytest.fixture
+def auto_lowers(monkeypatch):
+    """``auto`` lowers where it pays (its default policy)."""
+    monkeypatch.setattr(plan, "AUTO", plan.Policy())
+
+
+@pytest.fixture
+def heads_only(monkeypatch):
+    """``auto`` lowers the convolutions alone: their results pass through numpy steps held
+    channels last (the twin program)."""
+    monkeypatch.setattr(plan, "AUTO", plan.Policy(min_macs=0, small=0))
+
+
+def residual_program(seed=0, rounding="fp32"):
+    """QDQ-style residual block after a max pool: conv -> requantize -> conv -> requantize,
+    the shortcut and the branch rescaled (requantize), added, requantized; a max pool and a
+    dense head."""
+    rng = np.random.default_rng(seed)
+    b = Builder("block")
+    x = b.op("requantize", b.input("x", (2, 4, 11, 11), 9), multiplier=[1 << 21], shift=[21],
+             qmin=0, qmax=255)
+    x = b.op("max_pool2d", x, pool_size=(2, 2))
+
+    def conv(v, zp, name):
+        w = b.const(name, rng.integers(-128, 128, (4, 4, 3, 3)), precision=9)
+        z = b.op("qconv2d", v, w, channels=4, kernel_size=(3, 3), padding=(1, 1),
+                 use_bias=False, zero_point=zp)
+        return b.op("requantize", z, multiplier=rng.integers(1 << 22, 1 << 24, 4).tolist(),
+                    shift=[33] * 4, axis=1, qmin=0, qmax=255, zero_point=118, rounding=rounding)
+    y = conv(conv(x, 0, "w1"), 118, "w2")
+    a = b.op("requantize", y, multiplier=[1 << 30], shift=[14], zero_point_in=118,
+             qmin=-(1 << 24), qmax=1 << 24)
+    s = b.op("requantize", x, multiplier=[1415450055], shift=[15], qmin=-(1 << 24),
+             qmax=1 << 24)
+    out = b.op("requantize", b.op("broadcast_add", a, s), multiplier=[15170247], shift=[40],
+               qmin=0, qmax=255, rounding=rounding)
+    out = b.op("max_pool2d", out, pool_size=(2, 2), strides=(2, 2))
+    w = b.const("fc", rng.integers(-128, 128, (5, 100)), precision=9)
+    b.output(b.op("qdense", b.op("flatten", out), w, units=5, use_bias=False))
+    return b.build()
+
+
+@pytest.mark.parametrize("rounding", ["fp32", "half_even"])
+def test_channels_last_numpy_steps_between_lowered_convolutions(heads_only, rounding):
+    program = residual_program(rounding=rounding)
+    feeds = extreme_feeds(program, 1)
+    model = same_as_reference(program, feeds, vm.cpu())
+    assert 0 < lowered(model) < len(program.code)
+    shapes = []
+    model.plan.run({i: feeds[program.tensors[i].name] for i in program.inputs}, fused=True,
+                   trace=lambda step, values: shapes.extend(
+                       (program.code[step.index].op, v.shape) for v in values))
+    assert ("requantize", (2, 10, 10, 4)) in shapes              # channels last in numpy
+    assert ("broadcast_add", (2, 10, 10, 4)) in shapes
+    everything = same_as_reference(program, feeds)
+    assert lowered(everything) > lowered(model)
+
+
+# ---------------------------------------------------------------------------------------------
+# Real models, thread counts
+# ---------------------------------------------------------------------------------------------
+
+def test_shipped_digits_model_on_every_backend():
+    from detvm.common import DEMO_DIR
+    data = dict(np.load(DEMO_DIR / "digits_inputs.npz"))
+    want = dict(np.load(DEMO_DIR / "digits_expected.npz"))["logits"]
+    for ctx in (vm.cpu(), ORT, vm.cpu(backend="numpy")):
+        model = vm.load(DEMO_DIR / "digits.dvm", ctx)
+        assert model.run({"image": data["image"]})["logits"].tobytes() == want.tobytes()
+    assert lowered(vm.load(DEMO_DIR / "digits.dvm", ORT)) == len(model.program.code)
+
+
+@pytest.mark.parametrize("threads", [None, 1, 2])
+def test_reduced_resnet18_equals_the_reference_on_any_thread_count(threads, auto_lowers):
+    pytest.importorskip("threadpoolctl")
+    from bench.resnet18 import build_resnet18
+    program = build_resnet18(2, size=32, classes=10, width=4)
+    for ctx in (ORT, vm.cpu()):
+        model = same_as_reference(program, extreme_feeds(program, 3), ctx, threads)
+        assert lowered(model) > 0

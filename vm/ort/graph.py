@@ -1,0 +1,193 @@
+"""ONNX graphs of exact integer operations for conv2d / dense heads (qconv2d / qdense).
+
+A :class:`LinearSpec` describes one head as onnxruntime computes it: the data operand enters
+MatMulInteger as unsigned bytes ``u = x + offset`` (``offset`` chosen from the proven range of
+x so that u is in [0, 255], or, ``split``, in [0, 65535] as a low and a high byte), the
+padding is the byte ``pad = zero_point + offset`` (a padded tap then contributes w * (x - zp) =
+0, as conv2d's rule says), the im2col is Pad, one Slice per kernel tap (strides and dilation as
+slice steps) and one Concat, and the weight matrix is int8 (``u8s8``) or the weight + 128 as
+uint8 with the zero point 128 (``u8u8``). The graph's output ``acc`` is the exact int32
+
+    acc = sum_k W[oc, k] * u_k   (= z - bias + (zero_point + offset) * sum_k W[oc, k])
+
+in channels-last order ([n, oh, ow, OC]) or, ``nchw_out``, transposed to [n, OC, oh, ow]; the
+caller adds the per-channel offset back (:meth:`LinearSpec.offset_row`). Every node is an
+integer op on values the bounds prove fit (the MatMulInteger accumulator below 2^31 is
+checked by :func:`accumulator_fits`); no float op appears.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import proto
+
+OPSET = 18
+"""BitwiseXor needs opset 18 (onnxruntime >= 1.14)."""
+INT31 = (1 << 31) - 1
+
+
+class Graph:
+    """Nodes and constants of one graph; every value gets a fresh name."""
+
+    def __init__(self):
+        self.nodes: list[bytes] = []
+        self.inits: list[bytes] = []
+        self.count = 0
+
+    def _name(self, kind: str) -> str:
+        self.count += 1
+        return f"{kind}{self.count}"
+
+    def const(self, array) -> str:
+        name = self._name("c")
+        self.inits.append(proto.tensor(name, np.asarray(array)))
+        return name
+
+    def op(self, op_type: str, *inputs: str, **attrs) -> str:
+        out = self._name(op_type.lower())
+        self.nodes.append(proto.node(op_type, inputs, [out], **attrs))
+        return out
+
+    def model(self, inputs, outputs) -> bytes:
+        """The ModelProto; ``inputs`` / ``outputs``: (name, dtype, shape)."""
+        g = proto.graph("detvm", self.nodes, [proto.value_info(*i) for i in inputs],
+                        [proto.value_info(*o) for o in outputs], self.inits)
+        return proto.model(g, {"": OPSET})
+
+
+@dataclass(frozen=True)
+class LinearSpec:
+    """One conv2d / dense head lowered to MatMulInteger (see the module doc).
+
+    ``x_shape``: the data as fed, per call (NCHW, or NHWC when ``nhwc_in``; dense: (n, K));
+    ``weight``: the constant weight (OC, C, KH, KW) or (OC, K); ``attrs``: conv2d's
+    (kernel_size, strides, padding, dilation); ``offset``, ``zero_point``: u = x + offset,
+    padding byte zero_point + offset; ``form``: "u8s8" or "u8u8"."""
+
+    x_shape: tuple[int, ...]
+    x_dtype: np.dtype
+    weight: np.ndarray
+    attrs: dict
+    offset: int
+    zero_point: int
+    form: str
+    split: bool = False
+    nhwc_in: bool = False
+    nchw_out: bool = False
+
+    @property
+    def conv(self) -> bool:
+        return self.weight.ndim == 4
+
+    @property
+    def out_hw(self) -> tuple[int, int]:
+        (kh, kw), (sh, sw) = self.attrs["kernel_size"], self.attrs["strides"]
+        (ph, pw), (dh, dw) = self.attrs["padding"], self.attrs["dilation"]
+        h, w = self.x_shape[1:3] if self.nhwc_in else self.x_shape[2:4]
+        return (h + 2 * ph - (kh - 1) * dh - 1) // sh + 1, (w + 2 * pw - (kw - 1) * dw - 1) // sw + 1
+
+    @property
+    def out_shape(self) -> tuple[int, ...]:
+        n, oc = self.x_shape[0], self.weight.shape[0]
+        if not self.conv:
+            return (n, oc)
+        oh, ow = self.out_hw
+        return (n, oc, oh, ow) if self.nchw_out else (n, oh, ow, oc)
+
+    def matrix(self) -> np.ndarray:
+        """W as the (K, OC) int8 matrix, K in (tap row, tap column, channel) order."""
+        w = self.weight
+        if self.conv:
+            w = w.transpose(2, 3, 1, 0)
+        else:
+            w = w.T
+        return np.ascontiguousarray(w.reshape(-1, self.weight.shape[0])).astype(np.int8)
+
+    def offset_row(self, bias) -> np.ndarray:
+        """off[oc] = bias[oc] - (zero_point + offset) * sum_k W[oc, k] (exact int64): the
+        head's result is acc + off."""
+        sums = self.weight.reshape(self.weight.shape[0], -1).sum(axis=1, dtype=np.int64)
+        off = -(self.zero_point + self.offset) * sums
+        return off if bias is None else off + np.asarray(bias, np.int64)
+
+    def graph(self) -> bytes:
+        """The ModelProto: input ``x`` (x_shape, x_dtype), output ``acc`` (int32)."""
+        g = Graph()
+        g.nodes.append(proto.node("Identity", [self.emit(g, "x")], ["acc"]))
+        return g.model([("x", self.x_dtype, self.x_shape)], [("acc", np.int32, self.out_shape)])
+
+    def emit(self, g: Graph, x: str) -> str:
+        """Add the nodes computing ``acc`` from the value ``x`` to ``g``; return acc's name."""
+        parts = self._bytes(g, x)
+        matrix = g.const(self.matrix() if self.form == "u8s8" else
+                         (self.matrix().astype(np.int16) + 128).astype(np.uint8))
+        zero = [] if self.form == "u8s8" else [g.const(np.uint8(0)), g.const(np.uint8(128))]
+        accs = []
+        for part, pad in parts:
+            cols = self._im2col(g, part, pad) if self.conv else part
+            accs.append(g.op("MatMulInteger", cols, matrix, *zero))
+        acc = accs[0]
+        if self.split:                               # low byte + 256 * high byte
+            acc = g.op("Add", accs[0], g.op("Mul", accs[1], g.const(np.int32(256))))
+        if self.conv:
+            n, (oh, ow), oc = self.x_shape[0], self.out_hw, self.weight.shape[0]
+            acc = g.op("Reshape", acc, g.const(np.array([n, oh, ow, oc], np.int64)))
+            if self.nchw_out:
+                acc = g.op("Transpose", acc, perm=[0, 3, 1, 2])
+        return acc
+
+    def _bytes(self, g: Graph, x: str) -> list[tuple[str, int]]:
+        """The unsigned operand(s) of x, channels last, each with its padding byte."""
+        pad = self.zero_point + self.offset
+        dtype = np.dtype(self.x_dtype)
+        if self.split:
+            u = g.op("Add", g.op("Cast", x, to=6), g.const(np.int32(self.offset)))
+            parts = [(g.op("Cast", u, to=2), pad & 255),               # modular: the low byte
+                     (g.op("Cast", g.op("Div", u, g.const(np.int32(256))), to=2), pad >> 8)]
+        elif self.offset == 0:
+            parts = [(x if dtype == np.uint8 else g.op("Cast", x, to=2), pad)]
+        elif self.offset == 128 and dtype == np.int8:          # x + 128 = x XOR 0x80 as a byte
+            parts = [(g.op("Cast", g.op("BitwiseXor", x, g.const(np.int8(-128))), to=2), pad)]
+        else:
+            wide = x if dtype == np.int32 else g.op("Cast", x, to=6)
+            parts = [(g.op("Cast", g.op("Add", wide, g.const(np.int32(self.offset))), to=2),
+                      pad)]
+        if self.conv and not self.nhwc_in:
+            parts = [(g.op("Transpose", p, perm=[0, 2, 3, 1]), v) for p, v in parts]
+        return parts
+
+    def _im2col(self, g: Graph, u: str, pad: int) -> str:
+        """cols (n * oh * ow, KH * KW * C) uint8 from channels-last u."""
+        (kh, kw), (sh, sw) = self.attrs["kernel_size"], self.attrs["strides"]
+        (ph, pw), (dh, dw) = self.attrs["padding"], self.attrs["dilation"]
+        n, c = self.x_shape[0], self.weight.shape[1]
+        oh, ow = self.out_hw
+        if ph or pw:
+            u = g.op("Pad", u, g.const(np.array([0, ph, pw, 0, 0, ph, pw, 0], np.int64)),
+                     g.const(np.uint8(pad)))
+        taps = []
+        for r in range(kh):
+            for s in range(kw):
+                start = [r * dh, s * dw]
+                if (kh, kw, sh, sw) == (1, 1, 1, 1):
+                    taps.append(u)
+                    continue
+                end = [start[0] + (oh - 1) * sh + 1, start[1] + (ow - 1) * sw + 1]
+                taps.append(g.op("Slice", u, g.const(np.array(start, np.int64)),
+                                 g.const(np.array(end, np.int64)),
+                                 g.const(np.array([1, 2], np.int64)),
+                                 g.const(np.array([sh, sw], np.int64))))
+        cols = taps[0] if len(taps) == 1 else g.op("Concat", *taps, axis=3)
+        return g.op("Reshape", cols, g.const(np.array([n * oh * ow, kh * kw * c], np.int64)))
+
+
+def accumulator_fits(weight: np.ndarray, split: bool, form: str) -> bool:
+    """Every partial sum of MatMulInteger stays in int32: 255 (65535 with ``split``) times the
+    largest row sum of |W|; for ``u8u8`` also the sums of the shifted weights W + 128."""
+    rows = np.abs(weight.reshape(weight.shape[0], -1).astype(np.int64)).sum(axis=1)
+    top = int(rows.max(initial=0)) * (65535 if split else 255)
+    if form == "u8u8":
+        top = max(top, 255 * 255 * (weight.size // max(weight.shape[0], 1)))
+    return top <= INT31

@@ -1,0 +1,308 @@
+"""The onnxruntime backend's load-time pass: which instructions run on onnxruntime, grouped in
+regions (one session each), and the steps of the plan.
+
+* **Selection.** An instruction is lowered when it has a rule (vm/ort/rules.py) whose check
+  passes and it pays: a conv2d / dense of at least ``Policy.min_macs`` multiply-adds, any
+  op whose tensors have at most ``Policy.small`` elements (there, one session call replaces
+  several Python steps), and the layout ops (reshape, flatten, ..., max_pool2d) next to a
+  lowered instruction (so they do not split a region). Elementwise work on large tensors stays
+  in numpy, whose integer kernels are faster than onnxruntime's per element.
+* **Regions.** Each maximal run of consecutive lowered instructions is one ONNX graph, one
+  session and one step of the interpreter loop (vm/interp.py); its inputs and outputs are the
+  tensors it shares with the rest of the program.
+* **Layout.** Convolutions run channels last. A 4-D tensor every numpy step of which is
+  elementwise (``TRANSPARENT``: the same op on a permuted array is the same function) is held
+  channels last between steps, so the requantizations and residual additions between two
+  lowered convolutions never transpose. The numpy steps run the *twin* program, the program
+  with those tensors' shapes permuted and per-channel axes moved, fused as on the numpy
+  executor (vm/fusion.py).
+
+Every step computes exactly the bytes of the program's own ops: regions by integer ONNX ops
+(rules.py, graph.py), the rest by detvm's kernels.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from ops.base import bound
+
+from ..fusion import fuse
+from ..program import Instr, Program, Tensor
+from ..steps import Step
+from ..validate import nonnegative
+from . import selftest, session as sessions
+from .rules import LINEAR, NHWC, RULES, Region
+
+LAYOUT_OPS = ("reshape", "flatten", "expand_dims", "squeeze", "max_pool2d")
+TRANSPARENT = ("relu", "abs", "negative", "clip", "cvm_clip", "cvm_left_shift",
+               "cvm_right_shift", "elemwise_add", "elemwise_sub", "broadcast_add",
+               "broadcast_sub", "broadcast_mul", "broadcast_max", "requantize")
+"""Elementwise ops: on tensors of one shape, the op applied to permuted arrays is the permuted
+result (requantize's per-channel axis is moved with the layout)."""
+
+
+@dataclass(frozen=True)
+class Policy:
+    """When lowering pays: conv2d / dense from ``min_macs`` multiply-adds, and any op whose
+    tensors have at most ``small`` elements (docs/performance.md has the measurements)."""
+
+    min_macs: int = 1 << 20
+    small: int = 1 << 14
+
+
+NOTHING = Policy(1 << 62, -1)
+"""Lower nothing: the numpy executor."""
+AUTO = NOTHING
+"""The ``auto`` backend's policy (for now the numpy executor: the onnxruntime backend is
+selected with ``vm.cpu(backend="onnxruntime")``)."""
+EVERYTHING = Policy(0, 1 << 62)
+"""The ``onnxruntime`` backend's: every instruction that has a rule."""
+
+
+class Facts:
+    """What the rules read: the program, its analysis, the MatMulInteger form, proven value
+    ranges, and the layout each tensor is held in between steps."""
+
+    def __init__(self, program: Program, analysis, form: str):
+        self.program, self.analysis, self.form = program, analysis, form
+        self.nonneg = nonnegative(program)
+        self.layout: dict[int, str] = {}
+        self.producer = {t: k for k, ins in enumerate(program.code) for t in ins.outputs}
+
+    def range(self, t: int) -> tuple[int, int]:
+        """Proven [lo, hi] of tensor t's values."""
+        if t in self.program.consts:
+            data = self.program.consts[t]
+            return (int(data.min()), int(data.max())) if data.size else (0, 0)
+        r = bound(self.program.tensors[t].precision)
+        lo, hi = (0 if t in self.nonneg else -r), r
+        k = self.producer.get(t)
+        if k is not None:
+            ins = self.program.code[k]
+            if ins.op == "requantize":
+                lo, hi = max(lo, ins.attrs["qmin"]), min(hi, ins.attrs["qmax"])
+            elif ins.op == "clip":
+                lo, hi = max(lo, ins.attrs["a_min"]), min(hi, ins.attrs["a_max"])
+        return lo, hi
+
+
+def plan(program: Program, analysis, steps: list, threads: int | None,
+         policy: Policy = Policy()) -> list | None:
+    """The steps of ``program`` with its lowered regions on onnxruntime, or None when nothing
+    is worth lowering or onnxruntime is not licensed here (the self-test runs the first time
+    something is worth it)."""
+    if not select(Facts(program, analysis, "u8s8"), policy):
+        return None
+    verdict = selftest.verdict()
+    if verdict.form is None:
+        return None
+    facts = Facts(program, analysis, verdict.form)
+    lowered = select(facts, policy)
+    if not lowered:
+        return None
+    regions = runs(lowered)
+    facts.layout = {t: "nhwc" for t in channels_last(facts, lowered)}
+    twin = twin_program(program, facts.layout)
+    twin_steps = [_rebind(step, twin.code[k], analysis) if twin.code[k] is not program.code[k]
+                  else step for k, step in enumerate(steps)]
+    external = {}
+    for run in regions:
+        step = region_step(facts, twin, run, threads)
+        if step is not None:
+            external[run[0]] = step
+    return fuse(twin, analysis, twin_steps, threads or 1, external)
+
+
+def describe(program: Program, fast: list) -> str:
+    """The backend of a plan in words: how many instructions run in how many onnxruntime
+    sessions, or that the numpy executor runs (and why, when the self-test refused)."""
+    regions = [s for s in fast if isinstance(s.kernel, RegionKernel)]
+    verdict = selftest.known()
+    if regions:
+        covered = sum(len(s.covers) for s in regions)
+        rest = ", the rest numpy" if covered < len(program.code) else ""
+        return (f"onnxruntime ({verdict}): {covered} of {len(program.code)} instructions in "
+                f"{len(regions)} session{'s' * (len(regions) > 1)}{rest}")
+    return "numpy" if verdict is None or verdict.form is not None else f"numpy ({verdict})"
+
+
+# ---------------------------------------------------------------------------------------------
+# Selection and regions
+# ---------------------------------------------------------------------------------------------
+
+def _size(program: Program, ins) -> int:
+    return max(program.tensors[i].size for i in (*ins.inputs, *ins.outputs)
+               if i not in program.consts)
+
+
+def _macs(program: Program, ins) -> int:
+    weight = program.tensors[ins.inputs[1]]
+    out = program.tensors[ins.outputs[0]]
+    return out.size * weight.size // weight.shape[0]
+
+
+def select(facts: Facts, policy: Policy) -> set[int]:
+    """The instructions to lower (see the module doc)."""
+    program, chosen, layout = facts.program, set(), []
+    for k, ins in enumerate(program.code):
+        rule = RULES.get(ins.op)
+        if rule is None or any(program.tensors[i].size == 0 for i in ins.inputs):
+            continue
+        small = _size(program, ins) <= policy.small
+        if ins.op in LINEAR:
+            wanted = small or _macs(program, ins) >= policy.min_macs
+        else:
+            wanted = small
+        if wanted and rule[0](facts, k):
+            chosen.add(k)
+        elif ins.op in LAYOUT_OPS and rule[0](facts, k):
+            layout.append(k)
+    if not any(program.code[k].op in LINEAR for k in chosen) and \
+            len(chosen) < len(program.code):
+        return set()              # no GEMM to speed up, and not the whole program: numpy
+    neighbours = _neighbours(program)
+    grown = True
+    while grown:                  # layout ops join the regions they touch
+        grown = False
+        for k in layout:
+            if k not in chosen and neighbours[k] & chosen:
+                chosen.add(k)
+                grown = True
+    return chosen
+
+
+def _neighbours(program: Program) -> dict[int, set[int]]:
+    producer = {t: k for k, ins in enumerate(program.code) for t in ins.outputs}
+    out = defaultdict(set)
+    for k, ins in enumerate(program.code):
+        for t in ins.inputs:
+            if t in producer:
+                out[k].add(producer[t])
+                out[producer[t]].add(k)
+    return out
+
+
+def runs(lowered: set[int]) -> list[list[int]]:
+    """Maximal runs of consecutive instruction indices."""
+    out = []
+    for k in sorted(lowered):
+        if out and out[-1][-1] == k - 1:
+            out[-1].append(k)
+        else:
+            out.append([k])
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Layout: which tensors are held channels last
+# ---------------------------------------------------------------------------------------------
+
+def _transparent(program: Program, ins) -> bool:
+    shapes = {program.tensors[i].shape for i in (*ins.inputs, *ins.outputs)}
+    return ins.op in TRANSPARENT and len(shapes) == 1 and len(next(iter(shapes))) == 4 and \
+        not any(i in program.consts for i in ins.inputs)
+
+
+def channels_last(facts: Facts, lowered: set[int]) -> set[int]:
+    """4-D tensors held channels last: every numpy step touching them is transparent (with
+    all its tensors channels last too), and their group touches a lowered convolution."""
+    program = facts.program
+    touch = defaultdict(list)
+    for k, ins in enumerate(program.code):
+        for t in (*ins.inputs, *ins.outputs):
+            touch[t].append(k)
+    outputs = set(program.outputs)
+    held = {t for t, tensor in enumerate(program.tensors)
+            if tensor.kind == "value" and len(tensor.shape) == 4 and t not in outputs and
+            all(k in lowered or _transparent(program, program.code[k]) for k in touch[t])}
+    changed = True
+    while changed:
+        changed = False
+        for k, ins in enumerate(program.code):
+            tensors = set(ins.inputs) | set(ins.outputs)
+            if k not in lowered and tensors & held and not tensors <= held:
+                held -= tensors
+                changed = True
+    convs = {k for k in lowered if program.code[k].op in ("conv2d", "qconv2d")}
+    return {t for t in held if _group_touches(t, held, touch, convs, program, lowered)}
+
+
+def _group_touches(t, held, touch, convs, program, lowered) -> bool:
+    """Whether the group of ``t`` (tensors linked through numpy steps) touches a lowered
+    convolution."""
+    seen, todo = {t}, [t]
+    while todo:
+        u = todo.pop()
+        for k in touch[u]:
+            if k in convs:
+                return True
+            if k in lowered:
+                continue
+            for v in (*program.code[k].inputs, *program.code[k].outputs):
+                if v in held and v not in seen:
+                    seen.add(v)
+                    todo.append(v)
+    return False
+
+
+def twin_program(program: Program, layout: dict[int, str]) -> Program:
+    """``program`` with the channels-last tensors' shapes permuted and the per-channel axis
+    of the numpy steps reading them moved (the same function on permuted arrays)."""
+    if not layout:
+        return program
+    tensors = [Tensor(t.name, tuple(t.shape[i] for i in NHWC), t.precision, t.kind)
+               if k in layout else t for k, t in enumerate(program.tensors)]
+    code = []
+    for ins in program.code:
+        if ins.op == "requantize" and ins.inputs[0] in layout:
+            ins = Instr(ins.op, ins.inputs, ins.outputs,
+                        dict(ins.attrs, axis=NHWC.index(ins.attrs["axis"])))
+        code.append(ins)
+    return replace(program, tensors=tensors, code=code)
+
+
+def _rebind(step, ins, analysis):
+    kwargs = dict(ins.attrs)
+    if step.index in analysis.gemm:
+        kwargs["gemm"] = analysis.gemm[step.index]
+    return replace(step, kwargs=kwargs)
+
+
+# ---------------------------------------------------------------------------------------------
+# Region steps
+# ---------------------------------------------------------------------------------------------
+
+class RegionKernel:
+    """Runs one region's session: detvm values in, detvm values out (storage dtypes)."""
+
+    def __init__(self, session, inputs: list[str], outputs: list[str]):
+        self.session, self.inputs, self.outputs = session, inputs, outputs
+
+    def __call__(self, xp, *arrays):
+        feeds = {name: np.ascontiguousarray(a) for name, a in zip(self.inputs, arrays)}
+        results = self.session.run(self.outputs, feeds)
+        return results[0] if len(results) == 1 else tuple(results)
+
+
+def region_step(facts: Facts, twin: Program, run: list[int], threads: int | None):
+    """The Step running instructions ``run`` as one onnxruntime session (None when none of
+    their results is used)."""
+    program = facts.program
+    region = Region(facts, facts.form)
+    for k in run:
+        RULES[program.code[k].op][1](region, k)
+    inside = set(run)
+    used = {t for k, ins in enumerate(program.code) if k not in inside for t in ins.inputs}
+    used |= set(program.outputs)
+    exports = [t for k in run for t in program.code[k].outputs if t in used]
+    if not exports:
+        return None
+    model, names = region.model([(t, facts.layout.get(t, "nchw")) for t in exports])
+    kernel = RegionKernel(sessions.session(model, threads), [n for _, _, n in region.inputs],
+                          names)
+    inputs = tuple(t for t, _, _ in region.inputs)
+    return Step(run[0], kernel, inputs, tuple(exports),
+                tuple(twin.tensors[t].dtype for t in exports), {}, (), tuple(run))

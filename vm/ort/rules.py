@@ -1,0 +1,369 @@
+"""How each op becomes exact integer ONNX nodes (the onnxruntime backend's lowering rules).
+
+A rule is a pair: ``check(facts, k)`` says whether instruction k can be lowered (without
+building anything), ``emit(region, k)`` adds its nodes to a :class:`Region` graph. Every value
+inside a region is held in its tensor's storage dtype (int8 for p <= 8, else int32) and in one
+of two layouts, ``nchw`` (the program's order) or ``nhwc`` (channels last, 4-D only); rules ask
+for the layout they need and the region transposes. Rules only use integer ops on values the
+validated bounds prove fit their type, and pick int32 or int64 intermediates from those
+bounds; tables (Gather) hold values computed by detvm's own kernels. Ops without a rule run as
+detvm kernels between regions.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ops.base import bound
+from ops.reduce import reduce_axes
+
+from . import proto, requant
+from .graph import Graph, LinearSpec, accumulator_fits
+
+INT32, INT64 = np.dtype(np.int32), np.dtype(np.int64)
+LIMIT32 = (1 << 31) - 1
+NHWC, NCHW = (0, 2, 3, 1), (0, 3, 1, 2)
+
+
+def work_dtype(top: int) -> np.dtype:
+    """int32 when every intermediate magnitude is <= ``top`` < 2^31, else int64."""
+    return INT32 if top <= LIMIT32 else INT64
+
+
+class Region:
+    """The graph of one run of lowered instructions: detvm tensor values as ONNX names."""
+
+    def __init__(self, facts, form: str):
+        self.g, self.facts, self.form = Graph(), facts, form
+        self.vals: dict[tuple[int, str], str] = {}
+        self.inputs: list[tuple[int, str, str]] = []        # (tensor id, layout, name)
+
+    # -- values -----------------------------------------------------------------------------
+    def value(self, t: int, layout: str = "nchw") -> str:
+        """Tensor ``t`` in ``layout`` (its storage dtype)."""
+        if (t, layout) in self.vals:
+            return self.vals[(t, layout)]
+        other = "nhwc" if layout == "nchw" else "nchw"
+        if (t, other) not in self.vals:
+            self._fetch(t)
+        if (t, layout) not in self.vals:
+            perm = NHWC if layout == "nhwc" else NCHW
+            self.vals[(t, layout)] = self.g.op("Transpose", self.vals[(t, other)],
+                                               perm=list(perm))
+        return self.vals[(t, layout)]
+
+    def layout_of(self, t: int) -> str:
+        """The layout ``t`` is (or will be) available in without a transpose."""
+        if (t, "nhwc") in self.vals:
+            return "nhwc"
+        if (t, "nchw") in self.vals or t in self.facts.program.consts:
+            return "nchw"
+        return self.facts.layout.get(t, "nchw")
+
+    def _fetch(self, t: int) -> None:
+        program = self.facts.program
+        if t in program.consts:
+            self.vals[(t, "nchw")] = self.g.const(program.consts[t])
+            return
+        layout = self.facts.layout.get(t, "nchw")
+        name = f"in{len(self.inputs)}"
+        self.inputs.append((t, layout, name))
+        self.vals[(t, layout)] = name
+
+    def put(self, t: int, name: str, layout: str = "nchw") -> None:
+        for key in [k for k in self.vals if k[0] == t]:
+            del self.vals[key]
+        self.vals[(t, layout)] = name
+
+    def shape(self, t: int, layout: str) -> tuple:
+        s = self.facts.program.tensors[t].shape
+        return tuple(s[i] for i in NHWC) if layout == "nhwc" else s
+
+    # -- node helpers -----------------------------------------------------------------------
+    def cast(self, name: str, src, dst) -> str:
+        return name if np.dtype(src) == np.dtype(dst) else self.g.op("Cast", name,
+                                                                     to=proto.ELEM_TYPES[np.dtype(dst)])
+
+    def scalar(self, v: int, dtype) -> str:
+        return self.g.const(np.array(v, dtype=dtype))
+
+    def per_channel(self, values, axis: int, ndim: int, layout: str, dtype) -> str:
+        """A constant broadcasting ``values`` along ``axis`` (program order) in ``layout``."""
+        values = np.asarray(values, dtype=dtype)
+        if values.size == 1:
+            return self.g.const(values.reshape(()))
+        shape = [1] * ndim
+        shape[NHWC.index(axis) if layout == "nhwc" else axis] = values.size
+        return self.g.const(values.reshape(shape))
+
+    def model(self, outputs: list[tuple[int, str]]) -> tuple[bytes, list[str]]:
+        """The ModelProto with ``outputs`` ((tensor id, layout)); and the output names."""
+        names = []
+        for k, (t, layout) in enumerate(outputs):
+            names.append(f"out{k}")
+            self.g.nodes.append(proto.node("Identity", [self.value(t, layout)], [names[-1]]))
+        program = self.facts.program
+        ins = [(name, program.tensors[t].dtype, self.shape(t, layout))
+               for t, layout, name in self.inputs]
+        outs = [(name, program.tensors[t].dtype, self.shape(t, layout))
+                for name, (t, layout) in zip(names, outputs)]
+        return self.g.model(ins, outs), names
+
+
+# ---------------------------------------------------------------------------------------------
+# conv2d / dense (and q forms): MatMulInteger
+# ---------------------------------------------------------------------------------------------
+
+def _linear_parts(facts, k: int):
+    """(weight, bias, offset, zero_point, split) when instruction k lowers, else None."""
+    ins, program = facts.program.code[k], facts.program
+    consts = [program.consts.get(i) for i in ins.inputs]
+    if consts[0] is not None or consts[1] is None or any(c is None for c in consts[2:]):
+        return None
+    if ins.op.endswith("conv2d") and ins.attrs["groups"] != 1:
+        return None
+    weight = consts[1]
+    if weight.size == 0 or int(weight.min()) < -128 or int(weight.max()) > 127:
+        return None
+    zp = ins.attrs.get("zero_point", 0)
+    lo, hi = facts.range(ins.inputs[0])
+    choice = _offset(lo, hi, zp)
+    if choice is None or not accumulator_fits(weight, choice[1], facts.form):
+        return None
+    return weight, (consts[2] if len(consts) > 2 else None), choice[0], zp, choice[1]
+
+
+def _offset(lo: int, hi: int, zp: int):
+    """(offset, split): u = x + offset in [0, 255] with padding byte zp + offset in [0, 255]
+    (0 and 128 preferred: no conversion or one XOR); else split bytes in [0, 65535]."""
+    for c in (0, 128, -lo):
+        if 0 <= lo + c and hi + c <= 255 and 0 <= zp + c <= 255:
+            return c, False
+    c = -lo
+    if hi + c <= 65535 and 0 <= zp + c <= 65535:
+        return c, True
+    return None
+
+
+def check_linear(facts, k: int) -> bool:
+    return _linear_parts(facts, k) is not None
+
+
+def emit_linear(region: Region, k: int) -> None:
+    facts = region.facts
+    ins = facts.program.code[k]
+    weight, bias, offset, zp, split = _linear_parts(facts, k)
+    x = facts.program.tensors[ins.inputs[0]]
+    conv = ins.op.endswith("conv2d")
+    layout = "nhwc" if conv else "nchw"
+    attrs = {key: ins.attrs[key] for key in ("kernel_size", "strides", "padding", "dilation")
+             } if conv else {}
+    spec = LinearSpec(region.shape(ins.inputs[0], layout), x.dtype, weight, attrs, offset, zp,
+                      region.form, split, nhwc_in=conv)
+    acc = spec.emit(region.g, region.value(ins.inputs[0], layout))
+    off = spec.offset_row(bias)
+    out = facts.program.tensors[ins.outputs[0]]
+    dtype = work_dtype(bound(out.precision) + int(np.abs(off).max(initial=0)))
+    acc = region.cast(acc, INT32, dtype)
+    if conv:                      # [n*oh, ow*OC] + the row tiled ow times: one long broadcast
+        n, oh, ow, oc = spec.out_shape
+        flat = region.g.op("Reshape", acc, region.g.const(np.array([n * oh, ow * oc], np.int64)))
+        z = region.g.op("Add", flat, region.g.const(np.tile(off, ow).astype(dtype)))
+        z = region.g.op("Reshape", z, region.g.const(np.array(spec.out_shape, np.int64)))
+    else:
+        z = region.g.op("Add", acc, region.g.const(off.astype(dtype)))
+    region.put(ins.outputs[0], region.cast(z, dtype, out.dtype), layout)
+
+
+# ---------------------------------------------------------------------------------------------
+# Pointwise tails: cvm_right_shift, relu, clip, cvm_clip, cvm_left_shift
+# ---------------------------------------------------------------------------------------------
+
+def _tail(region: Region, k: int, shift: int, add: int, lo: int, hi: int, scale: int = 1):
+    """out = clip(floor((x * scale + add) / 2^shift), lo, hi), exactly: the sum v is clipped
+    to the window of v whose floor lands in [lo, hi] (intersected with v's own range), moved
+    by a multiple of 2^shift to be >= 0 (so Div's truncation is the floor), divided, moved
+    back."""
+    facts = region.facts
+    ins = facts.program.code[k]
+    x_t, out = facts.program.tensors[ins.inputs[0]], facts.program.tensors[ins.outputs[0]]
+    x_lo, x_hi = facts.range(ins.inputs[0])
+    v_lo, v_hi = x_lo * scale + add, x_hi * scale + add
+    a = max(v_lo, lo << shift)                           # the window of v that matters
+    b = min(v_hi, ((hi + 1) << shift) - 1)
+    layout = region.layout_of(ins.inputs[0])
+    x = region.value(ins.inputs[0], layout)
+    if a > b:                                            # every v on one side: a constant
+        const = lo if v_hi < lo << shift else hi
+        v = region.g.op("Mul", region.cast(x, x_t.dtype, INT32), region.scalar(0, INT32))
+        v = region.g.op("Add", v, region.scalar(const, INT32))
+        region.put(ins.outputs[0], region.cast(v, INT32, out.dtype), layout)
+        return
+    base = (a >> shift) << shift                         # a multiple of 2^shift <= a
+    dtype = work_dtype(max(abs(v_lo), abs(v_hi), abs(v_lo - base), abs(v_hi - base),
+                           abs(x_lo * scale), abs(x_hi * scale), 1 << shift, scale))
+    v = region.cast(x, x_t.dtype, dtype)
+    if scale != 1:
+        v = region.g.op("Mul", v, region.scalar(scale, dtype))
+    if add - base:
+        v = region.g.op("Add", v, region.scalar(add - base, dtype))
+    v = region.g.op("Clip", v, region.scalar(a - base, dtype), region.scalar(b - base, dtype))
+    if shift:
+        v = region.g.op("Div", v, region.scalar(1 << shift, dtype))
+    if base >> shift:
+        v = region.g.op("Add", v, region.scalar(base >> shift, dtype))
+    region.put(ins.outputs[0], region.cast(v, dtype, out.dtype), layout)
+
+
+def _input_range(facts, k):
+    return facts.range(facts.program.code[k].inputs[0])
+
+
+def emit_pointwise(region: Region, k: int) -> None:
+    ins = region.facts.program.code[k]
+    a = ins.attrs
+    lo, hi = _input_range(region.facts, k)
+    if ins.op == "cvm_right_shift":
+        r, s = bound(a["precision"]), a["shift_bit"]
+        _tail(region, k, s, 1 << (s - 1), -r, r)
+    elif ins.op == "cvm_left_shift":
+        r = bound(a["precision"])
+        _tail(region, k, 0, 0, -r, r, 1 << a["shift_bit"])
+    elif ins.op == "relu":
+        _tail(region, k, 0, 0, 0, max(hi, 0))
+    elif ins.op == "clip":
+        _tail(region, k, 0, 0, a["a_min"], a["a_max"])
+    else:                                                              # cvm_clip
+        r = bound(a["precision"])
+        _tail(region, k, 0, 0, -r, r)
+
+
+# ---------------------------------------------------------------------------------------------
+# Binary elementwise: elemwise_add / _sub, broadcast_add / _sub / _mul / _max
+# ---------------------------------------------------------------------------------------------
+
+BINARY = {"elemwise_add": "Add", "elemwise_sub": "Sub", "broadcast_add": "Add",
+          "broadcast_sub": "Sub", "broadcast_mul": "Mul", "broadcast_max": "Max"}
+
+
+def emit_binary(region: Region, k: int) -> None:
+    facts = region.facts
+    ins = facts.program.code[k]
+    a, b = (facts.program.tensors[i] for i in ins.inputs)
+    out = facts.program.tensors[ins.outputs[0]]
+    same = a.shape == b.shape
+    layout = "nhwc" if same and "nhwc" in [region.layout_of(i) for i in ins.inputs] else "nchw"
+    x, y = (region.cast(region.value(i, layout), facts.program.tensors[i].dtype, INT32)
+            for i in ins.inputs)
+    region.put(ins.outputs[0], region.cast(region.g.op(BINARY[ins.op], x, y), INT32, out.dtype),
+               layout)
+
+
+# ---------------------------------------------------------------------------------------------
+# requantize (vm/ort/requant.py)
+# ---------------------------------------------------------------------------------------------
+
+def check_requantize(facts, k: int) -> bool:
+    return requant.how(facts.program.code[k].attrs, *_input_range(facts, k)) is not None
+
+
+def emit_requantize(region: Region, k: int) -> None:
+    facts = region.facts
+    ins = facts.program.code[k]
+    x_t, out = facts.program.tensors[ins.inputs[0]], facts.program.tensors[ins.outputs[0]]
+    layout = region.layout_of(ins.inputs[0]) if len(x_t.shape) == 4 else "nchw"
+    y = requant.emit(region, region.value(ins.inputs[0], layout), x_t, out, ins.attrs,
+                     *_input_range(facts, k), layout)
+    region.put(ins.outputs[0], y, layout)
+
+
+# ---------------------------------------------------------------------------------------------
+# Layout and pooling: reshape, flatten, expand_dims, squeeze, max_pool2d, sum, sum_pool2d
+# ---------------------------------------------------------------------------------------------
+
+def emit_reshape(region: Region, k: int) -> None:
+    ins = region.facts.program.code[k]
+    out = region.facts.program.tensors[ins.outputs[0]]
+    shape = region.g.const(np.array(out.shape, np.int64))
+    region.put(ins.outputs[0], region.g.op("Reshape", region.value(ins.inputs[0]), shape))
+
+
+def _byte_type(lo: int, hi: int):
+    if 0 <= lo and hi <= 255:
+        return np.dtype(np.uint8)
+    if -128 <= lo and hi <= 127:
+        return np.dtype(np.int8)
+    return None
+
+
+def check_max_pool(facts, k: int) -> bool:
+    return _byte_type(*_input_range(facts, k)) is not None
+
+
+def emit_max_pool(region: Region, k: int) -> None:
+    facts = region.facts
+    ins = facts.program.code[k]
+    a, x_t = ins.attrs, facts.program.tensors[ins.inputs[0]]
+    byte = _byte_type(*_input_range(facts, k))
+    (ph, pw) = a["padding"]
+    x = region.cast(region.value(ins.inputs[0]), x_t.dtype, byte)
+    y = region.g.op("MaxPool", x, kernel_shape=list(a["pool_size"]),
+                    strides=list(a["strides"]), pads=[ph, pw, ph, pw],
+                    ceil_mode=int(a["ceil_mode"]))
+    region.put(ins.outputs[0], region.cast(y, byte, x_t.dtype))
+
+
+def _axes(ins, ndim: int) -> list[int]:
+    return list(reduce_axes(ndim, ins.attrs["axis"], ins.attrs["exclude"]))
+
+
+def check_sum(facts, k: int) -> bool:
+    ins = facts.program.code[k]
+    return len(_axes(ins, len(facts.program.tensors[ins.inputs[0]].shape))) > 0
+
+
+def emit_sum(region: Region, k: int) -> None:
+    facts = region.facts
+    ins = facts.program.code[k]
+    x_t, out = (facts.program.tensors[i] for i in (ins.inputs[0], ins.outputs[0]))
+    axes = _axes(ins, len(x_t.shape))
+    x = region.cast(region.value(ins.inputs[0]), x_t.dtype, INT32)
+    y = region.g.op("ReduceSum", x, region.g.const(np.array(axes, np.int64)), keepdims=1)
+    y = region.g.op("Reshape", y, region.g.const(np.array(out.shape, np.int64)))
+    region.put(ins.outputs[0], region.cast(y, INT32, out.dtype))
+
+
+def check_sum_pool(facts, k: int) -> bool:
+    """Global windows only: one window covering the whole (unpadded) image."""
+    ins = facts.program.code[k]
+    shape = facts.program.tensors[ins.inputs[0]].shape
+    return tuple(ins.attrs["pool_size"]) == tuple(shape[2:]) and \
+        tuple(ins.attrs["padding"]) == (0, 0)
+
+
+def emit_sum_pool(region: Region, k: int) -> None:
+    facts = region.facts
+    ins = facts.program.code[k]
+    x_t, out = (facts.program.tensors[i] for i in (ins.inputs[0], ins.outputs[0]))
+    zp, cells = ins.attrs["zero_point"], x_t.shape[2] * x_t.shape[3]
+    x = region.cast(region.value(ins.inputs[0]), x_t.dtype, INT32)
+    y = region.g.op("ReduceSum", x, region.g.const(np.array([2, 3], np.int64)), keepdims=1)
+    if zp:
+        y = region.g.op("Sub", y, region.scalar(zp * cells, INT32))
+    region.put(ins.outputs[0], region.cast(y, INT32, out.dtype))
+
+
+_always = lambda facts, k: True
+RULES = {
+    "conv2d": (check_linear, emit_linear), "qconv2d": (check_linear, emit_linear),
+    "dense": (check_linear, emit_linear), "qdense": (check_linear, emit_linear),
+    **{op: (_always, emit_pointwise) for op in ("cvm_right_shift", "cvm_left_shift", "relu",
+                                               "clip", "cvm_clip")},
+    **{op: (_always, emit_binary) for op in BINARY},
+    "requantize": (check_requantize, emit_requantize),
+    **{op: (_always, emit_reshape) for op in ("reshape", "flatten", "expand_dims", "squeeze")},
+    "max_pool2d": (check_max_pool, emit_max_pool),
+    "sum": (check_sum, emit_sum),
+    "sum_pool2d": (check_sum_pool, emit_sum_pool),
+}
+"""op name -> (check, emit). Every other op runs as a detvm kernel."""
+LINEAR = ("conv2d", "qconv2d", "dense", "qdense")

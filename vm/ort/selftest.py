@@ -1,0 +1,151 @@
+"""The load-time self-test: are this machine's onnxruntime integer kernels exact?
+
+MatMulInteger with uint8 x int8 operands is exact integer arithmetic where the CPU has
+VNNI-style dot products; on plain AVX2 onnxruntime's kernel adds pairs of products in
+saturating int16 (255 * 127 * 2 > 32767), which is wrong. So before any model runs there,
+graphs built exactly as the backend builds them (vm/ort/graph.py: every input conversion,
+padding, strides, dilation, transposes, the split of wide data) run on adversarial operands
+(all 255 against +127 / -128 pairs, the extremes of each range) and random ones, and every
+accumulator must equal the exact int64 result. The first form that passes is used: ``u8s8``,
+else ``u8u8`` (weights + 128 as bytes with zero point 128: no saturating pair sum); when none
+passes, or onnxruntime is missing, the numpy executor runs instead. The verdict is computed
+once per process (:func:`verdict`).
+"""
+from __future__ import annotations
+
+import functools
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import session as sessions
+from .graph import LinearSpec
+
+FORMS = ("u8s8", "u8u8")
+_LOCK = threading.Lock()
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What the self-test found: onnxruntime's ``version`` (None: not importable), the exact
+    MatMulInteger ``form`` (None: none), and ``reason`` in words."""
+
+    version: str | None
+    form: str | None
+    reason: str
+
+    def __str__(self) -> str:
+        return self.reason
+
+
+def verdict() -> Verdict:
+    """The cached verdict of this process."""
+    with _LOCK:
+        return _cached()
+
+
+def known() -> Verdict | None:
+    """The verdict if this process has computed it, else None (computes nothing)."""
+    with _LOCK:
+        return _cached() if _cached.cache_info().currsize else None
+
+
+def reset() -> None:
+    """Forget the cached verdict (the next :func:`verdict` runs the self-test again)."""
+    with _LOCK:
+        _cached.cache_clear()
+
+
+@functools.lru_cache(maxsize=1)
+def _cached() -> Verdict:
+    version = sessions.version()
+    if version is None:
+        return Verdict(None, None, "onnxruntime is not installed: the numpy executor runs")
+    failures = []
+    for form in FORMS:
+        try:
+            problem = first_difference(form)
+        except Exception as e:          # a session that does not build or run
+            problem = f"{type(e).__name__}: {e}"
+        if problem is None:
+            return Verdict(version, form, f"onnxruntime {version}: MatMulInteger "
+                           f"{'uint8 x int8' if form == 'u8s8' else 'uint8 x uint8'} "
+                           f"exact in the self-test")
+        failures.append(f"{form}: {problem}")
+    return Verdict(version, None, f"onnxruntime {version} failed the self-test "
+                   f"({'; '.join(failures)}): the numpy executor runs")
+
+
+def first_difference(form: str) -> str | None:
+    """Run every case in ``form``; None when all are exact, else the first difference."""
+    for spec, xs in cases(form):
+        for x, got in zip(xs, accumulators(spec, xs)):
+            want = reference(spec, x)
+            if got.shape != want.shape or not np.array_equal(got, want):
+                bad = np.flatnonzero(got != want)[0] if got.shape == want.shape else 0
+                return (f"{'conv' if spec.conv else 'dense'} case {spec.x_shape}: "
+                        f"accumulator {got.reshape(-1)[bad]} != exact {want.reshape(-1)[bad]}")
+    return None
+
+
+def accumulators(spec: LinearSpec, xs) -> list[np.ndarray]:
+    """What this machine's onnxruntime computes for ``spec`` on each of ``xs`` (int64)."""
+    session = sessions.session(spec.graph(), 1)
+    return [session.run(None, {"x": x})[0].astype(np.int64) for x in xs]
+
+
+def reference(spec: LinearSpec, x: np.ndarray) -> np.ndarray:
+    """The exact accumulator sum_k W[oc, k] * u_k (u = x + offset, padded with the pad
+    byte), in the spec's output layout (int64)."""
+    w = spec.weight.astype(np.int64)
+    u = x.astype(np.int64) + spec.offset
+    if not spec.conv:
+        return u @ w.T
+    if spec.nhwc_in:
+        u = u.transpose(0, 3, 1, 2)
+    (kh, kw), (sh, sw) = spec.attrs["kernel_size"], spec.attrs["strides"]
+    (ph, pw), (dh, dw) = spec.attrs["padding"], spec.attrs["dilation"]
+    oh, ow = spec.out_hw
+    padded = np.pad(u, ((0, 0), (0, 0), (ph, ph), (pw, pw)),
+                    constant_values=spec.zero_point + spec.offset)
+    acc = np.zeros((u.shape[0], w.shape[0], oh, ow), np.int64)
+    for r in range(kh):
+        for s in range(kw):
+            tap = padded[:, :, r * dh:r * dh + (oh - 1) * sh + 1:sh,
+                         s * dw:s * dw + (ow - 1) * sw + 1:sw]
+            acc += np.einsum("nchw,oc->nohw", tap, w[:, :, r, s])
+    return acc if spec.nchw_out else acc.transpose(0, 2, 3, 1)
+
+
+def adversarial_weight(shape, rng) -> np.ndarray:
+    """Rows of +127 pairs, -128 pairs, alternating pairs, alternating values, random."""
+    oc, k = shape[0], int(np.prod(shape[1:]))
+    rows = [np.full(k, 127), np.full(k, -128), np.resize([127, 127, -128, -128], k),
+            np.resize([127, -128], k), rng.integers(-128, 128, k)]
+    w = np.array([rows[i % len(rows)] for i in range(oc)], np.int8)
+    return w.reshape(shape)
+
+
+def cases(form: str):
+    """(LinearSpec, [data, ...]) pairs covering every graph the backend builds, in ``form``."""
+    rng = np.random.default_rng(20240613)
+    conv = dict(kernel_size=(3, 3), strides=(1, 1), padding=(1, 1), dilation=(1, 1))
+    odd = dict(kernel_size=(2, 3), strides=(2, 1), padding=(0, 2), dilation=(1, 2))
+    out = []
+    for m, k, n in ((1, 64, 5), (7, 100, 16), (64, 256, 33)):      # dense: GEMV and GEMM
+        xs = [np.full((m, k), 255, np.uint8), rng.integers(0, 256, (m, k), np.uint8)]
+        out.append((LinearSpec((m, k), np.uint8, adversarial_weight((n, k), rng), {}, 0, 0,
+                               form), xs))
+    # conv: x in [0, 255] (int32), int8 (the XOR conversion), a generic offset, split bytes
+    for lo, hi, dtype, offset, zp, split in ((0, 255, np.int32, 0, 7, False),
+                                             (-128, 127, np.int8, 128, 0, False),
+                                             (-60, 190, np.int32, 60, 3, False),
+                                             (-255, 255, np.int32, 255, 0, True)):
+        for attrs, nhwc_in, nchw_out in ((conv, False, False), (odd, True, True)):
+            w = adversarial_weight((16, 8) + attrs["kernel_size"], rng)
+            shape = (2, 9, 10, 8) if nhwc_in else (2, 8, 9, 10)
+            xs = [np.full(shape, hi, dtype), rng.integers(lo, hi + 1, shape).astype(dtype)]
+            out.append((LinearSpec(shape, np.dtype(dtype), w, attrs, offset, zp, form, split,
+                                   nhwc_in, nchw_out), xs))
+    return out

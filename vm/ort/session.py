@@ -1,0 +1,45 @@
+"""onnxruntime, imported on first use, and the sessions the backend runs.
+
+Sessions run one graph at a time on the calling thread plus ``threads - 1`` intra-op threads
+that never spin (they would steal the cores from the numpy steps between two sessions).
+"""
+from __future__ import annotations
+
+import functools
+
+from ..errors import EnvironmentFault
+
+
+@functools.lru_cache(maxsize=1)
+def runtime():
+    """The onnxruntime module, or None when it cannot be imported."""
+    try:
+        import onnxruntime
+    except Exception:                 # ImportError, or a broken native install
+        return None
+    return onnxruntime
+
+
+def version() -> str | None:
+    rt = runtime()
+    return None if rt is None else rt.__version__
+
+
+def session(model: bytes, threads: int | None = None):
+    """An InferenceSession of ``model`` on the CPU; ``threads``: intra-op threads (None:
+    onnxruntime's default, one per core)."""
+    rt = runtime()
+    if rt is None:
+        raise EnvironmentFault("the onnxruntime backend needs onnxruntime "
+                               "(pip install onnxruntime)")
+    options = rt.SessionOptions()
+    options.intra_op_num_threads = threads or 0
+    options.inter_op_num_threads = 1
+    options.execution_mode = rt.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = rt.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    options.log_severity_level = 3
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    try:
+        return rt.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+    except MemoryError:
+        raise EnvironmentFault("out of memory creating an onnxruntime session") from None
