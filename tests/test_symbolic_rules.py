@@ -240,6 +240,15 @@ def test_run_many_batches_and_splits():
     assert m.run_many([]) == []
 
 
+def test_fixed_shape_consumers_refuse_symbols():
+    from compiler.cvm.export import export_cvm
+    from vm.runtime import CVMError, CVMModel
+    with pytest.raises(InvalidError, match="CVM models have fixed shapes"):
+        export_cvm(small())
+    with pytest.raises(CVMError, match="needs fixed shapes"):
+        CVMModel(vm.load(small()))
+
+
 def test_run_many_keeps_unbatched_inputs_apart():
     b = Builder("shared")
     b.symbol("N", 4)

@@ -56,10 +56,11 @@ def _groups(model, checked: list) -> list[list]:
 
 def _run_group(model, group: list) -> list[dict]:
     if len(group) == 1:
-        return [_run(model, group[0][0])]
+        return [model.run_checked(*group[0])]
     feeds = [np.concatenate([f[k] for f, _ in group]) if t.symbol else group[0][0][k]
              for k, t in enumerate(model.inputs)]
-    joined = _run(model, feeds)
+    dims = {s: sum(d[s] for _, d in group) for s in group[0][1]}
+    joined = model.run_checked(feeds, dims)
     outs = []
     start = {s: 0 for s in model.symbols}
     for _, dims in group:
@@ -76,6 +77,3 @@ def _run_group(model, group: list) -> list[dict]:
         outs.append(item)
     return outs
 
-
-def _run(model, feeds: list) -> dict:
-    return model.run({t.name: a for t, a in zip(model.inputs, feeds)})

@@ -243,6 +243,12 @@ class Model:
                 raise TrapError("out= holds integer outputs: it cannot be used with float_io")
             inputs = quantize_inputs(self, inputs)
         feeds, dims = self._check_inputs(inputs)
+        result = self.run_checked(feeds, dims, trace, out)
+        return dequantize_outputs(self, result) if float_io else result
+
+    def run_checked(self, feeds: list, dims: dict, trace=None,
+                    out: Mapping[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+        """:meth:`run` on inputs ``_check_inputs`` returned (storage dtypes, input order)."""
         inst = self.instance(**dims)
         buffers = self._check_out(out or {}, inst)
         ex, program = inst.plan.executor, inst.program
@@ -259,8 +265,6 @@ class Model:
                     result[t.name] = buffers[k]
                 else:
                     result[t.name] = np.array(ex.to_host(v), dtype=t.dtype, copy=True)
-        if float_io:
-            return dequantize_outputs(self, result)
         return result
 
     def run_many(self, items, float_io: bool = False) -> list[dict[str, np.ndarray]]:

@@ -23,6 +23,7 @@ from typing import Mapping, Sequence
 import ops
 from ops.base import OpError, require
 
+from .errors import InvalidError
 from .program import Instr, Program
 
 SYMBOL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}\Z")
@@ -74,6 +75,37 @@ def instantiate(program: Program, dims: Mapping[str, int]) -> Program:
             if attr_symbols(ins.attrs) else ins for ins in program.code]
     return Program(program.name, tensors, program.consts, code, list(program.outputs),
                    dict(program.metadata), program.semantics)
+
+
+def check_symbols(program: Program, max_dim: int) -> None:
+    """The symbol table: at most MAX_SYMBOLS identifiers, maxima in [1, max_dim], each the
+    first dim of some input (InvalidError otherwise)."""
+    symbols = program.symbols
+    if len(symbols) > MAX_SYMBOLS:
+        raise InvalidError(f"{len(symbols)} symbols exceed the ceiling {MAX_SYMBOLS}")
+    for name, limit in symbols.items():
+        try:
+            check_symbol_name(name)
+        except OpError as e:
+            raise InvalidError(str(e)) from None
+        if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= max_dim:
+            raise InvalidError(f"symbol {name}: maximum {limit!r} outside [1, {max_dim}]")
+    used = {program.tensors[i].symbol for i in program.inputs}
+    unused = sorted(set(symbols) - used)
+    if unused:
+        raise InvalidError(f"symbol {unused[0]} is declared but no input has it")
+
+
+def check_symbolic_dims(program: Program, t, what: str) -> None:
+    """A symbol may only be the first dim of an input or a value, and must be declared."""
+    for k, d in enumerate(t.shape):
+        if not isinstance(d, str):
+            continue
+        if k != 0 or t.kind == "const":
+            raise InvalidError(f"{what}: symbol {d} as dim {k} of a {t.kind} (only the first "
+                               "dim of an input or a computed value may be symbolic)")
+        if d not in program.symbols:
+            raise InvalidError(f"{what}: undeclared symbol {d}")
 
 
 # ---------------------------------------------------------------------------------------------

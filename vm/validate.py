@@ -17,7 +17,7 @@ from ops.base import OpError, bound, shown
 
 from .errors import InternalError, InvalidError
 from .program import KINDS, SEMANTICS_VERSION, Program, storage_dtype
-from .symbolic import (MAX_SYMBOLS, Affine, Envelope, attr_symbols, check_symbol_name,
+from .symbolic import (Affine, Envelope, attr_symbols, check_symbolic_dims, check_symbols,
                        infer_batched, instantiate, shape_at, symbolic_gas, symbolic_peak)
 
 MAX_NDIM = 6
@@ -114,7 +114,7 @@ def validate(program: Program, limits: Limits = Limits()) -> Analysis:
         raise InvalidError(f"semantics version {program.semantics} not supported "
                            f"(this detvm implements {SEMANTICS_VERSION})")
     _check_texts(program)
-    _check_symbols(program)
+    check_symbols(program, MAX_DIM)
     _check_table(program, limits)
     defined = _check_code(program, limits)
     _check_outputs(program, defined)
@@ -165,23 +165,6 @@ def _validate_symbolic(program: Program, limits: Limits) -> Analysis:
                    memory_formula=memory)
 
 
-def _check_symbols(program: Program) -> None:
-    symbols = program.symbols
-    if len(symbols) > MAX_SYMBOLS:
-        raise InvalidError(f"{len(symbols)} symbols exceed the ceiling {MAX_SYMBOLS}")
-    for name, limit in symbols.items():
-        try:
-            check_symbol_name(name)
-        except OpError as e:
-            raise InvalidError(str(e)) from None
-        if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= MAX_DIM:
-            raise InvalidError(f"symbol {name}: maximum {limit!r} outside [1, 2^24]")
-    used = {program.tensors[i].symbol for i in program.inputs}
-    unused = sorted(set(symbols) - used)
-    if unused:
-        raise InvalidError(f"symbol {unused[0]} is declared but no input has it")
-
-
 def _check_table(program: Program, limits: Limits) -> None:
     if len(program.tensors) > limits.max_tensors:
         raise InvalidError(f"{len(program.tensors)} tensors exceed the ceiling {limits.max_tensors}")
@@ -199,7 +182,7 @@ def _check_table(program: Program, limits: Limits) -> None:
         seen.add(t.name)
         if t.kind not in KINDS:
             raise InvalidError(f"{what}: unknown kind {t.kind!r}")
-        _check_symbolic_dims(program, t, what)
+        check_symbolic_dims(program, t, what)
         check_tensor_type(shape_at(t.shape, program.symbols), t.precision, what)
         data = program.consts.get(i)
         if t.kind != "const":
@@ -212,18 +195,6 @@ def _check_table(program: Program, limits: Limits) -> None:
     for i in program.consts:
         if not 0 <= i < len(program.tensors):
             raise InvalidError(f"constant pool entry for unknown tensor {i}")
-
-
-def _check_symbolic_dims(program: Program, t, what: str) -> None:
-    """A symbol may only be the first dim of an input or a value, and must be declared."""
-    for k, d in enumerate(t.shape):
-        if not isinstance(d, str):
-            continue
-        if k != 0 or t.kind == "const":
-            raise InvalidError(f"{what}: symbol {d} as dim {k} of a {t.kind} (only the first "
-                               "dim of an input or a computed value may be symbolic)")
-        if d not in program.symbols:
-            raise InvalidError(f"{what}: undeclared symbol {d}")
 
 
 def _check_const(t, data: np.ndarray, what: str) -> None:
