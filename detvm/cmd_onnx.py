@@ -6,6 +6,7 @@ stderr, the written model's summary to stdout.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import tempfile
 from pathlib import Path
@@ -50,7 +51,7 @@ def _common(p) -> None:
     p.add_argument("--shape", action="append", type=shape_arg, default=[],
                    metavar="NAME=D0,D1,...",
                    help="fix the dims of input NAME (repeatable; needed for symbolic dims "
-                        "other than the batch)")
+                        "other than the batch; D0 = N keeps the batch symbolic)")
     p.add_argument("--batch", type=int, default=None,
                    help="fix a symbolic batch axis to this size (by default it stays symbolic)")
     p.add_argument("--max", action="append", type=max_arg, default=[], metavar="NAME=K",
@@ -62,17 +63,21 @@ def _common(p) -> None:
     p.add_argument("--name", help="model name (default: the ONNX graph name)")
 
 
-def shape_arg(text: str) -> tuple[str, tuple[int, ...]]:
-    """``NAME=D0,D1,...`` -> (NAME, dims); a usage error otherwise."""
+def shape_arg(text: str) -> tuple[str, tuple]:
+    """``NAME=D0,D1,...`` -> (NAME, dims); D0 may name the symbolic batch (``N``): the
+    other dims are fixed, the batch stays symbolic. A usage error otherwise."""
     name, sep, dims = text.rpartition("=")
+    parts = dims.split(",")
     try:
-        values = tuple(int(d) for d in dims.split(","))
+        values = tuple(int(d) for d in parts[1:])
+        first = parts[0] if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", parts[0]) else int(parts[0])
     except ValueError:
-        values = None
-    if not sep or not name or values is None or any(d < 1 for d in values):
+        values = first = None
+    if not sep or not name or values is None or any(d < 1 for d in values) or (
+            isinstance(first, int) and first < 1):
         raise argparse.ArgumentTypeError(f"{text!r} is not NAME=D0,D1,... with positive "
-                                         "integer dims")
-    return name, values
+                                         "integer dims (D0 may name the symbolic batch: N)")
+    return name, (first, *values)
 
 
 def max_arg(text: str) -> tuple[str, int]:

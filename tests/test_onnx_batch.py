@@ -87,6 +87,23 @@ def test_a_batch_that_moves_is_refused(tmp_path):
     assert import_onnx(model, batch=3).symbols == {}
 
 
+def test_shape_fixes_other_dims_and_keeps_the_batch(tmp_path, capsys):
+    from detvm.cmd_onnx import shape_arg
+    from tests.onnx_util import two_heads
+    onnx.save(two_heads(0), tmp_path / "h.onnx")               # x: [N, 3, H, W]
+    calib = RNG.normal(0, 1, (8, 3, 6, 6)).astype(np.float32)
+    q = quantize_onnx(tmp_path / "h.onnx", {"x": calib}, tmp_path / "h.q.onnx",
+                      shapes={"x": ("N", 3, 6, 6)})
+    program = import_onnx(q, shapes={"x": ("N", 3, 6, 6)}, maxima={"N": 5})
+    assert program.symbols == {"N": 5}
+    assert shape_arg("x=N,3,6,6") == ("x", ("N", 3, 6, 6))
+    assert shape_arg("x=2,3,6,6") == ("x", (2, 3, 6, 6))
+    with pytest.raises(Exception):
+        shape_arg("x=3,N,6")
+    assert main(["import-onnx", str(q), "--shape", "x=B,3,6,6", "-o", str(tmp_path / "h.dvm")]) == 0
+    assert vm.load(tmp_path / "h.dvm").symbols == {"B": 1024}
+
+
 def test_symbol_names():
     assert symbol_name("batch_size") == "batch_size"
     assert symbol_name("batch:0") == "batch_0"

@@ -19,7 +19,7 @@ from vm.symbolic import RESERVED, SYMBOL_NAME
 from vm.validate import Limits, validate
 
 from ..symbolize import build_symbolic
-from .graph import _declared, _listing, graph_inputs
+from .graph import _declared, _listing, graph_inputs, input_dims, is_batch
 
 DEFAULT_MAX = 1024
 
@@ -38,7 +38,12 @@ def batch_inputs(model, shapes: Mapping[str, Sequence[int]] | None) \
     ``shapes`` does not fix; any other symbolic dim is an error naming the input."""
     out = {}
     for i in graph_inputs(model):
-        if i.name in (shapes or {}) or not i.type.tensor_type.HasField("shape"):
+        given = tuple((shapes or {}).get(i.name, ()))
+        if given and is_batch(given[0]):
+            input_dims(model, 1, {i.name: given})               # the other dims must fit
+            out[i.name] = (symbol_name(given[0] or _first_param(i)), tuple(given[1:]))
+            continue
+        if given or not i.type.tensor_type.HasField("shape"):
             continue
         declared = _declared(i)
         if not declared or not isinstance(declared[0], str):
@@ -52,6 +57,12 @@ def batch_inputs(model, shapes: Mapping[str, Sequence[int]] | None) \
         out[i.name] = (symbol_name(declared[0] if declared[0] != "?" else ""),
                        tuple(declared[1:]))
     return out
+
+
+def _first_param(value_info) -> str:
+    declared = _declared(value_info) if value_info.type.tensor_type.HasField("shape") else []
+    return declared[0] if declared and isinstance(declared[0], str) and declared[0] != "?" \
+        else ""
 
 
 def import_batched(build: Callable[[dict], Program], inputs: dict,

@@ -121,8 +121,24 @@ def input_dims(model, batch: int | None = 1,
                            f"(inputs: {', '.join(repr(i.name) for i in inputs)})")
     if batch is not None and batch < 1:
         raise InvalidError(f"the batch must be at least 1 (got {batch})")
-    return {i.name: _given_shape(i, shapes[i.name]) if i.name in shapes else _shape(i, batch)
-            for i in inputs}
+    return {i.name: _given_with_batch(i, shapes[i.name], batch) if i.name in shapes
+            else _shape(i, batch) for i in inputs}
+
+
+def is_batch(dim) -> bool:
+    """A given first dim that leaves the batch symbolic: None or a symbol's name."""
+    return dim is None or isinstance(dim, str)
+
+
+def _given_with_batch(value_info, given: Sequence, batch: int | None) -> tuple:
+    """:func:`_given_shape`, where a first dim None or a name (``--shape x=N,3,48,192``) is
+    the batch: ``batch``, or left symbolic (None)."""
+    given = tuple(given)
+    if not given or not is_batch(given[0]):
+        return _given_shape(value_info, given)
+    declared = _declared(value_info)
+    first = declared[0] if declared and isinstance(declared[0], int) else 1
+    return (batch, *_given_shape(value_info, (first, *given[1:]))[1:])
 
 
 def _declared(value_info) -> list[int | str]:
