@@ -8,5 +8,5 @@ __all__ = ["Attr", "OpDef", "OpError", "Ref", "bound", "bitlen", "number_precisi
 from .base import Attr, OpDef, OpError, Ref, bound, bitlen, number_precision  # noqa: F401
 from .registry import REGISTRY, all_ops, by_opcode, get  # noqa: F401
 from . import nn, elemwise, broadcast, reduce, layout, indexing, vision  # noqa: F401  (registration)
-from . import quant, pool, table, resize, softmax, deconv  # noqa: F401  (ops for imported models: ONNX, compiler/onnx/)
+from . import quant, pool, table, resize, softmax, deconv, matmul  # noqa: F401  (ops for imported models: ONNX, compiler/onnx/)
 from . import post  # noqa: F401  (post-processing decoders: topk, ctc_greedy_decode)

@@ -22,18 +22,22 @@ import numpy as np
 from tests.onnx_conformance import _load_case, cases, generate
 
 OPS = {"Resize": "resize", "Slice": "slice", "Split": "split", "Gather": "gather",
-       "Softmax": "softmax", "ConvTranspose": "convtranspose"}
+       "Softmax": "softmax", "ConvTranspose": "convtranspose", "MatMul": "matmul"}
 MOVES = {"Slice", "Split", "Gather"}
-LIMITS = {"Resize": 1, "Softmax": 2, "ConvTranspose": 2}
+LIMITS = {"Resize": 1, "Softmax": 2, "ConvTranspose": 2, "MatMul": 2}
 WEIGHTS = {"ConvTranspose": 1}
 """Inputs that are weights: quantized to int8 (symmetric, per tensor) behind a DequantizeLinear,
 as the quantizer writes them."""
+ACTIVATIONS = {"MatMul": (0, 1)}
+"""Inputs that become quantized graph inputs (default: the first); the others constants."""
 """Worst |detvm - expected| in LSB for ops that compute (nearest Resize: 0, it moves data)."""
 NOT_APPLICABLE = ("cubic", "tf_crop_and_resize", "antialias", "not_larger", "not_smaller",
                   "half_pixel_symmetric", "zero_size", "slice_start_out_of_bounds",
-                  "softmax_large_number", "convtranspose_1d", "convtranspose_3d")
-"""Modes detvm does not import, empty results (detvm tensors have no empty dims), and inputs
-8 bits cannot carry (softmax_large_number: rows 0..3 and 10000..10003 on one scale)."""
+                  "softmax_large_number", "convtranspose_1d", "convtranspose_3d",
+                  "matmul_1d_1d")
+"""Modes detvm does not import (1-D and 3-D ConvTranspose), empty or 0-D results (detvm
+tensors have neither), and inputs 8 bits cannot carry (softmax_large_number: rows 0..3 and
+10000..10003 on one scale)."""
 TAG = "-float"
 
 
@@ -49,31 +53,45 @@ def quantize(values, scale, zero) -> np.ndarray:
     return np.clip(q, 0, 255).astype(np.uint8)
 
 
+def _dequantized(name: str, value, nodes: list, consts: list, feeds: dict):
+    """``name`` as a uint8 graph input read through a DequantizeLinear; its (scale, zero)."""
+    from onnx import numpy_helper, helper
+    s, z = _params(value)
+    consts += [numpy_helper.from_array(np.array(s, np.float32), name + "#s"),
+               numpy_helper.from_array(np.array(z, np.uint8), name + "#z")]
+    nodes.append(helper.make_node("DequantizeLinear", [name + "_q", name + "#s", name + "#z"],
+                                  [name]))
+    feeds[name + "_q"] = quantize(value, s, z)
+    return s, z
+
+
+def _weight(name: str, value, nodes: list, consts: list) -> None:
+    """``name`` as an int8 constant (symmetric, per tensor) read through a DequantizeLinear."""
+    from onnx import numpy_helper, helper
+    s = np.float32(max(float(np.abs(value).max()), 1e-6) / 127)
+    consts += [numpy_helper.from_array(np.clip(np.rint(value / s), -127, 127).astype(np.int8),
+                                       name + "_q"),
+               numpy_helper.from_array(np.array(s, np.float32), name + "#s")]
+    nodes.append(helper.make_node("DequantizeLinear", [name + "_q", name + "#s"], [name]))
+
+
 def wrap(model, inputs, outputs, moves: bool):
     """The case as a quantized model: (model, feeds, expected integers)."""
     from onnx import TensorProto, helper, numpy_helper
     g = model.graph
-    x_info, x = g.input[0], inputs[0]
-    s_in, z_in = _params(x)
-    consts = [numpy_helper.from_array(np.array(s_in, np.float32), "x#s"),
-              numpy_helper.from_array(np.array(z_in, np.uint8), "x#z")]
-    nodes = [helper.make_node("DequantizeLinear", [x_info.name + "_q", "x#s", "x#z"],
-                              [x_info.name])]
-    weight = WEIGHTS.get(g.node[0].op_type)
-    for k, (vi, value) in list(enumerate(zip(g.input, inputs)))[1:]:
-        if k != weight:
+    op = g.node[0].op_type
+    nodes, consts, feeds, params = [], [], {}, []
+    for k, (vi, value) in enumerate(zip(g.input, inputs)):
+        if k in ACTIVATIONS.get(op, (0,)):
+            params.append(_dequantized(vi.name, value, nodes, consts, feeds))
+        elif k == WEIGHTS.get(op):
+            _weight(vi.name, value, nodes, consts)
+        else:
             g.initializer.append(numpy_helper.from_array(value, vi.name))
-            continue
-        s_w = np.float32(max(float(np.abs(value).max()), 1e-6) / 127)
-        consts += [numpy_helper.from_array(np.clip(np.rint(value / s_w), -127, 127)
-                                           .astype(np.int8), vi.name + "_q"),
-                   numpy_helper.from_array(np.array(s_w, np.float32), vi.name + "#s")]
-        nodes.append(helper.make_node("DequantizeLinear", [vi.name + "_q", vi.name + "#s"],
-                                      [vi.name]))
     nodes += list(g.node)
     outs, expected = [], []
     for k, (vi, want) in enumerate(zip(g.output, outputs)):
-        s, z = (s_in, z_in) if moves else _params(want)
+        s, z = params[0] if moves else _params(want)
         consts += [numpy_helper.from_array(np.array(s, np.float32), f"y{k}#s"),
                    numpy_helper.from_array(np.array(z, np.uint8), f"y{k}#z")]
         nodes.append(helper.make_node("QuantizeLinear", [vi.name, f"y{k}#s", f"y{k}#z"],
@@ -82,12 +100,12 @@ def wrap(model, inputs, outputs, moves: bool):
                                                   want.shape))
         expected.append(quantize(want, s, z))
     graph = helper.make_graph(
-        nodes, g.name, [helper.make_tensor_value_info(x_info.name + "_q", TensorProto.UINT8,
-                                                      x.shape)],
+        nodes, g.name, [helper.make_tensor_value_info(k, TensorProto.UINT8, v.shape)
+                        for k, v in feeds.items()],
         outs, list(g.initializer) + consts)
     wrapped = helper.make_model(graph, opset_imports=model.opset_import,
                                 ir_version=model.ir_version)
-    return wrapped, {x_info.name + "_q": quantize(x, s_in, z_in)}, expected
+    return wrapped, feeds, expected
 
 
 def run_case(path: Path) -> dict:

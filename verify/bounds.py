@@ -26,8 +26,9 @@ obligation claims that every output element lies within its declared precision (
 * compaction (get_valid_counts): its rows are selections of input rows or the -1 fill (the
   hull lemma), and each count is a sum of N flags, so at most N (checked in the same query).
 * The ops of imported models (ops/quant.py, ops/pool.py, ops/deconv.py, ...): qconv2d,
-  qdense and qconv2d_transpose (output channel m reads the weights W[group(m), m mod M/G])
-  are linear on the centred data x - zero_point (the data range is shifted by the zero
+  qdense, qconv2d_transpose (output channel m reads the weights W[group(m), m mod M/G]) and
+  qmatmul (both operands computed: the weight range is w's, less zero_point_b) are linear on
+  the centred data x - zero_point (the data range is shifted by the zero
   point); sum_pool2d is linear with positive weights L / n summing to at most L per output
   (resize_linear: its four weights sum to 4^bits); pad is a selection (its constant fill
   included); requantize and qsoftmax are clamped: their last step clips any integer to
@@ -54,7 +55,7 @@ from .obligations import Obligation, any_of
 from .smt2 import num, total
 
 LINEAR = ("conv2d", "dense", "sum", "qconv2d", "qdense", "sum_pool2d", "resize_linear",
-          "qconv2d_transpose")
+          "qconv2d_transpose", "qmatmul")
 POINTWISE = ("relu", "abs", "negative", "cvm_precision", "elemwise_add", "elemwise_sub", "clip",
              "cvm_clip", "cvm_left_shift", "cvm_right_shift", "broadcast_add", "broadcast_sub",
              "broadcast_mul", "broadcast_div", "broadcast_max", "broadcast_greater", "where")
@@ -105,6 +106,8 @@ def _channel_terms(op: str, data_shape, weight_shape, attrs) -> tuple[int, int]:
     """(output channels, most products summed into one output) of a weighted linear op."""
     if op == "qconv2d_transpose":
         return attrs["channels"], deconv_terms([data_shape, weight_shape], attrs)
+    if op == "qmatmul":                 # x - zp against w - zero_point_b, K terms per output
+        return 1, data_shape[-1]
     return weight_shape[0], int(np.prod(weight_shape)) // weight_shape[0]
 
 
@@ -217,7 +220,8 @@ class Bounds:
                 neg = np.where(w < 0, w, 0).sum(axis=1).astype(object)
                 rows = w
             else:               # a symbolic weight in [wl, wh]: K corner products per channel
-                wl, wh = self._range(ins.inputs[1])
+                zb = ins.attrs.get("zero_point_b", 0)         # qmatmul's second operand
+                wl, wh = (v - zb for v in self._range(ins.inputs[1]))
                 corners = [wl * lo0, wl * hi0, wh * lo0, wh * hi0]
                 p = np.full(units, k * max(corners), dtype=object)
                 neg = np.full(units, k * min(corners), dtype=object)

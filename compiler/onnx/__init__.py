@@ -16,7 +16,7 @@ from vm.errors import InvalidError
 from compiler.fold import fold_tables
 from vm.program import Program
 
-from . import deconv, layout, linear, luts, quantops, resize, softmax, tensors
+from . import deconv, layout, linear, luts, matmul, quantops, resize, softmax, tensors
 from .batch import batch_inputs, import_batched
 from .fixed import ROUNDINGS
 from .graph import MS_DOMAIN, Graph, load_model, read_graph
@@ -34,11 +34,11 @@ HANDLERS = {
     ("", "Conv"): linear.conv,
     ("", "ConvTranspose"): deconv.conv_transpose,
     ("", "Gemm"): linear.gemm,
-    ("", "MatMul"): linear.matmul,
+    ("", "MatMul"): matmul.matmul,
     ("", "QLinearConv"): linear.qlinear_conv,
-    ("", "QLinearMatMul"): linear.qlinear_matmul,
+    ("", "QLinearMatMul"): matmul.qlinear_matmul,
     ("", "ConvInteger"): linear.conv_integer,
-    ("", "MatMulInteger"): linear.matmul_integer,
+    ("", "MatMulInteger"): matmul.matmul_integer,
     (MS_DOMAIN, "QGemm"): linear.qgemm,
     ("", "Add"): quantops.add,
     ("", "BatchNormalization"): linear.batch_norm,

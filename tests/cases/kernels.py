@@ -72,3 +72,18 @@ def qconv2d_transpose(draw):
 
 
 CASES["qconv2d_transpose"] = qconv2d_transpose()
+
+
+@st.composite
+def qmatmul(draw):
+    m, k, n = draw(st.integers(1, 3)), draw(st.integers(1, 5)), draw(st.integers(1, 3))
+    lead = draw(st.lists(st.integers(1, 3), max_size=2))
+    x_lead = tuple(d if draw(st.booleans()) else 1 for d in lead)
+    w_lead = tuple(d if draw(st.booleans()) else 1 for d in lead)[draw(st.integers(0, len(lead))):]
+    return OpCase([Input(x_lead + (m, k), draw(st.integers(1, 9))),
+                   Input(w_lead + (k, n), draw(st.integers(1, 9)))],
+                  dict(zero_point=draw(st.integers(-300, 300)),
+                       zero_point_b=draw(st.integers(-300, 300))))
+
+
+CASES["qmatmul"] = qmatmul()
