@@ -141,6 +141,10 @@ class SyncAccl(_Base):
         self._pipes.clear()
 
 
+_CLOSE = object()
+"""Tells a SyncAccl worker to end (a caller's frame can never be it)."""
+
+
 class _Pipeline:
     """send/receive for SyncAccl: one worker between two bounded queues."""
 
@@ -152,13 +156,15 @@ class _Pipeline:
         self.worker.start()
 
     def _loop(self) -> None:
-        while (item := self.inbox.get()) is not None:
+        while (item := self.inbox.get()) is not _CLOSE:
             try:
                 self.outbox.put((True, self.fn(item)))
             except BaseException as e:
                 self.outbox.put((False, e))
 
     def put(self, frame, timeout) -> None:
+        if frame is None:
+            raise TrapError("send: no data (a frame is an array or a sequence of arrays)")
         try:
             self.inbox.put(frame, timeout=_seconds(timeout))
         except queue.Full:
@@ -175,7 +181,7 @@ class _Pipeline:
         return value
 
     def close(self) -> None:
-        self.inbox.put(None)
+        self.inbox.put(_CLOSE)
         self.worker.join()
 
 

@@ -271,6 +271,8 @@ class Model:
         """Run on several input dicts; return one output dict per item, each identical to
         ``run(item)``. A model with symbols runs them as batches along its symbols (vm/many.py)."""
         from .many import run_many
+        if isinstance(items, Mapping) or not hasattr(items, "__iter__"):
+            raise TrapError(f"run_many takes a list of input dicts, got {type(items).__name__}")
         return run_many(self, list(items), float_io)
 
     def _check_inputs(self, inputs: Any) -> tuple[list[np.ndarray], dict[str, int]]:

@@ -31,7 +31,13 @@ def _dtype(dtype) -> np.dtype:
 
 def _as_ints(source, dtype=None) -> np.ndarray:
     """``source`` as an int8/int32 array (int8 kept, other integers checked into int32)."""
-    a = source.asnumpy() if isinstance(source, NDArray) else np.asarray(source)
+    if isinstance(source, NDArray):
+        a = source.asnumpy()
+    else:
+        try:
+            a = np.asarray(source)
+        except Exception as e:      # ragged sequences, objects whose __array__ raises
+            raise CVMError(LOGIC, f"not an array ({type(e).__name__})") from None
     if a.dtype.kind not in "iu":
         raise CVMError(LOGIC, f"arrays hold integers, got dtype {a.dtype}")
     target = _dtype(dtype if dtype is not None else

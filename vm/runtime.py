@@ -165,6 +165,8 @@ def CVMAPILoadModel(json_str, param_bytes, ctx=None, compat: str | None = None) 
 
 def load_model(model: Model) -> CVMModel:
     """The API handle of an already loaded detvm model (e.g. a .dvm imported from CVM)."""
+    if not isinstance(model, Model):
+        raise CVMError(LOGIC, f"load_model takes a vm.Model, got {type(model).__name__}")
     return CVMModel(model)
 
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .checks import expect_path
 from .errors import EnvironmentFault
 
 
@@ -18,7 +19,7 @@ def load_np_data(data_path) -> bytes:
     """The bytes of an input saved with numpy (``.npy``), as ``CVMAPIInference`` takes them
     (int8 or int32, little endian)."""
     try:
-        array = np.load(data_path, allow_pickle=False)
+        array = np.load(expect_path(data_path, "data_path"), allow_pickle=False)
     except (OSError, ValueError) as e:
         raise EnvironmentFault(f"cannot read {data_path}: {e}") from None
     return np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes()
@@ -26,6 +27,6 @@ def load_np_data(data_path) -> bytes:
 
 def _read(path) -> bytes:
     try:
-        return Path(path).read_bytes()
+        return Path(expect_path(path, "path")).read_bytes()
     except OSError as e:
         raise EnvironmentFault(f"cannot read {path}: {e.strerror or e}") from None

@@ -6,6 +6,7 @@ import itertools
 import threading
 from dataclasses import dataclass, field
 
+from ..checks import expect, expect_bytes, expect_int
 from ..errors import EnvironmentFault, TrapError
 from ..loader import load
 from ..model import Model
@@ -31,7 +32,8 @@ def load_from_file(path):
 
 @status(paired=True)
 def load_from_mem(data, size=None):
-    return _add(load(bytes(data if size is None else memoryview(data)[:size])))
+    data = expect_bytes(data, "load_from_mem data")
+    return _add(load(data if size is None else data[:expect_int(size, "load_from_mem size", lo=0)]))
 
 
 @status()
@@ -191,11 +193,12 @@ def add_dataset_buffer(dataset: Dataset, data: DataBuffer) -> tuple[Dataset | No
 
 
 def get_dataset_num_buffers(dataset: Dataset) -> int:
-    return len(dataset.buffers)
+    return len(expect(dataset, Dataset, "get_dataset_num_buffers").buffers)
 
 
 def get_dataset_buffer(dataset: Dataset, index: int) -> DataBuffer | None:
-    return dataset.buffers[index] if 0 <= index < len(dataset.buffers) else None
+    buffers = expect(dataset, Dataset, "get_dataset_buffer").buffers
+    return buffers[index] if 0 <= expect_int(index, "buffer index") < len(buffers) else None
 
 
 @status()

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from ..checks import expect, expect_dims
 from .status import ACL_ERROR_INVALID_PARAM, ACL_SUCCESS, fail
 
 _lock = threading.Lock()
@@ -26,6 +27,8 @@ def register(view: memoryview) -> int:
 
 
 def release(handle) -> bool:
+    if not isinstance(handle, int):
+        return False
     with _lock:
         return _memory.pop(handle, None) is not None
 
@@ -64,11 +67,11 @@ def destroy_data_buffer(data: DataBuffer) -> int:
 
 
 def get_data_buffer_addr(data: DataBuffer):
-    return data.ptr
+    return expect(data, DataBuffer, "get_data_buffer_addr").ptr
 
 
 def get_data_buffer_size_v2(data: DataBuffer) -> int:
-    return data.size
+    return expect(data, DataBuffer, "get_data_buffer_size").size
 
 
 get_data_buffer_size = get_data_buffer_size_v2
@@ -76,8 +79,13 @@ get_data_buffer_size = get_data_buffer_size_v2
 
 def read_array(buf: DataBuffer, shape, dtype: np.dtype) -> np.ndarray:
     """The tensor of ``shape`` and storage ``dtype`` at the start of ``buf`` (no copy)."""
+    shape = expect_dims(shape, "shape")
     count = int(np.prod(shape))
-    return np.frombuffer(view(buf.ptr)[:count * dtype.itemsize], dtype=dtype).reshape(shape)
+    raw = view(expect(buf, DataBuffer, "buffer").ptr)
+    if count * dtype.itemsize > min(len(raw), buf.size):
+        fail(ACL_ERROR_INVALID_PARAM, f"a {list(shape)} {dtype} tensor does not fit a buffer of "
+                                      f"{buf.size} bytes")
+    return np.frombuffer(raw[:count * dtype.itemsize], dtype=dtype).reshape(shape)
 
 
 def write_array(buf: DataBuffer, array: np.ndarray) -> None:

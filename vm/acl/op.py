@@ -8,6 +8,7 @@ import numpy as np
 
 import ops
 
+from ..checks import expect, expect_dims, expect_int, integer_array, integer_dtype
 from ..errors import InvalidError
 from ..model import Model
 from ..single import op_model
@@ -34,7 +35,8 @@ class TensorDesc:
 
 
 def create_tensor_desc(dtype: int, dims, fmt: int = ACL_FORMAT_ND) -> TensorDesc:
-    return TensorDesc(dtype, tuple(int(d) for d in dims), fmt)
+    return TensorDesc(expect_int(dtype, "tensor desc dtype"), expect_dims(dims, "tensor desc dims"),
+                      expect_int(fmt, "tensor desc format"))
 
 
 def destroy_tensor_desc(desc: TensorDesc) -> int:
@@ -44,6 +46,8 @@ def destroy_tensor_desc(desc: TensorDesc) -> int:
 @status(paired=True)
 def execute_v(op_type: str, inputs, attr: dict | None = None):
     """``(outputs, code)``: the op's output arrays for numpy ``inputs``."""
+    inputs = [integer_array(a, f"input {k}") for k, a in enumerate(expect(inputs, (list, tuple),
+                                                                           "execute_v inputs"))]
     model = _single(op_type, inputs, attr)
     out = model.run({f"x{k}": a for k, a in enumerate(inputs)})
     return [out[t.name] for t in model.outputs]
@@ -52,6 +56,9 @@ def execute_v(op_type: str, inputs, attr: dict | None = None):
 @status()
 def execute_v2(op_type: str, input_desc, inputs, output_desc, outputs, attr=None, stream=None):
     """pyACL's form: inputs and outputs are data buffers described by tensor descs."""
+    for seq, what in ((input_desc, "input descs"), (inputs, "inputs"),
+                      (output_desc, "output descs"), (outputs, "outputs")):
+        expect(seq, (list, tuple), f"execute_v2 {what}")
     if len(input_desc) != len(inputs) or len(output_desc) != len(outputs):
         fail(ACL_ERROR_OP_INPUT_NOT_MATCH, "execute_v2: descs and buffers differ in number")
     for d in (*input_desc, *output_desc):
@@ -71,9 +78,7 @@ def execute_v2(op_type: str, input_desc, inputs, output_desc, outputs, attr=None
 @status(paired=True)
 def cast(x, dtype):
     """``x`` in another integer storage type; a value that does not fit is an error."""
-    target, array = np.dtype(dtype), np.asarray(x)
-    if array.dtype.kind not in "iu" or target.kind not in "iu":
-        fail(ACL_ERROR_INVALID_PARAM, f"cast: integer types only ({array.dtype} -> {target})")
+    target, array = integer_dtype(dtype, "cast dtype"), integer_array(x, "cast input")
     info = np.iinfo(target)
     if array.size and (int(array.min()) < info.min or int(array.max()) > info.max):
         fail(ACL_ERROR_INVALID_PARAM, f"cast: values outside {target.name}")

@@ -10,6 +10,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .. import observe
+from ..checks import expect, expect_path
 from ..errors import TrapError
 from ..loader import load
 from ..model import Model
@@ -71,6 +72,7 @@ class LiteNetwork:
     def get_io_tensor(self, name: str, phase=LiteTensorPhase.LITE_IO) -> LiteTensor:
         """The tensor of input or output ``name`` (``phase`` separates equal names)."""
         self._model()
+        expect(name, str, "get_io_tensor name")
         phases = ((LiteTensorPhase.LITE_INPUT, LiteTensorPhase.LITE_OUTPUT)
                   if phase == LiteTensorPhase.LITE_IO else (LiteTensorPhase(phase),))
         for p in phases:
@@ -143,17 +145,17 @@ class LiteNetwork:
     def io_txt_dump(self, txt_file) -> None:
         """Write every instruction's inputs and outputs (statistics, SHA-256, first values) to
         ``txt_file`` at each forward."""
-        self._txt = txt_file
+        self._txt = expect_path(txt_file, "io_txt_dump")
 
     def io_bin_dump(self, bin_dir) -> None:
         """Write every instruction's inputs and outputs as .npy files (and index.json) into
         ``bin_dir`` at each forward."""
-        self._bin = bin_dir
+        self._bin = expect_path(bin_dir, "io_bin_dump")
 
     def enable_profile_performance(self, profile_file) -> None:
         """Write a per-instruction profile of every forward to ``profile_file`` as Chrome trace
         JSON (chrome://tracing, Perfetto)."""
-        self._profile, self._events = profile_file, []
+        self._profile, self._events = expect_path(profile_file, "enable_profile_performance"), []
 
     def _write_observations(self, model: Model, records: list) -> None:
         if self._txt:

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from ..checks import integer_array
 from ..errors import TrapError
 from ..executors import Context
 
@@ -137,9 +138,7 @@ class LiteTensor:
 
     def set_data_by_copy(self, data) -> None:
         """Copy ``data`` (an integer array or sequence) in; the layout follows it."""
-        array = np.array(data, copy=True)
-        if array.dtype.kind not in "iu":
-            raise TrapError(f"set_data_by_copy: integer data expected, got dtype {array.dtype}")
+        array = np.array(integer_array(data, "set_data_by_copy"), copy=True)
         self._data = array
         self.layout = LiteLayout(array.shape, array.dtype)
 
