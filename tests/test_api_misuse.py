@@ -60,7 +60,8 @@ MODULES = {"vm.runtime": rt, "vm.ndarray": nd, "vm.utils": utils, "vm.acl": acl,
 
 
 @pytest.mark.parametrize("module", sorted(MODULES))
-def test_module_functions(module):
+def test_module_functions(module, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     problems = [p for name, fn in public(MODULES[module])
                 if getattr(fn, "__module__", "").startswith(MODULES[module].__name__)
                 for p in sweep(fn, f"{module}.{name}")]
@@ -84,7 +85,8 @@ def instances():
 
 
 @pytest.mark.parametrize("label,obj", list(instances()), ids=lambda v: v if isinstance(v, str) else "")
-def test_methods(label, obj):
+def test_methods(label, obj, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)           # a dump path "bogus" is a valid file name
     problems = [p for name, fn in public(obj) if name not in BLOCKING
                 for p in sweep(fn, f"{label}.{name}")]
     assert not problems, "\n".join(problems)
