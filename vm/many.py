@@ -56,11 +56,11 @@ def _groups(model, checked: list) -> list[list]:
 
 def _run_group(model, group: list) -> list[dict]:
     if len(group) == 1:
-        return [model.run_checked(*group[0])]
+        return [model._run_checked(*group[0])]
     feeds = [np.concatenate([f[k] for f, _ in group]) if t.symbol else group[0][0][k]
              for k, t in enumerate(model.inputs)]
     dims = {s: sum(d[s] for _, d in group) for s in group[0][1]}
-    joined = model.run_checked(feeds, dims)
+    joined = model._run_checked(feeds, dims)
     outs = []
     start = {s: 0 for s in model.symbols}
     for _, dims in group:

@@ -243,10 +243,10 @@ class Model:
                 raise TrapError("out= holds integer outputs: it cannot be used with float_io")
             inputs = quantize_inputs(self, inputs)
         feeds, dims = self._check_inputs(inputs)
-        result = self.run_checked(feeds, dims, trace, out)
+        result = self._run_checked(feeds, dims, trace, out)
         return dequantize_outputs(self, result) if float_io else result
 
-    def run_checked(self, feeds: list, dims: dict, trace=None,
+    def _run_checked(self, feeds: list, dims: dict, trace=None,
                     out: Mapping[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
         """:meth:`run` on inputs ``_check_inputs`` returned (storage dtypes, input order)."""
         inst = self.instance(**dims)
