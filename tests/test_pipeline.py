@@ -52,6 +52,19 @@ def test_digits_chain_is_bit_exact(digits, pixels):
         chain.run({"pixels": np.zeros((65, 1, 8, 8), np.int8)})
 
 
+def test_the_packaging_example(tmp_path):
+    import runpy
+    example = runpy.run_path(str(ROOT / "examples" / "pre_post.py"))
+    blob = example["digits_package"]()
+    assert blob == example["digits_package"]()                   # deterministic bytes
+    chain = vm.load(blob)
+    assert chain.package.tests == 1 and [r for r, _ in chain.stages] == ["pre", "main", "post"]
+    from detvm.info import info_of
+    facts = info_of(chain)
+    assert facts["chain"] == ["pre digits-pre", "main digits-cnn", "post argmax-post"]
+    assert facts["package"]["tests"] == 1 and facts["gas_formula"] == str(chain.gas_formula)
+
+
 def test_pre_model_quantizes_as_the_model_does():
     scale = np.float32(vm.load(MODELS / "digits.dvm").metadata["input.image.scale"])
     pixels = np.arange(17, dtype=np.int8).reshape(17, 1, 1, 1) * np.ones((1, 1, 8, 8), np.int8)
