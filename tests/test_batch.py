@@ -83,7 +83,7 @@ def check_law(name, data):
 
 @pytest.mark.parametrize("name", sorted(n for n in CASES if ops.get(n).batch is not None))
 def test_batch_law(name):
-    @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+    @settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
     @given(data=st.data())
     def run(data):
         check_law(name, data)
