@@ -100,7 +100,8 @@ def test_shape_fixes_other_dims_and_keeps_the_batch(tmp_path, capsys):
     assert shape_arg("x=2,3,6,6") == ("x", (2, 3, 6, 6))
     with pytest.raises(Exception):
         shape_arg("x=3,N,6")
-    assert main(["import-onnx", str(q), "--shape", "x=B,3,6,6", "-o", str(tmp_path / "h.dvm")]) == 0
+    out = str(tmp_path / "h.dvm")
+    assert main(["import-onnx", str(q), "--shape", "x=B,3,6,6", "-o", out]) == 0
     assert vm.load(tmp_path / "h.dvm").symbols == {"B": 1024}
 
 

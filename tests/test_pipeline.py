@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import vm
-from compiler import Builder, parse
+from compiler import parse
 from compiler.symbolize import symbolize
 from vm.errors import InvalidError, TrapError
 from vm.pipeline import Pipeline

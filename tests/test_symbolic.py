@@ -6,12 +6,11 @@ memory are the affine facts the validator stated."""
 from __future__ import annotations
 
 import numpy as np
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import vm
-from compiler import Builder, disassemble, parse
+from compiler import disassemble, parse
 from tests.cases import values_for
 from tests.symbolic_programs import symbolic_program
 from vm.symbolic import instantiate

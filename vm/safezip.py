@@ -25,7 +25,8 @@ MAX_MEMBER = 4 << 30
 MAX_TOTAL = 8 << 30
 MAX_RATIO = 1024
 """A deflated member may inflate to at most this many times its compressed size (+ 1 MiB)."""
-NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}(/[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}){0,7}\Z")
+PART = r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}"
+NAME = re.compile(rf"{PART}(/{PART}){{0,7}}\Z")
 EPOCH = (1980, 1, 1, 0, 0, 0)
 NPY_MAGIC = b"\x93NUMPY\x01\x00"
 NPY_DTYPES = ("<i1", "<i2", "<i4", "<i8", "|i1", "|u1", "<u2", "<u4", "<u8")
