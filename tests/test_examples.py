@@ -13,6 +13,7 @@ EXAMPLES = {
     "lite_network.py": "async output identical: True",
     "accl_async.py": "identical to sequential runs: True",
     "acl_model.py": "labels [[7], [6], [3], [7], [7], [3], [2], [8]]",
+    "neuropod_addition.py": "[ 6  8 10 12]",
 }
 
 

@@ -25,6 +25,7 @@ import numpy as np
 from .errors import EnvironmentFault, TrapError
 from .loader import load
 from .model import Model
+from .pipeline import Pipeline
 
 QUEUE_DEPTH = 2
 """Frames waiting in a SyncAccl's input buffer; ``send`` blocks beyond it."""
@@ -35,7 +36,8 @@ class AcclTimeoutError(EnvironmentFault, TimeoutError):
 
 
 class _Models:
-    """The model(s) an accelerator object runs, each with optional pre/post models."""
+    """The model(s) an accelerator object runs, each with optional pre/post models chained
+    around it (a vm.pipeline.Pipeline: links checked when a stage is set)."""
 
     def __init__(self, dfp, kwargs: dict):
         self.kwargs = kwargs
@@ -45,6 +47,7 @@ class _Models:
         self.main = [self._load(m) for m in items]
         self.pre: list[Model | None] = [None] * len(items)
         self.post: list[Model | None] = [None] * len(items)
+        self.runners: list[Model | Pipeline] = list(self.main)
 
     def _load(self, source) -> Model:
         return source if isinstance(source, Model) else load(source, **self.kwargs)
@@ -55,27 +58,28 @@ class _Models:
             raise TrapError(f"model_idx {model_idx!r} out of range ({len(self.main)} models)")
         return model_idx
 
+    def set(self, k: int, role: str, source) -> None:
+        getattr(self, role)[k] = self._load(source)
+        stages = [(r, m) for r, m in (("pre", self.pre[k]), ("main", self.main[k]),
+                                      ("post", self.post[k])) if m is not None]
+        self.runners[k] = Pipeline(stages) if len(stages) > 1 else self.main[k]
+
     def run(self, k: int, frame) -> list[np.ndarray]:
-        """One frame through pre -> model -> post: the outputs in port order."""
-        for model in (self.pre[k], self.main[k], self.post[k]):
-            if model is not None:
-                frame = list(model.run(_feeds(model, frame)).values())
-        return frame
+        """One frame through the chain: the outputs in port order."""
+        runner = self.runners[k]
+        outputs = runner.run(_feeds(runner, frame))
+        return [outputs[t.name] for t in runner.outputs]
 
     def outputs(self, k: int) -> int:
         """How many arrays a frame's result has."""
-        return len((self.post[k] or self.main[k]).outputs)
-
-    def first(self, k: int) -> Model:
-        """The model a frame enters (the pre-processing one when set)."""
-        return self.pre[k] or self.main[k]
+        return len(self.runners[k].outputs)
 
     def ports(self, k: int, inputs: bool) -> dict[int, str]:
-        first = self.pre[k] or self.main[k] if inputs else self.post[k] or self.main[k]
-        return dict(enumerate(t.name for t in (first.inputs if inputs else first.outputs)))
+        infos = self.runners[k].inputs if inputs else self.runners[k].outputs
+        return dict(enumerate(t.name for t in infos))
 
 
-def _feeds(model: Model, frame) -> dict[str, Any]:
+def _feeds(model, frame) -> dict[str, Any]:
     """A frame (one array, or a sequence in port order) as the model's input dict."""
     arrays = list(frame) if isinstance(frame, (list, tuple)) else [frame]
     if len(arrays) != len(model.inputs):
@@ -97,11 +101,11 @@ class _Base:
 
     def set_preprocessing_model(self, model_or_path, model_idx: int = 0) -> None:
         """Run this (integer) model on every frame before the main model."""
-        self.models.pre[self.models.index(model_idx)] = self.models._load(model_or_path)
+        self.models.set(self.models.index(model_idx), "pre", model_or_path)
 
     def set_postprocessing_model(self, model_or_path, model_idx: int = 0) -> None:
         """Run this (integer) model on the main model's outputs."""
-        self.models.post[self.models.index(model_idx)] = self.models._load(model_or_path)
+        self.models.set(self.models.index(model_idx), "post", model_or_path)
 
 
 class SyncAccl(_Base):
@@ -116,7 +120,7 @@ class SyncAccl(_Base):
         frames (a doubly nested list, or a list of single-input arrays)."""
         k = self.models.index(model_idx)
         many = isinstance(inputs, list) and bool(inputs) and (
-            isinstance(inputs[0], (list, tuple)) or len(self.models.first(k).inputs) == 1)
+            isinstance(inputs[0], (list, tuple)) or len(self.models.runners[k].inputs) == 1)
         if many:
             return [self.models.run(k, frame) for frame in inputs]
         return self.models.run(k, inputs)
