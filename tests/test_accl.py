@@ -47,6 +47,19 @@ def test_sync_run_single_and_many():
     assert accl.inport_assignment() == {0: "image"} and accl.outport_assignment() == {0: "logits"}
 
 
+def blocked_runs(monkeypatch):
+    """Model.run waits for ``gate``; ``entered`` counts the runs that started."""
+    gate, entered = threading.Event(), threading.Semaphore(0)
+    run = vm.Model.run
+
+    def held(self, *args, **kwargs):
+        entered.release()
+        gate.wait()
+        return run(self, *args, **kwargs)
+    monkeypatch.setattr(vm.Model, "run", held)
+    return gate, entered
+
+
 def test_sync_send_receive_and_timeouts(monkeypatch):
     accl = SyncAccl(MODEL)
     batch = frames(4)
@@ -55,12 +68,13 @@ def test_sync_send_receive_and_timeouts(monkeypatch):
         assert accl.receive(timeout=10_000)[0].tobytes() == expected([x])[0]
     with pytest.raises(AcclTimeoutError, match="no output within 20 ms"):
         accl.receive(timeout=20)
-    gate = threading.Event()
-    run = vm.Model.run
-    monkeypatch.setattr(vm.Model, "run", lambda self, *a, **k: (gate.wait(), run(self, *a, **k))[1])
-    with pytest.raises(TimeoutError):         # the worker holds one frame, the buffer two more
-        for x in batch:
-            accl.send(x, timeout=50)
+    gate, entered = blocked_runs(monkeypatch)
+    accl.send(batch[0])
+    assert entered.acquire(timeout=10)       # the worker holds frame 0 ...
+    accl.send(batch[1], timeout=1000)
+    accl.send(batch[2], timeout=1000)        # ... and the buffer frames 1 and 2
+    with pytest.raises(TimeoutError, match="stayed full for 50 ms"):
+        accl.send(batch[3], timeout=50)
     gate.set()
     assert [accl.receive(timeout=10_000)[0].tobytes() for _ in range(3)] == expected(batch[:3])
     accl.shutdown()
@@ -94,14 +108,13 @@ def test_multistream_order_per_stream_under_stress(jittery, workers):
 
 
 def test_back_pressure_bounds_frames_in_flight(monkeypatch):
-    gate, produced = threading.Event(), []
-    run = vm.Model.run
-    monkeypatch.setattr(vm.Model, "run", lambda self, *a, **k: (gate.wait(), run(self, *a, **k))[1])
-    x = frames(1)[0]
+    gate, entered = blocked_runs(monkeypatch)
+    produced, x = [], frames(1)[0]
     accl = AsyncAccl(MODEL, stream_workers=2)
     accl.connect_input(lambda: produced.append(1) or x)      # an endless stream
     accl.connect_output(lambda logits: None)
-    time.sleep(0.3)
+    assert entered.acquire(timeout=10) and entered.acquire(timeout=10)   # both workers busy
+    time.sleep(0.1)
     assert len(produced) == 2                 # a worker pulls a frame only when it is free
     gate.set()                                # stop() lets the runs in progress finish
     accl.stop()
