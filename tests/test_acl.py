@@ -148,3 +148,31 @@ def test_vm_op_checks_like_a_program():
     wide = np.full((1, 4), bound(31), np.int32)
     with pytest.raises(vm.InvalidError, match="precision"):
         vm.op("dense", wide, wide, units=1, use_bias=False)
+
+
+def test_dynamic_batch_of_a_symbolic_model():
+    from compiler.symbolize import symbolize
+    model = vm.Model(symbolize(vm.load(DIGITS).program, {"N": 8}, {"N": 64}))
+    model_id, ret = acl.mdl.load_from_mem(model.to_bytes())
+    desc = acl.mdl.create_desc()
+    acl.mdl.get_desc(desc, model_id)
+    assert acl.mdl.get_input_dims(desc, 0)[0]["dims"] == [-1, 1, 8, 8]
+    info, ret = acl.mdl.get_dynamic_batch(desc)
+    assert info["batchCount"] == 64 and info["batch"][-1] == 64
+    size = acl.mdl.get_input_size_by_index(desc, 0)
+    assert size == 64 * 64 * model.inputs[0].dtype.itemsize          # room for the largest
+    images = np.load(DEMO_DIR / "digits_inputs.npz")["image"].astype(model.inputs[0].dtype)
+    for n in (2, 8):
+        data = np.zeros(size, np.uint8)
+        data[:images[:n].nbytes] = images[:n].view(np.uint8).reshape(-1)
+        out = np.zeros(acl.mdl.get_output_size_by_index(desc, 0), np.uint8)
+        ins = dataset([data])
+        assert acl.mdl.set_dynamic_batch_size(model_id, ins, 0, n) == acl.ACL_SUCCESS
+        assert acl.mdl.execute(model_id, ins, dataset([out])) == acl.ACL_SUCCESS
+        want = model.run({"image": images[:n]})["logits"]
+        assert out[:want.nbytes].tobytes() == want.tobytes()
+    assert acl.mdl.set_dynamic_batch_size(model_id, ins, 0, 65) == acl.ACL_ERROR_INVALID_PARAM
+    fixed, _ = acl.mdl.load_from_file(DIGITS)
+    assert acl.mdl.set_dynamic_batch_size(fixed, ins, 0, 2) == acl.ACL_ERROR_INVALID_PARAM
+    acl.mdl.unload(model_id)
+    acl.mdl.unload(fixed)

@@ -191,3 +191,18 @@ def test_misuse_gives_detvm_errors():
                  lambda: LiteConfig(device_type=42).context()):
         with pytest.raises(DetvmError):
             call()
+
+
+def test_a_model_with_a_symbolic_batch():
+    from compiler.symbolize import symbolize
+    model = vm.Model(symbolize(vm.load(DIGITS).program, {"N": 8}, {"N": 64}))
+    network = LiteNetwork()
+    network.load(model)
+    assert network.get_io_tensor("image").shape == (1, 1, 8, 8)    # a batch of 1 to start
+    images = np.load(DEMO_DIR / "digits_inputs.npz")["image"]
+    for n in (3, 8, 17):
+        batch = np.concatenate([images] * 3)[:n]
+        got = forward(network, batch)
+        assert got.shape[0] == n
+        assert got.tobytes() == model.run({"image": batch})["logits"].tobytes()
+    assert network.get_static_memory_alloc_info()["peak_memory"] == model.peak_memory

@@ -10,6 +10,7 @@ from ..checks import expect, expect_bytes, expect_int
 from ..errors import EnvironmentFault, TrapError
 from ..loader import load
 from ..model import Model
+from ..symbolic import shape_at
 from .memory import DataBuffer, read_array, write_array
 from .status import (ACL_ERROR_INVALID_FILE, ACL_ERROR_INVALID_MODEL_ID, ACL_ERROR_INVALID_PARAM,
                      ACL_ERROR_MODEL_INPUT_NOT_MATCH, ACL_ERROR_MODEL_OUTPUT_NOT_MATCH,
@@ -97,12 +98,15 @@ def _io(desc, index, inputs: bool):
     return items[index]
 
 
-def _nbytes(t) -> int:
-    return t.size * t.dtype.itemsize
+def _nbytes(t, dims) -> int:
+    """Bytes of tensor ``t`` for the symbol values ``dims``."""
+    return t.size_for(dims) * t.dtype.itemsize
 
 
 def _dims(t) -> dict:
-    return {"name": t.name, "dimCount": len(t.shape), "dims": list(t.shape)}
+    """A symbolic (dynamic batch) dim is -1, as pyACL writes dynamic dims."""
+    return {"name": t.name, "dimCount": len(t.shape),
+            "dims": [-1 if isinstance(d, str) else d for d in t.shape]}
 
 
 def _index(items, name) -> tuple[int, int]:
@@ -121,11 +125,32 @@ def get_num_outputs(desc) -> int:
 
 
 def get_input_size_by_index(desc, index) -> int:
-    return _nbytes(_io(desc, index, True))
+    """Bytes of input ``index`` (at the largest batch for a dynamic batch)."""
+    return _nbytes(_io(desc, index, True), desc.model.symbols)
 
 
 def get_output_size_by_index(desc, index) -> int:
-    return _nbytes(_io(desc, index, False))
+    return _nbytes(_io(desc, index, False), desc.model.symbols)
+
+
+def get_dynamic_batch(desc) -> tuple[dict, int]:
+    """The batch sizes a model accepts: every value up to its symbol's maximum (none for a
+    fixed-shape model)."""
+    _infos(desc, True)
+    top = min(desc.model.symbols.values(), default=0)
+    return {"batchCount": top, "batch": list(range(1, top + 1))}, ACL_SUCCESS
+
+
+@status()
+def set_dynamic_batch_size(model_id, dataset, index, batch_size):
+    """The batch the next ``execute`` on ``dataset`` runs (default: the largest): every symbol
+    of the model takes this value (``index`` is accepted for pyACL's signature)."""
+    model = _model(model_id)
+    expect(dataset, Dataset, "set_dynamic_batch_size dataset")
+    if not model.symbols:
+        fail(ACL_ERROR_INVALID_PARAM, f"model {model.name!r} has a fixed batch")
+    top = min(model.symbols.values())
+    dataset.batch = expect_int(batch_size, "batch_size", lo=1, hi=top)
 
 
 def get_input_name_by_index(desc, index) -> str:
@@ -175,6 +200,8 @@ class Dataset:
     """An ordered list of data buffers (aclmdlDataset)."""
 
     buffers: list[DataBuffer] = field(default_factory=list)
+    batch: int | None = None
+    """The dynamic batch of the next execute (set_dynamic_batch_size), None: the largest."""
 
 
 def create_dataset() -> Dataset:
@@ -205,18 +232,21 @@ def get_dataset_buffer(dataset: Dataset, index: int) -> DataBuffer | None:
 def execute(model_id, inputs: Dataset, outputs: Dataset):
     """Run on the input buffers' bytes; write the outputs into the output buffers."""
     model = _model(model_id)
-    feeds = {t.name: read_array(buf, t.shape, t.dtype) for t, buf in _pairs(model.inputs, inputs, True)}
+    expect(inputs, Dataset, "execute inputs")
+    dims = {s: inputs.batch or n for s, n in model.symbols.items()}
+    feeds = {t.name: read_array(buf, shape_at(t.shape, dims), t.dtype)
+             for t, buf in _pairs(model.inputs, inputs, True, dims)}
     result = model.run(feeds)
-    for t, buf in _pairs(model.outputs, outputs, False):
+    for t, buf in _pairs(model.outputs, outputs, False, dims):
         write_array(buf, result[t.name])
 
 
-def _pairs(infos, dataset: Dataset, inputs: bool):
+def _pairs(infos, dataset: Dataset, inputs: bool, dims):
     code = ACL_ERROR_MODEL_INPUT_NOT_MATCH if inputs else ACL_ERROR_MODEL_OUTPUT_NOT_MATCH
     if not isinstance(dataset, Dataset) or len(dataset.buffers) != len(infos):
         fail(code, f"the {'input' if inputs else 'output'} dataset has "
                    f"{len(getattr(dataset, 'buffers', []))} buffers, the model {len(infos)}")
     for t, buf in zip(infos, dataset.buffers):
-        if buf.size < _nbytes(t):
-            fail(code, f"buffer for {t.name!r} holds {buf.size} bytes, needs {_nbytes(t)}")
+        if buf.size < _nbytes(t, dims):
+            fail(code, f"buffer for {t.name!r} holds {buf.size} bytes, needs {_nbytes(t, dims)}")
     return list(zip(infos, dataset.buffers))

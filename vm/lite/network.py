@@ -14,6 +14,7 @@ from ..checks import expect, expect_path
 from ..errors import TrapError
 from ..loader import load
 from ..model import Model
+from ..symbolic import shape_at
 from .types import (LiteConfig, LiteIO, LiteLayout, LiteNetworkIO, LiteTensor, LiteTensorPhase,
                     checked)
 
@@ -49,7 +50,8 @@ class LiteNetwork:
                              (model.outputs, LiteTensorPhase.LITE_OUTPUT)):
             for t in infos:
                 self._ios[t.name] = given.get(t.name) or LiteIO(t.name)
-                self._tensors[(t.name, phase)] = LiteTensor(LiteLayout(t.shape, t.dtype), phase)
+                shape = shape_at(t.shape, {s: 1 for s in model.symbols})   # a batch of 1
+                self._tensors[(t.name, phase)] = LiteTensor(LiteLayout(shape, t.dtype), phase)
 
     def _model(self) -> Model:
         if self.model is None:
@@ -115,7 +117,8 @@ class LiteNetwork:
         for t in model.outputs:
             tensor = self._tensors[(t.name, LiteTensorPhase.LITE_OUTPUT)]
             _check_layout(self._ios[t.name], outputs[t.name])
-            tensor._data, tensor.layout = outputs[t.name], LiteLayout(t.shape, t.dtype)
+            array = outputs[t.name]
+            tensor._data, tensor.layout = array, LiteLayout(array.shape, array.dtype)
             results[self._ios[t.name]] = tensor
         if self._finish is not None:
             self._finish(results)
@@ -209,8 +212,10 @@ class LiteNetwork:
         """The validated memory plan: peak bytes of live tensors (an upper bound of what a run
         holds), gas, and the per-tensor sizes; also written to ``log_dir``/memory.json."""
         model = self._model()
+        tensors = model.program.tensors if isinstance(model, Model) else []
         info = {"peak_memory": model.peak_memory, "gas": model.gas,
-                "tensors": {t.name: t.size * t.dtype.itemsize for t in model.program.tensors}}
+                "tensors": {t.name: int(np.prod(shape_at(t.shape, model.symbols)))
+                            * t.dtype.itemsize for t in tensors}}
         if log_dir is not None:
             observe.write_text(Path(log_dir) / "memory.json", json.dumps(info, indent=1) + "\n")
         return info
