@@ -49,7 +49,7 @@ def packed_holds(name, arrays, attrs, claim) -> bool:
 def test_packed_equations_accept_exactly_the_encodings_values(name):
     """The packed equations hold for the values of the op's own (per-element) encoding, and
     fail as soon as one value is off by one: their index map is the encoding's."""
-    @FEW
+    @settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck))
     @given(st.data())
     def check(data):
         op, attrs, arrays = draw_args(name, data)

@@ -92,12 +92,12 @@ def _im2col(x: np.ndarray, kernel, attrs, zp: int) -> np.ndarray:
 
 
 def slot_bits(g: Product) -> int:
-    """S, a multiple of 8, with every exact sum and every claimed value inside
-    (-2^(S-2), 2^(S-2)) (exact Python integers)."""
+    """S, a multiple of 8, with every exact sum, every claimed value and every transported
+    value inside (-2^(S-2), 2^(S-2)) (exact Python integers)."""
     data = int(np.abs(g.x - g.zp).max(initial=0))
     weights = max((int(v) for v in np.abs(g.w).sum(axis=1)), default=0)
     top = weights * data + (int(np.abs(g.b).max(initial=0)) if g.b is not None else 0)
-    top = max(top, int(np.abs(g.y).max(initial=0)))
+    top = max(top, int(np.abs(g.y).max(initial=0)), int(np.abs(g.x).max(initial=0)))
     return 8 * -(-(bitlen(top) + 2) // 8)
 
 
@@ -162,6 +162,8 @@ class Transport:
     def _leaf(self, v: np.ndarray):
         """sum_i v[i] 2^(s*i) as a numeral: offset digits v + 2^(s-1) are non-negative and
         below 2^s, so their little-endian bytes are the integer plus the offset."""
+        if len(v) and int(np.abs(v).max()) >= self.half:
+            raise ValueError(f"a value does not fit slots of {self.s} bits")
         digits = (v + self.half).astype("<u8").view(np.uint8).reshape(-1, 8)[:, :self.width]
         return z3.IntVal(int.from_bytes(digits.tobytes(), "little") - self._offset(len(v)))
 
