@@ -58,7 +58,7 @@ def search(program: Program, index: int, ranges: dict, rlimit: int,
     """An input (by name, int64 arrays) that makes instruction ``index`` overflow, or None."""
     if sum(t.size for t in program.tensors) > SEARCH_LIMIT:
         return None
-    executor = FormalExecutor(Context("formal"), "int", timeout_s)
+    executor = FormalExecutor(Context("formal"), "int", timeout_s, mode="joint")
     plan = Plan(program, _analysis(program), executor)
     inputs = {}
     for i in program.inputs:
