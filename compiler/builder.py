@@ -29,9 +29,10 @@ import numpy as np
 import ops
 from ops.base import OpError, bound, precision_for
 from vm.errors import InvalidError
-from vm.program import SEMANTICS_VERSION, Instr, Program, Tensor, storage_dtype
+from vm.program import Instr, Program, Tensor, storage_dtype
 from vm.symbolic import attr_symbols, check_symbol_name, infer_batched, shape_at
-from vm.validate import MAX_DIM, MAX_PRECISION, check_shape, check_tensor_type, infer, validate
+from vm.validate import (MAX_DIM, MAX_PRECISION, check_semantics, check_shape,
+                         check_tensor_type, infer, validate)
 
 TypeDecl = tuple  # (shape, precision); either may be None in Builder.op's ``declared``
 
@@ -39,12 +40,12 @@ TypeDecl = tuple  # (shape, precision); either may be None in Builder.op's ``dec
 class Builder:
     """Incremental, checked construction of a Program (see the module docstring)."""
 
-    def __init__(self, name: str, semantics: int = SEMANTICS_VERSION):
+    def __init__(self, name: str, semantics: int | None = None):
+        """``semantics``: the version of the integer semantics (default: the current one)."""
         if not isinstance(name, str):
             raise InvalidError(f"model name must be a string, got {name!r}")
-        if semantics != SEMANTICS_VERSION:
-            raise InvalidError(f"semantics version {semantics} not supported "
-                               f"(this detvm implements {SEMANTICS_VERSION})")
+        semantics = ops.semantics.CURRENT if semantics is None else semantics
+        check_semantics(semantics)
         self.name, self.semantics = name, semantics
         self.metadata: dict[str, str] = {}
         self.tensors: list[Tensor] = []
@@ -141,7 +142,7 @@ class Builder:
               outputs: Sequence[str] | None = None,
               declared: Sequence[TypeDecl | None] | None = None):
         """:meth:`op` with the attributes as a mapping."""
-        op = ops.get(op_name) if isinstance(op_name, str) else None
+        op = ops.get(op_name, self.semantics) if isinstance(op_name, str) else None
         if op is None:
             raise InvalidError(f"unknown op {op_name!r}")
         names = self._output_names(op, outputs)
@@ -164,13 +165,13 @@ class Builder:
     def _infer(self, op_name: str, src: list[Tensor], attrs: dict):
         shapes, precs = [t.shape for t in src], [t.precision for t in src]
         if any(t.symbol for t in src):
-            return infer_batched(op_name, shapes, precs, attrs, self.symbols)
+            return infer_batched(op_name, shapes, precs, attrs, self.symbols, self.semantics)
         named = attr_symbols({k: tuple(v) if isinstance(v, list) else v
                               for k, v in attrs.items()})
         if named:
             raise OpError(f"attribute names the symbol {sorted(named)[0]} but {op_name} reads "
                           "no batched input")
-        return infer(op_name, shapes, precs, attrs)
+        return infer(op_name, shapes, precs, attrs, self.semantics)
 
     def rename(self, old: str, new: str) -> str:
         """Give tensor ``old`` the unused name ``new`` (instructions refer to ids: unchanged)."""

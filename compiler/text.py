@@ -279,7 +279,7 @@ class _Walker:
         results = [k for k in kids if isinstance(k, Tree) and k.data == "result"]
         op_tok = kids[len(results)]
         operands, attrs = kids[len(results) + 1], kids[len(results) + 2:]
-        op = ops.get(str(op_tok))
+        op = ops.get(str(op_tok), self.b.semantics)
         if op is None:
             self.fail(op_tok, f"unknown op {op_tok!s}", MalformedError)
         names = [self.fresh(r.children[0]) for r in results]

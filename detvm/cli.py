@@ -11,10 +11,10 @@ import sys
 
 from vm.errors import DetvmError, EnvironmentFault, InternalError
 
-from . import cmd_cvm, cmd_model, cmd_onnx, cmd_package, cmd_verify
+from . import cmd_audit, cmd_cvm, cmd_model, cmd_onnx, cmd_package, cmd_verify
 
 EXIT_USAGE, EXIT_ENV, EXIT_INTERNAL = 2, 3, 4
-COMMANDS = (cmd_model, cmd_cvm, cmd_onnx, cmd_package, cmd_verify)
+COMMANDS = (cmd_model, cmd_cvm, cmd_onnx, cmd_package, cmd_verify, cmd_audit)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -41,6 +41,11 @@ def add_commands(sub) -> None:
     r.add_argument("--compat", choices=["cvm"], help="import a CVM directory in compat mode")
     r.add_argument("--float-io", action="store_true",
                    help="quantize float inputs and dequantize outputs (imported models' metadata)")
+    r.add_argument("--receipt", metavar="R.json", help="also write the run's receipt (runs "
+                   "instruction by instruction to hash every output; docs/audit.md)")
+    r.add_argument("--trace-level", choices=["root", "hashes", "full"], default="hashes",
+                   help="what the receipt keeps of the trace: the root, every instruction's "
+                        "output hashes (default), or their values too")
     r.set_defaults(func=cmd_run)
 
     m = sub.add_parser("demo", help="run the shipped digits CNN and check its output bytes")
@@ -80,7 +85,10 @@ def cmd_info(args) -> None:
 def cmd_run(args) -> None:
     model = load_model(args.model, args.ctx, args.compat)
     feeds = read_inputs(args.input, model)
-    outputs = model.run(feeds, float_io=args.float_io)
+    if args.receipt:
+        outputs = _run_with_receipt(model, feeds, args)
+    else:
+        outputs = model.run(feeds, float_io=args.float_io)
     if args.float_io:
         from vm.floatio import quantize_inputs
         feeds = quantize_inputs(model, feeds)
@@ -102,6 +110,17 @@ def cmd_run(args) -> None:
     print(f"model {model.hash}\ngas {gas}\noutput sha256 {output_digest(outputs)}")
 
 
+def _run_with_receipt(model, inputs, args) -> dict:
+    """Run through :func:`vm.trace` and write the receipt (the integer run: float inputs are
+    quantized first, and the outputs dequantized after)."""
+    from vm import receipt, trace
+    from vm.floatio import dequantize_outputs, quantize_inputs
+    tr = trace(model, quantize_inputs(model, inputs) if args.float_io else inputs,
+               keep="all" if args.trace_level == "full" else ())
+    write_file(args.receipt, receipt.dumps(receipt.make(tr, model.name, args.trace_level)))
+    return dequantize_outputs(model, tr.results) if args.float_io else tr.results
+
+
 def cmd_demo(args) -> int:
     """The shipped digits CNN (examples/train_digits.py) on eight held-out test images."""
     from vm import load
@@ -121,4 +140,10 @@ def cmd_demo(args) -> int:
     same = output_digest(outputs) == output_digest(expected)
     print(f"output sha256 {output_digest(outputs)}: "
           + ("matches the expected bytes" if same else "DIFFERS from the expected bytes"))
-    return 0 if same else 1
+    from vm import receipt
+    shipped = receipt.loads((DEMO_DIR / "digits_receipt.json").read_bytes())
+    replay = receipt.compare(shipped, model.trace({t.name: data[t.name] for t in model.inputs}))
+    print(f"trace root {shipped['trace']['root'][:16]}... (every instruction's output hashed): "
+          + ("matches the shipped receipt" if replay.match else
+             f"DIFFERS from the shipped receipt: {replay.problems[0]}"))
+    return 0 if same and replay.match else 1

@@ -43,7 +43,6 @@ from __future__ import annotations
 import numpy as np
 import z3
 
-import ops
 from ops.base import Ref, bound
 from ops.deconv import reduce_len as deconv_terms
 from ops.pool import pool_lcm
@@ -173,7 +172,7 @@ class Bounds:
         for index, ins in enumerate(self.program.code):
             try:
                 out.append(getattr(self, f"_{kind_of(ins.op)}")(index, ins))
-                if ops.get(ins.op).acc_bound is not None:
+                if self.program.op(ins).acc_bound is not None:
                     licences.append(self._licence(index, ins))
             except Exception as e:      # e.g. a program the validator would refuse
                 out.append(self._unstatable(index, ins, e))
@@ -396,7 +395,7 @@ class Bounds:
     def _z3_obligation(self, index: int, ins, instance):
         """Z3 on the op's integer encoding of an instance whose inputs range over their
         ranges: some output element outside its declared precision is expected unsat."""
-        t, op = self.program.tensors, ops.get(ins.op)
+        t, op = self.program.tensors, self.program.op(ins)
         ranges = [self._range(i) for i in ins.inputs]
         self._declare_outputs(ins)
         floor = {i: 0 if i in self.nonneg else -bound(t[i].precision) for i in ins.outputs}

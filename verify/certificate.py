@@ -26,7 +26,7 @@ from ops.base import bound
 from vm.encoding import encode, model_hash
 from vm.errors import InvalidError
 from vm.program import Program
-from vm.validate import _gas, _liveness, _peak_memory
+from vm.validate import _gas, _liveness, _peak_memory, check_semantics
 
 from . import batched
 from . import obligations as static
@@ -73,10 +73,10 @@ def _unpack(model):
 def _check_structure(program: Program) -> None:
     """What any certificate presupposes (even of a program the validator would refuse):
     known ops, tensor ids in range, every input defined before its use."""
-    import ops
+    check_semantics(program.semantics)
     defined = {i for i, t in enumerate(program.tensors) if t.kind != "value"}
     for index, ins in enumerate(program.code):
-        if ops.get(ins.op) is None:
+        if program.op(ins) is None:
             raise InvalidError(f"instruction {index}: unknown op {ins.op!r}")
         ids = (*ins.inputs, *ins.outputs)
         if not all(0 <= i < len(program.tensors) for i in ids) \

@@ -11,7 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
-import ops
 from ops.base import OpError, bound
 from vm.program import Program
 from vm.validate import MEMORY_WEIGHT, _liveness, infer
@@ -161,7 +160,7 @@ def io_lengths(program: Program, claimed: dict) -> Obligation:
 def _gas_terms(program: Program) -> list[str]:
     terms = [f"(* {MEMORY_WEIGHT} {t.size})" for t in program.tensors if t.kind != "value"]
     for ins in program.code:
-        op, t = ops.get(ins.op), program.tensors
+        op, t = program.op(ins), program.tensors
         base = op.cost([t[i].shape for i in ins.inputs], ins.attrs)
         sizes = [t[i].size for i in ins.outputs]
         terms.append(f"(+ (* {base} {sizes[0]}) (* {MEMORY_WEIGHT} {total(map(str, sizes))}))")

@@ -18,7 +18,6 @@ from vm.interp import Plan
 from vm.program import Program
 from vm.validate import Analysis
 
-import ops
 
 from .domains import solver
 from .executor import FormalExecutor, Sym, constraints
@@ -103,7 +102,7 @@ def replay(program: Program, witness: dict, index: int) -> tuple[bool, str]:
         inputs[i] = values.astype(t.dtype).reshape(t.shape)
     env = _run_until(plan, inputs, index)
     ins = program.code[index]
-    op = ops.get(ins.op)
+    op = program.op(ins)
     exact = op.kernel(np, *[env[i] for i in ins.inputs], **ins.attrs)
     exact = [exact] if len(op.outputs) == 1 else list(exact)
     for i, wide in zip(ins.outputs, exact):

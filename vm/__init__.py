@@ -4,13 +4,15 @@
     model = vm.load("model.dvm")            # decode, validate completely, bind to the CPU
     out = model.run({"x": x})               # numpy in, numpy out, the same bytes everywhere
     model.gas, model.hash                   # known before running
+    t = vm.trace(model, {"x": x})           # every instruction's output hash, t.root (vm/audit.py)
 
 Contexts: ``vm.cpu()``, ``vm.gpu(dev_id)``, ``vm.formal()``, ``vm.reference()``, or
 ``vm.context(dev_type, dev_id)`` with CVM's numbering (0 cpu, 1 gpu, 2 formal).
 """
 from __future__ import annotations
 
-from . import errors, observe
+from . import audit, errors, observe, receipt
+from .audit import trace
 from .encoding import decode, encode
 from .errors import (DetvmError, EnvironmentFault, InternalError, InvalidError,
                      MalformedError, TrapError)
@@ -21,8 +23,8 @@ from .pipeline import Pipeline
 from .program import Instr, Program, Tensor
 from .single import op, op_model
 from .validate import Limits, validate
+from .version import __version__  # noqa: F401
 
-__version__ = "0.1.0"
 SEED_APIS = ("runtime", "ndarray", "lite", "accl", "acl", "neuropod", "utils")
 
 
@@ -75,5 +77,5 @@ def __getattr__(name: str):
 
 __all__ = ["op", "op_model", "load", "Model", "Pipeline", "TensorInfo", "Program", "Tensor", "Instr", "Limits", "validate",
            "encode", "decode", "cpu", "gpu", "formal", "reference", "opencl", "context", "Context",
-           "errors", "observe", "runtime", "ndarray", "DetvmError", "MalformedError", "InvalidError",
+           "errors", "observe", "audit", "trace", "receipt", "runtime", "ndarray", "DetvmError", "MalformedError", "InvalidError",
            "TrapError", "EnvironmentFault", "InternalError"]

@@ -44,8 +44,9 @@ import struct
 import numpy as np
 
 import ops
+from ops.registry import REGISTRY
 
-from .errors import MalformedError
+from .errors import InvalidError, MalformedError
 from .program import KINDS, Instr, Program, Tensor, storage_dtype
 
 MAGIC = b"\x89DVM\r\n\x1a\n"
@@ -158,7 +159,7 @@ def _code(p: Program) -> bytes:
     ids = _symbol_ids(p)
     w.pack("I", len(p.code))
     for ins in p.code:
-        op = ops.get(ins.op)
+        op = REGISTRY.get(ins.op)           # names and opcodes are the same in every version
         if op is None:
             raise MalformedError(f"cannot encode unknown op {ins.op!r}")
         w.pack("HB", op.opcode, len(ins.inputs))
@@ -275,12 +276,15 @@ def decode(data: bytes) -> Program:
     header.end()
     if hashlib.sha256(body).digest() != digest:
         raise MalformedError("hash mismatch: the file is corrupt or was modified")
+    if not ops.semantics.known(semantics):      # its op set gives the opcodes their meaning
+        raise InvalidError(f"semantics version {semantics} not supported (this detvm "
+                           f"implements {', '.join(map(str, ops.semantics.versions()))})")
     name, metadata = _read_meta(_Reader(payloads[b"META"], "section META"))
     symbols = _read_symbols(_Reader(payloads[b"SYMS"], "section SYMS")) \
         if b"SYMS" in payloads else []
     tensors = _read_tensors(_Reader(payloads[b"TENS"], "section TENS"), symbols)
     consts = _read_consts(_Reader(payloads[b"CONS"], "section CONS"), tensors)
-    code = _read_code(_Reader(payloads[b"CODE"], "section CODE"), symbols)
+    code = _read_code(_Reader(payloads[b"CODE"], "section CODE"), symbols, semantics)
     outputs = _read_outputs(_Reader(payloads[b"OUTS"], "section OUTS"))
     program = Program(name, tensors, consts, code, outputs, metadata, semantics,
                       dict(symbols))
@@ -363,11 +367,11 @@ def _read_consts(r: _Reader, tensors: list[Tensor]) -> dict[int, np.ndarray]:
     return consts
 
 
-def _read_code(r: _Reader, symbols: list) -> list[Instr]:
+def _read_code(r: _Reader, symbols: list, semantics: int) -> list[Instr]:
     code = []
     for k in range(r.unpack("I", "instruction count")):
         opcode = r.unpack("H", f"instruction {k} opcode")
-        op = ops.by_opcode(opcode)
+        op = ops.by_opcode(opcode, semantics)
         if op is None:
             raise MalformedError(f"{r.where}: instruction {k}: unknown opcode {opcode}")
         n_in = r.unpack("B", f"instruction {k} input count")

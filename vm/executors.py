@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+import ops
 from ops.base import Ref
 
 from . import plugins
@@ -73,8 +74,9 @@ class Executor:
     def fast_steps(self, program, analysis, steps: list, threads: int | None = None) -> list:
         """The steps a run without a trace takes: on the CPU, fused and prepared at load time
         for ``threads`` lanes (vm/fusion.py, the same bytes); elsewhere the per-instruction
-        ``steps``."""
-        if self.name != "cpu":
+        ``steps``. The fusion pass knows version 1's ops: a program using an op whose rules
+        its semantics version changed (ops/semantics.py) runs per instruction."""
+        if self.name != "cpu" or uses_changed_ops(program):
             return steps
         return fuse(program, analysis, steps, threads or 1)
 
@@ -171,12 +173,21 @@ class OrtExecutor(Executor):
 
     def fast_steps(self, program, analysis, steps: list, threads: int | None = None) -> list:
         from .ort.plan import plan
+        if uses_changed_ops(program):           # the lowering knows version 1's ops
+            return steps
         fast = plan(program, analysis, steps, threads, self.policy)
         return super().fast_steps(program, analysis, steps, threads) if fast is None else fast
 
     def describe(self, program, fast: list) -> str:
         from .ort.plan import describe
         return describe(program, fast)
+
+
+def uses_changed_ops(program) -> bool:
+    """Whether ``program`` uses an op whose rules its semantics version changed from version
+    1's (ops/semantics.py): prepared paths that know version 1's ops must leave it alone."""
+    changed = ops.semantics.changed(program.semantics)
+    return bool(changed) and any(ins.op in changed for ins in program.code)
 
 
 def make_executor(ctx: Context) -> Executor:

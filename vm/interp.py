@@ -15,7 +15,6 @@ from typing import Any, Callable
 
 import numpy as np
 
-import ops
 from ops.scratch import Lanes, Workspace, using
 
 from .errors import EnvironmentFault, InternalError
@@ -51,7 +50,7 @@ class Plan:
         self._local = threading.local()
 
     def _bind(self, index: int, ins, analysis: Analysis) -> Step:
-        op = ops.get(ins.op)
+        op = self.program.op(ins)
         kwargs = dict(ins.attrs)
         if index in analysis.gemm:
             kwargs["gemm"] = analysis.gemm[index]

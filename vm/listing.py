@@ -8,7 +8,6 @@ from __future__ import annotations
 import re
 from typing import Any
 
-import ops
 from ops.base import REQUIRED
 
 _PLAIN = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*\Z")
@@ -52,14 +51,13 @@ def instruction_text(program, ins) -> str:
     text = f"{results} = {ins.op}"
     if ins.inputs:
         text += " " + ", ".join(ref(program, i) for i in ins.inputs)
-    attrs = _non_default(ins.op, ins.attrs)
+    attrs = _non_default(program.op(ins), ins.attrs)
     if attrs:
         text += " {" + ", ".join(f"{k}={attr_text(v)}" for k, v in sorted(attrs.items())) + "}"
     return text
 
 
-def _non_default(op_name: str, attrs) -> dict:
-    op = ops.get(op_name)
+def _non_default(op, attrs) -> dict:
     if op is None:
         return dict(attrs)
     defaults = {a.name: a.default for a in op.attrs}

@@ -275,6 +275,12 @@ class Model:
             raise TrapError(f"run_many takes a list of input dicts, got {type(items).__name__}")
         return run_many(self, list(items), float_io)
 
+    def trace(self, inputs: Any, keep=(), strict: bool = True):
+        """Run instruction by instruction and hash every output: a :class:`vm.audit.Trace`
+        (per-instruction SHA-256, Merkle ``root``, the outputs as ``results``)."""
+        from .audit import trace
+        return trace(self, inputs, keep, strict)
+
     def _check_inputs(self, inputs: Any) -> tuple[list[np.ndarray], dict[str, int]]:
         if not isinstance(inputs, Mapping):
             if len(self.inputs) != 1:

@@ -10,11 +10,11 @@ from typing import Any, Mapping
 
 import numpy as np
 
+import ops
+
 from .errors import clip_text
 
 KINDS = ("input", "const", "value")
-SEMANTICS_VERSION = 1
-"""Version of the integer semantics of the op set; bumped when any op's meaning changes."""
 QUOTE_LIMIT = 300
 """Characters of an instruction quoted in an error message."""
 
@@ -83,7 +83,8 @@ class Program:
     code: list[Instr]
     outputs: list[int]
     metadata: dict[str, str] = field(default_factory=dict)
-    semantics: int = SEMANTICS_VERSION
+    semantics: int = field(default_factory=lambda: ops.semantics.CURRENT)
+    """The version of the integer semantics its ops follow (ops/semantics.py)."""
     symbols: dict[str, int] = field(default_factory=dict)
     """Symbol name -> declared maximum (vm/symbolic.py); empty for a fixed-shape program."""
 
@@ -96,6 +97,13 @@ class Program:
             if t.name == name:
                 return i
         raise KeyError(name)
+
+    def op(self, ins: Instr):
+        """The OpDef ``ins`` runs under this program's semantics version (None if the op or
+        the version is unknown)."""
+        if not ops.semantics.known(self.semantics):
+            return None
+        return ops.get(ins.op, self.semantics)
 
     def describe(self, index: int) -> str:
         """Instruction ``index`` quoted as one line of assembly (for error messages), cut to

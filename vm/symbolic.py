@@ -49,9 +49,11 @@ def shape_at(shape: Sequence, dims: Mapping[str, int]) -> tuple[int, ...]:
     return tuple(dims[d] if isinstance(d, str) else d for d in shape)
 
 
-def attrs_at(op_name: str, attrs: Mapping, dims: Mapping[str, int]) -> dict:
-    """``attrs`` with the symbols of its ``symbolic`` attributes replaced by their values."""
-    op = ops.get(op_name)
+def attrs_at(op_name: str, attrs: Mapping, dims: Mapping[str, int],
+             semantics: int | None = None) -> dict:
+    """``attrs`` with the symbols of its ``symbolic`` attributes replaced by their values
+    (the op's attributes under ``semantics``, default the current version)."""
+    op = ops.get(op_name, semantics)
     symbolic = {a.name for a in op.attrs if a.symbolic} if op is not None else set()
     return {k: shape_at(v, dims) if k in symbolic and isinstance(v, tuple) else v
             for k, v in attrs.items()}
@@ -71,7 +73,8 @@ def instantiate(program: Program, dims: Mapping[str, int]) -> Program:
         raise KeyError(missing[0])
     tensors = [replace(t, shape=shape_at(t.shape, dims)) if t.symbol else t
                for t in program.tensors]
-    code = [Instr(ins.op, ins.inputs, ins.outputs, attrs_at(ins.op, ins.attrs, dims))
+    code = [Instr(ins.op, ins.inputs, ins.outputs,
+                  attrs_at(ins.op, ins.attrs, dims, program.semantics))
             if attr_symbols(ins.attrs) else ins for ins in program.code]
     return Program(program.name, tensors, program.consts, code, list(program.outputs),
                    dict(program.metadata), program.semantics)
@@ -113,7 +116,7 @@ def check_symbolic_dims(program: Program, t, what: str) -> None:
 # ---------------------------------------------------------------------------------------------
 
 def infer_batched(op_name: str, shapes: Sequence[tuple], precs: Sequence[int],
-                  attrs: Mapping, symbols: Mapping[str, int]):
+                  attrs: Mapping, symbols: Mapping[str, int], semantics: int | None = None):
     """Canonical attrs, output shapes and precisions of an op applied to inputs of which some
     are batched (first dim a symbol of ``symbols``); OpError when it is not batch-parallel.
 
@@ -121,7 +124,7 @@ def infer_batched(op_name: str, shapes: Sequence[tuple], precs: Sequence[int],
     rules, evaluated at N = 1, 2, 3 and the maximum, must give outputs ``(N, rest)`` with
     ``rest``, the precisions and the gas weight independent of N.
     """
-    op = ops.get(op_name)
+    op = ops.get(op_name, semantics)
     batched = [k for k, s in enumerate(shapes) if s and isinstance(s[0], str)]
     names = {shapes[k][0] for k in batched}
     canon = op.check_attrs(attrs)
@@ -144,14 +147,14 @@ def infer_batched(op_name: str, shapes: Sequence[tuple], precs: Sequence[int],
         can = ", ".join(str(j) for j in allowed)
         raise OpError(f"{op_name} shares its input {k} ({name}) across the batch: only its "
                       f"input{'s' if len(allowed) > 1 else ''} {can} may be batched")
-    results = [_infer_at(op, shapes, precs, canon, {symbol: n})
+    results = [_infer_at(op, shapes, precs, canon, {symbol: n}, semantics)
                for n in probes(symbols[symbol])]
     return canon, _generalize(op_name, symbol, results), results[0][1]
 
 
-def _infer_at(op, shapes, precs, canon, dims):
+def _infer_at(op, shapes, precs, canon, dims, semantics):
     """(output shapes, output precisions, gas weight) of the instantiated application."""
-    at = attrs_at(op.name, canon, dims)
+    at = attrs_at(op.name, canon, dims, semantics)
     concrete = [shape_at(s, dims) for s in shapes]
     again = op.check_attrs(at)
     require(again == at, "attributes are not canonical once the symbol is substituted")
@@ -262,9 +265,9 @@ def symbolic_gas(program: Program, memory_weight: int) -> Affine:
         if t.kind != "value":
             total += Affine.size(t.shape, memory_weight)
     for ins in program.code:
-        op = ops.get(ins.op)
+        op = program.op(ins)
         shapes = [shape_at(program.tensors[i].shape, ones) for i in ins.inputs]
-        base = op.cost(shapes, attrs_at(ins.op, ins.attrs, ones))
+        base = op.cost(shapes, attrs_at(ins.op, ins.attrs, ones, program.semantics))
         outs = [program.tensors[i].shape for i in ins.outputs]
         total += Affine.size(outs[0], base)
         for s in outs:

@@ -16,7 +16,7 @@ from ops import gemm as gemm_licences
 from ops.base import OpError, bound, shown
 
 from .errors import InternalError, InvalidError
-from .program import KINDS, SEMANTICS_VERSION, Program, storage_dtype
+from .program import KINDS, Program, storage_dtype
 from .symbolic import (Affine, Envelope, attr_symbols, check_symbolic_dims, check_symbols,
                        infer_batched, instantiate, shape_at, symbolic_gas, symbolic_peak)
 
@@ -60,13 +60,21 @@ class Analysis:
     value at the maxima."""
 
 
+def check_semantics(version) -> None:
+    """InvalidError unless this detvm implements semantics ``version`` (ops/semantics.py)."""
+    if not ops.semantics.known(version):
+        raise InvalidError(f"semantics version {version} not supported (this detvm implements "
+                           f"{', '.join(map(str, ops.semantics.versions()))})")
+
+
 def infer(op_name: str, shapes: Sequence[tuple], precs: Sequence[int],
-          attrs: Mapping[str, Any]):
-    """Canonical attrs, output shapes and output precisions of one op application.
+          attrs: Mapping[str, Any], semantics: int | None = None):
+    """Canonical attrs, output shapes and output precisions of one op application under
+    ``semantics`` (default: the current version).
 
     Raises OpError (from the op's rules) or KeyError for an unknown op.
     """
-    op = ops.get(op_name)
+    op = ops.get(op_name, semantics)
     if op is None:
         raise KeyError(op_name)
     canon = op.check_attrs(attrs)
@@ -110,9 +118,7 @@ def validate(program: Program, limits: Limits = Limits()) -> Analysis:
     A program with symbols (vm/symbolic.py) is checked symbolically, then its instance for
     every symbol = 1 completely; gas and peak memory are affine in the symbols and their
     ceilings are checked at the maxima."""
-    if program.semantics != SEMANTICS_VERSION:
-        raise InvalidError(f"semantics version {program.semantics} not supported "
-                           f"(this detvm implements {SEMANTICS_VERSION})")
+    check_semantics(program.semantics)
     _check_texts(program)
     check_symbols(program, MAX_DIM)
     _check_table(program, limits)
@@ -235,7 +241,7 @@ def _check_code(program: Program, limits: Limits) -> list[bool]:
     defined = [t.kind in ("input", "const") for t in tensors]
     for index, ins in enumerate(program.code):
         try:
-            _check_instruction(ins, tensors, defined, program.symbols)
+            _check_instruction(ins, tensors, defined, program.symbols, program.semantics)
         except _Bad as e:   # quote the instruction only now (it imports the disassembler)
             where = (program.describe(index) if _ids_ok(ins, len(tensors))
                      else f"instruction {index}")
@@ -247,8 +253,9 @@ class _Bad(Exception):
     """One instruction's check failed (the caller names the instruction)."""
 
 
-def _check_instruction(ins, tensors, defined: list[bool], symbols: Mapping[str, int]) -> None:
-    op = ops.get(ins.op)
+def _check_instruction(ins, tensors, defined: list[bool], symbols: Mapping[str, int],
+                       semantics: int) -> None:
+    op = ops.get(ins.op, semantics)
     if op is None:
         raise _Bad(f"unknown op {ins.op!r}")
     if not _ids_ok(ins, len(tensors)):
@@ -270,13 +277,13 @@ def _check_instruction(ins, tensors, defined: list[bool], symbols: Mapping[str, 
     try:
         if any(tensors[i].symbol for i in ins.inputs):
             canon, out_shapes, out_precs = infer_batched(ins.op, shapes, precs, ins.attrs,
-                                                         symbols)
+                                                         symbols, semantics)
         else:
             named = attr_symbols(ins.attrs)
             if named:
                 raise _Bad(f"attribute names the symbol {sorted(named)[0]} but {ins.op} reads "
                            "no batched input")
-            canon, out_shapes, out_precs = infer(ins.op, shapes, precs, ins.attrs)
+            canon, out_shapes, out_precs = infer(ins.op, shapes, precs, ins.attrs, semantics)
     except OpError as e:
         raise _Bad(str(e)) from None
     if canon != dict(ins.attrs):
@@ -330,7 +337,7 @@ def _liveness(program: Program) -> list[int]:
 
 def op_gas(program: Program, ins) -> int:
     """CVM GetOps for one op: base * size(output 0) + 5 * sum of output sizes."""
-    op = ops.get(ins.op)
+    op = program.op(ins)
     shapes = [program.tensors[i].shape for i in ins.inputs]
     sizes = [program.tensors[i].size for i in ins.outputs]
     base = op.cost(shapes, ins.attrs)
@@ -389,7 +396,7 @@ def _license_gemms(program: Program, analysis: Analysis) -> None:
     """For ops with an accumulator: prove the partial-sum bound, pick the exact GEMM path."""
     nonneg = nonnegative(program)
     for index, ins in enumerate(program.code):
-        op = ops.get(ins.op)
+        op = program.op(ins)
         if op.acc_bound is None:
             continue
         tensors = [program.tensors[i] for i in ins.inputs]
