@@ -119,3 +119,24 @@ def test_declarations_are_checked(v2):
     assert ops.semantics.changed(1) == frozenset()
     assert ops.semantics.changed(2) == {"cvm_right_shift"}
     assert ops.get("relu", 2) is ops.get("relu", 1)
+
+
+def batched_shifter(semantics: int):
+    """The shifter over a symbolic batch N <= 4: every instance follows the file's version."""
+    b = Builder("batched-shifter", semantics)
+    b.symbol("N", 4)
+    x = b.input("x", ("N", 16), 16)
+    b.output(b.op("cvm_right_shift", x, precision=8, shift_bit=2, outputs=["out"]))
+    return b.build()
+
+
+@pytest.mark.parametrize("ctx", [vm.cpu, vm.reference])
+def test_instances_of_a_batched_model_keep_its_version(v2, ctx, monkeypatch):
+    x = np.concatenate([TIES, -TIES, TIES + 1])
+    for version, half_up in ((1, True), (2, False)):
+        model = vm.load(vm.encode(batched_shifter(version)), ctx())
+        monkeypatch.setattr(ops.semantics, "CURRENT", 3 - version)      # the other one
+        assert model.instance(N=3).program.semantics == version
+        assert np.array_equal(2 * model.run({"x": x})["out"], expected(x, half_up))
+        trace = model.trace({"x": x})
+        assert trace.semantics == version and trace.gas == model.gas_for(N=3)
