@@ -3,6 +3,7 @@ tracemalloc (numpy reports its buffers to it), complexity by deterministic proxi
 budgets are checked by bench/budgets.py (benchmarks never live in timed tests)."""
 from __future__ import annotations
 
+import gc
 import sys
 import tracemalloc
 
@@ -35,13 +36,17 @@ def traced_peak(fn) -> tuple[BaseException | None, int]:
 
 def steps(fn) -> int:
     """How many Python lines ``fn()`` executes (a deterministic proxy of its running time:
-    numpy's C loops count as one; the exception it raises, if any, is swallowed)."""
+    numpy's C loops count as one; the exception it raises, if any, is swallowed). The garbage
+    collector is paused: a collection would run other code's gc callbacks (hypothesis installs
+    one) and finalizers inside the count."""
     count = 0
 
     def trace(frame, event, arg):
         nonlocal count
         count += event == "line"
         return trace
+    gc.collect()
+    gc.disable()
     sys.settrace(trace)
     try:
         fn()
@@ -49,6 +54,7 @@ def steps(fn) -> int:
         pass
     finally:
         sys.settrace(None)
+        gc.enable()
     return count
 
 
