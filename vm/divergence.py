@@ -18,7 +18,7 @@ from . import receipt as receipts
 from .audit import Output, Trace, trace
 from .errors import TrapError
 from .listing import instruction_text
-from .model import load
+from .loader import load
 
 
 @dataclass

@@ -28,12 +28,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+import ops
+
 from . import plugins
 from .encoding import decode, model_hash
 from .errors import EnvironmentFault, InvalidError, MalformedError
 from .model import Model, open_model
 from .pipeline import ROLES, Pipeline
-from .program import SEMANTICS_VERSION
 from .safezip import Reader, npy_array, npy_bytes, write
 
 PACKAGE_FORMAT = "detvm-package/1"
@@ -216,9 +217,10 @@ def _manifest(raw: bytes) -> dict:
     semantics = manifest["semantics"]
     if not isinstance(semantics, int) or isinstance(semantics, bool) or semantics < 1:
         raise MalformedError(f"package semantics {semantics!r} is not a version number")
-    if semantics > SEMANTICS_VERSION:
+    if not ops.semantics.known(semantics):
         raise InvalidError(f"the package needs op-set semantics version {semantics}; this "
-                           f"detvm implements {SEMANTICS_VERSION} (a newer detvm is needed)")
+                           f"detvm implements {', '.join(map(str, ops.semantics.versions()))} "
+                           "(a newer detvm is needed)")
     _shape_of(manifest)
     return manifest
 
