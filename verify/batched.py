@@ -15,7 +15,6 @@ A certificate of such a program (docs/formal.md) consists of
 """
 from __future__ import annotations
 
-import ops
 from ops.base import OpError
 from vm.errors import InvalidError
 from vm.program import Program
@@ -86,7 +85,7 @@ def batch_parallel(program: Program) -> Obligation:
         return decls, ranges + _negated(claims)
 
     note = "\n".join(f"instruction {k}: {ins.op}, batch rule "
-                     f"{_rule_name(ops.get(ins.op).batch)}" for k, ins in batched)
+                     f"{_rule_name(program.op(ins).batch)}" for k, ins in batched)
     return Obligation(RESTS_ON, "exact", query, decide,
                       "every batched tensor has N x rest <= 2^30 elements for every N; each "
                       "batched instruction is licensed by its op's batch rule:\n" + note)
@@ -107,7 +106,7 @@ def gas_affine(program: Program, claimed: Affine | None) -> Obligation:
                if t.kind != "value"]
         for ins in program.code:
             t = program.tensors
-            base = ops.get(ins.op).cost([shape_at(t[i].shape, ones) for i in ins.inputs],
+            base = program.op(ins).cost([shape_at(t[i].shape, ones) for i in ins.inputs],
                                         ins.attrs)
             sizes = [Affine.size(t[i].shape) for i in ins.outputs]
             out.append(f"(+ (* {base} {_term(sizes[0])}) "
