@@ -111,14 +111,28 @@ def _channel_terms(op: str, data_shape, weight_shape, attrs) -> tuple[int, int]:
 
 
 def _channel_rows(op: str, weight: np.ndarray, attrs) -> np.ndarray:
-    """The weights of each output channel, one row per channel (qconv2d_transpose's weight
-    is (C, M/groups, KH, KW): channel m's row is its group's input channels at m mod M/G)."""
+    """The weights every output element is a dot product with, one row per output channel.
+
+    qconv2d_transpose's weight is (C, M/groups, KH, KW): channel m reads its group's input
+    channels at m mod M/G, and an output cell of phase (p + crop) mod stride, per axis, only
+    the taps r with (phase - r * dilation) mod stride = 0 (ops/deconv.py ``sources``): one
+    row per (channel, phase pair), the other taps zeroed, channel-major."""
     if op == "qconv2d_transpose":
         g = attrs["groups"]
-        c, mg = weight.shape[:2]
-        w = weight.reshape(g, c // g, mg, -1).transpose(0, 2, 1, 3)
-        return w.reshape(g * mg, -1)
+        c, mg, kh, kw = weight.shape
+        w = weight.reshape(g, c // g, mg, kh, kw).transpose(0, 2, 1, 3, 4)
+        w = w.reshape(g * mg, 1, c // g, kh, kw)
+        masks = np.array(_phase_masks(attrs, kh, kw), dtype=w.dtype)[None, :, None]
+        return (w * masks).reshape(g * mg * masks.shape[1], -1)
     return weight.reshape(weight.shape[0], -1)
+
+
+def _phase_masks(attrs, kh: int, kw: int) -> list:
+    """For each output phase pair, the (KH, KW) 0/1 mask of the taps landing there."""
+    (sh, sw), (dh, dw) = attrs["strides"], attrs["dilation"]
+    axis = lambda k, s, d, rho: [int((rho - r * d) % s == 0) for r in range(k)]
+    return [[[a * b for b in axis(kw, sw, dw, pw)] for a in axis(kh, sh, dh, ph)]
+            for ph in range(sh) for pw in range(sw)]
 
 
 def _intersect(a, b) -> tuple[int, int]:
@@ -230,6 +244,8 @@ class Bounds:
                 data = self.program.consts.get(ins.inputs[2])
                 bias = (np.asarray(data).astype(object).reshape(-1) if data is not None
                         else self._range(ins.inputs[2]))
+                if rows is not None and not isinstance(bias, tuple):   # rows per phase
+                    bias = np.repeat(bias, len(rows) // len(bias))
         up = hi0 * p + lo0 * neg
         dn = lo0 * p + hi0 * neg
         terms = dict(lo0=lo0, hi0=hi0, p=p, neg=neg, bias=bias, up=up, dn=dn, rows=rows)
