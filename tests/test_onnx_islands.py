@@ -171,3 +171,18 @@ def test_add_pattern_follows_onnxruntime_layout(tmp_path):
     theirs = ort_session(path).run(["out"], {"y_in": y, "x_in": x})[0]
     ours = vm.load(import_onnx(path)).run({"y_in": y, "x_in": x}, float_io=True)["out"]
     assert np.array_equal(ours, theirs)
+
+
+def test_tables_are_evaluated_once_per_process(tmp_path, monkeypatch):
+    """A model imported again (a symbolic batch is lowered at two batches) reuses its
+    tables: the same program, no second onnxruntime evaluation."""
+    from compiler.onnx import tables
+    p, _ = _add_params(np.random.default_rng(4))
+    path = tmp_path / "add.onnx"
+    onnx.save(_add_model(p, "qdq"), path)
+    monkeypatch.setattr(tables, "_CACHE", {})
+    runs, run = [], tables._run
+    monkeypatch.setattr(tables, "_run", lambda jobs, opset: runs.append(len(jobs)) or
+                        run(jobs, opset))
+    first, second = import_onnx(path), import_onnx(path)
+    assert runs == [2, 0] and vm.encode(first) == vm.encode(second)

@@ -13,6 +13,7 @@ rounds differently, so the job's inputs are shaped to take the same path (``layo
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -109,8 +110,42 @@ class Job:
         return [flat[:n * m].reshape(n, m)]
 
 
+CACHE_JOBS = 4096
+"""Tables kept per process, by job: a model imported at two batches (a symbolic batch,
+compiler/onnx/batch.py) evaluates its islands once."""
+_CACHE: dict[bytes, list[np.ndarray]] = {}
+
+
 def evaluate(jobs: list[Job], opset: int) -> list[list[np.ndarray]]:
-    """The tables of every job, from one onnxruntime session (default optimizations)."""
+    """The tables of every job: those not computed before in this process from one
+    onnxruntime session (default optimizations)."""
+    keys = [_key(job, opset) for job in jobs]
+    todo = {key: job for key, job in zip(keys, jobs) if key not in _CACHE}
+    for key, tables in zip(todo, _run(list(todo.values()), opset)):
+        if len(_CACHE) >= CACHE_JOBS:
+            del _CACHE[next(iter(_CACHE))]
+        _CACHE[key] = tables
+    return [_CACHE[key] for key in keys]
+
+
+def _key(job: Job, opset: int) -> bytes:
+    """The identity of a job: its nodes, constants, arguments and layout."""
+    digest = hashlib.sha256(f"{opset}|{job.layout}|{job.output}".encode())
+    for proto in job.nodes:
+        digest.update(proto.SerializeToString())
+    for name, value in sorted(job.consts.items()):
+        value = np.ascontiguousarray(value)
+        digest.update(f"{name}|{value.dtype}|{value.shape}".encode() + value.tobytes())
+    for arg in job.args:
+        digest.update(f"{arg.dtype}|{arg.low}|{arg.count}".encode())
+        for f in arg.feeds:
+            digest.update(f"{f.name}|{f.scale!r}|{f.zero}|{f.float_type}".encode())
+            if f.lookup is not None:
+                digest.update(np.ascontiguousarray(f.lookup).tobytes())
+    return digest.digest()
+
+
+def _run(jobs: list[Job], opset: int) -> list[list[np.ndarray]]:
     if not jobs:
         return []
     ort = optional_module("onnxruntime", "Building the tables of float islands")
