@@ -204,6 +204,10 @@ class OpDef:
     z3:       ``(zx, *tensors, **attrs) -> Ref | (Ref, ...)``: the Z3 encoding of the same
               semantics on tensors of Z3 terms, against an arithmetic namespace ``zx``
               (verify/domains.py: integers or bit-vectors; ops never import z3).
+    work:     optional ``(shapes, precs, attrs) -> int``: gas beyond CVM's GetOps (which charges
+              ``cost`` per element of output 0) for an op whose running time grows faster than
+              its output (non_max_suppression's pairwise overlaps), so that gas bounds time;
+              linear in the first dim of input 0 (the batch: symbolic gas is affine).
     overrides:per-executor kernels, e.g. ``{"gpu": kernel}``.
     inplace:  CVM's in-place whitelist: output may share storage with input 0.
     batch:    the batch rule: None, ``"map"``, ``"rows"`` or a callable (:data:`BATCH_KINDS`).
@@ -221,6 +225,7 @@ class OpDef:
     scalar: Callable
     kernel: Callable
     acc_bound: Callable | None = None
+    work: Callable | None = None
     z3: Callable | None = None
     overrides: Mapping[str, Callable] = field(default_factory=dict)
     inplace: bool = False

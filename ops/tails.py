@@ -6,9 +6,19 @@
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
+
+
+def _clamp(v: int | None, a: int | None, b: int | None, unbounded: int | None) -> int | None:
+    """clip(v, a, b) for bounds that may be None (no bound); v None stands for the infinity on
+    the side whose new bound is ``unbounded``."""
+    if v is None:
+        return unbounded
+    if a is not None and v < a:
+        v = a
+    return b if b is not None and v > b else v
 
 
 @dataclass(frozen=True)
@@ -32,12 +42,7 @@ class Requant:
 
     def then_clip(self, a: int | None, b: int | None) -> "Requant":
         """Followed by clip(q, a, b) (None: no bound on that side); a <= b."""
-        inf = float("inf")
-        a_, b_ = -inf if a is None else a, inf if b is None else b
-        lo = min(max(-inf if self.lo is None else self.lo, a_), b_)
-        hi = min(max(inf if self.hi is None else self.hi, a_), b_)
-        return replace(self, lo=None if lo == -inf else int(lo),
-                       hi=None if hi == inf else int(hi))
+        return Requant(self.shift, self.add, _clamp(self.lo, a, b, a), _clamp(self.hi, a, b, b))
 
     def reach(self, z: int) -> int:
         """Largest |z + add| for |z| <= ``z``."""

@@ -8,7 +8,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 import vm
-from vm.encoding import HASH_BYTES, MAGIC, decode, encode
+from vm.decoding import decode
+from vm.encoding import HASH_BYTES, MAGIC, encode
 from vm.errors import DetvmError, MalformedError
 from tests.conftest import small_cnn
 

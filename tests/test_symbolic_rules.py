@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 
 import vm
 from compiler import Builder, parse
-from vm.encoding import HASH_BYTES, MAGIC, decode, encode
+from vm.decoding import decode
+from vm.encoding import HASH_BYTES, MAGIC, encode
 from vm.errors import DetvmError, InvalidError, MalformedError, TrapError
 
 MODELS = Path(vm.__file__).parent / "models"

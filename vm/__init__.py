@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from . import audit, errors, observe, receipt
 from .audit import trace
-from .encoding import decode, encode
+from .decoding import decode
+from .encoding import encode
 from .errors import (DetvmError, EnvironmentFault, InternalError, InvalidError,
                      MalformedError, TrapError)
 from .executors import DEVICE_TYPES, Context

@@ -19,7 +19,7 @@ from ops.scratch import Lanes, Workspace, using
 
 from .errors import EnvironmentFault, InternalError
 from .executors import Executor
-from .program import Program
+from .program import Program, storage_dtype
 from .steps import Step
 from .validate import Analysis
 
@@ -50,15 +50,16 @@ class Plan:
         self._local = threading.local()
 
     def _bind(self, index: int, ins, analysis: Analysis) -> Step:
-        op = self.program.op(ins)
         kwargs = dict(ins.attrs)
         if index in analysis.gemm:
             kwargs["gemm"] = analysis.gemm[index]
-        tensors = self.program.tensors
-        frees = tuple(sorted(i for i in set(ins.inputs) | set(ins.outputs)
-                             if analysis.last_use[i] == index and tensors[i].kind != "const"))
-        return Step(index, self.executor.kernel(op), ins.inputs, ins.outputs,
-                    tuple(tensors[i].dtype for i in ins.outputs), kwargs, frees, (index,))
+        tensors, last_use = self.program.tensors, analysis.last_use
+        frees = tuple(sorted({i for i in (*ins.inputs, *ins.outputs)
+                              if last_use[i] == index and tensors[i].kind != "const"}))
+        kernel = self.executor.kernel(self.program.op(ins))
+        return Step(index, kernel, ins.inputs, ins.outputs,
+                    tuple(storage_dtype(tensors[i].precision) for i in ins.outputs), kwargs,
+                    frees, (index,))
 
     def run(self, inputs: dict[int, Any], trace: Callable | None = None,
             fused: bool | None = None, out: dict[int, Any] | None = None) -> list:

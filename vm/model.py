@@ -12,7 +12,8 @@ import numpy as np
 from ops.base import bound, shown
 
 from . import plugins
-from .encoding import decode, encode, model_hash
+from .decoding import decode
+from .encoding import encode, model_hash
 from .errors import EnvironmentFault, InternalError, InvalidError, TrapError
 from .executors import Context, make_executor
 from .floatio import dequantize_outputs, quantize_inputs, read_params
@@ -408,5 +409,5 @@ def open_model(source: Any, ctx: Context | None = None, limits: Limits | None = 
             return Model(parse(data.decode("utf-8", errors="replace")), ctx, limits,
                          threads=threads)
         source = data
-    program = decode(source)
+    program = decode(source, limits)
     return Model(program, ctx, limits, data=bytes(source), threads=threads)

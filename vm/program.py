@@ -19,9 +19,12 @@ QUOTE_LIMIT = 300
 """Characters of an instruction quoted in an error message."""
 
 
+_INT8, _INT32 = np.dtype("<i1"), np.dtype("<i4")
+
+
 def storage_dtype(precision: int) -> np.dtype:
     """CVM storage convention: int8 when the precision is <= 8, else int32 (little endian)."""
-    return np.dtype("<i1") if precision <= 8 else np.dtype("<i4")
+    return _INT8 if precision <= 8 else _INT32
 
 
 @dataclass(frozen=True)

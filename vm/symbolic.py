@@ -258,7 +258,8 @@ def _dominates(a: Affine, b: Affine) -> bool:
 
 def symbolic_gas(program: Program, memory_weight: int) -> Affine:
     """CVM gas (vm/validate.py ``op_gas``) as an affine function of the symbols; every gas
-    weight was checked independent of the symbols (:func:`infer_batched`)."""
+    weight was checked independent of the symbols (:func:`infer_batched`), and an op's work
+    rule is linear in its batch (ops/base.py)."""
     ones = {s: 1 for s in program.symbols}
     total = Affine.of(0)
     for t in program.tensors:
@@ -270,6 +271,10 @@ def symbolic_gas(program: Program, memory_weight: int) -> Affine:
         base = op.cost(shapes, attrs_at(ins.op, ins.attrs, ones, program.semantics))
         outs = [program.tensors[i].shape for i in ins.outputs]
         total += Affine.size(outs[0], base)
+        if op.work is not None:     # linear in the batch: its value per image, times the batch
+            per_image = op.work(shapes, [program.tensors[i].precision for i in ins.inputs],
+                                attrs_at(ins.op, ins.attrs, ones, program.semantics))
+            total += Affine.size(program.tensors[ins.inputs[0]].shape[:1], per_image)
         for s in outs:
             total += Affine.size(s, memory_weight)
     return total

@@ -6,6 +6,7 @@ that fails raises :class:`InvalidError` naming the tensor or quoting the instruc
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 from typing import Any, Mapping, Sequence
 
@@ -178,6 +179,7 @@ def _check_table(program: Program, limits: Limits) -> None:
         raise InvalidError(f"{len(program.code)} instructions exceed the ceiling "
                            f"{limits.max_instructions}")
     seen: set[str] = set()
+    types: set = set()                  # (shape, precision) pairs already checked
     for i, t in enumerate(program.tensors):
         what = f"tensor {i} %{t.name}"
         if (not isinstance(t.name, str) or not t.name or not t.name.isprintable()
@@ -189,7 +191,9 @@ def _check_table(program: Program, limits: Limits) -> None:
         if t.kind not in KINDS:
             raise InvalidError(f"{what}: unknown kind {t.kind!r}")
         check_symbolic_dims(program, t, what)
-        check_tensor_type(shape_at(t.shape, program.symbols), t.precision, what)
+        if not isinstance(t.shape, tuple) or (t.shape, t.precision) not in types:
+            check_tensor_type(shape_at(t.shape, program.symbols), t.precision, what)
+            types.add((tuple(t.shape), t.precision))
         data = program.consts.get(i)
         if t.kind != "const":
             if data is not None:
@@ -239,9 +243,11 @@ def first_outside(data: np.ndarray, lo: int, hi: int) -> int | None:
 def _check_code(program: Program, limits: Limits) -> list[bool]:
     tensors = program.tensors
     defined = [t.kind in ("input", "const") for t in tensors]
+    memo: dict = {}
     for index, ins in enumerate(program.code):
         try:
-            _check_instruction(ins, tensors, defined, program.symbols, program.semantics)
+            _check_instruction(ins, tensors, defined, program.symbols, program.semantics,
+                               memo)
         except _Bad as e:   # quote the instruction only now (it imports the disassembler)
             where = (program.describe(index) if _ids_ok(ins, len(tensors))
                      else f"instruction {index}")
@@ -254,7 +260,7 @@ class _Bad(Exception):
 
 
 def _check_instruction(ins, tensors, defined: list[bool], symbols: Mapping[str, int],
-                       semantics: int) -> None:
+                       semantics: int, memo: dict) -> None:
     op = ops.get(ins.op, semantics)
     if op is None:
         raise _Bad(f"unknown op {ins.op!r}")
@@ -272,24 +278,7 @@ def _check_instruction(ins, tensors, defined: list[bool], symbols: Mapping[str, 
             raise _Bad(f"%{tensors[i].name} is written twice (not SSA)")
     if len(set(ins.outputs)) != len(ins.outputs):
         raise _Bad("the same output twice")
-    shapes = [tensors[i].shape for i in ins.inputs]
-    precs = [tensors[i].precision for i in ins.inputs]
-    try:
-        if any(tensors[i].symbol for i in ins.inputs):
-            canon, out_shapes, out_precs = infer_batched(ins.op, shapes, precs, ins.attrs,
-                                                         symbols, semantics)
-        else:
-            named = attr_symbols(ins.attrs)
-            if named:
-                raise _Bad(f"attribute names the symbol {sorted(named)[0]} but {ins.op} reads "
-                           "no batched input")
-            canon, out_shapes, out_precs = infer(ins.op, shapes, precs, ins.attrs, semantics)
-    except OpError as e:
-        raise _Bad(str(e)) from None
-    if canon != dict(ins.attrs):
-        missing = sorted(set(canon) - set(ins.attrs))
-        raise _Bad("attributes are not canonical"
-                   + (f" (missing {', '.join(missing)})" if missing else ""))
+    out_shapes, out_precs = _apply_rules(ins, tensors, symbols, semantics, memo)
     for i, s, p in zip(ins.outputs, out_shapes, out_precs):
         t = tensors[i]
         if tuple(s) != tuple(t.shape):
@@ -303,8 +292,44 @@ def _check_instruction(ins, tensors, defined: list[bool], symbols: Mapping[str, 
         defined[i] = True
 
 
+def _apply_rules(ins, tensors, symbols: Mapping[str, int], semantics: int, memo: dict):
+    """The op's rules on this instruction's input types and attributes: (output shapes,
+    output precisions), once per distinct application (``memo``: repeated layers and chains
+    cost one dictionary lookup)."""
+    shapes = tuple(tensors[i].shape for i in ins.inputs)
+    precs = tuple(tensors[i].precision for i in ins.inputs)
+    try:
+        key = (ins.op, shapes, precs, tuple(ins.attrs.items()))
+        hit = memo.get(key)
+    except TypeError:                   # an unhashable attribute value: not canonical below
+        key, hit = None, None
+    if hit is not None:
+        return hit
+    try:
+        if any(tensors[i].symbol for i in ins.inputs):
+            canon, out_shapes, out_precs = infer_batched(ins.op, list(shapes), list(precs),
+                                                         ins.attrs, symbols, semantics)
+        else:
+            named = attr_symbols(ins.attrs)
+            if named:
+                raise _Bad(f"attribute names the symbol {sorted(named)[0]} but {ins.op} reads "
+                           "no batched input")
+            canon, out_shapes, out_precs = infer(ins.op, shapes, precs, ins.attrs, semantics)
+    except OpError as e:
+        raise _Bad(str(e)) from None
+    if canon != dict(ins.attrs):
+        missing = sorted(set(canon) - set(ins.attrs))
+        raise _Bad("attributes are not canonical"
+                   + (f" (missing {', '.join(missing)})" if missing else ""))
+    hit = (tuple(tuple(s) for s in out_shapes), tuple(out_precs))
+    if key is not None:
+        memo[key] = hit
+    return hit
+
+
 def _ids_ok(ins, n: int) -> bool:
-    return all(0 <= i < n for i in (*ins.inputs, *ins.outputs))
+    ids = (*ins.inputs, *ins.outputs)
+    return not ids or (min(ids) >= 0 and max(ids) < n)
 
 
 def _check_outputs(program: Program, defined: list[bool]) -> None:
@@ -335,39 +360,63 @@ def _liveness(program: Program) -> list[int]:
     return last
 
 
-def op_gas(program: Program, ins) -> int:
-    """CVM GetOps for one op: base * size(output 0) + 5 * sum of output sizes."""
-    op = program.op(ins)
+def op_gas(program: Program, ins, memo: dict | None = None,
+           sizes: list[int] | None = None) -> int:
+    """Gas of one op: CVM's GetOps, base * size(output 0) + 5 * sum of output sizes, plus the
+    op's ``work`` rule if it has one (``memo``: the rules once per distinct application;
+    ``sizes``: every tensor's element count)."""
     shapes = [program.tensors[i].shape for i in ins.inputs]
-    sizes = [program.tensors[i].size for i in ins.outputs]
-    base = op.cost(shapes, ins.attrs)
-    return base * sizes[0] + MEMORY_WEIGHT * sum(sizes)
+    out = [sizes[i] for i in ins.outputs] if sizes is not None else \
+        [program.tensors[i].size for i in ins.outputs]
+    key = (ins.op, tuple(shapes), tuple(ins.attrs.items()),
+           tuple(program.tensors[i].precision for i in ins.inputs))
+    rules = memo.get(key) if memo is not None else None
+    if rules is None:
+        op = program.op(ins)
+        rules = (op.cost(shapes, ins.attrs),
+                 0 if op.work is None else op.work(shapes, list(key[3]), ins.attrs))
+        if memo is not None:
+            memo[key] = rules
+    return rules[0] * out[0] + MEMORY_WEIGHT * sum(out) + rules[1]
 
 
 def _gas(program: Program) -> int:
     """CVM gas: every op's GetOps term plus 5 gas per element of every input and constant."""
-    gas = sum(MEMORY_WEIGHT * t.size for t in program.tensors if t.kind != "value")
-    return gas + sum(op_gas(program, ins) for ins in program.code)
+    sizes = [math.prod(t.shape) for t in program.tensors]
+    gas = sum(MEMORY_WEIGHT * n for n, t in zip(sizes, program.tensors) if t.kind != "value")
+    memo: dict = {}
+    for ins in program.code:
+        gas += op_gas(program, ins, memo, sizes)
+    return gas
 
 
 def _peak_memory(program: Program, last_use: list[int]) -> int:
     """Peak bytes of live tensors (storage dtypes) when every buffer is freed once dead."""
+    tensors = program.tensors
     return peak_bytes(program, [
-        (ins.outputs, [i for i in set(ins.inputs) | set(ins.outputs)
-                       if last_use[i] == index and program.tensors[i].kind != "const"])
+        (ins.outputs, [i for i in {*ins.inputs, *ins.outputs}
+                       if last_use[i] == index and tensors[i].kind != "const"])
         for index, ins in enumerate(program.code)])
+
+
+def tensor_bytes(program: Program) -> list[int]:
+    """Bytes of every tensor in its storage dtype."""
+    return [math.prod(t.shape) * (1 if t.precision <= 8 else 4) for t in program.tensors]
 
 
 def peak_bytes(program: Program, steps) -> int:
     """Peak bytes of live tensors over ``steps``, pairs (tensors written, tensors freed after):
     inputs and constants live from the start."""
-    nbytes = [t.size * t.dtype.itemsize for t in program.tensors]
-    live = sum(nbytes[i] for i, t in enumerate(program.tensors) if t.kind != "value")
+    nbytes = tensor_bytes(program)
+    live = sum(n for n, t in zip(nbytes, program.tensors) if t.kind != "value")
     peak = live
     for outputs, frees in steps:
-        live += sum(nbytes[i] for i in outputs)
-        peak = max(peak, live)
-        live -= sum(nbytes[i] for i in frees)
+        for i in outputs:
+            live += nbytes[i]
+        if live > peak:
+            peak = live
+        for i in frees:
+            live -= nbytes[i]
     return peak
 
 
@@ -394,11 +443,11 @@ def nonnegative(program: Program) -> set[int]:
 
 def _license_gemms(program: Program, analysis: Analysis) -> None:
     """For ops with an accumulator: prove the partial-sum bound, pick the exact GEMM path."""
-    nonneg = nonnegative(program)
-    for index, ins in enumerate(program.code):
+    linear = [k for k, ins in enumerate(program.code) if program.op(ins).acc_bound is not None]
+    nonneg = nonnegative(program) if linear else set()
+    for index in linear:
+        ins = program.code[index]
         op = program.op(ins)
-        if op.acc_bound is None:
-            continue
         tensors = [program.tensors[i] for i in ins.inputs]
         consts = [program.consts.get(i) for i in ins.inputs]
         acc = op.acc_bound([t.precision for t in tensors], [t.shape for t in tensors],
