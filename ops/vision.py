@@ -173,56 +173,96 @@ def _nms_scalar(args, a):
     return Ref(data.shape, out)
 
 
-# Coordinates below 2**26 keep every int64 intermediate of _overlaps below 2**63:
+# Coordinates below 2**26 keep every int64 intermediate of _pair_hits below 2**63:
 # |area| < 2**54, |S|, |U| < 1.5 * 2**55, 100 * I < 2**61, 101 * U < 2**63.
 _INT64_SAFE = 1 << 26
+NMS_BLOCK = 256
+"""Ranked rows resolved together: their pairwise overlaps are one (B, B) array."""
+PAIR_BUDGET = 1 << 14
+"""Box pairs per overlap array: the kernel's scratch is O(PAIR_BUDGET), whatever N is."""
 
 
-def _overlaps(kept, box, threshold: int) -> bool:
-    """Whether iou_percent(k, box) >= threshold for some row k of ``kept`` (m, 4) int64.
+def _pair_hits(a, b, threshold: int):
+    """(len(a), len(b)) booleans: iou_percent(a[i], b[j]) >= threshold, for boxes (m, 5) =
+    (x1, y1, x2, y2, area) as int64 (every coordinate below 2^26) or Python ints (object
+    arrays): exact either way.
 
-    Division-free and exact: for U > 0, floor(100 I / U) >= t <=> 100 I >= t U. The IoU never
-    exceeds 100 (I > 0 needs both boxes proper, so I <= min(area) <= U), hence t is capped at
-    101 without changing the answer, which keeps t U inside int64.
-    """
-    x1, y1, x2, y2 = kept[:, 0], kept[:, 1], kept[:, 2], kept[:, 3]
-    s = (x2 - x1) * (y2 - y1) + (box[2] - box[0]) * (box[3] - box[1])
-    ow = np.minimum(x2, box[2]) - np.maximum(x1, box[0])
-    oh = np.minimum(y2, box[3]) - np.maximum(y1, box[1])
-    inter = np.maximum(ow, 0) * np.maximum(oh, 0)
+    Division-free: for U > 0, floor(100 I / U) >= t <=> 100 I >= t U. The IoU never exceeds 100
+    (I > 0 needs both boxes proper, so I <= min(area) <= U), hence t is capped at 101 without
+    changing the answer, which keeps t U inside int64. I = 0 never reaches t >= 1."""
+    ow = np.minimum(a[:, None, 2], b[None, :, 2])
+    ow -= np.maximum(a[:, None, 0], b[None, :, 0])
+    oh = np.minimum(a[:, None, 3], b[None, :, 3])
+    oh -= np.maximum(a[:, None, 1], b[None, :, 1])
+    hit = (ow > 0) & (oh > 0)
+    if not hit.any():
+        return hit
+    s = a[:, None, 4] + b[None, :, 4]
+    inter = np.maximum(ow, 0, out=ow)
+    inter *= np.maximum(oh, 0, out=oh)
     union = s - inter
-    hit = (s > 0) & (union > 0) & (100 * inter >= min(threshold, 101) * union)
-    return bool(hit.any())
+    hit &= (s > 0) & (union > 0)
+    inter *= 100
+    union *= min(threshold, 101)
+    hit &= inter >= union
+    return hit
 
 
-def _nms_batch(rows, count: int, a) -> list[int]:
-    """Indices (into ``rows``, host int64 (N, 6)) of the kept rows, in output order."""
+def _with_areas(boxes):
+    """(N, 5): the corner boxes (N, 4) and their areas (x2 - x1) * (y2 - y1), maybe <= 0."""
+    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    return np.concatenate([boxes, area[:, None]], axis=1)
+
+
+def _suppressed(boxes, ids, kept, block, a):
+    """For each row of ``block``: whether some row of ``kept`` (same id unless
+    force_suppress) overlaps it at the threshold; in chunks of PAIR_BUDGET pairs."""
+    out = np.zeros(len(block), dtype=bool)
+    step = max(1, PAIR_BUDGET // max(1, len(block)))
+    for k0 in range(0, len(kept), step):
+        rivals = kept[k0:k0 + step]
+        hits = _pair_hits(boxes[rivals], boxes[block], a["iou_threshold"])
+        if not a["force_suppress"]:
+            hits &= ids[rivals][:, None] == ids[block][None, :]
+        out |= hits.any(axis=0)
+    return out
+
+
+def _nms_batch(rows, count: int, a) -> np.ndarray:
+    """Indices (into ``rows``, host int64 (N, 6)) of the kept rows, in output order.
+
+    The greedy scan, NMS_BLOCK ranked rows at a time: a block's rows suppressed by an already
+    kept row are found in one vectorized pass, then the block is resolved in rank order on its
+    own (B, B) overlap array. At most N (N + B) / 2 pair tests per batch (the ``work`` gas)."""
     t = min(max(count, 0), rows.shape[0])
     p_max, n_max = _nms_limits(t, a)
     ranked = np.argsort(-rows[:t, 1], kind="stable")[:p_max]
     ranked = ranked[rows[ranked, 0] >= 0]      # negative ids are skipped, still count for top_k
     boxes, ids = rows[:, 2:6], rows[:, 0]
-    exact = int(np.abs(boxes[:t]).max(initial=0)) >= _INT64_SAFE
-    kept: list[int] = []
-    for r in ranked.tolist():
+    if int(np.abs(boxes[:t]).max(initial=0)) >= _INT64_SAFE:
+        boxes = boxes.astype(object)            # huge coordinates: Python's unbounded ints
+    boxes = _with_areas(boxes)
+    kept = np.empty(0, dtype=np.int64)
+    for b0 in range(0, len(ranked), NMS_BLOCK):
         if len(kept) >= n_max:
             break
-        rivals = np.array(kept, dtype=np.int64)
+        block = ranked[b0:b0 + NMS_BLOCK]
+        alive = ~_suppressed(boxes, ids, kept, block, a)
+        inner = _pair_hits(boxes[block], boxes[block], a["iou_threshold"])
         if not a["force_suppress"]:
-            rivals = rivals[ids[rivals] == ids[r]]
-        if exact:   # huge coordinates: Python's unbounded ints
-            box = boxes[r].tolist()
-            hit = any(iou_percent(boxes[q].tolist(), box) >= a["iou_threshold"]
-                      for q in rivals.tolist())
-        else:
-            hit = _overlaps(boxes[rivals], boxes[r], a["iou_threshold"])
-        if not hit:
-            kept.append(r)
+            inner &= ids[block][:, None] == ids[block][None, :]
+        keep = np.zeros(len(block), dtype=bool)
+        room = n_max - len(kept)
+        for j in range(len(block)):
+            if alive[j] and room:
+                keep[j], room = True, room - 1
+                alive[j + 1:] &= ~inner[j, j + 1:]
+        kept = np.concatenate([kept, block[keep]])
     return kept
 
 
 def _nms_kernel(xp, data, valid_count, **a):
-    """Sequential by nature: runs on host int64 copies, batch by batch."""
+    """Per batch on host int64 copies: vectorized blocks of the sequential greedy scan."""
     rows = _to_host(data).astype(np.int64)
     counts = _to_host(valid_count).astype(np.int64).tolist()
     out = np.full(rows.shape, -1, dtype=np.int64)
@@ -230,6 +270,20 @@ def _nms_kernel(xp, data, valid_count, **a):
         kept = _nms_batch(rows[b], count, a)
         out[b, :len(kept)] = rows[b, kept]
     return xp.asarray(out)
+
+
+def _nms_work(shapes, precs, a) -> int:
+    """Gas of the pairwise overlaps: per batch N (N + B) / 2 pair tests of PAIR_GAS each
+    (PAIR_GAS_EXACT when coordinates may reach 2^26: Python integers), plus N log N for the
+    sort. Gas grows with the real cost, which CVM's B * 20 per output element does not."""
+    batches, n = shapes[0][0], shapes[0][1]
+    per_pair = PAIR_GAS if precs[0] <= 27 else PAIR_GAS_EXACT
+    return batches * (n * (n + NMS_BLOCK) // 2 * per_pair + n * max(1, n.bit_length()))
+
+
+PAIR_GAS, PAIR_GAS_EXACT = 1, 32
+"""Gas per pair test: int64 (coordinates below 2^26, precision <= 27), else Python ints.
+Measured by bench/budgets.py against the gas-per-second floor (docs/format.md)."""
 
 
 def _iou_at_least_z3(zx, a, b, t: int):
@@ -292,7 +346,8 @@ register(OpDef(
     max_output_size >= 0 else T. Scan ranked rows p < p_max while kept < n_max: skip id < 0;
     drop the row if some kept row with (force_suppress or the same id) has
     iou_percent >= iou_threshold (see iou_percent); else keep it. Output: the kept rows, then -1
-    rows. Precision max(P0, 2) (detvm fix for the -1 fill). Gas weight B * 20.
+    rows. Precision max(P0, 2) (detvm fix for the -1 fill). Gas weight B * 20 (CVM's), plus the
+    pairwise work: B (N (N + 256) / 2 pair tests + N log N).
     This is CVM's formal definition; detvm does not reproduce the cpu/gpu kernels' bugs
     (early return across batches, input mutation, max_output_size 0 = unlimited).""",
     inputs=("data", "valid_count"), outputs=("out",),
@@ -307,7 +362,7 @@ register(OpDef(
            Attr("invalid_to_bottom", "bool", default=True)),
     shape=_nms_shape,
     precision=lambda precs, shapes, a: max(precs[0], 2),
-    cost=lambda shapes, a: shapes[0][0] * 20,
+    cost=lambda shapes, a: shapes[0][0] * 20, work=_nms_work,
     scalar=_nms_scalar, kernel=_nms_kernel, z3=_nms_z3,
     batch="map",
 ))

@@ -5,12 +5,17 @@ worked out by hand here (CVM's formal semantics, with detvm's documented fixes).
 """
 from __future__ import annotations
 
+from unittest import mock
+
 import numpy as np
 import pytest
+from hypothesis import given, settings
 
 import ops
+from ops import vision
 from ops.base import OpError, Ref
 from ops.vision import iou_percent
+from tests.cases.reduce_vision import non_max_suppression
 
 
 def run(name, inputs, **attrs):
@@ -192,3 +197,48 @@ def test_nms_rules():
     for shapes in [[(2, 5, 5), (2,)], [(2, 5, 6), (3,)], [(5, 6), (5,)]]:
         with pytest.raises(OpError):
             op.infer_shapes(shapes, a)
+
+
+@pytest.mark.parametrize("block,budget", [(1, 1), (3, 7), (8, 1 << 16)])
+@settings(max_examples=40, deadline=None)
+@given(case=non_max_suppression(max_n=40))
+def test_nms_blocks_match_the_scalar_scan(block, budget, case):
+    """The vectorized blocks of the greedy scan, at any block size and pair budget, give the
+    scalar reference's rows (kept rows in rank order, then -1)."""
+    data, count = case.inputs
+    values = np.array(data.values, dtype=np.int64).reshape(data.shape)
+    with mock.patch.object(vision, "NMS_BLOCK", block), \
+            mock.patch.object(vision, "PAIR_BUDGET", budget):
+        run("non_max_suppression", [values.tolist(), count.values], **case.attrs)
+
+
+@pytest.mark.parametrize("layout", ["disjoint", "nested", "duplicates"])
+def test_nms_pair_tests_stay_within_the_work_gas(layout):
+    """The pair tests the kernel makes (counted) never exceed what its work rule charges for
+    (N (N + NMS_BLOCK) / 2 per batch), on layouts that keep every box or none."""
+    n = 700
+    k = np.arange(n)
+    boxes = {"disjoint": np.stack([k * 4, k * 0, k * 4 + 3, k * 0 + 3], 1),
+             "nested": np.stack([k * 0, k * 0, 1000 + k, k * 0 + 1000], 1),
+             "duplicates": np.tile([0, 0, 5, 5], (n, 1))}[layout]
+    rows = np.concatenate([np.zeros((n, 1)), (n - k)[:, None], boxes], 1).astype(np.int64)
+    pairs = []
+    real = vision._pair_hits
+
+    def counted(a, b, threshold):
+        pairs.append(len(a) * len(b))
+        return real(a, b, threshold)
+    a = ops.get("non_max_suppression").check_attrs({"iou_threshold": 100})
+    with mock.patch.object(vision, "_pair_hits", counted):
+        kept = vision._nms_batch(rows, n, a)
+    assert len(kept) == (1 if layout == "duplicates" else n)
+    assert sum(pairs) <= n * (n + vision.NMS_BLOCK) // 2
+
+
+def test_nms_work_grows_with_the_pairs():
+    """Gas bounds time: the pairwise work is quadratic in N (CVM's weight is linear)."""
+    op = ops.get("non_max_suppression")
+    a = op.check_attrs({})
+    small, large = (op.work([(1, n, 6), (1,)], [16, 16], a) for n in (1 << 10, 1 << 14))
+    assert large >= 200 * small
+    assert op.work([(1, 1 << 10, 6), (1,)], [30, 16], a) > 16 * small    # exact ints: slower

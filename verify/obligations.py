@@ -164,6 +164,9 @@ def _gas_terms(program: Program) -> list[str]:
         base = op.cost([t[i].shape for i in ins.inputs], ins.attrs)
         sizes = [t[i].size for i in ins.outputs]
         terms.append(f"(+ (* {base} {sizes[0]}) (* {MEMORY_WEIGHT} {total(map(str, sizes))}))")
+        if op.work is not None:         # gas for work beyond CVM's formula (docs/format.md)
+            terms.append(str(op.work([t[i].shape for i in ins.inputs],
+                                     [t[i].precision for i in ins.inputs], ins.attrs)))
     return terms
 
 
@@ -191,8 +194,8 @@ def _eval(term: str) -> int:
 
 
 def gas(program: Program, claimed: int) -> Obligation:
-    """The model's gas (CVM GetOps: op weights x output sizes + 5 x every tensor's elements)
-    equals ``claimed``; it does not depend on the input."""
+    """The model's gas (CVM GetOps: op weights x output sizes + 5 x every tensor's elements,
+    plus the ops' work terms) equals ``claimed``; it does not depend on the input."""
     def decide():
         value = sum(_eval(t) for t in _gas_terms(program))
         return _exact([] if value == claimed else [f"gas is {value}, {claimed} claimed"],

@@ -78,8 +78,8 @@ def box_row(draw, unit, anchors):
 
 
 @st.composite
-def non_max_suppression(draw):
-    b, n = draw(st.integers(1, 3)), draw(st.integers(1, 7))
+def non_max_suppression(draw, max_n: int = 7):
+    b, n = draw(st.integers(1, 3)), draw(st.integers(1, max_n))
     p = draw(st.one_of(st.integers(1, 4), st.integers(5, 12), st.integers(13, 32),
                         st.integers(28, 32)))
     if p >= 5:
