@@ -120,6 +120,12 @@ def test_fuzzed_bytes_never_crash(data):
             del body[at]
     blob = rehash(bytes(body)) if data.draw(st.booleans()) else bytes(body) + DATA[-HASH_BYTES:]
     try:
+        program = decode(blob)
+    except DetvmError as e:
+        assert e.deterministic, e
+        return
+    assert encode(program) == blob          # canonical: only the encoder's own bytes decode
+    try:
         vm.load(blob)
     except DetvmError as e:
         assert e.deterministic, e
