@@ -35,8 +35,7 @@ def add_commands(sub) -> None:
     q.add_argument("--per-tensor", action="store_true", help="one weight scale per tensor "
                                                             "(default: per output channel)")
     q.add_argument("--op-types", type=_op_types, default=False, metavar="all|OP,OP,...",
-                   help="the op types onnxruntime quantizes (all: every one it can; default: "
-                        "those detvm imports as quantized ops)")
+                   help="the op types onnxruntime quantizes (default: all, every one it can)")
     q.add_argument("--no-split-outputs", dest="split_outputs", action="store_false",
                    help="quantize a Concat that makes a graph output with one scale (by "
                         "default it stays float: each input keeps its own scale)")

@@ -29,13 +29,6 @@ FORMATS = ("qdq", "qoperator")
 TYPES = ("int8", "uint8")
 CHUNK = 16
 """Calibration samples per onnxruntime run when the model's batch axis is symbolic."""
-IMPORTED_OP_TYPES = ("Conv", "Gemm", "MatMul", "Add", "MaxPool", "AveragePool",
-                     "GlobalAveragePool", "Relu", "Clip", "Concat", "Flatten", "Reshape",
-                     "Transpose", "Squeeze", "Unsqueeze", "Pad")
-"""The op types ``quantize`` asks onnxruntime to quantize by default; ``op_types=None``
-quantizes every type onnxruntime can."""
-
-
 def _ort_quantization():
     return optional_module("onnxruntime.quantization", "quantize")
 
@@ -115,7 +108,7 @@ def _quiet():
 def quantize_onnx(model, calibration: Mapping[str, np.ndarray], output_path, *,
                   shapes: Mapping[str, Sequence[int]] | None = None, fmt: str = "qdq",
                   activation: str = "int8", weight: str = "int8", per_channel: bool = True,
-                  op_types: Sequence[str] | None = IMPORTED_OP_TYPES,
+                  op_types: Sequence[str] | None = None,
                   split_outputs: bool = True, progress: Callable | None = None,
                   notify: Callable[[str], None] | None = None) -> str:
     """Write the statically quantized ``model`` (a float ONNX model: path, bytes or
