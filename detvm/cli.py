@@ -11,10 +11,12 @@ import sys
 
 from vm.errors import DetvmError, EnvironmentFault, InternalError
 
-from . import cmd_audit, cmd_cvm, cmd_model, cmd_onnx, cmd_package, cmd_verify
+from . import (cmd_audit, cmd_cvm, cmd_dataset, cmd_model, cmd_onnx, cmd_package, cmd_report,
+               cmd_verify)
 
 EXIT_USAGE, EXIT_ENV, EXIT_INTERNAL = 2, 3, 4
-COMMANDS = (cmd_model, cmd_cvm, cmd_onnx, cmd_package, cmd_verify, cmd_audit)
+COMMANDS = (cmd_model, cmd_cvm, cmd_onnx, cmd_package, cmd_verify, cmd_audit, cmd_report,
+            cmd_dataset)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -208,3 +208,70 @@ def _output(name: str, host: np.ndarray, dtype: np.dtype, keep: bool, strict: bo
         digest, problem = None, e.message.removeprefix("tensor hash: ")
     return Output(name, tuple(int(d) for d in host.shape), np.dtype(dtype).name, digest,
                   problem, values)
+
+
+# ---------------------------------------------------------------------------------------------
+# One trace per batch element
+# ---------------------------------------------------------------------------------------------
+
+def trace_rows(model, inputs: Any) -> list[Trace]:
+    """One :class:`Trace` per batch element of a model with one symbol, each equal to
+    :func:`trace` of that element alone (batch 1) — in one batched run.
+
+    Every instruction reading a batched tensor is batch-parallel (vm/symbolic.py): row ``k`` of
+    each batched tensor is what element ``k``'s own run computes, and a tensor without the
+    symbol is the same for every element. So each element's leaves are its rows of the batched
+    outputs and the shared tensors' hashes, and its root follows.
+    """
+    feeds, dims = model._check_inputs(inputs)
+    if len(model.symbols) != 1:
+        raise TrapError(f"per-element traces need a model with one symbol, "
+                        f"{model.name!r} has {len(model.symbols)}")
+    (symbol, n), = dims.items()
+    inst = model.instance(**dims)
+    gas = model.instance(**{symbol: 1}).analysis.gas
+    program, ex = inst.program, inst.plan.executor
+    batched = [t.symbol is not None for t in model.program.tensors]
+    recorder = _RowRecorder(program, ex, batched, n)
+    results = model.run(dict(zip((t.name for t in model.inputs), feeds)), trace=recorder)
+    rows = lambda ts, arrays: [_split(t.name, a, t.dtype, t.symbol is not None, n)
+                               for t, a in zip(ts, arrays)]
+    ins = rows(model.inputs, feeds)
+    outs = rows(model.outputs, [results[t.name] for t in model.outputs])
+    return [Trace(model.hash, program.semantics, ex.name, gas, [o[k] for o in ins],
+                  [o[k] for o in outs],
+                  [Entry(e.index, e.op, tuple(o[k] for o in e.outputs), e.seconds)
+                   for e in recorder.entries],
+                  {t.name: (results[t.name][k:k + 1] if t.symbol else results[t.name])
+                   for t in model.outputs})
+            for k in range(n)]
+
+
+def _split(name: str, host: np.ndarray, dtype, batched: bool, n: int) -> list[Output]:
+    """``n`` Outputs: the rows of a batched tensor, or the same whole tensor ``n`` times."""
+    if not batched:
+        return [_output(name, host, dtype, False, strict=True)] * n
+    return [_output(name, host[k:k + 1], dtype, False, strict=True) for k in range(n)]
+
+
+class _RowRecorder(_Recorder):
+    """The ``trace`` callback of :func:`trace_rows`: each output split into its rows."""
+
+    def __init__(self, program, executor, batched: list[bool], n: int):
+        super().__init__(program, executor, frozenset(), True)
+        self.batched, self.n = batched, n
+
+    def __call__(self, step, values: Sequence) -> None:
+        seconds = time.perf_counter() - self.clock
+        ins = self.program.code[step.index]
+        outputs = []
+        for tid, value in zip(step.outputs, values):
+            t = self.program.tensors[tid]
+            host = np.asarray(self.executor.to_host(value))
+            try:
+                outputs.append(_split(t.name, host, t.dtype, self.batched[tid], self.n))
+            except TrapError as e:
+                raise InternalError(f"{self.program.describe(step.index)}: output %{t.name}: "
+                                    f"{e.message}") from None
+        self.entries.append(Entry(step.index, ins.op, tuple(outputs), seconds))
+        self.clock = time.perf_counter()
