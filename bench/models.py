@@ -12,8 +12,10 @@ same generated inputs (compiler/onnx/samples.py), detvm (float_io) against onnxr
 default session (graph optimizations on) on the same quantized model: identical output values,
 the largest distance in LSB, top-1 agreement (classifier), identical detections after the
 usual confidence filter and NMS (YOLO). Times: import (ONNX -> program -> loaded model), detvm
-run, onnxruntime int8 and fp32 runs at batch 1, in alternating turns (bench/compare.py). A
-model that does not import yet is reported with the reason. Prints a markdown table.
+run (the default CPU executor, which runs instructions on onnxruntime's integer kernels where
+its self-test passed and they pay, and the numpy-only executor; their outputs are checked
+equal), onnxruntime int8 and fp32 runs at batch 1, in alternating turns (bench/compare.py).
+A model that does not import yet is reported with the reason. Prints a markdown table.
 """
 from __future__ import annotations
 
@@ -56,6 +58,8 @@ RECIPES = {
     "yolov8n-320": Recipe("images", (1, 3, 320, 320), lambda seed: samples.photos(
         320, flips=True) if seed == 0 else samples.photos(320)[:, :, ::-1].copy(),
         "detector"),
+    "ddddocr-det": Recipe("images", (1, 3, 416, 416), lambda seed: samples.photos(
+        416)[:8] if seed == 0 else samples.photos(416)[8:, :, ::-1].copy(), "map"),
     "ppocr-rec": Recipe("x", (1, 3, 48, 320), lambda seed: samples.text_crops(
         24 if seed == 0 else 16, seed, width=320)[0], "map"),
 }
@@ -120,8 +124,14 @@ def measure(name: str, args, tmp: Path) -> dict:
     xs = recipe.inputs(0)
     row["agreement"] = agreement(recipe, model, _default_session(quantized), xs)
     x = xs[:1]
+    numpy_model = vm.load(vm.encode(program), vm.cpu(backend="numpy"), threads=args.threads)
+    row["backends_agree"] = all(
+        np.array_equal(a, b) for a, b in zip(model.run({recipe.input: x}, float_io=True).values(),
+                                             numpy_model.run({recipe.input: x},
+                                                             float_io=True).values()))
     row["times"] = timed_together({
         "detvm": lambda: model.run({recipe.input: x}, float_io=True),
+        "detvm_numpy": lambda: numpy_model.run({recipe.input: x}, float_io=True),
         "ort_int8": lambda: int8.run(None, {recipe.input: x}),
         "ort_fp32": lambda: fp32.run(None, {recipe.input: x})}, args.repeat)
     return row
@@ -133,17 +143,19 @@ def _default_session(path):
 
 
 def table(report: dict) -> str:
-    lines = ["| model | import s | detvm ms | ORT int8 ms | ORT fp32 ms | identical | max LSB "
-             "| top-1 / detections |", "|---|---|---|---|---|---|---|---|"]
+    lines = ["| model | import s | detvm ms | detvm numpy ms | ORT int8 ms | ORT fp32 ms | "
+             "identical | max LSB | top-1 / detections |", "|---|---|---|---|---|---|---|---|---|"]
     for name, row in report["models"].items():
         if "error" in row:
-            lines.append(f"| {name} | not imported: {row['error'][:160]} | | | | | | |")
+            lines.append(f"| {name} | not imported: {row['error'][:160]} | | | | | | | |")
             continue
         t, a = row["times"], row["agreement"]
         extra = (f"{a['top1']:.2%}" if "top1" in a else
                  f"{a['same_detections']:.2%} same ({a['detections']})" if "same_detections"
                  in a else "")
-        lines.append(f"| {name} | {row['import_s']:.2f} | {t['detvm']['median_ms']:.1f} | "
+        same = "" if row["backends_agree"] else " (BACKENDS DIFFER)"
+        lines.append(f"| {name} | {row['import_s']:.2f} | {t['detvm']['median_ms']:.1f}{same} | "
+                     f"{t['detvm_numpy']['median_ms']:.1f} | "
                      f"{t['ort_int8']['median_ms']:.1f} | {t['ort_fp32']['median_ms']:.1f} | "
                      f"{a['identical']:.4%} of {a['values']} | {a['max_lsb']} | {extra} |")
     return "\n".join(lines)
