@@ -8,18 +8,17 @@ from __future__ import annotations
 import json
 import sys
 
+from vm.divergence import EXECUTORS
 from vm.errors import TrapError
 
 from .common import load_model, read_file, read_inputs
-
-EXECUTORS = ("cpu", "reference", "formal", "gpu")
 
 
 def add_commands(sub) -> None:
     t = sub.add_parser("trace", help="hash every instruction's output and the Merkle root")
     t.add_argument("model")
     _inputs(t)
-    t.add_argument("--ctx", default="cpu", choices=EXECUTORS)
+    t.add_argument("--ctx", default="cpu", choices=CONTEXTS)
     t.add_argument("--json", action="store_true")
     t.set_defaults(func=cmd_trace)
 
@@ -27,7 +26,7 @@ def add_commands(sub) -> None:
     r.add_argument("receipt", help="a receipt written by `detvm run --receipt`")
     r.add_argument("--model", required=True)
     _inputs(r)
-    r.add_argument("--ctx", default="cpu", choices=EXECUTORS)
+    r.add_argument("--ctx", default="cpu", choices=CONTEXTS)
     r.add_argument("--json", action="store_true")
     r.set_defaults(func=cmd_replay)
 
@@ -39,6 +38,9 @@ def add_commands(sub) -> None:
                    help=f"executors to compare (of {', '.join(EXECUTORS)}; default "
                         "cpu,reference, or cpu against a receipt)")
     d.add_argument("--against", metavar="R.json", help="compare with a receipt's trace")
+    d.add_argument("--fast", action="store_true",
+                   help="trace each executor's fastest path (fused CPU steps, onnxruntime "
+                        "regions) instead of the per-instruction one")
     d.add_argument("--json", action="store_true")
     d.set_defaults(func=cmd_diff)
 
@@ -49,12 +51,14 @@ def _inputs(p) -> None:
                         "a .npz file supplies inputs by name)")
 
 
+CONTEXTS = ("cpu", "reference", "formal", "gpu")
+
+
 def _executors(spec: str | None, default: str) -> list[str]:
+    from vm.divergence import context
     names = [s.strip() for s in (spec or default).split(",") if s.strip()]
-    bad = [n for n in names if n not in EXECUTORS]
-    if bad:
-        raise TrapError(f"--executors: unknown executor {bad[0]!r} (known: "
-                        f"{', '.join(EXECUTORS)})")
+    for n in names:
+        context(n)                       # a TrapError naming an unknown one
     return names
 
 
@@ -99,20 +103,21 @@ def cmd_replay(args) -> int:
 
 
 def cmd_diff(args) -> int:
-    from vm import Context, receipt
-    from vm.divergence import diff, diff_receipt
+    from vm import receipt
+    from vm.divergence import context, diff, diff_receipt
     if args.against:
         doc = receipt.loads(read_file(args.against))
         names = _executors(args.executors, "cpu")
-        model = load_model(args.model, names[0])
-        report = diff_receipt(model, read_inputs(args.input, model), doc, names[0])
+        model = load_model(args.model, context(names[0]))
+        report = diff_receipt(model, read_inputs(args.input, model), doc, names[0], args.fast)
     else:
         names = _executors(args.executors, "cpu,reference")
         if len(names) < 2:
             raise TrapError("--executors: name at least two (or use --against R.json)")
-        model = load_model(args.model, names[0])
+        model = load_model(args.model)
         inputs = read_inputs(args.input, model)
-        report = diff(model.program, inputs, [Context(n) for n in names], names)
+        report = diff(model.program, inputs, [context(n) for n in names], names,
+                      fast=args.fast)
     if args.json:
         print(json.dumps(report.to_dict()))
     else:
@@ -124,7 +129,9 @@ def _print_report(report, out) -> None:
     sides = ", ".join(report.sides)
     if report.agree:
         root = next(iter(report.roots.values()))
-        out.write(f"agree: {sides} (trace root {root})\n")
+        n = report.compared
+        what = f"trace root {root}" if root else f"{n} tensor{'s' * (n != 1)} compared"
+        out.write(f"agree: {sides} ({what})\n")
         return
     out.write(f"differ: {sides}\n")
     div = report.divergence
@@ -132,13 +139,17 @@ def _print_report(report, out) -> None:
         a, b = div.sides
         attrs = ", ".join(f"{k}={v}" for k, v in div.attrs.items()) or "none"
         shapes = lambda ts: ", ".join(f"%{t['name']} {t['shape']} p{t['precision']}" for t in ts)
-        out.write(f"first divergence: instruction {div.index} `{div.text}`\n"
+        out.write(f"first divergence: %{div.output}, computed by instruction {div.index} "
+                  f"`{div.text}`\n"
                   f"  op {div.op}; attributes {attrs}\n"
                   f"  inputs {shapes(div.inputs) or 'none'}; outputs {shapes(div.outputs)}\n")
         if div.element is not None:
             out.write(f"  %{div.output}{list(div.element)} (flat index {div.flat}): "
                       f"{a} {div.values[0]}, {b} {div.values[1]}\n")
         out.write(f"  sha256 of %{div.output}: {a} {div.hashes[0]}, {b} {div.hashes[1]}\n")
+        for side, covers in div.steps.items():
+            out.write(f"  {side} computed it in one step covering instructions "
+                      f"{', '.join(map(str, covers))}\n")
         if div.note:
             out.write(f"  note: {div.note}\n")
     for problem in report.problems:

@@ -15,13 +15,14 @@ DEMO_DIR = Path(vm.__file__).parent / "models"
 """The shipped models (vm's package data): the digits CNN and the lines model."""
 
 
-def load_model(path: str, ctx: str = "cpu", compat: str | None = None):
-    """A model from a .dvm/.dvmt file or a CVM model directory (symbol, params)."""
+def load_model(path: str, ctx="cpu", compat: str | None = None):
+    """A model from a .dvm/.dvmt file or a CVM model directory (symbol, params); ``ctx`` a
+    device type or a vm.Context."""
     from vm import Context, Model, load
+    ctx = ctx if isinstance(ctx, Context) else Context(ctx)
     if Path(path).is_dir():
-        return Model(import_cvm(Path(path) / "symbol", Path(path) / "params", compat),
-                     Context(ctx))
-    return load(path, Context(ctx))
+        return Model(import_cvm(Path(path) / "symbol", Path(path) / "params", compat), ctx)
+    return load(path, ctx)
 
 
 def read_file(path) -> bytes:

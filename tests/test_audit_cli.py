@@ -2,6 +2,7 @@
 one executor's kernel)."""
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -95,7 +96,7 @@ def test_diff_finds_the_injected_fault(capsys, files, faulty_relu):
     tmp, model, x = files
     code, out, _ = cli(capsys, "diff", model, "--input", x, "--executors", "reference,cpu")
     assert code == 1
-    assert "first divergence: instruction 2 `%relu_0 : [2, 4, 8, 8] p8 = relu" in out
+    assert "first divergence: %relu_0, computed by instruction 2 `%relu_0 : [2, 4, 8, 8] p8 = relu" in out
     expected = vm.load(model, vm.reference()).trace({"x": np.load(tmp / "x.npy")}, keep=[2])
     value = int(expected.entries[2].outputs[0].values.reshape(-1)[5])
     assert f"%relu_0[0, 0, 0, 5] (flat index 5): reference {value}, cpu {value + 1}" in out
@@ -135,3 +136,54 @@ def test_diff_usage_errors(capsys, files):
     (tmp / "bad.json").write_text("{}")
     code, _, err = cli(capsys, "replay", tmp / "bad.json", "--model", model, "--input", x)
     assert code == 1 and err.startswith("detvm: malformed: receipt")
+
+
+@pytest.fixture
+def faulty_fused_step(monkeypatch):
+    """The cpu executor's fused steps: the first one covering several instructions adds 1 to
+    element 5 of its output (a fault in the fusion pass, not in any op's kernel)."""
+    original = Executor.fast_steps
+
+    def fast_steps(self, program, analysis, steps, threads=None):
+        fast = original(self, program, analysis, steps, threads)
+        if self.name != "cpu":
+            return fast
+        k = next(k for k, s in enumerate(fast) if len(s.covers) > 1)
+        kernel = fast[k].kernel
+
+        def broken(xp, *args, **kw):
+            out = np.array(kernel(xp, *args, **kw), copy=True)
+            out.reshape(-1)[5] += 1
+            return out
+        return fast[:k] + [dataclasses.replace(fast[k], kernel=broken)] + fast[k + 1:]
+    monkeypatch.setattr(Executor, "fast_steps", fast_steps)
+
+
+def test_fast_diff_finds_a_fused_step_at_fault(capsys, files, faulty_fused_step):
+    tmp, model, x = files
+    cpu = "cpu:numpy"                    # the fusion pass's steps
+    code, out, _ = cli(capsys, "diff", model, "--input", x, "--executors", f"{cpu},reference")
+    assert code == 0                     # the per-instruction path does not fuse
+    code, out, _ = cli(capsys, "diff", model, "--input", x, "--executors", f"reference,{cpu}",
+                       "--fast", "--json")
+    d = json.loads(out)["divergence"]
+    assert code == 1 and d["steps"] == {cpu: [0, 1, 2]} and d["output"] == "relu_0"
+    assert d["element"] == [0, 0, 0, 5] and d["values"][1] == d["values"][0] + 1
+    assert f"{cpu}'s step covering instructions 0, 1, 2 is at fault" in d["note"]
+    code, out, _ = cli(capsys, "diff", model, "--input", x, "--executors", f"reference,{cpu}",
+                       "--fast")
+    assert f"{cpu} computed it in one step covering instructions 0, 1, 2" in out
+
+
+def test_fast_diff_agrees_across_backends(capsys, files):
+    """numpy's fused steps, onnxruntime's lowered regions (where its self-test licenses it)
+    and the reference: every tensor both compute is the same."""
+    tmp, model, x = files
+    try:
+        vm.load(model, vm.cpu(backend="onnxruntime"))
+        names = "reference,cpu:numpy,cpu:onnxruntime"
+    except vm.EnvironmentFault:
+        names = "reference,cpu:numpy"
+    code, out, _ = cli(capsys, "diff", model, "--input", x, "--executors", names, "--fast")
+    assert code == 0 and out.startswith(f"agree: {names.replace(',', ', ')} (")
+    assert "tensors compared" in out

@@ -118,12 +118,15 @@ class Output:
 @dataclass(frozen=True)
 class Entry:
     """One instruction of a trace: its index, op and outputs, and the seconds it took (the
-    executor's kernel, measured between the interpreter's calls; not part of any hash)."""
+    executor's kernel, measured between the interpreter's calls; not part of any hash). In a
+    trace of the fast path, one step: ``covers`` lists the instructions it computed (``op``
+    joins their ops with +) and ``outputs`` are the tensors it wrote."""
 
     index: int
     op: str
     outputs: tuple[Output, ...]
     seconds: float = field(default=0.0, compare=False)
+    covers: tuple[int, ...] = ()
 
 
 @dataclass
@@ -139,6 +142,7 @@ class Trace:
     outputs: list[Output]
     entries: list[Entry]
     results: dict[str, np.ndarray] = field(repr=False)
+    fused: bool = False
 
     def leaves(self) -> list[str | None]:
         """The hashes the root is built over: each instruction's outputs, in program order."""
@@ -146,31 +150,50 @@ class Trace:
 
     @property
     def root(self) -> str | None:
-        """:func:`merkle_root` of :meth:`leaves` (None when an output could not be hashed)."""
+        """:func:`merkle_root` of :meth:`leaves`; None when an output could not be hashed,
+        and for a trace of the fast path (it skips intermediates: no trace root)."""
         leaves = self.leaves()
-        return None if any(h is None for h in leaves) else merkle_root(leaves)
+        if self.fused or any(h is None for h in leaves):
+            return None
+        return merkle_root(leaves)
 
 
-def trace(model, inputs: Any, keep: Iterable[int] | str = (), strict: bool = True) -> Trace:
+def trace(model, inputs: Any, keep: Iterable[int | str] | str = (), strict: bool = True,
+          fused: bool = False) -> Trace:
     """Run ``model`` (a vm.Model) on ``inputs`` instruction by instruction and hash every
     instruction's outputs (``model.run``'s input checks apply; the outputs are ``results``).
 
-    ``keep``: instruction indices (or ``"all"``) whose output values are kept (int64). With
-    ``strict`` (default) a value outside its storage dtype is an InternalError (validation
-    proved it cannot happen); otherwise it is recorded in the entry and the run goes on.
+    ``keep``: instruction indices or tensor names (or ``"all"``) whose output values are kept
+    (int64). With ``strict`` (default) a value outside its storage dtype is an InternalError
+    (validation proved it cannot happen); otherwise it is recorded and the run goes on.
+    ``fused``: trace the executor's fastest path instead, step by step (fused CPU steps,
+    regions lowered to onnxruntime): the tensors it writes, no trace root.
     """
     feeds, dims = model._check_inputs(inputs)
     inst = model.instance(**dims)                 # the fixed-shape program of this call
     program, ex = inst.program, inst.plan.executor
     wanted = range(len(program.code)) if keep == "all" else keep
     recorder = _Recorder(program, ex, frozenset(wanted), strict)
-    results = model.run(dict(zip((t.name for t in model.inputs), feeds)), trace=recorder)
+    if fused:
+        results = _run_fast(model, inst, feeds, recorder)
+    else:
+        results = model.run(dict(zip((t.name for t in model.inputs), feeds)), trace=recorder)
     describe = lambda ts, arrays: [_output(t.name, a, t.dtype, False, strict=True)
                                    for t, a in zip(ts, arrays)]
     return Trace(model.hash, program.semantics, ex.name, inst.analysis.gas,
                  describe(model.inputs, feeds),
                  describe(model.outputs, [results[t.name] for t in model.outputs]),
-                 recorder.entries, results)
+                 recorder.entries, results, fused)
+
+
+def _run_fast(model, inst, feeds: list, recorder) -> dict[str, np.ndarray]:
+    """``model.run`` of checked feeds on the plan's fast steps, each traced."""
+    ex, program = inst.plan.executor, inst.program
+    with ex.exclusive():
+        device = {program.inputs[k]: ex.from_host(a) for k, a in enumerate(feeds)}
+        values = inst.plan.run(device, recorder, fused=True)
+        return {t.name: np.array(ex.to_host(v), dtype=t.dtype, copy=True)
+                for t, v in zip(model.outputs, values)}
 
 
 class _Recorder:
@@ -183,18 +206,20 @@ class _Recorder:
 
     def __call__(self, step, values: Sequence) -> None:
         seconds = time.perf_counter() - self.clock
-        ins = self.program.code[step.index]
+        covers = tuple(step.covers) if len(step.covers) > 1 else ()
+        op = "+".join(self.program.code[k].op for k in covers) or \
+            self.program.code[step.index].op
         outputs = []
         for tid, value in zip(step.outputs, values):
             t = self.program.tensors[tid]
             host = np.asarray(self.executor.to_host(value))
+            kept = step.index in self.keep or t.name in self.keep
             try:
-                outputs.append(_output(t.name, host, t.dtype, step.index in self.keep,
-                                       self.strict))
+                outputs.append(_output(t.name, host, t.dtype, kept, self.strict))
             except TrapError as e:
                 raise InternalError(f"{self.program.describe(step.index)}: output %{t.name}: "
                                     f"{e.message}") from None
-        self.entries.append(Entry(step.index, ins.op, tuple(outputs), seconds))
+        self.entries.append(Entry(step.index, op, tuple(outputs), seconds, covers))
         self.clock = time.perf_counter()
 
 

@@ -211,14 +211,7 @@ class Verdict:
 def compare(receipt: dict, trace: Trace) -> Verdict:
     """Check ``trace`` against ``receipt``: model, semantics, inputs, instructions, outputs,
     root. The model and inputs are checked first: a different model or input is no replay."""
-    v = Verdict()
-    if receipt["model"]["sha256"] != trace.model:
-        v.problems.append(f"model {trace.model} is not the receipt's "
-                          f"{receipt['model']['sha256']}")
-    if receipt["semantics"] != trace.semantics:
-        v.problems.append(f"semantics version {trace.semantics} is not the receipt's "
-                          f"{receipt['semantics']}")
-    v.problems += _tensors("input", receipt["inputs"], trace.inputs)
+    v = Verdict(identity(receipt, trace))
     if v.problems:
         return v
     steps = receipt["trace"].get("instructions")
@@ -226,11 +219,23 @@ def compare(receipt: dict, trace: Trace) -> Verdict:
         v.first, problem = first_difference(steps, trace)
         if problem:
             v.problems.append(problem)
-    v.problems += _tensors("output", receipt["outputs"], trace.outputs)
+    v.problems += tensors("output", receipt["outputs"], trace.outputs)
     if receipt["trace"]["root"] != trace.root:
         v.problems.append(f"trace root {trace.root} is not the receipt's "
                           f"{receipt['trace']['root']}")
     return v
+
+
+def identity(receipt: dict, trace: Trace) -> list[str]:
+    """What makes ``trace`` a run of another model or input than ``receipt``'s."""
+    problems = []
+    if receipt["model"]["sha256"] != trace.model:
+        problems.append(f"model {trace.model} is not the receipt's "
+                        f"{receipt['model']['sha256']}")
+    if receipt["semantics"] != trace.semantics:
+        problems.append(f"semantics version {trace.semantics} is not the receipt's "
+                        f"{receipt['semantics']}")
+    return problems + tensors("input", receipt["inputs"], trace.inputs)
 
 
 def first_difference(steps: list, trace: Trace) -> tuple[int | None, str]:
@@ -247,7 +252,8 @@ def first_difference(steps: list, trace: Trace) -> tuple[int | None, str]:
     return None, ""
 
 
-def _tensors(kind: str, theirs: list, mine: list) -> list[str]:
+def tensors(kind: str, theirs: list, mine: list) -> list[str]:
+    """The differences between a receipt's ``inputs`` or ``outputs`` and a trace's."""
     if [t["name"] for t in theirs] != [o.name for o in mine]:
         return [f"{kind} names {[o.name for o in mine]} are not the receipt's "
                 f"{[t['name'] for t in theirs]}"]
