@@ -83,6 +83,10 @@ def test_winograd_is_certified_and_exported(tmp_path):
     report = verify.check_certificate(tmp_path / "w.dvm.cert", vm.load(path), solvers=["z3"])
     assert report.ok, (report.problems, [(f.file, f.problem) for f in report.files if not f.ok])
     assert vm.load(path, require_certificate=True).hash == cert.model
+    pytest.importorskip("cvc5")                   # the lemma's file is standard SMT-LIB too
+    lemma = next(p for p in (tmp_path / "w.dvm.cert").glob("*lemma_winograd.smt2"))
+    from verify.smt2 import run_cvc5
+    assert run_cvc5(lemma.read_text()) == "unsat"
 
 
 def test_float_requantize_is_certified():

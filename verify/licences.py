@@ -52,7 +52,7 @@ def winograd_lemma() -> Obligation:
     def query():
         g = [[z3.Int(f"g{r}{s}") for s in range(3)] for r in range(3)]
         d = [[z3.Int(f"d{r}{s}") for s in range(4)] for r in range(4)]
-        lin = lambda coef, xs: z3.Sum([int(c) * x for c, x in zip(coef, xs) if c])
+        lin = lambda coef, xs: _sum([int(c) * x for c, x in zip(coef, xs) if c])
         gf, df = [v for row in g for v in row], [v for row in d for v in row]
         dg = winograd.D[:, None] * winograd.G
         u = [lin(np.outer(dg[i], winograd.G[j]).reshape(-1), gf) for i in range(4) for j in range(4)]
@@ -72,6 +72,12 @@ def winograd_lemma() -> Obligation:
         return decls, [z3.Or(bad).sexpr()]
     return Obligation(WINOGRAD_LEMMA, "z3", query,
                       note="F(2x2,3x3) identity 4Y = A0^T (U o V) A, and the exact division back")
+
+
+def _sum(terms: list):
+    """z3.Sum, except that one term stays itself (SMT-LIB's + takes two or more arguments:
+    cvc5 refuses a unary one)."""
+    return terms[0] if len(terms) == 1 else z3.Sum(terms)
 
 
 def _pn(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
