@@ -22,9 +22,10 @@ import numpy as np
 from tests.onnx_conformance import _load_case, cases, generate
 
 OPS = {"Resize": "resize", "Slice": "slice", "Split": "split", "Gather": "gather",
-       "Softmax": "softmax", "ConvTranspose": "convtranspose", "MatMul": "matmul"}
+       "Softmax": "softmax", "ConvTranspose": "convtranspose", "MatMul": "matmul",
+       "ReduceMean": "reducemean"}
 MOVES = {"Slice", "Split", "Gather"}
-LIMITS = {"Resize": 1, "Softmax": 2, "ConvTranspose": 2, "MatMul": 2}
+LIMITS = {"Resize": 1, "Softmax": 2, "ConvTranspose": 2, "MatMul": 2, "ReduceMean": 1}
 WEIGHTS = {"ConvTranspose": 1}
 """Inputs that are weights: quantized to int8 (symmetric, per tensor) behind a DequantizeLinear,
 as the quantizer writes them."""

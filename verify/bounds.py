@@ -28,12 +28,12 @@ obligation claims that every output element lies within its declared precision (
 * The ops of imported models (ops/quant.py, ops/pool.py, ops/deconv.py, ...): qconv2d,
   qdense, qconv2d_transpose (output channel m reads the weights W[group(m), m mod M/G]) and
   qmatmul (both operands computed: the weight range is w's, less zero_point_b) are linear on
-  the centred data x - zero_point (the data range is shifted by the zero
-  point); sum_pool2d is linear with positive weights L / n summing to at most L per output
-  (resize_linear: its four weights sum to 4^bits); pad is a selection (its constant fill
-  included); requantize and qsoftmax are clamped: their last step clips any integer to
-  [qmin, qmax], and Z3 proves that clip within the declared precision; argmax is an index: its
-  values lie in [0, D - 1] (exact).
+  the centred data x - zero_point (the data range is shifted by the zero point); sum_pool2d
+  is linear with positive weights L / n summing to at most L per output (resize_linear: its
+  four weights sum to 4^bits); pad is a selection (its constant fill included); requantize,
+  qsoftmax, qvariance and qnorm are clamped: their last step clips any integer to
+  [qmin, qmax], and Z3 proves that clip within the declared precision; argmax is an index:
+  its values lie in [0, D - 1] (exact).
 * decoders (ops/post.py): topk's values are a selection of its input (the hull) and its
   indices positions in [0, D - 1]; ctc_greedy_decode's labels are -1 or a class in
   [0, C - 1], its lengths counts in [0, T] (exact).
@@ -67,7 +67,7 @@ FILL = {"non_max_suppression": lambda a: [-1],
         "pad": lambda a: [a["value"]] if a["mode"] == "constant" else []}
 """Selection ops that also write constants (NMS fills unused rows with -1, pad its value)."""
 COMPACTION = ("get_valid_counts",)
-CLAMPED = ("requantize", "qsoftmax")
+CLAMPED = ("requantize", "qsoftmax", "qvariance", "qnorm")
 INDEX = ("argmax",)
 DECODED = {
     "topk": lambda hull, shape, a: [hull, (0, shape[a["axis"] % len(shape)] - 1)],
@@ -351,8 +351,9 @@ class Bounds:
                           note="every output element is one of the selected inputs' elements")
 
     def _clamped(self, index: int, ins) -> Obligation:
-        """requantize's and qsoftmax's last step is y = clip(r + zero_point, qmin, qmax) for an
-        integer r (their docs): Z3 proves that for every integer r, y lies within the declared
+        """The last step of requantize, qsoftmax, qvariance and qnorm is y = clip(r +
+        zero_point, qmin, qmax) for an integer r (their docs): Z3 proves that for every integer
+        r, y lies within the declared
         precision."""
         out, a = self.program.tensors[ins.outputs[0]], ins.attrs
         self._range(ins.inputs[0])

@@ -16,7 +16,7 @@ from vm.errors import InvalidError
 from compiler.fold import fold_tables
 from vm.program import Program
 
-from . import deconv, layout, linear, luts, matmul, quantops, resize, softmax, tensors
+from . import deconv, layout, linear, luts, matmul, norm, quantops, resize, softmax, tensors
 from .batch import batch_inputs, import_batched
 from .fixed import ROUNDINGS
 from .graph import MS_DOMAIN, Graph, load_model, read_graph
@@ -73,6 +73,7 @@ HANDLERS = {
     ("", "Upsample"): resize.resize,
 }
 HANDLERS.update(luts.handlers(HANDLERS))         # float islands: lookup tables (luts.py)
+HANDLERS.update(norm.handlers(HANDLERS))         # the LayerNorm pattern: row statistics
 FOLDABLE = {"Cast", "Gather", "Mul", "Div", "Sub", "Add", "Slice", "Range", "Concat",
             "Reshape", "Unsqueeze", "Squeeze", "Flatten", "Transpose", "ConstantOfShape",
             "Identity", "Floor", "Ceil", "Sqrt", "Equal", "Where", "Expand", "Neg"}

@@ -87,3 +87,44 @@ def qmatmul(draw):
 
 
 CASES["qmatmul"] = qmatmul()
+
+
+@st.composite
+def _rows(draw):
+    """A shape, its reduced axes (not all of them, possibly negative) and a precision."""
+    shape = draw(shapes(1, 3, 1, 4))
+    axes = draw(st.lists(st.integers(0, len(shape) - 1), min_size=1, max_size=len(shape),
+                         unique=True))
+    axes = [a - len(shape) if draw(st.booleans()) else a for a in axes]
+    return shape, axes, draw(st.integers(1, 9))
+
+
+def _clip_range(draw):
+    lo = draw(st.integers(-200, 100))
+    return dict(zero_point=draw(st.integers(-128, 128)), qmin=lo,
+                qmax=lo + draw(st.integers(0, 300)))
+
+
+@st.composite
+def qvariance(draw):
+    shape, axes, p = draw(_rows())
+    return OpCase([Input(shape, p)], dict(axes=axes, multiplier=draw(st.integers(0, 1 << 20)),
+                                         shift=draw(st.integers(0, 40)), **_clip_range(draw)))
+
+
+@st.composite
+def qnorm(draw):
+    shape, axes, p = draw(_rows())
+    inputs, extra = [Input(shape, p)], {}
+    if draw(st.booleans()):
+        kept = tuple(1 if k in [a % len(shape) for a in axes] else d for k, d in enumerate(shape))
+        inputs.append(Input(kept, draw(st.integers(1, 9))))
+        extra["zero_point_u"] = draw(st.integers(-20, 20))
+    else:
+        extra["eps"] = draw(st.sampled_from([0, 1, 7, 1000]))
+    shift = draw(st.integers(0, 40))
+    return OpCase(inputs, dict(axes=axes, numerator=draw(st.integers(1, 1 << 24)), shift=shift,
+                               **extra, **_clip_range(draw)))
+
+
+CASES.update(qvariance=qvariance(), qnorm=qnorm())
