@@ -66,9 +66,9 @@ def _scalar(args, a):
 def _kernel(xp, table, *data, low):
     """Clamped row (and column) indices in int64, one flat gather from the table."""
     dims = tuple(table.shape)
-    if len(data) == 1:                                  # take's clip mode is the clamp
-        return xp.take(table.reshape(-1), wide(xp, data[0]) - low[0], mode="clip")
     index = clip_ints(xp, wide(xp, data[0]) - low[0], 0, dims[0] - 1)
+    if len(data) == 1:
+        return xp.take(table.reshape(-1), index)
     column = clip_ints(xp, wide(xp, data[1]) - low[1], 0, dims[1] - 1)
     return xp.take(table.reshape(-1), index * dims[1] + column)   # a, b broadcast
 
