@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from tests.onnx_conformance import _load_case, cases, generate
+from tests.onnx_conformance import summary as conformance_summary
 
 OPS = {"Resize": "resize", "Slice": "slice", "Split": "split", "Gather": "gather",
        "Softmax": "softmax", "ConvTranspose": "convtranspose", "MatMul": "matmul",
@@ -137,13 +138,7 @@ def run_case(path: Path) -> dict:
 
 
 def summary(results: list[dict]) -> dict:
-    table = {}
-    for r in results:
-        row = table.setdefault(r["op"], {"generated": 0, "not_applicable": 0, "exact": 0,
-                                         "within": 0, "failed": 0})
-        row["generated"] += 1
-        row[r["status"]] += 1
-    return table
+    return conformance_summary(results, ("exact", "within", "failed"))
 
 
 def float_cases(cache: Path) -> list[Path]:
