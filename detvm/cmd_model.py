@@ -8,9 +8,14 @@ from pathlib import Path
 import numpy as np
 
 from vm.errors import EnvironmentFault
+from vm.executors import BACKENDS
 
 from .common import DEMO_DIR, load_model, output_digest, read_inputs, write_file
 from .info import info_of, print_info
+
+
+BACKEND_HELP = ("the CPU backend: auto (onnxruntime's integer kernels where its self-test "
+                "passed and they pay), onnxruntime (every instruction it can), numpy")
 
 
 def add_commands(sub) -> None:
@@ -28,6 +33,7 @@ def add_commands(sub) -> None:
     i.add_argument("model", help="a .dvm/.dvmt file or a CVM model directory (symbol, params)")
     i.add_argument("--json", action="store_true")
     i.add_argument("--compat", choices=["cvm"], help="import a CVM directory in compat mode")
+    i.add_argument("--backend", default="auto", choices=BACKENDS, help=BACKEND_HELP)
     i.set_defaults(func=cmd_info)
 
     r = sub.add_parser("run", help="run a model on .npy inputs")
@@ -38,6 +44,7 @@ def add_commands(sub) -> None:
     r.add_argument("-o", "--output", help="write the outputs to this .npz")
     r.add_argument("--json", action="store_true")
     r.add_argument("--ctx", default="cpu", choices=["cpu", "gpu", "formal", "reference"])
+    r.add_argument("--backend", default="auto", choices=BACKENDS, help=BACKEND_HELP)
     r.add_argument("--compat", choices=["cvm"], help="import a CVM directory in compat mode")
     r.add_argument("--float-io", action="store_true",
                    help="quantize float inputs and dequantize outputs (imported models' metadata)")
@@ -75,7 +82,7 @@ def cmd_dis(args) -> None:
 
 
 def cmd_info(args) -> None:
-    info = info_of(load_model(args.model, compat=args.compat))
+    info = info_of(load_model(args.model, compat=args.compat, backend=args.backend))
     if args.json:
         print(json.dumps(info, indent=2))
     else:
@@ -83,7 +90,7 @@ def cmd_info(args) -> None:
 
 
 def cmd_run(args) -> None:
-    model = load_model(args.model, args.ctx, args.compat)
+    model = load_model(args.model, args.ctx, args.compat, args.backend)
     feeds = read_inputs(args.input, model)
     if args.receipt:
         outputs = _run_with_receipt(model, feeds, args)

@@ -15,11 +15,12 @@ DEMO_DIR = Path(vm.__file__).parent / "models"
 """The shipped models (vm's package data): the digits CNN and the lines model."""
 
 
-def load_model(path: str, ctx="cpu", compat: str | None = None):
+def load_model(path: str, ctx="cpu", compat: str | None = None, backend: str = "auto"):
     """A model from a .dvm/.dvmt file or a CVM model directory (symbol, params); ``ctx`` a
-    device type or a vm.Context."""
+    device type or a vm.Context; ``backend``: the CPU's (vm.cpu), for a device type."""
     from vm import Context, Model, load
-    ctx = ctx if isinstance(ctx, Context) else Context(ctx)
+    if not isinstance(ctx, Context):
+        ctx = Context(ctx, 0, backend if ctx == "cpu" else "auto")
     if Path(path).is_dir():
         return Model(import_cvm(Path(path) / "symbol", Path(path) / "params", compat), ctx)
     return load(path, ctx)

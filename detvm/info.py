@@ -67,7 +67,16 @@ def info_dict(model) -> dict:
                      output_type_size=model.output_type_size)
     return {**facts, "instructions": len(model.program.code),
             "ops": dict(sorted(Counter(i.op for i in model.program.code).items())),
+            "backend": model.backend, "onnxruntime": _verdict(model),
             "metadata": model.metadata, **_cvm_facts(model)}
+
+
+def _verdict(model) -> str | None:
+    """The onnxruntime self-test's verdict on this machine (the CPU only)."""
+    if model.ctx.device_type != "cpu" or model.ctx.backend == "numpy":
+        return None
+    from vm.ort import selftest
+    return str(selftest.verdict())
 
 
 def _cvm_facts(model) -> dict:
@@ -103,6 +112,9 @@ def print_model(info: dict) -> None:
               f"output_type_size {info['output_type_size']}")
     ops = ", ".join(f"{k} {v}" for k, v in info["ops"].items())
     print(f"code       {info['instructions']} instructions: {ops}")
+    print(f"backend    {info['backend']}")
+    if info["onnxruntime"] is not None:
+        print(f"self-test  {info['onnxruntime']}")
     for k, v in info["metadata"].items():
         print(f"meta       {k} = {v}")
     for k, v in info.get("cvm", {}).items():

@@ -5,9 +5,9 @@ Y = clip(round((X - zin) * M / 2^s) + zp, qmin, qmax), per tensor or per channel
 * ``rounding="fp32"`` is defined as onnxruntime's float32 computation written with integers:
   round_fp32(round_fp32(d) * M) / 2^s rounded half to even. IEEE-754 float32 arithmetic (round
   to nearest, ties to even) computes exactly that: d becomes float32 by way of float64 (exact
-  for |d| < 2^53, then one rounding), the product with M * 2^-s (exact: M < 2^24, a power-of-two
-  scale, normal range since |d| >= 1 or d = 0) is rounded once, and np.rint rounds the exactly
-  represented quotient half to even;
+  for |d| < 2^53, then one rounding), or directly from x when zin = 0 (one rounding), the
+  product with M * 2^-s (exact: M < 2^24, a power-of-two scale, normal range since |d| >= 1
+  or d = 0) is rounded once, and np.rint rounds the exactly represented quotient half to even;
 * ``half_even`` / ``half_up``: d * M + 2^(s-1) is exact in float64 when it stays below 2^53
   (checked at load from the input's precision), times 2^-s exact; rint, or floor of the sum;
 * anything else keeps the op's own int64 kernel (:func:`prepare` returns None).
@@ -52,6 +52,12 @@ class RequantizeKernel:
         out = np.empty(x.shape, self.out_dtype)
 
         def block(index):
+            if self.mode == "fp32" and self.zin == 0 and x.dtype.itemsize <= 4:
+                y = scratch("y", x[index].shape, np.float32)        # one rounding: float32(x)
+                np.multiply(x[index], self._sub(self.scale, index), out=y, dtype=np.float32)
+                np.rint(y, out=y)                                    # and one rounding here
+                self._clip_to(y, out[index], y)
+                return
             d = scratch("d", x[index].shape, np.float64)
             np.subtract(x[index], self.zin, out=d, dtype=np.float64)   # exact: |d| < 2^53
             self._apply(d, out[index], self._sub(self.scale, index), self._sub(self.half, index))

@@ -44,6 +44,14 @@ class Requant:
         """Followed by clip(q, a, b) (None: no bound on that side); a <= b."""
         return Requant(self.shift, self.add, _clamp(self.lo, a, b, a), _clamp(self.hi, a, b, b))
 
+    def then(self, other: "Requant") -> "Requant":
+        """Followed by ``other``: floor((floor((z + a) / 2^s) + a') / 2^s') is
+        floor((z + a + a' 2^s) / 2^(s + s')), and the clips compose as in :meth:`then_clip`."""
+        f = lambda v: None if v is None else (v + other.add) >> other.shift
+        composed = Requant(self.shift + other.shift, self.add + (other.add << self.shift),
+                           f(self.lo), f(self.hi))
+        return composed.then_clip(other.lo, other.hi)
+
     def reach(self, z: int) -> int:
         """Largest |z + add| for |z| <= ``z``."""
         return z + abs(self.add)

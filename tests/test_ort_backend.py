@@ -17,6 +17,7 @@ from tests.test_text import programs
 from ops import fastquant
 from vm.ort import plan, proto, requant, selftest
 from vm.ort import session as sessions
+from vm.ort import rules
 from vm.ort.rules import RULES
 
 onnx = pytest.importorskip("onnx")
@@ -117,6 +118,15 @@ def test_a_saturating_kernel_is_caught_and_the_other_form_used(monkeypatch, fres
     program = conv_program(1, 3, 8, 8, 4, (3, 3), (1, 1), (1, 1), (1, 1), "signed8", "shift")
     x = {"x": np.full((1, 3, 8, 8), 127, np.int8)}
     same_as_reference(program, x)
+
+
+def test_an_inexact_conv_integer_is_not_used(monkeypatch, fresh_verdict):
+    monkeypatch.setattr(selftest, "accumulators", lambda spec, xs: [
+        selftest.reference(spec, x) + spec.direct for x in xs])
+    assert selftest.verdict().form == "u8s8" and not selftest.verdict().direct
+    program = conv_program(1, 3, 8, 8, 4, (3, 3), (1, 1), (1, 1), (1, 1), "signed8", "shift")
+    model = same_as_reference(program, {"x": np.full((1, 3, 8, 8), 127, np.int8)})
+    assert lowered(model) == len(program.code)
 
 
 def test_no_exact_form_means_the_numpy_executor(monkeypatch, fresh_verdict, auto_lowers):
@@ -275,9 +285,13 @@ conv_cases = st.tuples(
     st.booleans())
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
-@given(conv_cases)
-def test_convolutions_and_dense_equal_the_reference(case):
+@pytest.mark.parametrize("direct", [8, 0])
+@settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
+@given(case=conv_cases)
+def test_convolutions_and_dense_equal_the_reference(direct, monkeypatch, case):
+    """Convolutions of up to ``direct`` channels run as ConvInteger, the others (and dense)
+    as MatMulInteger on the im2col."""
+    monkeypatch.setattr(rules, "DIRECT_CHANNELS", direct)
     n, c, h, w, oc, k, stride, pad, dil, data, tail, bias, seed, dense = case
     pad = tuple(min(p, kk - 1) for p, kk in zip(pad, k))
     if any(s + 2 * p < (kk - 1) * d + 1 for s, p, kk, d in zip((h, w), pad, k, dil)):

@@ -216,6 +216,29 @@ def test_composed_tail_equals_the_ops_one_by_one(chain, z):
     assert compose(chain).scalar(z) == want
 
 
+@SETTINGS
+@given(tails(), tails(), st.integers(-(1 << 40), 1 << 40))
+def test_a_tail_then_a_tail_is_their_composition(first, second, z):
+    assert compose(first).then(compose(second)).scalar(z) == \
+        compose(second).scalar(compose(first).scalar(z)) == compose(first + second).scalar(z)
+
+
+@SETTINGS
+@given(tails().filter(bool), st.integers(1, 31), st.data())
+def test_a_chain_of_tail_ops_alone_equals_the_ops_one_by_one(chain, p, data):
+    """A chain headed by a tail op (no linear head or add before it) runs in integers."""
+    b = Builder("tails")
+    y = b.input("x", (2, 3, 4), p)
+    for name, attrs in chain:
+        y = b.op(name, y, **attrs)
+    b.output(y)
+    program = b.build()
+    model = vm.load(program)
+    assert type(model.plan.fast[0].kernel).__name__ == "_Pointwise"
+    feeds = {"x": np.array(data.draw(values_for((2, 3, 4), p))).reshape(2, 3, 4)}
+    assert same_bytes(model.run(feeds), vm.load(program, vm.reference()).run(feeds))
+
+
 # ---------------------------------------------------------------------------------------------
 # At the edge of each licence
 # ---------------------------------------------------------------------------------------------

@@ -238,11 +238,14 @@ def _prepare(program: Program, analysis, steps, index: int, tail, out_id: int, l
         kernel = _linear(program, analysis, index, tail, dtype, lanes)
         return (kernel, (ins.inputs[0],)) if kernel is not None else (None, ())
     same_shapes = len({program.tensors[i].shape for i in ins.inputs}) == 1
+    precs = [program.tensors[i].precision for i in ins.inputs]
     if (ins.op in ("elemwise_add", "elemwise_sub") or
             ins.op in ("broadcast_add", "broadcast_sub") and same_shapes) and \
             not any(c is not None for c in consts):
-        precs = [program.tensors[i].precision for i in ins.inputs]
-        return _AddSub(ins.op, precs, tail, dtype), tuple(ins.inputs)
+        return _Pointwise(ins.op, precs, tail, dtype), tuple(ins.inputs)
+    if ins.op in TAIL_OPS and consts[0] is None:          # a chain of tail ops alone
+        whole = compose_tail(Requant(), ins).then(tail)
+        return _Pointwise(None, precs, whole, dtype), tuple(ins.inputs)
     if ins.op == "requantize" and consts[0] is None:
         x = program.tensors[ins.inputs[0]]
         kernel = fastquant.prepare(ins.attrs, x.precision, len(x.shape), dtype, tail)
@@ -305,25 +308,27 @@ def _winograd(program: Program, analysis, index: int):
     return lic
 
 
-class _AddSub:
-    """elemwise_add / elemwise_sub (or broadcast_add / broadcast_sub of equal shapes) then the
-    tail, in int16 / int32 / int64 as the proven bound |a| + |b| + |add| allows; blocks of
-    images or channels on the lanes."""
+class _Pointwise:
+    """elemwise_add / elemwise_sub (or broadcast_add / broadcast_sub of equal shapes), or
+    (``op`` None) nothing, then the tail, in int16 / int32 / int64 as the proven bound
+    |a| (+ |b|) + |add| allows; blocks of images or channels on the lanes."""
 
-    def __init__(self, op: str, precs, tail, out_dtype):
-        self.fn = np.add if op.endswith("add") else np.subtract
-        reach = max(tail.reach(bound(precs[0]) + bound(precs[1])), abs(tail.lo or 0),
-                    abs(tail.hi or 0))
+    def __init__(self, op: str | None, precs, tail, out_dtype):
+        self.fn = None if op is None else np.add if op.endswith("add") else np.subtract
+        reach = max(tail.reach(sum(bound(p) for p in precs)), tail.span())
         self.dtype = next(np.dtype(t) for t in ("int16", "int32", "int64")
                           if reach <= np.iinfo(t).max)
         self.tail, self.out_dtype = tail, out_dtype
 
-    def __call__(self, xp, a, b):
+    def __call__(self, xp, a, b=None):
         out = np.empty(a.shape, self.out_dtype)
 
         def block(index):
             z = scratch("z", a[index].shape, self.dtype)
-            self.fn(a[index], b[index], out=z, dtype=self.dtype)
+            if self.fn is None:
+                np.copyto(z, a[index], casting="unsafe")         # exact: |a| fits
+            else:
+                self.fn(a[index], b[index], out=z, dtype=self.dtype)
             if self.tail.add:
                 np.add(z, self.tail.add, out=z, dtype=self.dtype)
             self.tail.finish_int(z, out[index])

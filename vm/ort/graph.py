@@ -1,19 +1,23 @@
 """ONNX graphs of exact integer operations for conv2d / dense heads (qconv2d / qdense).
 
 A :class:`LinearSpec` describes one head as onnxruntime computes it: the data operand enters
-MatMulInteger as unsigned bytes ``u = x + offset`` (``offset`` chosen from the proven range of
-x so that u is in [0, 255], or, ``split``, in [0, 65535] as a low and a high byte), the
-padding is the byte ``pad = zero_point + offset`` (a padded tap then contributes w * (x - zp) =
-0, as conv2d's rule says), the im2col is Pad, one Slice per kernel tap (strides and dilation as
-slice steps) and one Concat, and the weight matrix is int8 (``u8s8``) or the weight + 128 as
-uint8 with the zero point 128 (``u8u8``). The graph's output ``acc`` is the exact int32
+as unsigned bytes ``u = x + offset`` (``offset`` chosen from the proven range of x so that u
+is in [0, 255], or, ``split``, in [0, 65535] as a low and a high byte), and the padding is the
+byte ``pad = zero_point + offset`` (a padded tap then contributes w * (x - zp) = 0, as
+conv2d's rule says). Two forms:
 
-    acc = sum_k W[oc, k] * u_k   (= z - bias + (zero_point + offset) * sum_k W[oc, k])
+* MatMulInteger on an im2col made of Pad, one Slice per kernel tap (strides and dilation as
+  slice steps) and one Concat, channels last; the weight matrix is int8 (``u8s8``) or the
+  weight + 128 as uint8 with the zero point 128 (``u8u8``). Its output is the exact int32
+  acc = sum_k W[oc, k] * u_k = z - bias + (zero_point + offset) * sum_k W[oc, k];
+* ``direct`` (convolutions of few channels, whose im2col would copy runs of a few bytes):
+  ConvInteger on the NCHW bytes with the zero point ``pad`` and the weight + 128 with zero
+  point 128: acc = sum_k W[oc, k] * (u_k - pad) = z - bias.
 
-in channels-last order ([n, oh, ow, OC]) or, ``nchw_out``, transposed to [n, OC, oh, ow]; the
-caller adds the per-channel offset back (:meth:`LinearSpec.offset_row`). Every node is an
-integer op on values the bounds prove fit (the MatMulInteger accumulator below 2^31 is
-checked by :func:`accumulator_fits`); no float op appears.
+The output ``acc`` is in channels-last order ([n, oh, ow, OC]) or, ``nchw_out``, [n, OC, oh,
+ow]; the caller adds the per-channel offset back (:meth:`LinearSpec.offset_row`). Every node
+is an integer op on values the bounds prove fit (the accumulators below 2^31 are checked by
+:func:`accumulator_fits`); no float op appears.
 """
 from __future__ import annotations
 
@@ -21,11 +25,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ops.gemm import row_abs_sums
+
 from . import proto
 
 OPSET = 18
 """BitwiseXor needs opset 18 (onnxruntime >= 1.14)."""
 INT31 = (1 << 31) - 1
+EXTERNAL_BYTES = 1 << 16
+"""Constants from this size on are handed to the session as arrays, not copied into the
+ModelProto."""
 
 
 class Graph:
@@ -34,27 +43,42 @@ class Graph:
     def __init__(self):
         self.nodes: list[bytes] = []
         self.inits: list[bytes] = []
+        self.externals: dict[str, np.ndarray] = {}
+        self.small: dict[tuple, str] = {}
         self.count = 0
+        self.opsets = {"": OPSET}
 
     def _name(self, kind: str) -> str:
         self.count += 1
         return f"{kind}{self.count}"
 
     def const(self, array) -> str:
+        """A constant's name; equal small constants are one initializer."""
+        array = np.ascontiguousarray(array)
+        key = (array.dtype.str, array.shape, array.tobytes()) if array.nbytes <= 64 else None
+        if key in self.small:
+            return self.small[key]
         name = self._name("c")
-        self.inits.append(proto.tensor(name, np.asarray(array)))
+        if key is not None:
+            self.small[key] = name
+        external = array.nbytes >= EXTERNAL_BYTES
+        if external:
+            self.externals[name] = array
+        self.inits.append(proto.tensor(name, array, external))
         return name
 
-    def op(self, op_type: str, *inputs: str, **attrs) -> str:
+    def op(self, op_type: str, *inputs: str, domain: str = "", **attrs) -> str:
         out = self._name(op_type.lower())
-        self.nodes.append(proto.node(op_type, inputs, [out], **attrs))
+        self.nodes.append(proto.node(op_type, inputs, [out], domain=domain, **attrs))
+        if domain:
+            self.opsets[domain] = 1
         return out
 
     def model(self, inputs, outputs) -> bytes:
         """The ModelProto; ``inputs`` / ``outputs``: (name, dtype, shape)."""
         g = proto.graph("detvm", self.nodes, [proto.value_info(*i) for i in inputs],
                         [proto.value_info(*o) for o in outputs], self.inits)
-        return proto.model(g, {"": OPSET})
+        return proto.model(g, self.opsets)
 
 
 @dataclass(frozen=True)
@@ -76,6 +100,7 @@ class LinearSpec:
     split: bool = False
     nhwc_in: bool = False
     nchw_out: bool = False
+    direct: bool = False
 
     @property
     def conv(self) -> bool:
@@ -106,10 +131,10 @@ class LinearSpec:
         return np.ascontiguousarray(w.reshape(-1, self.weight.shape[0])).astype(np.int8)
 
     def offset_row(self, bias) -> np.ndarray:
-        """off[oc] = bias[oc] - (zero_point + offset) * sum_k W[oc, k] (exact int64): the
-        head's result is acc + off."""
+        """off[oc] = bias[oc] - (zero_point + offset) * sum_k W[oc, k] (``direct``: bias[oc])
+        exact int64: the head's result is acc + off."""
         sums = self.weight.reshape(self.weight.shape[0], -1).sum(axis=1, dtype=np.int64)
-        off = -(self.zero_point + self.offset) * sums
+        off = np.zeros_like(sums) if self.direct else -(self.zero_point + self.offset) * sums
         return off if bias is None else off + np.asarray(bias, np.int64)
 
     def graph(self) -> bytes:
@@ -120,26 +145,38 @@ class LinearSpec:
 
     def emit(self, g: Graph, x: str) -> str:
         """Add the nodes computing ``acc`` from the value ``x`` to ``g``; return acc's name."""
+        if self.direct:
+            return self._direct(g, x)
         parts = self._bytes(g, x)
-        matrix = g.const(self.matrix() if self.form == "u8s8" else
-                         (self.matrix().astype(np.int16) + 128).astype(np.uint8))
+        if self.conv and not self.nhwc_in:
+            parts = [(g.op("Transpose", p, perm=[0, 2, 3, 1]), v) for p, v in parts]
+        matrix = g.const(self.matrix() if self.form == "u8s8" else _shifted(self.matrix()))
         zero = [] if self.form == "u8s8" else [g.const(np.uint8(0)), g.const(np.uint8(128))]
         accs = []
         for part, pad in parts:
             cols = self._im2col(g, part, pad) if self.conv else part
             accs.append(g.op("MatMulInteger", cols, matrix, *zero))
-        acc = accs[0]
-        if self.split:                               # low byte + 256 * high byte
-            acc = g.op("Add", accs[0], g.op("Mul", accs[1], g.const(np.int32(256))))
-        if self.conv:
-            n, (oh, ow), oc = self.x_shape[0], self.out_hw, self.weight.shape[0]
-            acc = g.op("Reshape", acc, g.const(np.array([n, oh, ow, oc], np.int64)))
-            if self.nchw_out:
-                acc = g.op("Transpose", acc, perm=[0, 3, 1, 2])
+        acc = _combine(g, accs)               # [n, oh, ow, OC]: MatMul broadcasts over n, oh, ow
+        if self.conv and self.nchw_out:
+            acc = g.op("Transpose", acc, perm=[0, 3, 1, 2])
         return acc
 
+    def _direct(self, g: Graph, x: str) -> str:
+        """ConvInteger on the NCHW bytes, the padding byte as their zero point."""
+        parts = self._bytes(g, x)
+        if self.nhwc_in:
+            parts = [(g.op("Transpose", p, perm=[0, 3, 1, 2]), v) for p, v in parts]
+        weight = g.const(_shifted(self.weight))
+        (ph, pw) = self.attrs["padding"]
+        attrs = dict(kernel_shape=list(self.attrs["kernel_size"]),
+                     strides=list(self.attrs["strides"]), pads=[ph, pw, ph, pw],
+                     dilations=list(self.attrs["dilation"]))
+        acc = _combine(g, [g.op("ConvInteger", p, weight, g.const(np.uint8(pad)),
+                                g.const(np.uint8(128)), **attrs) for p, pad in parts])
+        return acc if self.nchw_out else g.op("Transpose", acc, perm=[0, 2, 3, 1])
+
     def _bytes(self, g: Graph, x: str) -> list[tuple[str, int]]:
-        """The unsigned operand(s) of x, channels last, each with its padding byte."""
+        """The unsigned operand(s) of x, in x's layout, each with its padding byte."""
         pad = self.zero_point + self.offset
         dtype = np.dtype(self.x_dtype)
         if self.split:
@@ -154,15 +191,12 @@ class LinearSpec:
             wide = x if dtype == np.int32 else g.op("Cast", x, to=6)
             parts = [(g.op("Cast", g.op("Add", wide, g.const(np.int32(self.offset))), to=2),
                       pad)]
-        if self.conv and not self.nhwc_in:
-            parts = [(g.op("Transpose", p, perm=[0, 2, 3, 1]), v) for p, v in parts]
         return parts
 
     def _im2col(self, g: Graph, u: str, pad: int) -> str:
-        """cols (n * oh * ow, KH * KW * C) uint8 from channels-last u."""
+        """cols (n, oh, ow, KH * KW * C) uint8 from channels-last u."""
         (kh, kw), (sh, sw) = self.attrs["kernel_size"], self.attrs["strides"]
         (ph, pw), (dh, dw) = self.attrs["padding"], self.attrs["dilation"]
-        n, c = self.x_shape[0], self.weight.shape[1]
         oh, ow = self.out_hw
         if ph or pw:
             u = g.op("Pad", u, g.const(np.array([0, ph, pw, 0, 0, ph, pw, 0], np.int64)),
@@ -179,15 +213,29 @@ class LinearSpec:
                                  g.const(np.array(end, np.int64)),
                                  g.const(np.array([1, 2], np.int64)),
                                  g.const(np.array([sh, sw], np.int64))))
-        cols = taps[0] if len(taps) == 1 else g.op("Concat", *taps, axis=3)
-        return g.op("Reshape", cols, g.const(np.array([n * oh * ow, kh * kw * c], np.int64)))
+        return taps[0] if len(taps) == 1 else g.op("Concat", *taps, axis=3)
+
+
+def _shifted(w: np.ndarray) -> np.ndarray:
+    """w + 128 as uint8 (the operand of the u8u8 forms, with zero point 128)."""
+    return (w.astype(np.int16) + 128).astype(np.uint8)
+
+
+def _combine(g: Graph, accs: list[str]) -> str:
+    """The accumulator; with split bytes, low + 256 * high."""
+    if len(accs) == 1:
+        return accs[0]
+    return g.op("Add", accs[0], g.op("Mul", accs[1], g.const(np.int32(256))))
+
+
+DIRECT_CHANNELS = 8
+"""Convolutions of at most this many input channels run as ConvInteger (``direct``)."""
 
 
 def accumulator_fits(weight: np.ndarray, split: bool, form: str) -> bool:
     """Every partial sum of MatMulInteger stays in int32: 255 (65535 with ``split``) times the
     largest row sum of |W|; for ``u8u8`` also the sums of the shifted weights W + 128."""
-    rows = np.abs(weight.reshape(weight.shape[0], -1).astype(np.int64)).sum(axis=1)
-    top = int(rows.max(initial=0)) * (65535 if split else 255)
+    top = int(row_abs_sums(weight).max(initial=0)) * (65535 if split else 255)
     if form == "u8u8":
         top = max(top, 255 * 255 * (weight.size // max(weight.shape[0], 1)))
     return top <= INT31

@@ -63,14 +63,28 @@ EVERYTHING = Policy(0, 1 << 62)
 
 
 class Facts:
-    """What the rules read: the program, its analysis, the MatMulInteger form, proven value
-    ranges, and the layout each tensor is held in between steps."""
+    """What the rules read: the program, its analysis, the MatMulInteger form and whether
+    ConvInteger is exact (``direct``), proven value ranges, and the layout each tensor is
+    held in between steps."""
 
-    def __init__(self, program: Program, analysis, form: str):
-        self.program, self.analysis, self.form = program, analysis, form
+    def __init__(self, program: Program, analysis, form: str, direct: bool = False):
+        self.program, self.analysis, self.form, self.direct = program, analysis, form, direct
+        self.cache: dict = {}
         self.nonneg = nonnegative(program)
         self.layout: dict[int, str] = {}
         self.producer = {t: k for k, ins in enumerate(program.code) for t in ins.outputs}
+
+    def dtype(self, t: int) -> np.dtype:
+        """The dtype tensor t is held in between steps: a channels-last tensor whose proven
+        range fits a byte is held in that byte type (it is private to this plan), every
+        other tensor in its storage dtype."""
+        if self.layout.get(t) == "nhwc":
+            lo, hi = self.range(t)
+            if 0 <= lo and hi <= 255:
+                return np.dtype(np.uint8)
+            if -128 <= lo and hi <= 127:
+                return np.dtype(np.int8)
+        return self.program.tensors[t].dtype
 
     def range(self, t: int) -> tuple[int, int]:
         """Proven [lo, hi] of tensor t's values."""
@@ -94,18 +108,18 @@ def plan(program: Program, analysis, steps: list, threads: int | None,
     """The steps of ``program`` with its lowered regions on onnxruntime, or None when nothing
     is worth lowering or onnxruntime is not licensed here (the self-test runs the first time
     something is worth it)."""
-    if not select(Facts(program, analysis, "u8s8"), policy):
+    if not any(_wanted(program, ins, policy) for ins in program.code):
         return None
     verdict = selftest.verdict()
     if verdict.form is None:
         return None
-    facts = Facts(program, analysis, verdict.form)
+    facts = Facts(program, analysis, verdict.form, verdict.direct)
     lowered = select(facts, policy)
     if not lowered:
         return None
     regions = runs(lowered)
     facts.layout = {t: "nhwc" for t in channels_last(facts, lowered)}
-    twin = twin_program(program, facts.layout)
+    twin = twin_program(program, facts)
     twin_steps = [_rebind(step, twin.code[k], analysis) if twin.code[k] is not program.code[k]
                   else step for k, step in enumerate(steps)]
     external = {}
@@ -149,14 +163,9 @@ def select(facts: Facts, policy: Policy) -> set[int]:
     program, chosen, layout = facts.program, set(), []
     for k, ins in enumerate(program.code):
         rule = RULES.get(ins.op)
-        if rule is None or any(program.tensors[i].size == 0 for i in ins.inputs):
+        if rule is None:
             continue
-        small = _size(program, ins) <= policy.small
-        if ins.op in LINEAR:
-            wanted = small or _macs(program, ins) >= policy.min_macs
-        else:
-            wanted = small
-        if wanted and rule[0](facts, k):
+        if _wanted(program, ins, policy) and rule[0](facts, k):
             chosen.add(k)
         elif ins.op in LAYOUT_OPS and rule[0](facts, k):
             layout.append(k)
@@ -172,6 +181,14 @@ def select(facts: Facts, policy: Policy) -> set[int]:
                 chosen.add(k)
                 grown = True
     return chosen
+
+
+def _wanted(program: Program, ins, policy: Policy) -> bool:
+    """Whether lowering ``ins`` pays, if its rule takes it."""
+    if ins.op not in RULES or any(program.tensors[i].size == 0 for i in ins.inputs):
+        return False
+    small = _size(program, ins) <= policy.small
+    return small or (ins.op in LINEAR and _macs(program, ins) >= policy.min_macs)
 
 
 def _neighbours(program: Program) -> dict[int, set[int]]:
@@ -248,13 +265,27 @@ def _group_touches(t, held, touch, convs, program, lowered) -> bool:
     return False
 
 
-def twin_program(program: Program, layout: dict[int, str]) -> Program:
-    """``program`` with the channels-last tensors' shapes permuted and the per-channel axis
-    of the numpy steps reading them moved (the same function on permuted arrays)."""
+@dataclass(frozen=True)
+class Held(Tensor):
+    """A tensor of the twin program: channels last, in the dtype the plan holds it in."""
+
+    held: np.dtype = np.dtype(np.int32)
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.held
+
+
+def twin_program(program: Program, facts: Facts) -> Program:
+    """``program`` with the channels-last tensors' shapes permuted (and held in their plan
+    dtype, Facts.dtype) and the per-channel axis of the numpy steps reading them moved: the
+    same function on permuted arrays."""
+    layout = facts.layout
     if not layout:
         return program
-    tensors = [Tensor(t.name, tuple(t.shape[i] for i in NHWC), t.precision, t.kind)
-               if k in layout else t for k, t in enumerate(program.tensors)]
+    tensors = [Held(t.name, tuple(t.shape[i] for i in NHWC), t.precision, t.kind,
+                    facts.dtype(k)) if k in layout else t
+               for k, t in enumerate(program.tensors)]
     code = []
     for ins in program.code:
         if ins.op == "requantize" and ins.inputs[0] in layout:
@@ -276,10 +307,12 @@ def _rebind(step, ins, analysis):
 # ---------------------------------------------------------------------------------------------
 
 class RegionKernel:
-    """Runs one region's session: detvm values in, detvm values out (storage dtypes)."""
+    """Runs one region's session: detvm values in, detvm values out (their held dtypes).
+    ``constants``: the arrays the session reads as external initializers (kept alive)."""
 
-    def __init__(self, session, inputs: list[str], outputs: list[str]):
+    def __init__(self, session, inputs: list[str], outputs: list[str], constants=None):
         self.session, self.inputs, self.outputs = session, inputs, outputs
+        self.constants = constants
 
     def __call__(self, xp, *arrays):
         feeds = {name: np.ascontiguousarray(a) for name, a in zip(self.inputs, arrays)}
@@ -301,8 +334,8 @@ def region_step(facts: Facts, twin: Program, run: list[int], threads: int | None
     if not exports:
         return None
     model, names = region.model([(t, facts.layout.get(t, "nchw")) for t in exports])
-    kernel = RegionKernel(sessions.session(model, threads), [n for _, _, n in region.inputs],
-                          names)
+    kernel = RegionKernel(sessions.session(model, threads, region.g.externals),
+                          [n for _, _, n in region.inputs], names, region.g.externals)
     inputs = tuple(t for t, _, _ in region.inputs)
     return Step(run[0], kernel, inputs, tuple(exports),
                 tuple(twin.tensors[t].dtype for t in exports), {}, (), tuple(run))

@@ -53,13 +53,17 @@ def _str(field: int, s: str) -> bytes:
     return _bytes(field, s.encode("utf-8"))
 
 
-def tensor(name: str, array: np.ndarray) -> bytes:
-    """TensorProto: dims (1), data_type (2), name (8), raw_data (9, little endian)."""
+def tensor(name: str, array: np.ndarray, external: bool = False) -> bytes:
+    """TensorProto: dims (1), data_type (2), name (8), raw_data (9, little endian); or,
+    ``external``, no data but external_data (13) and data_location (14) EXTERNAL: the session
+    receives the array itself (session.py)."""
     array = np.ascontiguousarray(array)
     dtype = array.dtype.newbyteorder("<")
-    return (b"".join(_int(1, d) for d in array.shape) + _int(2, ELEM_TYPES[np.dtype(dtype)])
-            + (_str(8, name) if name else b"")
-            + _bytes(9, array.astype(dtype, copy=False).tobytes()))
+    head = (b"".join(_int(1, d) for d in array.shape) + _int(2, ELEM_TYPES[np.dtype(dtype)])
+            + (_str(8, name) if name else b""))
+    if external:
+        return head + _bytes(13, _str(1, "location") + _str(2, "detvm")) + _int(14, 1)
+    return head + _bytes(9, array.astype(dtype, copy=False).tobytes())
 
 
 def attribute(name: str, value) -> bytes:

@@ -95,25 +95,25 @@ def _q_top(a, top: int) -> int:
     return max((top * m) >> s for m, s in zip(a["multiplier"], a["shift"]))
 
 
-def emit(region, x: str, x_t, out, a, lo: int, hi: int, layout: str) -> str:
-    """Nodes computing requantize of ``x`` (tensor x_t, values in [lo, hi]) in ``layout``;
-    returns the result's name in ``out``'s storage dtype."""
+def emit(region, t: int, x_t, out, a, lo: int, hi: int, layout: str) -> tuple[str, np.dtype]:
+    """Nodes computing requantize of tensor ``t`` (``x_t``, values in [lo, hi]) in
+    ``layout``; returns the result's name and dtype."""
     kind = how(a, lo, hi)
     ndim = len(x_t.shape)
     channel = lambda v, dtype=I64: region.per_channel(v, a["axis"], ndim, layout, dtype)
     if kind == "multiply":
-        v = region.g.op("Sub", region.cast(x, x_t.dtype, I64), region.scalar(a["zero_point_in"],
-                                                                              I64))
+        v = region.g.op("Sub", region.value(t, layout, I64), region.scalar(a["zero_point_in"],
+                                                                          I64))
         v = region.g.op("Mul", v, channel(factors(a)))
         return _finish(region, v, a, out)
     first, last = window(a, lo, hi)
-    v = region.g.op("Clip", region.cast(x, x_t.dtype, I64), region.scalar(first, I64),
+    v = region.g.op("Clip", region.value(t, layout, I64), region.scalar(first, I64),
                     region.scalar(last, I64))
     if kind == "table":
         span, channels = last - first + 1, len(a["multiplier"])
-        table = requantize_table(a, x_t.precision, first, span, out.dtype)
+        table = requantize_table(a, x_t.precision, first, span, _narrow(a))
         v = region.g.op("Add", v, channel(-first + span * np.arange(channels)))
-        return region.g.op("Gather", region.g.const(table.reshape(-1)), v)
+        return region.g.op("Gather", region.g.const(table.reshape(-1)), v), table.dtype
     d = region.g.op("Sub", v, region.scalar(a["zero_point_in"], I64))
     m = channel(a["multiplier"])
     scale = channel([1 << s for s in a["shift"]])
@@ -152,12 +152,17 @@ def _fp32_step(region, q, frac, half, odd, a, first, last, channel) -> str:
     return region.g.op("Where", near, odd, up)
 
 
-def _finish(region, v: str, a, out) -> str:
-    """+ zero_point, clipped to [qmin, qmax], in out's storage dtype."""
+def _finish(region, v: str, a, out) -> tuple[str, np.dtype]:
+    """+ zero_point, clipped to [qmin, qmax] (int64)."""
     if a["zero_point"]:
         v = region.g.op("Add", v, region.scalar(a["zero_point"], I64))
-    v = region.g.op("Clip", v, region.scalar(a["qmin"], I64), region.scalar(a["qmax"], I64))
-    return region.cast(v, I64, out.dtype)
+    return region.g.op("Clip", v, region.scalar(a["qmin"], I64), region.scalar(a["qmax"], I64)), I64
+
+
+def _narrow(a) -> np.dtype:
+    """The narrowest integer dtype holding [qmin, qmax]."""
+    return next(np.dtype(t) for t in ("uint8", "int8", "int16", "int32")
+                if np.iinfo(t).min <= a["qmin"] and a["qmax"] <= np.iinfo(t).max)
 
 
 def requantize_table(a, precision: int, first: int, span: int, dtype) -> np.ndarray:

@@ -17,7 +17,7 @@ from ops.base import bound
 from ops.reduce import reduce_axes
 
 from . import proto, requant
-from .graph import Graph, LinearSpec, accumulator_fits
+from .graph import DIRECT_CHANNELS, Graph, LinearSpec, accumulator_fits
 
 INT32, INT64 = np.dtype(np.int32), np.dtype(np.int64)
 LIMIT32 = (1 << 31) - 1
@@ -35,21 +35,29 @@ class Region:
     def __init__(self, facts, form: str):
         self.g, self.facts, self.form = Graph(), facts, form
         self.vals: dict[tuple[int, str], str] = {}
+        self.dtypes: dict[int, np.dtype] = {}
+        self.casts: dict[tuple[str, np.dtype], str] = {}
         self.inputs: list[tuple[int, str, str]] = []        # (tensor id, layout, name)
 
     # -- values -----------------------------------------------------------------------------
-    def value(self, t: int, layout: str = "nchw") -> str:
-        """Tensor ``t`` in ``layout`` (its storage dtype)."""
-        if (t, layout) in self.vals:
-            return self.vals[(t, layout)]
-        other = "nhwc" if layout == "nchw" else "nchw"
-        if (t, other) not in self.vals:
-            self._fetch(t)
+    def value(self, t: int, layout: str = "nchw", dtype=None) -> str:
+        """Tensor ``t`` in ``layout``, cast to ``dtype`` (None: as it is, :meth:`dtype`)."""
         if (t, layout) not in self.vals:
-            perm = NHWC if layout == "nhwc" else NCHW
-            self.vals[(t, layout)] = self.g.op("Transpose", self.vals[(t, other)],
-                                               perm=list(perm))
-        return self.vals[(t, layout)]
+            other = "nhwc" if layout == "nchw" else "nchw"
+            if (t, other) not in self.vals:
+                self._fetch(t)
+            if (t, layout) not in self.vals:
+                perm = NHWC if layout == "nhwc" else NCHW
+                self.vals[(t, layout)] = self.g.op("Transpose", self.vals[(t, other)],
+                                                   perm=list(perm))
+        name = self.vals[(t, layout)]
+        return name if dtype is None else self.cast(name, self.dtypes[t], dtype)
+
+    def dtype(self, t: int) -> np.dtype:
+        """The dtype tensor ``t``'s values have in this region."""
+        if t not in self.dtypes:
+            self._fetch(t)
+        return self.dtypes[t]
 
     def layout_of(self, t: int) -> str:
         """The layout ``t`` is (or will be) available in without a transpose."""
@@ -63,16 +71,18 @@ class Region:
         program = self.facts.program
         if t in program.consts:
             self.vals[(t, "nchw")] = self.g.const(program.consts[t])
+            self.dtypes[t] = program.consts[t].dtype
             return
         layout = self.facts.layout.get(t, "nchw")
         name = f"in{len(self.inputs)}"
         self.inputs.append((t, layout, name))
-        self.vals[(t, layout)] = name
+        self.vals[(t, layout)], self.dtypes[t] = name, self.facts.dtype(t)
 
-    def put(self, t: int, name: str, layout: str = "nchw") -> None:
+    def put(self, t: int, name: str, layout: str, dtype) -> None:
+        """``name`` holds tensor t's values, in ``layout`` and ``dtype``."""
         for key in [k for k in self.vals if k[0] == t]:
             del self.vals[key]
-        self.vals[(t, layout)] = name
+        self.vals[(t, layout)], self.dtypes[t] = name, np.dtype(dtype)
 
     def shape(self, t: int, layout: str) -> tuple:
         s = self.facts.program.tensors[t].shape
@@ -80,8 +90,13 @@ class Region:
 
     # -- node helpers -----------------------------------------------------------------------
     def cast(self, name: str, src, dst) -> str:
-        return name if np.dtype(src) == np.dtype(dst) else self.g.op("Cast", name,
-                                                                     to=proto.ELEM_TYPES[np.dtype(dst)])
+        """``name`` (of dtype ``src``) as ``dst``; the values fit (each rule's bounds)."""
+        src, dst = np.dtype(src), np.dtype(dst)
+        if src == dst:
+            return name
+        if (name, dst) not in self.casts:
+            self.casts[(name, dst)] = self.g.op("Cast", name, to=proto.ELEM_TYPES[dst])
+        return self.casts[(name, dst)]
 
     def scalar(self, v: int, dtype) -> str:
         return self.g.const(np.array(v, dtype=dtype))
@@ -96,15 +111,15 @@ class Region:
         return self.g.const(values.reshape(shape))
 
     def model(self, outputs: list[tuple[int, str]]) -> tuple[bytes, list[str]]:
-        """The ModelProto with ``outputs`` ((tensor id, layout)); and the output names."""
-        names = []
+        """The ModelProto with ``outputs`` ((tensor id, layout), each in the dtype it is held
+        in between steps: Facts.dtype); and the output names."""
+        names, facts = [], self.facts
         for k, (t, layout) in enumerate(outputs):
             names.append(f"out{k}")
-            self.g.nodes.append(proto.node("Identity", [self.value(t, layout)], [names[-1]]))
-        program = self.facts.program
-        ins = [(name, program.tensors[t].dtype, self.shape(t, layout))
-               for t, layout, name in self.inputs]
-        outs = [(name, program.tensors[t].dtype, self.shape(t, layout))
+            self.g.nodes.append(proto.node("Identity", [self.value(t, layout, facts.dtype(t))],
+                                           [names[-1]]))
+        ins = [(name, facts.dtype(t), self.shape(t, layout)) for t, layout, name in self.inputs]
+        outs = [(name, facts.dtype(t), self.shape(t, layout))
                 for name, (t, layout) in zip(names, outputs)]
         return self.g.model(ins, outs), names
 
@@ -114,7 +129,16 @@ class Region:
 # ---------------------------------------------------------------------------------------------
 
 def _linear_parts(facts, k: int):
-    """(weight, bias, offset, zero_point, split) when instruction k lowers, else None."""
+    """(weight, bias, offset, zero_point, split, direct) when instruction k lowers, else
+    None; ``direct``: a convolution of few channels, as ConvInteger (graph.py). Computed once
+    per instruction."""
+    key = ("linear", k)
+    if key not in facts.cache:
+        facts.cache[key] = _find_linear_parts(facts, k)
+    return facts.cache[key]
+
+
+def _find_linear_parts(facts, k: int):
     ins, program = facts.program.code[k], facts.program
     consts = [program.consts.get(i) for i in ins.inputs]
     if consts[0] is not None or consts[1] is None or any(c is None for c in consts[2:]):
@@ -127,9 +151,11 @@ def _linear_parts(facts, k: int):
     zp = ins.attrs.get("zero_point", 0)
     lo, hi = facts.range(ins.inputs[0])
     choice = _offset(lo, hi, zp)
-    if choice is None or not accumulator_fits(weight, choice[1], facts.form):
+    direct = facts.direct and weight.ndim == 4 and weight.shape[1] <= DIRECT_CHANNELS
+    if choice is None or not accumulator_fits(weight, choice[1], "u8u8" if direct else
+                                              facts.form):
         return None
-    return weight, (consts[2] if len(consts) > 2 else None), choice[0], zp, choice[1]
+    return weight, (consts[2] if len(consts) > 2 else None), choice[0], zp, choice[1], direct
 
 
 def _offset(lo: int, hi: int, zp: int):
@@ -151,27 +177,33 @@ def check_linear(facts, k: int) -> bool:
 def emit_linear(region: Region, k: int) -> None:
     facts = region.facts
     ins = facts.program.code[k]
-    weight, bias, offset, zp, split = _linear_parts(facts, k)
-    x = facts.program.tensors[ins.inputs[0]]
+    weight, bias, offset, zp, split, direct = _linear_parts(facts, k)
     conv = ins.op.endswith("conv2d")
-    layout = "nhwc" if conv else "nchw"
     attrs = {key: ins.attrs[key] for key in ("kernel_size", "strides", "padding", "dilation")
              } if conv else {}
-    spec = LinearSpec(region.shape(ins.inputs[0], layout), x.dtype, weight, attrs, offset, zp,
-                      region.form, split, nhwc_in=conv)
-    acc = spec.emit(region.g, region.value(ins.inputs[0], layout))
+    # MatMulInteger reads and writes channels last; ConvInteger reads either layout and
+    # writes NCHW (transposed when the result is held channels last)
+    layout = "nchw" if not conv or (direct and region.layout_of(ins.inputs[0]) == "nchw") \
+        else "nhwc"
+    out_layout = "nhwc" if conv and (not direct or facts.layout.get(ins.outputs[0]) == "nhwc") \
+        else "nchw"
+    x = region.value(ins.inputs[0], layout)
+    spec = LinearSpec(region.shape(ins.inputs[0], layout), region.dtype(ins.inputs[0]), weight,
+                      attrs, offset, zp, region.form, split, nhwc_in=layout == "nhwc",
+                      nchw_out=conv and out_layout == "nchw", direct=direct)
+    acc = spec.emit(region.g, x)
     off = spec.offset_row(bias)
     out = facts.program.tensors[ins.outputs[0]]
     dtype = work_dtype(bound(out.precision) + int(np.abs(off).max(initial=0)))
     acc = region.cast(acc, INT32, dtype)
-    if conv:                      # [n*oh, ow*OC] + the row tiled ow times: one long broadcast
-        n, oh, ow, oc = spec.out_shape
-        flat = region.g.op("Reshape", acc, region.g.const(np.array([n * oh, ow * oc], np.int64)))
-        z = region.g.op("Add", flat, region.g.const(np.tile(off, ow).astype(dtype)))
-        z = region.g.op("Reshape", z, region.g.const(np.array(spec.out_shape, np.int64)))
+    if conv and out_layout == "nhwc":      # + off tiled to (ow, OC): one long broadcast span
+        ow = spec.out_shape[2]
+        z = region.g.op("Add", acc, region.g.const(np.tile(off, (ow, 1)).astype(dtype)))
+    elif conv:
+        z = region.g.op("Add", acc, region.g.const(off.astype(dtype).reshape(-1, 1, 1)))
     else:
         z = region.g.op("Add", acc, region.g.const(off.astype(dtype)))
-    region.put(ins.outputs[0], region.cast(z, dtype, out.dtype), layout)
+    region.put(ins.outputs[0], z, out_layout, dtype)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -185,23 +217,22 @@ def _tail(region: Region, k: int, shift: int, add: int, lo: int, hi: int, scale:
     back."""
     facts = region.facts
     ins = facts.program.code[k]
-    x_t, out = facts.program.tensors[ins.inputs[0]], facts.program.tensors[ins.outputs[0]]
     x_lo, x_hi = facts.range(ins.inputs[0])
     v_lo, v_hi = x_lo * scale + add, x_hi * scale + add
     a = max(v_lo, lo << shift)                           # the window of v that matters
     b = min(v_hi, ((hi + 1) << shift) - 1)
     layout = region.layout_of(ins.inputs[0])
-    x = region.value(ins.inputs[0], layout)
     if a > b:                                            # every v on one side: a constant
         const = lo if v_hi < lo << shift else hi
-        v = region.g.op("Mul", region.cast(x, x_t.dtype, INT32), region.scalar(0, INT32))
-        v = region.g.op("Add", v, region.scalar(const, INT32))
-        region.put(ins.outputs[0], region.cast(v, INT32, out.dtype), layout)
+        v = region.g.op("Mul", region.value(ins.inputs[0], layout, INT32),
+                        region.scalar(0, INT32))
+        region.put(ins.outputs[0], region.g.op("Add", v, region.scalar(const, INT32)), layout,
+                   INT32)
         return
     base = (a >> shift) << shift                         # a multiple of 2^shift <= a
     dtype = work_dtype(max(abs(v_lo), abs(v_hi), abs(v_lo - base), abs(v_hi - base),
                            abs(x_lo * scale), abs(x_hi * scale), 1 << shift, scale))
-    v = region.cast(x, x_t.dtype, dtype)
+    v = region.value(ins.inputs[0], layout, dtype)
     if scale != 1:
         v = region.g.op("Mul", v, region.scalar(scale, dtype))
     if add - base:
@@ -211,7 +242,7 @@ def _tail(region: Region, k: int, shift: int, add: int, lo: int, hi: int, scale:
         v = region.g.op("Div", v, region.scalar(1 << shift, dtype))
     if base >> shift:
         v = region.g.op("Add", v, region.scalar(base >> shift, dtype))
-    region.put(ins.outputs[0], region.cast(v, dtype, out.dtype), layout)
+    region.put(ins.outputs[0], v, layout, dtype)
 
 
 def _input_range(facts, k):
@@ -249,13 +280,10 @@ def emit_binary(region: Region, k: int) -> None:
     facts = region.facts
     ins = facts.program.code[k]
     a, b = (facts.program.tensors[i] for i in ins.inputs)
-    out = facts.program.tensors[ins.outputs[0]]
     same = a.shape == b.shape
     layout = "nhwc" if same and "nhwc" in [region.layout_of(i) for i in ins.inputs] else "nchw"
-    x, y = (region.cast(region.value(i, layout), facts.program.tensors[i].dtype, INT32)
-            for i in ins.inputs)
-    region.put(ins.outputs[0], region.cast(region.g.op(BINARY[ins.op], x, y), INT32, out.dtype),
-               layout)
+    x, y = (region.value(i, layout, INT32) for i in ins.inputs)
+    region.put(ins.outputs[0], region.g.op(BINARY[ins.op], x, y), layout, INT32)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -271,9 +299,9 @@ def emit_requantize(region: Region, k: int) -> None:
     ins = facts.program.code[k]
     x_t, out = facts.program.tensors[ins.inputs[0]], facts.program.tensors[ins.outputs[0]]
     layout = region.layout_of(ins.inputs[0]) if len(x_t.shape) == 4 else "nchw"
-    y = requant.emit(region, region.value(ins.inputs[0], layout), x_t, out, ins.attrs,
-                     *_input_range(facts, k), layout)
-    region.put(ins.outputs[0], y, layout)
+    y, dtype = requant.emit(region, ins.inputs[0], x_t, out, ins.attrs, *_input_range(facts, k),
+                            layout)
+    region.put(ins.outputs[0], y, layout, dtype)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -284,7 +312,8 @@ def emit_reshape(region: Region, k: int) -> None:
     ins = region.facts.program.code[k]
     out = region.facts.program.tensors[ins.outputs[0]]
     shape = region.g.const(np.array(out.shape, np.int64))
-    region.put(ins.outputs[0], region.g.op("Reshape", region.value(ins.inputs[0]), shape))
+    region.put(ins.outputs[0], region.g.op("Reshape", region.value(ins.inputs[0]), shape),
+               "nchw", region.dtype(ins.inputs[0]))
 
 
 def _byte_type(lo: int, hi: int):
@@ -302,14 +331,19 @@ def check_max_pool(facts, k: int) -> bool:
 def emit_max_pool(region: Region, k: int) -> None:
     facts = region.facts
     ins = facts.program.code[k]
-    a, x_t = ins.attrs, facts.program.tensors[ins.inputs[0]]
+    a = ins.attrs
     byte = _byte_type(*_input_range(facts, k))
     (ph, pw) = a["padding"]
-    x = region.cast(region.value(ins.inputs[0]), x_t.dtype, byte)
-    y = region.g.op("MaxPool", x, kernel_shape=list(a["pool_size"]),
-                    strides=list(a["strides"]), pads=[ph, pw, ph, pw],
-                    ceil_mode=int(a["ceil_mode"]))
-    region.put(ins.outputs[0], region.cast(y, byte, x_t.dtype))
+    window = dict(kernel_shape=list(a["pool_size"]), strides=list(a["strides"]),
+                  pads=[ph, pw, ph, pw])
+    if region.layout_of(ins.inputs[0]) == "nhwc" and not a["ceil_mode"]:
+        y = region.g.op("NhwcMaxPool", region.value(ins.inputs[0], "nhwc", byte),
+                        domain="com.microsoft", **window)
+        region.put(ins.outputs[0], y, "nhwc", byte)
+        return
+    y = region.g.op("MaxPool", region.value(ins.inputs[0], "nchw", byte),
+                    ceil_mode=int(a["ceil_mode"]), **window)
+    region.put(ins.outputs[0], y, "nchw", byte)
 
 
 def _axes(ins, ndim: int) -> list[int]:
@@ -326,10 +360,10 @@ def emit_sum(region: Region, k: int) -> None:
     ins = facts.program.code[k]
     x_t, out = (facts.program.tensors[i] for i in (ins.inputs[0], ins.outputs[0]))
     axes = _axes(ins, len(x_t.shape))
-    x = region.cast(region.value(ins.inputs[0]), x_t.dtype, INT32)
-    y = region.g.op("ReduceSum", x, region.g.const(np.array(axes, np.int64)), keepdims=1)
+    y = region.g.op("ReduceSum", region.value(ins.inputs[0], "nchw", INT32),
+                    region.g.const(np.array(axes, np.int64)), keepdims=1)
     y = region.g.op("Reshape", y, region.g.const(np.array(out.shape, np.int64)))
-    region.put(ins.outputs[0], region.cast(y, INT32, out.dtype))
+    region.put(ins.outputs[0], y, "nchw", INT32)
 
 
 def check_sum_pool(facts, k: int) -> bool:
@@ -343,13 +377,13 @@ def check_sum_pool(facts, k: int) -> bool:
 def emit_sum_pool(region: Region, k: int) -> None:
     facts = region.facts
     ins = facts.program.code[k]
-    x_t, out = (facts.program.tensors[i] for i in (ins.inputs[0], ins.outputs[0]))
+    x_t = facts.program.tensors[ins.inputs[0]]
     zp, cells = ins.attrs["zero_point"], x_t.shape[2] * x_t.shape[3]
-    x = region.cast(region.value(ins.inputs[0]), x_t.dtype, INT32)
-    y = region.g.op("ReduceSum", x, region.g.const(np.array([2, 3], np.int64)), keepdims=1)
+    y = region.g.op("ReduceSum", region.value(ins.inputs[0], "nchw", INT32),
+                    region.g.const(np.array([2, 3], np.int64)), keepdims=1)
     if zp:
         y = region.g.op("Sub", y, region.scalar(zp * cells, INT32))
-    region.put(ins.outputs[0], region.cast(y, INT32, out.dtype))
+    region.put(ins.outputs[0], y, "nchw", INT32)
 
 
 _always = lambda facts, k: True

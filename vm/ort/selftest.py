@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import functools
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -29,11 +29,13 @@ _LOCK = threading.Lock()
 @dataclass(frozen=True)
 class Verdict:
     """What the self-test found: onnxruntime's ``version`` (None: not importable), the exact
-    MatMulInteger ``form`` (None: none), and ``reason`` in words."""
+    MatMulInteger ``form`` (None: none), whether ConvInteger (``direct``) is exact too, and
+    ``reason`` in words."""
 
     version: str | None
     form: str | None
     reason: str
+    direct: bool = False
 
     def __str__(self) -> str:
         return self.reason
@@ -64,22 +66,31 @@ def _cached() -> Verdict:
         return Verdict(None, None, "onnxruntime is not installed: the numpy executor runs")
     failures = []
     for form in FORMS:
-        try:
-            problem = first_difference(form)
-        except Exception as e:          # a session that does not build or run
-            problem = f"{type(e).__name__}: {e}"
+        problem = _safely(lambda: first_difference(form))
         if problem is None:
+            direct = _safely(lambda: first_difference(form, direct=True)) is None
             return Verdict(version, form, f"onnxruntime {version}: MatMulInteger "
-                           f"{'uint8 x int8' if form == 'u8s8' else 'uint8 x uint8'} "
-                           f"exact in the self-test")
+                           f"{'uint8 x int8' if form == 'u8s8' else 'uint8 x uint8'}"
+                           f"{' and ConvInteger' if direct else ''} exact in the self-test",
+                           direct)
         failures.append(f"{form}: {problem}")
     return Verdict(version, None, f"onnxruntime {version} failed the self-test "
                    f"({'; '.join(failures)}): the numpy executor runs")
 
 
-def first_difference(form: str) -> str | None:
-    """Run every case in ``form``; None when all are exact, else the first difference."""
-    for spec, xs in cases(form):
+def _safely(check):
+    """check(), or the description of the exception a session that does not build or run
+    raises."""
+    try:
+        return check()
+    except Exception as e:
+        return f"{type(e).__name__}: {e}"
+
+
+def first_difference(form: str, direct: bool = False) -> str | None:
+    """Run every case in ``form`` (``direct``: the ConvInteger cases); None when all are
+    exact, else the first difference."""
+    for spec, xs in (direct_cases() if direct else cases(form)):
         for x, got in zip(xs, accumulators(spec, xs)):
             want = reference(spec, x)
             if got.shape != want.shape or not np.array_equal(got, want):
@@ -97,7 +108,7 @@ def accumulators(spec: LinearSpec, xs) -> list[np.ndarray]:
 
 def reference(spec: LinearSpec, x: np.ndarray) -> np.ndarray:
     """The exact accumulator sum_k W[oc, k] * u_k (u = x + offset, padded with the pad
-    byte), in the spec's output layout (int64)."""
+    byte; ``direct``: u_k - pad), in the spec's output layout (int64)."""
     w = spec.weight.astype(np.int64)
     u = x.astype(np.int64) + spec.offset
     if not spec.conv:
@@ -107,8 +118,10 @@ def reference(spec: LinearSpec, x: np.ndarray) -> np.ndarray:
     (kh, kw), (sh, sw) = spec.attrs["kernel_size"], spec.attrs["strides"]
     (ph, pw), (dh, dw) = spec.attrs["padding"], spec.attrs["dilation"]
     oh, ow = spec.out_hw
-    padded = np.pad(u, ((0, 0), (0, 0), (ph, ph), (pw, pw)),
-                    constant_values=spec.zero_point + spec.offset)
+    pad = spec.zero_point + spec.offset
+    padded = np.pad(u, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=pad)
+    if spec.direct:
+        padded = padded - pad
     acc = np.zeros((u.shape[0], w.shape[0], oh, ow), np.int64)
     for r in range(kh):
         for s in range(kw):
@@ -125,6 +138,11 @@ def adversarial_weight(shape, rng) -> np.ndarray:
             np.resize([127, -128], k), rng.integers(-128, 128, k)]
     w = np.array([rows[i % len(rows)] for i in range(oc)], np.int8)
     return w.reshape(shape)
+
+
+def direct_cases():
+    """The convolution cases as ConvInteger (``direct``: few input channels)."""
+    return [(replace(spec, direct=True), xs) for spec, xs in cases("u8u8") if spec.conv]
 
 
 def cases(form: str):

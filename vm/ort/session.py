@@ -25,9 +25,10 @@ def version() -> str | None:
     return None if rt is None else rt.__version__
 
 
-def session(model: bytes, threads: int | None = None):
+def session(model: bytes, threads: int | None = None, externals: dict | None = None):
     """An InferenceSession of ``model`` on the CPU; ``threads``: intra-op threads (None:
-    onnxruntime's default, one per core)."""
+    onnxruntime's default, one per core); ``externals``: {name: array} of the initializers the
+    model declares external (the arrays must outlive the session)."""
     rt = runtime()
     if rt is None:
         raise EnvironmentFault("the onnxruntime backend needs onnxruntime "
@@ -39,6 +40,9 @@ def session(model: bytes, threads: int | None = None):
     options.graph_optimization_level = rt.GraphOptimizationLevel.ORT_ENABLE_BASIC
     options.log_severity_level = 3
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    if externals:
+        options.add_external_initializers(
+            list(externals), [rt.OrtValue.ortvalue_from_numpy(a) for a in externals.values()])
     try:
         return rt.InferenceSession(model, options, providers=["CPUExecutionProvider"])
     except MemoryError:
