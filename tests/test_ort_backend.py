@@ -303,6 +303,36 @@ def test_convolutions_and_dense_equal_the_reference(direct, monkeypatch, case):
                if isinstance(s.kernel, plan.RegionKernel) for k in s.covers)
 
 
+def test_a_wide_input_holding_bytes_runs_the_guarded_session():
+    """A p9 input (values in [-255, 255]) into a convolution needs two bytes per value; when
+    the values at hand are bytes, the narrower session runs; both give the reference's
+    bytes."""
+    b = Builder("wide")
+    x = b.input("x", (1, 3, 12, 12), 9)
+    w = b.const("w", np.random.default_rng(0).integers(-127, 128, (8, 3, 3, 3)), precision=8)
+    b.output(b.op("qconv2d", x, w, channels=8, kernel_size=(3, 3), padding=(1, 1),
+                  use_bias=False))
+    program = b.build()
+    model = vm.load(program, ORT)
+    (step,) = model.plan.fast
+    assert step.kernel.guarded is not None
+    calls = []
+    for session in (step.kernel.session, step.kernel.guarded[1]):
+        run = session.run
+        session_calls = lambda *a, run=run, s=session: calls.append(s) or run(*a)
+        try:
+            session.run = session_calls
+        except AttributeError:
+            pytest.skip("onnxruntime sessions cannot be wrapped here")
+    rng = np.random.default_rng(1)
+    for lo, hi, which in ((0, 255, step.kernel.guarded[1]), (-255, 255, step.kernel.session)):
+        x = rng.integers(lo, hi + 1, (1, 3, 12, 12)).astype(np.int32)
+        x.reshape(-1)[::5] = hi
+        same_as_reference(program, {"x": x})
+        model.run({"x": x})
+        assert calls[-1] is which
+
+
 @pytest.fixture
 def auto_lowers(monkeypatch):
     """``auto`` lowers where it pays (its default policy)."""
@@ -354,9 +384,11 @@ def test_channels_last_numpy_steps_between_lowered_convolutions(heads_only, roun
     shapes = []
     model.plan.run({i: feeds[program.tensors[i].name] for i in program.inputs}, fused=True,
                    trace=lambda step, values: shapes.extend(
-                       (program.code[step.index].op, v.shape) for v in values))
-    assert ("requantize", (2, 10, 10, 4)) in shapes              # channels last in numpy
-    assert ("broadcast_add", (2, 10, 10, 4)) in shapes
+                       (type(step.kernel).__name__, v.shape, v.dtype) for v in values))
+    # the convolutions' requantizes, and the residual addition as one table, channels last,
+    # held as bytes
+    assert ("RequantizeKernel", (2, 10, 10, 4), np.uint8) in shapes
+    assert ("TableKernel", (2, 10, 10, 4), np.uint8) in shapes
     everything = same_as_reference(program, feeds)
     assert lowered(everything) > lowered(model)
 

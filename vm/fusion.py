@@ -35,6 +35,7 @@ from ops.base import bound
 from ops.scratch import scratch, spread
 from ops.tails import Requant, Residual
 
+from .islands import islands
 from .program import Program
 from .steps import Step
 from .validate import peak_bytes
@@ -95,18 +96,30 @@ def chains(program: Program, skip=frozenset()) -> list[tuple[list[int], Requant]
 
 
 def fuse(program: Program, analysis, steps: list, lanes: int = 1,
-         external: dict | None = None) -> list:
+         external: dict | None = None, tables: bool = True) -> list:
     """The fused, prepared steps of ``program`` (``steps``: its per-instruction bound steps)
-    for a plan running on ``lanes`` lanes. ``external``: {first instruction: Step} of steps
-    prepared elsewhere (the onnxruntime backend's regions), each covering the instructions
-    in its ``covers``, which no group takes; they run at their first instruction's place."""
+    for a plan running on ``lanes`` lanes. ``external``: {instruction: Step} of steps prepared
+    elsewhere (the onnxruntime backend's regions), each covering the instructions in its
+    ``covers``, which no group takes; each runs at its instruction's place. ``tables``:
+    elementwise islands of byte inputs become table lookups (vm/islands.py), except where a
+    convolution's epilogue absorbs the instructions (:func:`joins`)."""
     external = external or {}
-    groups = chains(program, {k for step in external.values() for k in step.covers})
-    fast = _fused(program, analysis, steps, lanes, groups, joins(program, groups), external)
-    if peak_bytes(program, [(s.outputs, s.frees) for s in fast]) > analysis.peak_memory:
-        # a joined step runs later than its conv, so the conv's input lives longer: never
-        # beyond the validated peak
-        fast = _fused(program, analysis, steps, lanes, groups, {}, external)
+    covered = {k for step in external.values() for k in step.covers}
+    found = {}
+    if tables:
+        groups = chains(program, covered)
+        joined = {k for n, (m, _) in joins(program, groups).items()
+                  for k in groups[n][0] + groups[m][0]}
+        found = islands(program, steps, covered | joined)
+    for attempt in ({**found, **external}, external):    # tables move uses later: never
+        covered = {k for step in attempt.values() for k in step.covers}  # beyond the peak
+        groups = chains(program, covered)
+        for links in (joins(program, groups), {}):
+            # a joined step runs later than its conv, so the conv's input lives longer
+            fast = _fused(program, analysis, steps, lanes, groups, links, attempt)
+            if peak_bytes(program, [(s.outputs, s.frees) for s in fast]) <= \
+                    analysis.peak_memory:
+                return fast
     return fast
 
 

@@ -22,19 +22,18 @@ Every step computes exactly the bytes of the program's own ops: regions by integ
 """
 from __future__ import annotations
 
+import copy
 from collections import defaultdict
 from dataclasses import dataclass, replace
 
 import numpy as np
 
-from ops.base import bound
-
 from ..fusion import fuse
 from ..program import Instr, Program, Tensor
 from ..steps import Step
-from ..validate import nonnegative
+from ..ranges import Ranges
 from . import selftest, session as sessions
-from .rules import LINEAR, NHWC, RULES, Region
+from .rules import LINEAR, NHWC, RULES, Region, linear_parts
 
 LAYOUT_OPS = ("reshape", "flatten", "expand_dims", "squeeze", "max_pool2d")
 TRANSPARENT = ("relu", "abs", "negative", "clip", "cvm_clip", "cvm_left_shift",
@@ -70,9 +69,9 @@ class Facts:
     def __init__(self, program: Program, analysis, form: str, direct: bool = False):
         self.program, self.analysis, self.form, self.direct = program, analysis, form, direct
         self.cache: dict = {}
-        self.nonneg = nonnegative(program)
+        self.ranges = Ranges(program)
+        self.assumed: dict[int, tuple[int, int]] = {}
         self.layout: dict[int, str] = {}
-        self.producer = {t: k for k, ins in enumerate(program.code) for t in ins.outputs}
 
     def dtype(self, t: int) -> np.dtype:
         """The dtype tensor t is held in between steps: a channels-last tensor whose proven
@@ -87,20 +86,15 @@ class Facts:
         return self.program.tensors[t].dtype
 
     def range(self, t: int) -> tuple[int, int]:
-        """Proven [lo, hi] of tensor t's values."""
-        if t in self.program.consts:
-            data = self.program.consts[t]
-            return (int(data.min()), int(data.max())) if data.size else (0, 0)
-        r = bound(self.program.tensors[t].precision)
-        lo, hi = (0 if t in self.nonneg else -r), r
-        k = self.producer.get(t)
-        if k is not None:
-            ins = self.program.code[k]
-            if ins.op == "requantize":
-                lo, hi = max(lo, ins.attrs["qmin"]), min(hi, ins.attrs["qmax"])
-            elif ins.op == "clip":
-                lo, hi = max(lo, ins.attrs["a_min"]), min(hi, ins.attrs["a_max"])
-        return lo, hi
+        """Proven [lo, hi] of tensor t's values (or, for a region built for inputs checked
+        at run time, the range ``assumed`` for it)."""
+        return self.assumed.get(t) or self.ranges.of(t)
+
+    def assuming(self, ranges: dict[int, tuple[int, int]]) -> "Facts":
+        """These facts, with ``ranges`` assumed for some inputs (a guarded region)."""
+        other = copy.copy(self)
+        other.assumed, other.cache = dict(ranges), {}
+        return other
 
 
 def plan(program: Program, analysis, steps: list, threads: int | None,
@@ -308,34 +302,63 @@ def _rebind(step, ins, analysis):
 
 class RegionKernel:
     """Runs one region's session: detvm values in, detvm values out (their held dtypes).
-    ``constants``: the arrays the session reads as external initializers (kept alive)."""
+    ``constants``: the arrays the session reads as external initializers (kept alive).
+    ``guarded``: (checks, session) of a variant built for inputs in narrower ranges, run when
+    the inputs' values at hand are in them (checks: input position, lo, hi): both compute the
+    same bytes there; it only saves work (a program input declared wider than the bytes it
+    gets)."""
 
-    def __init__(self, session, inputs: list[str], outputs: list[str], constants=None):
+    def __init__(self, session, inputs: list[str], outputs: list[str], constants=None,
+                 guarded=None):
         self.session, self.inputs, self.outputs = session, inputs, outputs
-        self.constants = constants
+        self.constants, self.guarded = constants, guarded
 
     def __call__(self, xp, *arrays):
+        session = self.session
+        if self.guarded is not None and all(
+                arrays[k].size and int(arrays[k].min()) >= lo and int(arrays[k].max()) <= hi
+                for k, lo, hi in self.guarded[0]):
+            session = self.guarded[1]
         feeds = {name: np.ascontiguousarray(a) for name, a in zip(self.inputs, arrays)}
-        results = self.session.run(self.outputs, feeds)
+        results = session.run(self.outputs, feeds)
         return results[0] if len(results) == 1 else tuple(results)
 
 
 def region_step(facts: Facts, twin: Program, run: list[int], threads: int | None):
     """The Step running instructions ``run`` as one onnxruntime session (None when none of
-    their results is used)."""
+    their results is used); with a guarded variant when a program input the region reads
+    would be split into two bytes by a convolution but may well hold bytes."""
     program = facts.program
-    region = Region(facts, facts.form)
-    for k in run:
-        RULES[program.code[k].op][1](region, k)
     inside = set(run)
     used = {t for k, ins in enumerate(program.code) if k not in inside for t in ins.inputs}
     used |= set(program.outputs)
     exports = [t for k in run for t in program.code[k].outputs if t in used]
     if not exports:
         return None
-    model, names = region.model([(t, facts.layout.get(t, "nchw")) for t in exports])
+    region, model, names = _region_model(facts, run, exports)
     kernel = RegionKernel(sessions.session(model, threads, region.g.externals),
                           [n for _, _, n in region.inputs], names, region.g.externals)
+    wide = {program.code[k].inputs[0] for k in run if program.code[k].op in LINEAR and
+            (parts := linear_parts(facts, k)) is not None and parts[4]}
+    wide = {t: (0, 255) for t in wide & set(program.inputs)
+            if facts.range(t)[0] < 0 <= 255 <= facts.range(t)[1]}
+    assumed = facts.assuming(wide)
+    if wide and all(RULES[program.code[k].op][0](assumed, k) for k in run):
+        narrow, model2, names2 = _region_model(assumed, run, exports)
+        if [t for t, _, _ in narrow.inputs] == [t for t, _, _ in region.inputs]:
+            position = {t: n for n, (t, _, _) in enumerate(region.inputs)}
+            kernel.guarded = ([(position[t], lo, hi) for t, (lo, hi) in wide.items()],
+                              sessions.session(model2, threads, narrow.g.externals))
+            kernel.constants = {**region.g.externals, **narrow.g.externals}
     inputs = tuple(t for t, _, _ in region.inputs)
     return Step(run[0], kernel, inputs, tuple(exports),
                 tuple(twin.tensors[t].dtype for t in exports), {}, (), tuple(run))
+
+
+def _region_model(facts: Facts, run: list[int], exports: list[int]):
+    """(Region, ModelProto bytes, output names) of instructions ``run``."""
+    region = Region(facts, facts.form)
+    for k in run:
+        RULES[facts.program.code[k].op][1](region, k)
+    model, names = region.model([(t, facts.layout.get(t, "nchw")) for t in exports])
+    return region, model, names

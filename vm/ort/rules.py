@@ -128,7 +128,7 @@ class Region:
 # conv2d / dense (and q forms): MatMulInteger
 # ---------------------------------------------------------------------------------------------
 
-def _linear_parts(facts, k: int):
+def linear_parts(facts, k: int):
     """(weight, bias, offset, zero_point, split, direct) when instruction k lowers, else
     None; ``direct``: a convolution of few channels, as ConvInteger (graph.py). Computed once
     per instruction."""
@@ -171,13 +171,13 @@ def _offset(lo: int, hi: int, zp: int):
 
 
 def check_linear(facts, k: int) -> bool:
-    return _linear_parts(facts, k) is not None
+    return linear_parts(facts, k) is not None
 
 
 def emit_linear(region: Region, k: int) -> None:
     facts = region.facts
     ins = facts.program.code[k]
-    weight, bias, offset, zp, split, direct = _linear_parts(facts, k)
+    weight, bias, offset, zp, split, direct = linear_parts(facts, k)
     conv = ins.op.endswith("conv2d")
     attrs = {key: ins.attrs[key] for key in ("kernel_size", "strides", "padding", "dilation")
              } if conv else {}

@@ -1,0 +1,133 @@
+"""Elementwise islands of byte inputs as tables (vm/islands.py): the bytes of the instructions
+run one by one, on random islands of every elementwise op, one or two inputs."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+import vm
+from compiler import Builder
+from ops.base import bound
+from tests.cases import values_for
+from vm.islands import TableKernel
+
+SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+NUMPY = vm.cpu(backend="numpy")
+
+
+def byte_input(b, name, kind):
+    """An input taking at most 256 values: int8 (p8), or bytes by a requantize / relu."""
+    if kind == "int8":
+        return b.input(name, (2, 3, 4, 5), 8)
+    x = b.input(name, (2, 3, 4, 5), 12)
+    if kind == "relu":
+        return b.op("clip", x, a_min=0, a_max=200)
+    return b.op("requantize", x, multiplier=[5 << 20], shift=[24], qmin=0, qmax=255,
+                zero_point=7)
+
+
+@st.composite
+def unary(draw):
+    return draw(st.sampled_from([
+        ("relu", {}), ("abs", {}), ("negative", {}),
+        ("cvm_clip", {"precision": draw(st.integers(2, 9))}),
+        ("cvm_right_shift", {"precision": draw(st.integers(2, 12)),
+                             "shift_bit": draw(st.integers(1, 6))}),
+        ("cvm_left_shift", {"precision": 16, "shift_bit": draw(st.integers(1, 4))}),
+        ("clip", {"a_min": -draw(st.integers(0, 90)), "a_max": draw(st.integers(1, 90))}),
+        ("requantize", {"multiplier": [draw(st.integers(0, (1 << 24) - 1))],
+                        "shift": [draw(st.integers(1, 30))],
+                        "zero_point_in": draw(st.integers(-40, 40)),
+                        "zero_point": draw(st.integers(-40, 40)), "qmin": -300, "qmax": 300,
+                        "rounding": draw(st.sampled_from(["fp32", "half_even", "half_up"]))})]))
+
+
+@SETTINGS
+@given(st.sampled_from(["int8", "relu", "bytes"]), st.sampled_from(["int8", "relu", "bytes"]),
+       st.lists(unary(), max_size=3), st.lists(unary(), max_size=3),
+       st.sampled_from(["elemwise_add", "elemwise_sub", "broadcast_add", "broadcast_mul",
+                        "broadcast_max", None]), st.lists(unary(), max_size=2), st.data())
+def test_islands_equal_the_reference(kind_a, kind_b, left, right, join, after, data):
+    b = Builder("island")
+    ys = []
+    for name, kind, chain in (("a", kind_a, left), ("b", kind_b, right)):
+        y = byte_input(b, name, kind)
+        for op, attrs in chain:
+            y = b.op(op, y, **attrs)
+        ys.append(y)
+    y = ys[0] if join is None else b.op(join, *ys)
+    for op, attrs in after:
+        y = b.op(op, y, **attrs)
+    b.output(b.op("requantize", y, multiplier=[3 << 21], shift=[22], qmin=-100, qmax=100))
+    try:
+        program = b.build()
+    except vm.InvalidError:
+        return                                    # a precision above 32 on the way
+    feeds = {}
+    for i in program.inputs:
+        t = program.tensors[i]
+        feeds[t.name] = np.array(data.draw(values_for(t.shape, t.precision))).reshape(t.shape)
+    want = vm.load(program, vm.reference()).run(feeds)
+    for ctx in (NUMPY, vm.cpu()):
+        model = vm.load(program, ctx)
+        got = model.run(feeds)
+        assert all(got[k].tobytes() == want[k].tobytes() for k in want), ctx
+    kinds = [type(s.kernel) for s in vm.load(program, NUMPY).plan.fast]
+    assert TableKernel in kinds          # the final requantize, at least, reads bytes
+
+
+def test_residual_merge_is_one_table_step():
+    """A quantized model's residual addition: two rescales, an add, a requantize."""
+    b = Builder("merge")
+    y = byte_input(b, "y", "bytes")
+    s = byte_input(b, "s", "bytes")
+    a = b.op("requantize", y, multiplier=[1 << 30], shift=[14], zero_point_in=118,
+             qmin=-(1 << 24), qmax=1 << 24)
+    c = b.op("requantize", s, multiplier=[1415450055], shift=[15], qmin=-(1 << 24),
+             qmax=1 << 24)
+    b.output(b.op("requantize", b.op("broadcast_add", a, c), multiplier=[15170247],
+                  shift=[40], qmin=0, qmax=255, rounding="fp32"))
+    program = b.build()
+    model = vm.load(program, NUMPY)
+    tables = [s for s in model.plan.fast if isinstance(s.kernel, TableKernel)]
+    assert len(tables) == 1 and len(tables[0].covers) == 4
+    rng = np.random.default_rng(0)
+    feeds = {n: rng.integers(-bound(12), bound(12) + 1, (2, 3, 4, 5)) for n in ("y", "s")}
+    want = vm.load(program, vm.reference()).run(feeds)
+    assert all(model.run(feeds)[k].tobytes() == want[k].tobytes() for k in want)
+
+
+def test_a_wide_input_keeps_the_instructions():
+    b = Builder("wide")
+    x = b.input("x", (2, 3), 20)
+    b.output(b.op("requantize", x, multiplier=[1 << 20], shift=[30], qmin=0, qmax=255))
+    model = vm.load(b.build(), NUMPY)
+    assert not any(isinstance(s.kernel, TableKernel) for s in model.plan.fast)
+
+
+@pytest.mark.parametrize("threads", [None, 2])
+def test_tables_on_lanes(threads):
+    pytest.importorskip("threadpoolctl")
+    b = Builder("lanes")
+    y = byte_input(b, "y", "bytes")
+    b.output(b.op("requantize", y, multiplier=[12345678], shift=[27], qmin=-128, qmax=127))
+    program = b.build()
+    x = {"y": np.random.default_rng(1).integers(-bound(12), bound(12) + 1, (2, 3, 4, 5))}
+    want = vm.load(program, vm.reference()).run(x)
+    got = vm.load(program, NUMPY, threads=threads).run(x)
+    assert all(got[k].tobytes() == want[k].tobytes() for k in want)
+
+
+def test_table_index_of_bytes_and_of_wider_storage_agree():
+    rng = np.random.default_rng(2)
+    table = rng.integers(-100, 100, 65536).astype(np.int16)
+    kernel = TableKernel(table, [0, 0], [256, 256], np.int16)
+    a, b = (rng.integers(0, 256, (3, 5, 7)) for _ in range(2))
+    want = table[a * 256 + b]
+    for dtype in (np.uint8, np.int32):
+        assert np.array_equal(kernel(np, a.astype(dtype), b.astype(dtype)), want)
+    shifted = TableKernel(table[:200 * 300], [-50, 7], [200, 300], np.int16)
+    x, y = rng.integers(-50, 150, (4, 6)), rng.integers(7, 307, (4, 6))
+    assert np.array_equal(shifted(np, x.astype(np.int32), y.astype(np.int16)),
+                          table[(x + 50) * 300 + (y - 7)])

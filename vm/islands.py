@@ -1,0 +1,153 @@
+"""Elementwise islands of byte inputs become lookup tables (a load-time pass of the CPU plans).
+
+A chain of elementwise instructions whose only inputs from outside are one or two tensors of
+at most 256 values each (proven ranges, vm/ranges.py), and whose intermediates nothing else
+reads, is a function of at most 65,536 input pairs: a quantized model's residual addition
+(two requantizes, an add, a requantize) or a requantize of bytes. Islands with a requantize
+(several passes over the data each) become tables; shifts and clips alone are cheaper as
+they are (vm/fusion.py). At load the island's own
+kernels run once on every pair, and the step becomes one table lookup per element. The table
+holds the kernels' results, so the bytes are those of the instructions run one by one.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+
+import numpy as np
+
+from ops import fastquant
+from ops.scratch import scratch, spread
+
+from .program import Program
+from .ranges import Ranges
+from .steps import Step
+
+ELEMENTWISE = ("relu", "abs", "negative", "clip", "cvm_clip", "cvm_left_shift",
+               "cvm_right_shift", "elemwise_add", "elemwise_sub", "broadcast_add",
+               "broadcast_sub", "broadcast_mul", "broadcast_max", "requantize")
+MAX_VALUES = 256
+"""The most values an input of an island may take."""
+
+
+def islands(program: Program, steps: list, skip=frozenset()) -> dict[int, Step]:
+    """{sink instruction: Step} of the program's islands (none of them in ``skip``)."""
+    ranges, readers = Ranges(program), defaultdict(list)
+    for k, ins in enumerate(program.code):
+        for t in ins.inputs:
+            readers[t].append(k)
+    taken, found = set(skip), {}
+    for sink in reversed(range(len(program.code))):
+        if sink in taken or not _elementwise(program, sink):
+            continue
+        members = _grow(program, sink, readers, ranges, taken)
+        inputs = _inputs(program, members)
+        worth = any(program.code[k].op == "requantize" for k in members)  # the costly one
+        if worth and 1 <= len(inputs) <= 2 and \
+                all(_span(ranges.of(t)) <= MAX_VALUES for t in inputs):
+            found[sink] = _table_step(program, steps, sorted(members), inputs, ranges)
+            taken |= members
+    return found
+
+
+def _elementwise(program: Program, k: int) -> bool:
+    ins = program.code[k]
+    shapes = {program.tensors[t].shape for t in (*ins.inputs, *ins.outputs)}
+    return ins.op in ELEMENTWISE and len(shapes) == 1 and len(ins.outputs) == 1 and \
+        not any(t in program.consts for t in ins.inputs) and \
+        (ins.op != "requantize" or len(ins.attrs["multiplier"]) == 1)
+
+
+def _span(r: tuple[int, int]) -> int:
+    return r[1] - r[0] + 1
+
+
+def _grow(program: Program, sink: int, readers, ranges, taken) -> set[int]:
+    """The sink and, recursively, the producers of its inputs that take more than
+    MAX_VALUES values, while they are elementwise and only the island reads their result."""
+    producer = {t: k for k, ins in enumerate(program.code) for t in ins.outputs}
+    outputs, members = set(program.outputs), {sink}
+    while len(members) < len(program.code):
+        wide = [t for t in _inputs(program, members) if _span(ranges.of(t)) > MAX_VALUES]
+        if not wide:
+            break
+        k = producer.get(wide[0])
+        if k is None or k in taken or wide[0] in outputs or not _elementwise(program, k) or \
+                any(r not in members for r in readers[wide[0]]):
+            break
+        members.add(k)
+    return members
+
+
+def _inputs(program: Program, members) -> list[int]:
+    """Tensors the members read that none of them writes, in order of first use."""
+    written = {t for k in members for t in program.code[k].outputs}
+    out = []
+    for k in sorted(members):
+        for t in program.code[k].inputs:
+            if t not in written and t not in out:
+                out.append(t)
+    return out
+
+
+def _table_step(program: Program, steps, members: list[int], inputs: list[int],
+                ranges) -> Step:
+    """The Step looking the island up in the table of its results on every input pair."""
+    spans = [ranges.of(t) for t in inputs]
+    grids = np.meshgrid(*[np.arange(lo, hi + 1, dtype=np.int64) for lo, hi in spans],
+                        indexing="ij")
+    env = {t: g.reshape(-1).astype(program.tensors[t].dtype) for t, g in zip(inputs, grids)}
+    for k in members:
+        ins = program.code[k]
+        value = _kernel(program, steps, k)(np, *[env[t] for t in ins.inputs])
+        env[ins.outputs[0]] = np.asarray(value).astype(program.tensors[ins.outputs[0]].dtype)
+    out = program.code[members[-1]].outputs[0]
+    kernel = TableKernel(env[out], [lo for lo, _ in spans], [_span(s) for s in spans],
+                         program.tensors[out].dtype)
+    return Step(members[-1], kernel, tuple(inputs), (out,), (program.tensors[out].dtype,), {},
+                (), tuple(members))
+
+
+def _kernel(program: Program, steps, k: int):
+    """Instruction k's CPU computation on flat arrays: requantize's float path where it is
+    licensed (ops/fastquant.py), else the op's kernel."""
+    ins = program.code[k]
+    if ins.op == "requantize":
+        x = program.tensors[ins.inputs[0]]
+        fast = fastquant.RequantizeKernel(ins.attrs, x.precision, 1,
+                                          program.tensors[ins.outputs[0]].dtype)
+        if fast.ok:
+            return fast
+    step = steps[k]
+    return lambda xp, *args: step.kernel(xp, *args, **step.kwargs)
+
+
+class TableKernel:
+    """out = table[(a - lo_a) * span_b + (b - lo_b)] (one input: table[a - lo_a]), on blocks
+    spread over the lanes; the index is computed in int32 (at most 65,536 entries)."""
+
+    def __init__(self, table: np.ndarray, lows: list[int], spans: list[int], out_dtype):
+        self.table, self.lows, self.spans = np.ascontiguousarray(table), lows, spans
+        self.out_dtype = np.dtype(out_dtype)
+
+    def __call__(self, xp, a, b=None):
+        out = np.empty(a.shape, self.out_dtype)
+
+        bytes_ = b is not None and a.dtype == b.dtype == np.uint8 and self.lows == [0, 0] and \
+            self.spans[1] == 256
+
+        def block(index):
+            if bytes_:                                   # (a << 8) | b, in uint16
+                idx = scratch("index", a[index].shape, np.uint16)
+                np.left_shift(a[index], 8, out=idx, dtype=np.uint16)
+                np.bitwise_or(idx, b[index], out=idx, dtype=np.uint16)
+            else:
+                idx = scratch("index", a[index].shape, np.int32)
+                np.subtract(a[index], self.lows[0], out=idx, dtype=np.int32)
+                if b is not None:
+                    np.multiply(idx, self.spans[1], out=idx)
+                    np.add(idx, b[index], out=idx, dtype=np.int32)
+                    if self.lows[1]:
+                        np.subtract(idx, self.lows[1], out=idx)
+            np.take(self.table, idx, out=out[index], mode="clip")
+        spread(block, a.shape, 8)
+        return out
