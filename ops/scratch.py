@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 
 import numpy as np
 
@@ -56,15 +55,22 @@ class Lanes:
             self.pool.shutdown(wait=False)
 
 
-@contextmanager
-def using(ws: Workspace | None, lanes: Lanes | None = None):
-    """Make ``ws`` (and ``lanes``) what kernels run by this thread use inside the block."""
-    prev = getattr(_active, "ctx", None)
-    _active.ctx = (ws, lanes)
-    try:
-        yield ws
-    finally:
-        _active.ctx = prev
+class using:
+    """``with using(ws, lanes):`` makes ``ws`` (and ``lanes``) what kernels run by this thread
+    use inside the block (a class, not a generator: it is entered on every run)."""
+
+    __slots__ = ("ctx", "prev")
+
+    def __init__(self, ws: Workspace | None, lanes: Lanes | None = None):
+        self.ctx = (ws, lanes)
+
+    def __enter__(self) -> Workspace | None:
+        self.prev = getattr(_active, "ctx", None)
+        _active.ctx = self.ctx
+        return self.ctx[0]
+
+    def __exit__(self, *exc) -> None:
+        _active.ctx = self.prev
 
 
 def scratch(role: str, shape, dtype) -> np.ndarray:

@@ -308,7 +308,7 @@ def test_a_wide_input_holding_bytes_runs_the_guarded_session():
     the values at hand are bytes, the narrower session runs; both give the reference's
     bytes."""
     b = Builder("wide")
-    x = b.input("x", (1, 3, 12, 12), 9)
+    x = b.input("x", (1, 3, 80, 80), 9)
     w = b.const("w", np.random.default_rng(0).integers(-127, 128, (8, 3, 3, 3)), precision=8)
     b.output(b.op("qconv2d", x, w, channels=8, kernel_size=(3, 3), padding=(1, 1),
                   use_bias=False))
@@ -326,7 +326,7 @@ def test_a_wide_input_holding_bytes_runs_the_guarded_session():
             pytest.skip("onnxruntime sessions cannot be wrapped here")
     rng = np.random.default_rng(1)
     for lo, hi, which in ((0, 255, step.kernel.guarded[1]), (-255, 255, step.kernel.session)):
-        x = rng.integers(lo, hi + 1, (1, 3, 12, 12)).astype(np.int32)
+        x = rng.integers(lo, hi + 1, (1, 3, 80, 80)).astype(np.int32)
         x.reshape(-1)[::5] = hi
         same_as_reference(program, {"x": x})
         model.run({"x": x})

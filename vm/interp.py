@@ -41,9 +41,12 @@ class Plan:
         self.steps = [self._bind(k, ins, analysis) for k, ins in enumerate(program.code)]
         self.threads = threads
         self._limit = blas_threads(None if threads is None else 1)
+        self._exclusive = executor.exclusive
         with self._limit():
             self.fast = executor.fast_steps(program, analysis, self.steps, threads)
         self.backend = executor.describe(program, self.fast)
+        read = {i for step in self.fast for i in step.inputs} | set(program.outputs)
+        self._fast_consts = {i: v for i, v in self.consts.items() if i in read}
         """How this plan computes, in words (the CPU: numpy, or regions on onnxruntime)."""
         self._own_lanes = lanes is None
         self.lanes = lanes if lanes is not None else make_lanes(threads)
@@ -71,13 +74,13 @@ class Plan:
         computing those outputs store their results (numpy executors).
         """
         steps = self.fast if (trace is None if fused is None else fused) else self.steps
-        env = dict(self.consts)
+        env = dict(self._fast_consts if steps is self.fast else self.consts)
         env.update(inputs)
         xp, narrow = self.executor.xp, self.executor.narrow
         ws = getattr(self._local, "ws", None)
         if ws is None:
             ws = self._local.ws = Workspace()
-        with using(ws, self.lanes), self._limit(), self.executor.exclusive():
+        with using(ws, self.lanes), self._limit(), self._exclusive():
             for step in steps:
                 try:
                     result = step.kernel(xp, *[env[i] for i in step.inputs], **step.kwargs)

@@ -1,6 +1,7 @@
 """The public Model: load bytes, validate, bind, run numpy in / numpy out."""
 from __future__ import annotations
 
+import functools
 import os
 import threading
 from collections import OrderedDict
@@ -250,13 +251,15 @@ class Model:
     def _run_checked(self, feeds: list, dims: dict, trace=None,
                     out: Mapping[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
         """:meth:`run` on inputs ``_check_inputs`` returned (storage dtypes, input order)."""
-        inst = self.instance(**dims)
-        buffers = self._check_out(out or {}, inst)
+        inst = self.instance(**dims) if dims or self.closed or not self.plan else \
+            self._instances[()]
+        buffers = self._check_out(out or {}, inst) if out else {}
         ex, program = inst.plan.executor, inst.program
         direct = {program.outputs[k]: b for k, b in buffers.items()} \
             if ex.name == "cpu" else None
         with ex.exclusive():
-            device = {program.inputs[k]: ex.from_host(a) for k, a in enumerate(feeds)}
+            ids = program.inputs
+            device = {ids[k]: ex.from_host(a) for k, a in enumerate(feeds)}
             values = inst.plan.run(device, trace, out=direct)
             result = {}
             for k, (t, v) in enumerate(zip(self.outputs, values)):
@@ -384,12 +387,18 @@ def _check_input(t: TensorInfo, value: Any, symbols: Mapping[str, int],
             raise TrapError(f"input {t.name!r}: {t.symbol} = {n}, but input {seen[1]!r} has "
                             f"{t.symbol} = {seen[0]}")
     r = bound(t.precision)
-    info = np.iinfo(array.dtype)
-    k = first_outside(array, max(-r, info.min), min(r, info.max))     # in array's dtype
+    low, high = _limits(array.dtype)
+    k = first_outside(array, max(-r, low), min(r, high))                # in array's dtype
     if k is not None:
         raise TrapError(f"input {t.name!r}: value {int(array.reshape(-1)[k])} at flat index "
                         f"{k} outside precision {t.precision} (|v| <= {r})")
-    return array.astype(t.dtype)
+    return array.astype(t.dtype, copy=False)
+
+
+@functools.lru_cache(maxsize=None)
+def _limits(dtype: np.dtype) -> tuple[int, int]:
+    info = np.iinfo(dtype)
+    return int(info.min), int(info.max)
 
 
 def open_model(source: Any, ctx: Context | None = None, limits: Limits | None = None,

@@ -35,6 +35,9 @@ from ..ranges import Ranges
 from . import selftest, session as sessions
 from .rules import LINEAR, NHWC, RULES, Region, linear_parts
 
+GUARDED_SIZE = 1 << 14
+"""Inputs from this many elements get a guarded session (below, checking the values costs
+about what it saves)."""
 LAYOUT_OPS = ("reshape", "flatten", "expand_dims", "squeeze", "max_pool2d")
 TRANSPARENT = ("relu", "abs", "negative", "clip", "cvm_clip", "cvm_left_shift",
                "cvm_right_shift", "elemwise_add", "elemwise_sub", "broadcast_add",
@@ -46,18 +49,20 @@ result (requantize's per-channel axis is moved with the layout)."""
 @dataclass(frozen=True)
 class Policy:
     """When lowering pays: conv2d / dense from ``min_macs`` multiply-adds, and any op whose
-    tensors have at most ``small`` elements (docs/performance.md has the measurements)."""
+    tensors have at most ``small`` elements, as long as there is a conv2d / dense to lower or
+    the whole program of at least ``whole`` instructions becomes one session
+    (docs/performance.md has the measurements)."""
 
     min_macs: int = 1 << 20
     small: int = 1 << 14
+    whole: int = 3
 
 
-NOTHING = Policy(1 << 62, -1)
+NOTHING = Policy(1 << 62, -1, 1 << 62)
 """Lower nothing: the numpy executor."""
-AUTO = NOTHING
-"""The ``auto`` backend's policy (for now the numpy executor: the onnxruntime backend is
-selected with ``vm.cpu(backend="onnxruntime")``)."""
-EVERYTHING = Policy(0, 1 << 62)
+AUTO = Policy()
+"""The ``auto`` backend's policy."""
+EVERYTHING = Policy(0, 1 << 62, 1)
 """The ``onnxruntime`` backend's: every instruction that has a rule."""
 
 
@@ -102,7 +107,10 @@ def plan(program: Program, analysis, steps: list, threads: int | None,
     """The steps of ``program`` with its lowered regions on onnxruntime, or None when nothing
     is worth lowering or onnxruntime is not licensed here (the self-test runs the first time
     something is worth it)."""
-    if not any(_wanted(program, ins, policy) for ins in program.code):
+    wanted = [_wanted(program, ins, policy) for ins in program.code]
+    gemm = any(w and ins.op in LINEAR for w, ins in zip(wanted, program.code))
+    whole = all(wanted) and len(wanted) >= policy.whole
+    if not (gemm or whole):
         return None
     verdict = selftest.verdict()
     if verdict.form is None:
@@ -164,8 +172,8 @@ def select(facts: Facts, policy: Policy) -> set[int]:
         elif ins.op in LAYOUT_OPS and rule[0](facts, k):
             layout.append(k)
     if not any(program.code[k].op in LINEAR for k in chosen) and \
-            len(chosen) < len(program.code):
-        return set()              # no GEMM to speed up, and not the whole program: numpy
+            (len(chosen) < len(program.code) or len(chosen) < policy.whole):
+        return set()              # no GEMM to speed up, nor many steps to save: numpy
     neighbours = _neighbours(program)
     grown = True
     while grown:                  # layout ops join the regions they touch
@@ -316,11 +324,11 @@ class RegionKernel:
     def __call__(self, xp, *arrays):
         session = self.session
         if self.guarded is not None and all(
-                arrays[k].size and int(arrays[k].min()) >= lo and int(arrays[k].max()) <= hi
+                int(arrays[k].min()) >= lo and int(arrays[k].max()) <= hi
                 for k, lo, hi in self.guarded[0]):
             session = self.guarded[1]
-        feeds = {name: np.ascontiguousarray(a) for name, a in zip(self.inputs, arrays)}
-        results = session.run(self.outputs, feeds)
+        results = session.run(self.outputs, dict(zip(self.inputs, map(np.ascontiguousarray,
+                                                                       arrays))))
         return results[0] if len(results) == 1 else tuple(results)
 
 
@@ -341,7 +349,8 @@ def region_step(facts: Facts, twin: Program, run: list[int], threads: int | None
     wide = {program.code[k].inputs[0] for k in run if program.code[k].op in LINEAR and
             (parts := linear_parts(facts, k)) is not None and parts[4]}
     wide = {t: (0, 255) for t in wide & set(program.inputs)
-            if facts.range(t)[0] < 0 <= 255 <= facts.range(t)[1]}
+            if facts.range(t)[0] < 0 <= 255 <= facts.range(t)[1] and
+            program.tensors[t].size >= GUARDED_SIZE}
     assumed = facts.assuming(wide)
     if wide and all(RULES[program.code[k].op][0](assumed, k) for k in run):
         narrow, model2, names2 = _region_model(assumed, run, exports)

@@ -30,7 +30,7 @@ TABLE_ENTRIES = 1 << 20
 """Largest table (entries over all channels)."""
 Q_TABLE = 1 << 16
 """Largest |q| of the integer float32 rounding (its 2^bitlen table)."""
-I64 = np.dtype(np.int64)
+I32, I64 = np.dtype(np.int32), np.dtype(np.int64)
 
 
 def factors(a):
@@ -102,19 +102,22 @@ def emit(region, t: int, x_t, out, a, lo: int, hi: int, layout: str) -> tuple[st
     ndim = len(x_t.shape)
     channel = lambda v, dtype=I64: region.per_channel(v, a["axis"], ndim, layout, dtype)
     if kind == "multiply":
-        v = region.g.op("Sub", region.value(t, layout, I64), region.scalar(a["zero_point_in"],
-                                                                          I64))
+        v = region.shifted(t, layout, I64, -a["zero_point_in"])
         v = region.g.op("Mul", v, channel(factors(a)))
         return _finish(region, v, a, out)
     first, last = window(a, lo, hi)
-    v = region.g.op("Clip", region.value(t, layout, I64), region.scalar(first, I64),
-                    region.scalar(last, I64))
-    if kind == "table":
+    if kind == "table":                          # x - first clipped, plus channel * span
         span, channels = last - first + 1, len(a["multiplier"])
         table = requantize_table(a, x_t.precision, first, span, _narrow(a))
-        v = region.g.op("Add", v, channel(-first + span * np.arange(channels)))
+        dtype = I32 if max(abs(lo), abs(hi), abs(first), span * channels) < 1 << 31 else I64
+        v = region.g.op("Clip", region.shifted(t, layout, dtype, -first),
+                        region.scalar(0, dtype), region.scalar(span - 1, dtype))
+        if channels > 1:
+            v = region.g.op("Add", v, channel(span * np.arange(channels), dtype))
         return region.g.op("Gather", region.g.const(table.reshape(-1)), v), table.dtype
-    d = region.g.op("Sub", v, region.scalar(a["zero_point_in"], I64))
+    v = region.g.op("Clip", region.shifted(t, layout, I64, -first), region.scalar(0, I64),
+                    region.scalar(last - first, I64))
+    d = region.g.op("Add", v, region.scalar(first - a["zero_point_in"], I64))
     m = channel(a["multiplier"])
     scale = channel([1 << s for s in a["shift"]])
     half = channel([1 << (s - 1) for s in a["shift"]])

@@ -36,12 +36,17 @@ class Region:
         self.g, self.facts, self.form = Graph(), facts, form
         self.vals: dict[tuple[int, str], str] = {}
         self.dtypes: dict[int, np.dtype] = {}
+        self.offsets: dict[int, tuple[str, np.ndarray]] = {}    # t: (layout, constant)
         self.casts: dict[tuple[str, np.dtype], str] = {}
         self.inputs: list[tuple[int, str, str]] = []        # (tensor id, layout, name)
 
     # -- values -----------------------------------------------------------------------------
     def value(self, t: int, layout: str = "nchw", dtype=None) -> str:
         """Tensor ``t`` in ``layout``, cast to ``dtype`` (None: as it is, :meth:`dtype`)."""
+        if t in self.offsets:                          # add the pending constant now
+            where, offset = self.offsets.pop(t)
+            base = self.vals[(t, where)]
+            self.put(t, self.g.op("Add", base, self.g.const(offset)), where, self.dtypes[t])
         if (t, layout) not in self.vals:
             other = "nhwc" if layout == "nchw" else "nchw"
             if (t, other) not in self.vals:
@@ -78,11 +83,29 @@ class Region:
         self.inputs.append((t, layout, name))
         self.vals[(t, layout)], self.dtypes[t] = name, self.facts.dtype(t)
 
-    def put(self, t: int, name: str, layout: str, dtype) -> None:
-        """``name`` holds tensor t's values, in ``layout`` and ``dtype``."""
+    def put(self, t: int, name: str, layout: str, dtype, offset=None) -> None:
+        """``name`` holds tensor t's values, in ``layout`` and ``dtype``; with ``offset`` (a
+        constant of that dtype broadcasting in that layout), t is name + offset, added when a
+        rule needs it (:meth:`shifted` adds its own constant in the same node)."""
         for key in [k for k in self.vals if k[0] == t]:
             del self.vals[key]
         self.vals[(t, layout)], self.dtypes[t] = name, np.dtype(dtype)
+        self.offsets.pop(t, None)
+        if offset is not None:
+            self.offsets[t] = (layout, np.asarray(offset, dtype=dtype))
+
+    def shifted(self, t: int, layout: str, dtype, extra: int) -> str:
+        """t + ``extra`` in ``layout`` and ``dtype`` (which the caller proved holds it), in one
+        Add with t's pending offset when there is one and it fits ``dtype``."""
+        pending = self.offsets.get(t)
+        if pending is not None and pending[0] == layout:
+            total = pending[1].astype(np.int64) + extra
+            info = np.iinfo(dtype)
+            if info.min <= int(total.min()) and int(total.max()) <= info.max:
+                base = self.cast(self.vals[(t, layout)], self.dtypes[t], dtype)
+                return self.g.op("Add", base, self.g.const(total.astype(dtype)))
+        v = self.value(t, layout, dtype)
+        return self.g.op("Add", v, self.scalar(extra, dtype)) if extra else v
 
     def shape(self, t: int, layout: str) -> tuple:
         s = self.facts.program.tensors[t].shape
@@ -197,13 +220,10 @@ def emit_linear(region: Region, k: int) -> None:
     dtype = work_dtype(bound(out.precision) + int(np.abs(off).max(initial=0)))
     acc = region.cast(acc, INT32, dtype)
     if conv and out_layout == "nhwc":      # + off tiled to (ow, OC): one long broadcast span
-        ow = spec.out_shape[2]
-        z = region.g.op("Add", acc, region.g.const(np.tile(off, (ow, 1)).astype(dtype)))
+        off = np.tile(off, (spec.out_shape[2], 1))
     elif conv:
-        z = region.g.op("Add", acc, region.g.const(off.astype(dtype).reshape(-1, 1, 1)))
-    else:
-        z = region.g.op("Add", acc, region.g.const(off.astype(dtype)))
-    region.put(ins.outputs[0], z, out_layout, dtype)
+        off = off.reshape(-1, 1, 1)
+    region.put(ins.outputs[0], acc, out_layout, dtype, offset=off.astype(dtype))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -232,11 +252,12 @@ def _tail(region: Region, k: int, shift: int, add: int, lo: int, hi: int, scale:
     base = (a >> shift) << shift                         # a multiple of 2^shift <= a
     dtype = work_dtype(max(abs(v_lo), abs(v_hi), abs(v_lo - base), abs(v_hi - base),
                            abs(x_lo * scale), abs(x_hi * scale), 1 << shift, scale))
-    v = region.value(ins.inputs[0], layout, dtype)
     if scale != 1:
-        v = region.g.op("Mul", v, region.scalar(scale, dtype))
-    if add - base:
-        v = region.g.op("Add", v, region.scalar(add - base, dtype))
+        v = region.g.op("Mul", region.value(ins.inputs[0], layout, dtype),
+                        region.scalar(scale, dtype))
+        v = region.g.op("Add", v, region.scalar(add - base, dtype)) if add - base else v
+    else:
+        v = region.shifted(ins.inputs[0], layout, dtype, add - base)
     v = region.g.op("Clip", v, region.scalar(a - base, dtype), region.scalar(b - base, dtype))
     if shift:
         v = region.g.op("Div", v, region.scalar(1 << shift, dtype))
