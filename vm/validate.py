@@ -400,8 +400,9 @@ def _peak_memory(program: Program, last_use: list[int]) -> int:
 
 
 def tensor_bytes(program: Program) -> list[int]:
-    """Bytes of every tensor in its storage dtype."""
-    return [math.prod(t.shape) * (1 if t.precision <= 8 else 4) for t in program.tensors]
+    """Bytes of every tensor in its storage dtype (a plan's own, for the tensors a CPU plan
+    holds in a narrower one: vm/ort/plan.py)."""
+    return [math.prod(t.shape) * t.dtype.itemsize for t in program.tensors]
 
 
 def peak_bytes(program: Program, steps) -> int:
