@@ -393,6 +393,67 @@ def test_channels_last_numpy_steps_between_lowered_convolutions(heads_only, roun
     assert lowered(everything) > lowered(model)
 
 
+def lut_program(selections: bool, seed=0):
+    """conv -> requantize -> lut (an activation table of bytes) -> conv, with the table's
+    result split and concatenated again and max-pooled before the second conv where
+    ``selections``: the second convolution reads one byte per value only through the table's
+    (and the selections') ranges (the table's entries lie in [3, 250])."""
+    rng = np.random.default_rng(seed)
+    b = Builder("lut")
+    x = b.input("x", (1, 4, 9, 9), 8)
+    w1 = b.const("w1", rng.integers(-127, 128, (8, 4, 3, 3)), precision=8)
+    z = b.op("qconv2d", x, w1, channels=8, kernel_size=(3, 3), padding=(1, 1), use_bias=False)
+    q = b.op("requantize", z, multiplier=rng.integers(1 << 22, 1 << 24, 8).tolist(),
+             shift=[31] * 8, axis=1, qmin=0, qmax=255, zero_point=100)
+    table = b.const("table", rng.integers(3, 251, 256), precision=9)
+    a = b.op("lut", table, q, low=[0])
+    if selections:
+        left = b.op("strided_slice", a, begin=[0, 0, 0, 0], end=[1, 4, 9, 9],
+                    stride=[1, 1, 1, 1])
+        right = b.op("strided_slice", a, begin=[0, 4, 0, 0], end=[1, 8, 9, 9],
+                     stride=[1, 1, 1, 1])
+        a = b.op("max_pool2d", b.op("concatenate", right, left, axis=1), pool_size=(2, 2),
+                 padding=(1, 1))
+    w2 = b.const("w2", rng.integers(-127, 128, (8, 8, 3, 3)), precision=8)
+    b.output(b.op("qconv2d", a, w2, channels=8, kernel_size=(3, 3), padding=(1, 1),
+                  use_bias=False, zero_point=7))
+    return b.build()
+
+
+def test_tables_and_selections_narrow_the_proven_ranges():
+    from vm.ranges import Ranges
+    program = lut_program(True)
+    ranges, names = Ranges(program), {t.name: k for k, t in enumerate(program.tensors)}
+    table = program.consts[names["table"]]
+    want = (int(table.min()), int(table.max()))
+    assert program.code[-1].op == "qconv2d"
+    for ins in program.code[2:-1]:                        # the lut and the selections
+        assert ranges.of(ins.outputs[0]) == want, ins.op
+    assert ranges.of(program.code[1].outputs[0]) == (0, 255)   # requantize: [qmin, qmax]
+    facts = plan.Facts(program, vm.validate(program), "u8s8")
+    assert rules.linear_parts(facts, len(program.code) - 1)[4] is False    # one byte
+
+
+@pytest.mark.parametrize("selections", [False, True])
+def test_a_table_between_lowered_convolutions(heads_only, selections):
+    """The lut runs in numpy between the two sessions (on channels-last bytes when it feeds
+    the convolution directly); the bytes are the reference's."""
+    program = lut_program(selections)
+    feeds = extreme_feeds(program, 2)
+    model = same_as_reference(program, feeds, vm.cpu())
+    convs = [k for k, ins in enumerate(program.code) if ins.op == "qconv2d"]
+    covered = {k for s in model.plan.fast if isinstance(s.kernel, plan.RegionKernel)
+               for k in s.covers}
+    assert set(convs) <= covered
+    held = []
+    model.plan.run({i: feeds[program.tensors[i].name] for i in program.inputs}, fused=True,
+                   trace=lambda step, values: held.extend(
+                       (program.code[step.index].op, v.shape, v.dtype) for v in values))
+    if not selections:
+        assert ("lut", (1, 9, 9, 8), np.uint8) in held
+    same_as_reference(program, feeds)
+
+
 # ---------------------------------------------------------------------------------------------
 # Real models, thread counts
 # ---------------------------------------------------------------------------------------------

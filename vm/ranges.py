@@ -1,7 +1,9 @@
 """Proven value ranges of a program's tensors (a plan fact, like vm.validate.nonnegative).
 
 Every tensor's values lie in [-R(p), R(p)] for its precision p; tensors proved >= 0 start at
-0; a requantize output lies in [qmin, qmax] and a clip output in [a_min, a_max]; a constant
+0; a requantize output lies in [qmin, qmax], a clip output in [a_min, a_max] and a table
+lookup's (lut, cvm_lut) between its constant table's least and greatest entries, a selection's
+(reshape, concatenate, strided_slice, max_pool2d, ...) within its inputs' ranges; a constant
 in [min, max] of its values. Executors use the ranges to hold tensors in narrow types and to
 tabulate functions of them.
 """
@@ -12,6 +14,13 @@ from ops.base import bound
 from .program import Program
 from .validate import nonnegative
 
+TABLES = {"lut": 0, "cvm_lut": 1}
+"""Lookup ops and the position of their table: each output value is an entry of it."""
+SELECTIONS = ("reshape", "flatten", "transpose", "expand_dims", "squeeze", "concatenate",
+              "strided_slice", "repeat", "tile", "max_pool2d")
+"""Ops each output value of which is a value of one of their inputs (max_pool2d: windows
+skip the padding)."""
+
 
 class Ranges:
     """[lo, hi] of every tensor of ``program`` (:meth:`of`)."""
@@ -20,9 +29,29 @@ class Ranges:
         self.program = program
         self.nonneg = nonnegative(program)
         self.producer = {t: k for k, ins in enumerate(program.code) for t in ins.outputs}
+        self.known: dict[int, tuple[int, int]] = {}
 
     def of(self, t: int) -> tuple[int, int]:
         """Proven [lo, hi] of tensor t's values."""
+        if t not in self.known:
+            todo = [t]                  # the selections above t first (no recursion)
+            while todo:
+                u = todo[-1]
+                above = [i for i in self._selected_from(u) if i not in self.known]
+                if above:
+                    todo.extend(above)
+                    continue
+                todo.pop()
+                self.known[u] = self._range(u)
+        return self.known[t]
+
+    def _selected_from(self, t: int) -> tuple[int, ...]:
+        """The inputs whose values t's producer selects (moves, concatenates, pools)."""
+        k = self.producer.get(t)
+        ins = None if k is None else self.program.code[k]
+        return tuple(ins.inputs) if ins is not None and ins.op in SELECTIONS else ()
+
+    def _range(self, t: int) -> tuple[int, int]:
         if t in self.program.consts:
             data = self.program.consts[t]
             return (int(data.min()), int(data.max())) if data.size else (0, 0)
@@ -35,4 +64,12 @@ class Ranges:
                 lo, hi = max(lo, ins.attrs["qmin"]), min(hi, ins.attrs["qmax"])
             elif ins.op == "clip":
                 lo, hi = max(lo, ins.attrs["a_min"]), min(hi, ins.attrs["a_max"])
+            elif ins.op in TABLES and ins.inputs[TABLES[ins.op]] in self.program.consts:
+                table = self.program.consts[ins.inputs[TABLES[ins.op]]]
+                if table.size:                   # every output is one of its entries
+                    lo, hi = max(lo, int(table.min())), min(hi, int(table.max()))
+            elif ins.op in SELECTIONS and ins.inputs:
+                ranges = [self.known[i] for i in ins.inputs]
+                lo = max(lo, min(a for a, _ in ranges))
+                hi = min(hi, max(b for _, b in ranges))
         return lo, hi

@@ -43,7 +43,8 @@ TRANSPARENT = ("relu", "abs", "negative", "clip", "cvm_clip", "cvm_left_shift",
                "cvm_right_shift", "elemwise_add", "elemwise_sub", "broadcast_add",
                "broadcast_sub", "broadcast_mul", "broadcast_max", "requantize")
 """Elementwise ops: on tensors of one shape, the op applied to permuted arrays is the permuted
-result (requantize's per-channel axis is moved with the layout)."""
+result (requantize's per-channel axis is moved with the layout); also lut, with its constant
+table, on data of one shape."""
 
 
 @dataclass(frozen=True)
@@ -122,8 +123,8 @@ def plan(program: Program, analysis, steps: list, threads: int | None,
     regions = runs(lowered)
     facts.layout = {t: "nhwc" for t in channels_last(facts, lowered)}
     twin = twin_program(program, facts)
-    twin_steps = [_rebind(step, twin.code[k], analysis) if twin.code[k] is not program.code[k]
-                  else step for k, step in enumerate(steps)]
+    twin_steps = [_rebind(step, twin, k, analysis, twin.code[k] is not program.code[k])
+                  for k, step in enumerate(steps)]
     external = {}
     for run in regions:
         step = region_step(facts, twin, run, threads)
@@ -220,9 +221,17 @@ def runs(lowered: set[int]) -> list[list[int]]:
 # ---------------------------------------------------------------------------------------------
 
 def _transparent(program: Program, ins) -> bool:
-    shapes = {program.tensors[i].shape for i in (*ins.inputs, *ins.outputs)}
-    return ins.op in TRANSPARENT and len(shapes) == 1 and len(next(iter(shapes))) == 4 and \
+    if ins.op == "lut":                  # elementwise in its data, the table is no array axis
+        data = [i for i in ins.inputs[1:] if i not in program.consts]
+        return ins.inputs[0] in program.consts and len(data) == len(ins.inputs) - 1 and \
+            _one_4d_shape(program, (*data, *ins.outputs))
+    return ins.op in TRANSPARENT and _one_4d_shape(program, (*ins.inputs, *ins.outputs)) and \
         not any(i in program.consts for i in ins.inputs)
+
+
+def _one_4d_shape(program: Program, tensors) -> bool:
+    shapes = {program.tensors[i].shape for i in tensors}
+    return len(shapes) == 1 and len(next(iter(shapes))) == 4
 
 
 def channels_last(facts: Facts, lowered: set[int]) -> set[int]:
@@ -241,7 +250,7 @@ def channels_last(facts: Facts, lowered: set[int]) -> set[int]:
     while changed:
         changed = False
         for k, ins in enumerate(program.code):
-            tensors = set(ins.inputs) | set(ins.outputs)
+            tensors = {i for i in ins.inputs if i not in program.consts} | set(ins.outputs)
             if k not in lowered and tensors & held and not tensors <= held:
                 held -= tensors
                 changed = True
@@ -297,7 +306,15 @@ def twin_program(program: Program, facts: Facts) -> Program:
     return replace(program, tensors=tensors, code=code)
 
 
-def _rebind(step, ins, analysis):
+def _rebind(step, twin: Program, k: int, analysis, changed: bool):
+    """Instruction k's step for the twin program: the dtypes its outputs are held in and, where
+    the instruction ``changed`` (a moved axis), its attributes."""
+    ins = twin.code[k]
+    dtypes = tuple(twin.tensors[i].dtype for i in ins.outputs)
+    if dtypes != step.dtypes:
+        step = replace(step, dtypes=dtypes)
+    if not changed:
+        return step
     kwargs = dict(ins.attrs)
     if step.index in analysis.gemm:
         kwargs["gemm"] = analysis.gemm[step.index]
