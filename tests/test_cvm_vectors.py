@@ -2,6 +2,8 @@
 and gas in compat mode; default mode differs only where a documented CVM bug is fixed."""
 from __future__ import annotations
 
+import importlib.util
+
 import pytest
 
 import vm
@@ -62,3 +64,28 @@ def test_rejected_vector(m, compat):
     with pytest.raises(rt.CVMError) as e:
         rt.CVMAPIGetGasFromGraphFile(m["graph_json"])
     assert e.value.code == 1
+
+
+ORT_MODELS = MODELS if importlib.util.find_spec("onnxruntime") else []
+
+
+@pytest.mark.parametrize("m", ORT_MODELS, ids=lambda m: m["name"])
+@pytest.mark.parametrize("compat", [None, "cvm"])
+def test_vector_on_onnxruntime(m, compat):
+    """The onnxruntime backend, which lowers every instruction it has a rule for, gives every
+    vector's bytes and gas."""
+    ctx = vm.cpu(backend="onnxruntime")
+    net = rt.CVMAPILoadModel(m["graph_json"], params_of(m), ctx, compat=compat)
+    got = decode(rt.CVMAPIInference(net, input_bytes(m)), m["info"]["output_type_size"])
+    want = FIXED.get(m["name"], m["cpu"]) if compat is None else m["cpu"]
+    assert got == want
+    assert rt.CVMAPIGetGasFromModel(net) == m["info"]["gas"]
+
+
+@pytest.mark.skipif(not ORT_MODELS, reason="onnxruntime is not installed")
+def test_most_vectors_run_on_onnxruntime():
+    """Most vectors have instructions the backend lowers (the test above is not vacuous)."""
+    ctx = vm.cpu(backend="onnxruntime")
+    lowered = [rt.CVMAPILoadModel(m["graph_json"], params_of(m), ctx).model.backend
+               .startswith("onnxruntime") for m in ORT_MODELS]
+    assert sum(lowered) > len(lowered) // 2, lowered
