@@ -7,9 +7,13 @@ Models: the ResNet-18-shaped network of bench/resnet18.py (seeded random weights
 its int8 program; ORT runs the float ONNX graph of the same weights and that graph quantized by
 onnxruntime.quantization.quantize_static, QDQ, uint8 activations / int8 weights) and the digits
 CNN of examples/digits_cnn.py (float ONNX, the same quantization, imported into detvm with
-compiler.onnx at each batch size). Also: detvm on the ONNX-imported ResNet-18 when the importer
-takes it, peak RSS and load + validation time (in a child process, detvm only), and byte checks
-(threads 1 vs N, fused vs per-instruction path). Prints a markdown table; writes JSON.
+compiler.onnx at each batch size), and the first six convolutions of real models
+(bench/slices.py, batch 1; --no-slices skips them). Also: detvm on the ONNX-imported ResNet-18
+when the importer takes it; load time (the first load of a process includes the backend's
+self-test) and peak RSS of a fresh child process, for detvm and for ORT fp32 and int8; byte
+checks (threads 1 vs N, fused vs per-instruction path). Timed runs alternate in turns; every
+cell is the minimum (and median) of at least 15 runs; ORT's threads do not spin. Prints a
+markdown table; writes JSON.
 """
 from __future__ import annotations
 
@@ -40,8 +44,10 @@ def timed(fn, repeat: int, sync=lambda: None) -> dict:
     return timed_together({"fn": fn}, repeat, sync=sync)["fn"]
 
 
+MIN_RUNS = 15
+"""Every cell is the minimum (and median) of at least this many runs."""
 SETTLE_S = 0.02
-"""Pause before each turn: ONNX Runtime's intra-op threads spin for a while after a run."""
+"""Pause before each turn (the sessions' intra-op threads do not spin: allow_spinning 0)."""
 
 
 def timed_together(fns: dict, repeat: int, block: int = 5, sync=lambda: None) -> dict:
@@ -83,6 +89,7 @@ def ort_session(path, threads: int):
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
@@ -114,13 +121,14 @@ def import_int8(path: Path, batch: int):
 
 
 def rows_for(label: str, detvm_bytes: dict, ort_fp32: Path, ort_int8: Path, input_name: str,
-             shape, args, report: dict) -> None:
-    """Time detvm and ORT fp32 / int8 at every batch and thread count; check the bytes."""
+             shape, args, report: dict, batches=None) -> None:
+    """Time detvm and ORT fp32 / int8 at every batch (of ``batches``, else ``args.batches``)
+    and thread count; check the bytes."""
     rng = np.random.default_rng(1)
-    for batch in args.batches:
+    for batch in batches or args.batches:
         data = detvm_bytes.get(batch)
         xf = rng.random((batch, *shape), dtype=np.float32)
-        repeat = max(5, args.repeat // (6 if batch > 8 else 1))
+        repeat = max(MIN_RUNS, args.repeat // (6 if batch > 8 else 1))
         outputs = {}
         for threads in args.threads:
             row = {"model": label, "batch": batch, "threads": threads}
@@ -171,6 +179,7 @@ def hwm():   # this process image's peak RSS (ru_maxrss would include the parent
     line = next(l for l in open('/proc/self/status') if l.startswith('VmHWM'))
     return int(line.split()[1]) / 1024
 base = hwm()
+t = time.perf_counter(); import onnxruntime; import_s = time.perf_counter() - t
 data = open({str(path)!r}, 'rb').read()
 loads = []
 for _ in range(5):
@@ -179,14 +188,38 @@ for _ in range(5):
 t0 = time.perf_counter(); p = vm.decode(data); t1 = time.perf_counter(); vm.validate(p); t2 = time.perf_counter()
 x = np.random.default_rng(1).integers(-127, 128, m.inputs[0].shape).astype(np.int8)
 for _ in range(3): m.run(x)
-print(json.dumps(dict(load_min_s=min(loads), load_first_s=loads[0], decode_s=t1 - t0,
+print(json.dumps(dict(load_min_s=min(loads), load_first_s=loads[0], ort_import_s=import_s,
+    backend=m.backend, decode_s=t1 - t0,
     validate_s=t2 - t1, baseline_rss_mb=base, peak_rss_mb=hwm(),
     scratch_mb=m.plan.scratch_bytes / 2**20)))
 """
+    return run_child(code)
+
+
+def run_child(code: str) -> dict:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     if out.returncode:
         return {"error": out.stderr.strip().splitlines()[-1:]}
     return json.loads(out.stdout)
+
+
+def ort_child_memory(path: Path, input_name: str, shape, threads: int) -> dict:
+    """Session creation time and peak RSS of a fresh process that runs ``path`` on ORT."""
+    code = f"""
+import json, sys, time
+sys.path[:0] = [{str(ROOT)!r}, {str(ROOT / "bench")!r}]
+import numpy as np, onnxruntime
+from compare import ort_session
+def hwm():
+    line = next(l for l in open('/proc/self/status') if l.startswith('VmHWM'))
+    return int(line.split()[1]) / 1024
+base = hwm()
+t = time.perf_counter(); s = ort_session({str(path)!r}, {threads}); load = time.perf_counter() - t
+x = np.random.default_rng(1).random({tuple(shape)!r}, dtype=np.float32)
+for _ in range(3): s.run(None, {{{input_name!r}: x}})
+print(json.dumps(dict(load_s=load, baseline_rss_mb=base, peak_rss_mb=hwm())))
+"""
+    return run_child(code)
 
 
 def memory_limit(program) -> float:
@@ -197,11 +230,28 @@ def memory_limit(program) -> float:
     return (2 * (weights + sum(acts[:2])) + 100e6) / 2**20
 
 
+def slice_rows(tmp: Path, args, report: dict) -> None:
+    """The first six convolutions of real models (bench/slices.py), batch 1."""
+    import slices
+    for name, (input_name, shape) in slices.SLICES.items():
+        try:
+            fixed, quantized, data = slices.quantized_slice(name, tmp)
+        except Exception as e:                 # not cached and no network, or not imported
+            note = f"{name} slice skipped: {type(e).__name__}: {str(e)[:200]}"
+            report["notes"].append(note)
+            print(f"\n{note}\n")
+            continue
+        rows_for(f"{name} ({slices.CONVS} convs)", {1: data}, fixed, quantized, input_name,
+                 shape[1:], args, report, batches=[1])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeat", type=int, default=30)
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 32])
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--no-slices", action="store_true",
+                    help="skip the real-model slices (bench/slices.py)")
     ap.add_argument("--json", default=str(ROOT / "bench" / "compare.json"))
     args = ap.parse_args()
     logging.disable(logging.WARNING)              # onnxruntime.quantization's advice
@@ -251,6 +301,9 @@ def main() -> None:
         report["notes"].append(note)
         print(f"\n{note}\n")
 
+    if not args.no_slices:
+        slice_rows(tmp, args, report)
+
     path = tmp / "resnet18.dvm"
     path.write_bytes(resnet[args.batches[0]])
     mem = child_memory(path, max(args.threads))
@@ -258,6 +311,11 @@ def main() -> None:
     report["resnet18_load_and_memory"] = mem
     print(f"\nResNet-18 batch {args.batches[0]} (child process, threads {max(args.threads)}): "
           f"{json.dumps(mem)}")
+    for kind, src in (("ort_fp32", "resnet18.onnx"), ("ort_int8", "resnet18.int8.onnx")):
+        mem = ort_child_memory(tmp / src, "data", (args.batches[0], 3, 224, 224),
+                               max(args.threads))
+        report[f"resnet18_{kind}_memory"] = mem
+        print(f"ResNet-18 batch {args.batches[0]} on {kind} (child process): {json.dumps(mem)}")
     for k, v in report["checks"].items():
         print(f"check: {k}: {v}")
     Path(args.json).write_text(json.dumps(report, indent=2))
