@@ -64,13 +64,32 @@ def _scalar(args, a):
 
 
 def _kernel(xp, table, *data, low):
-    """Clamped row (and column) indices in int64, one flat gather from the table."""
+    """Clamped row (and column) indices in int64, one flat gather from the table; bytes that
+    index a row (column) of at least 256 entries from 0 are indices as they are."""
     dims = tuple(table.shape)
+    rows = [_byte_rows(d, lo, n) for d, lo, n in zip(data, low, dims)]
+    if all(r is not None for r in rows):
+        if len(data) == 1:
+            return xp.take(table.reshape(-1), rows[0])
+        return xp.take(table.reshape(-1), rows[0].astype(xp.int32) * dims[1] + rows[1])
     index = clip_ints(xp, wide(xp, data[0]) - low[0], 0, dims[0] - 1)
     if len(data) == 1:
         return xp.take(table.reshape(-1), index)
     column = clip_ints(xp, wide(xp, data[1]) - low[1], 0, dims[1] - 1)
     return xp.take(table.reshape(-1), index * dims[1] + column)   # a, b broadcast
+
+
+def _byte_rows(d, low: int, n: int):
+    """The row indices d - low as uint8 when d holds bytes and they index the n rows without
+    clamping (uint8 from 0, int8 from -128: its bits with the sign bit flipped), else None."""
+    dtype = getattr(d, "dtype", None)
+    if dtype is None or n < 256 or dtype.itemsize != 1:
+        return None
+    if dtype.kind == "u" and low == 0:
+        return d
+    if dtype.kind == "i" and low == -128:
+        return d.view("uint8") ^ 0x80
+    return None
 
 
 def _z3(zx, table, *data, low):

@@ -55,6 +55,26 @@ def test_broadcasting_in_both_orders_equals_the_reference(shape_a, shape_b):
     assert scalar.to_array().tolist() == want.tolist()
 
 
+@pytest.mark.parametrize("dtype, low", [(np.uint8, 0), (np.int8, -128), (np.uint8, 1),
+                                        (np.int8, -127), (np.int8, 0)])
+@pytest.mark.parametrize("dims", [(256, 256), (256, 255), (255, 256)])
+def test_byte_arguments_equal_the_scalar_rule(dtype, low, dims):
+    """The kernel's byte path (bytes used as indices where they need no clamping) and its
+    int64 path give the scalar rule's values, one and two arguments, broadcast."""
+    rng = np.random.default_rng(dims[0] + low)
+    info = np.iinfo(dtype)
+    table = rng.integers(-(1 << 20), 1 << 20, dims)
+    a = rng.integers(info.min, info.max + 1, (2, 3, 4)).astype(dtype)
+    c = rng.integers(info.min, info.max + 1, (3, 1)).astype(dtype)
+    a.reshape(-1)[:2], c.reshape(-1)[:2] = (info.min, info.max), (info.max, info.min)
+    one = rng.integers(-(1 << 20), 1 << 20, dims[0] + 44)
+    for args, t in (((a, c), table), ((a,), table[:, 0]), ((c,), one)):
+        got = LUT.kernel(np, t, *args, low=[low] * len(args))
+        want = LUT.scalar([Ref.from_array(t), *map(Ref.from_array, args)],
+                          dict(low=[low] * len(args)))
+        assert got.tolist() == want.to_array().tolist()
+
+
 def test_one_input_form_and_its_precision():
     b = Builder("sigmoid")
     t = b.const("t", np.arange(256) // 2)             # 0..127: p8
