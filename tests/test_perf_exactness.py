@@ -24,6 +24,7 @@ from ops.base import Ref, bound
 from ops.scratch import Lanes, Workspace, using
 from ops.tails import Requant
 from tests.cases import all_cases, values_for
+from vm import fusion
 from vm.fusion import chains, compose_tail
 
 pytestmark = pytest.mark.usefixtures("numpy_backend")   # the numpy executor's kernels
@@ -233,10 +234,16 @@ def test_a_chain_of_tail_ops_alone_equals_the_ops_one_by_one(chain, p, data):
         y = b.op(name, y, **attrs)
     b.output(y)
     program = b.build()
-    model = vm.load(program)
+    model = vm.load(program, vm.cpu(backend="numpy"))
     assert type(model.plan.fast[0].kernel).__name__ == "_Pointwise"
     feeds = {"x": np.array(data.draw(values_for((2, 3, 4), p))).reshape(2, 3, 4)}
-    assert same_bytes(model.run(feeds), vm.load(program, vm.reference()).run(feeds))
+    want = vm.load(program, vm.reference()).run(feeds)
+    assert same_bytes(model.run(feeds), want)
+    small, fusion.SMALL = fusion.SMALL, 0          # the blocked path, with scratch
+    try:
+        assert same_bytes(model.run(feeds), want)
+    finally:
+        fusion.SMALL = small
 
 
 # ---------------------------------------------------------------------------------------------

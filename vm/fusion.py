@@ -41,6 +41,9 @@ from .steps import Step
 from .validate import peak_bytes
 
 TAIL_OPS = ("cvm_right_shift", "relu", "clip", "cvm_clip")
+SMALL = 1 << 12
+"""Elements up to which a pointwise step computes in one block without scratch buffers (its
+numpy calls cost more than its arithmetic)."""
 INT64_REACH = 1 << 62
 """A tail is composed only while |z + add| < 2^62 and shift < 63 (int64 arithmetic)."""
 MIN_SHIFTED_WORK, MIN_SHIFTED_PIXELS = 1 << 20, 512
@@ -334,6 +337,12 @@ class _Pointwise:
         self.tail, self.out_dtype = tail, out_dtype
 
     def __call__(self, xp, a, b=None):
+        if a.size <= SMALL:                  # one block, no scratch: fewer numpy calls
+            z = a.astype(self.dtype) if self.fn is None else self.fn(a, b, dtype=self.dtype)
+            if self.tail.add:
+                np.add(z, self.tail.add, out=z, dtype=self.dtype)
+            self.tail.finish_int(z, z)
+            return z.astype(self.out_dtype, copy=False)
         out = np.empty(a.shape, self.out_dtype)
 
         def block(index):
@@ -366,12 +375,13 @@ class _PerImage:
 
 
 def _generic(step, tail, out_tensor):
-    """The head's own kernel, then the tail on its int64 result."""
+    """The head's own kernel, then the tail on its int64 result (in place)."""
+    head, kwargs, dtype = step.kernel, step.kwargs, out_tensor.dtype
+
     def kernel(xp, *args):
-        z = np.array(step.kernel(xp, *args, **step.kwargs), dtype=np.int64)
-        if tail.add:
+        z = np.array(head(xp, *args, **kwargs), dtype=np.int64)     # a copy: a view of an
+        if tail.add:                                                # input may come back
             z += tail.add
-        out = np.empty(z.shape, out_tensor.dtype)
-        tail.finish_int(z, out)
-        return out
+        tail.finish_int(z, z)
+        return z.astype(dtype, copy=False)
     return kernel, step.inputs
