@@ -227,7 +227,7 @@ DATA = {"signed8": (8, False), "relu8": (8, True), "bytes": (9, True), "signed10
 
 
 def conv_program(n, c, h, w, oc, k, stride, pad, dil, data, tail, bias=True, seed=0,
-                 dense=False):
+                 dense=False, groups=1):
     """x (data kind) -> conv2d / qconv2d (or dense / qdense) -> tail ("shift": cvm_right_shift
     + relu; "fp32" / "half_even": per-channel requantize; "raw": nothing)."""
     rng = np.random.default_rng(seed)
@@ -240,7 +240,7 @@ def conv_program(n, c, h, w, oc, k, stride, pad, dil, data, tail, bias=True, see
     elif nonneg:
         x = b.op("relu", x)
     q = p > 8
-    wshape = (oc, c * h * w) if dense else (oc, c, *k)
+    wshape = (oc, c * h * w) if dense else (oc, c // groups, *k)
     weight = b.const("w", rng.integers(-128 if q else -127, 128, wshape), precision=8 + q)
     args = [b.const("b", rng.integers(-3000, 3000, (oc,)), precision=16)] if bias else []
     if dense:
@@ -249,7 +249,7 @@ def conv_program(n, c, h, w, oc, k, stride, pad, dil, data, tail, bias=True, see
                  **({"zero_point": 17 if data == "zp" else 0} if q else {}))
     else:
         z = b.op("qconv2d" if q else "conv2d", x, weight, *args, channels=oc, kernel_size=k,
-                 strides=stride, padding=pad, dilation=dil, use_bias=bias,
+                 strides=stride, padding=pad, dilation=dil, use_bias=bias, groups=groups,
                  **({"zero_point": 17 if data == "zp" else 0} if q else {}))
     if tail == "shift":
         z = b.op("relu", b.op("cvm_right_shift", z, precision=8, shift_bit=9))
@@ -300,6 +300,22 @@ def test_convolutions_and_dense_equal_the_reference(direct, monkeypatch, case):
     model = same_as_reference(program, extreme_feeds(program, seed))
     head = "dense" if dense else "conv2d"
     assert any(program.code[k].op.endswith(head) for s in model.plan.fast
+               if isinstance(s.kernel, plan.RegionKernel) for k in s.covers)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+@given(case=conv_cases, multiplier=st.integers(1, 2))
+def test_depthwise_convolutions_equal_the_reference(case, multiplier):
+    """Depthwise convolutions (one input channel per group, ``multiplier`` outputs each) run
+    as ConvInteger with its group attribute."""
+    n, c, h, w, _, k, stride, pad, dil, data, tail, bias, seed, _ = case
+    pad = tuple(min(p, kk - 1) for p, kk in zip(pad, k))
+    if any(s + 2 * p < (kk - 1) * d + 1 for s, p, kk, d in zip((h, w), pad, k, dil)):
+        return
+    program = conv_program(n, c, h, w, c * multiplier, k, stride, pad, dil, data, tail, bias,
+                           seed, groups=c)
+    model = same_as_reference(program, extreme_feeds(program, seed))
+    assert any(program.code[k].op.endswith("conv2d") for s in model.plan.fast
                if isinstance(s.kernel, plan.RegionKernel) for k in s.covers)
 
 

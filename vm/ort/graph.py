@@ -88,7 +88,8 @@ class LinearSpec:
     ``x_shape``: the data as fed, per call (NCHW, or NHWC when ``nhwc_in``; dense: (n, K));
     ``weight``: the constant weight (OC, C, KH, KW) or (OC, K); ``attrs``: conv2d's
     (kernel_size, strides, padding, dilation); ``offset``, ``zero_point``: u = x + offset,
-    padding byte zero_point + offset; ``form``: "u8s8" or "u8u8"."""
+    padding byte zero_point + offset; ``form``: "u8s8" or "u8u8"; ``groups``: a grouped
+    (depthwise) convolution, ``direct`` only (weight (OC, C / groups, KH, KW))."""
 
     x_shape: tuple[int, ...]
     x_dtype: np.dtype
@@ -101,6 +102,7 @@ class LinearSpec:
     nhwc_in: bool = False
     nchw_out: bool = False
     direct: bool = False
+    groups: int = 1
 
     @property
     def conv(self) -> bool:
@@ -171,6 +173,8 @@ class LinearSpec:
         attrs = dict(kernel_shape=list(self.attrs["kernel_size"]),
                      strides=list(self.attrs["strides"]), pads=[ph, pw, ph, pw],
                      dilations=list(self.attrs["dilation"]))
+        if self.groups != 1:
+            attrs["group"] = self.groups
         acc = _combine(g, [g.op("ConvInteger", p, weight, g.const(np.uint8(pad)),
                                 g.const(np.uint8(128)), **attrs) for p, pad in parts])
         return acc if self.nchw_out else g.op("Transpose", acc, perm=[0, 2, 3, 1])

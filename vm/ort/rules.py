@@ -153,8 +153,8 @@ class Region:
 
 def linear_parts(facts, k: int):
     """(weight, bias, offset, zero_point, split, direct) when instruction k lowers, else
-    None; ``direct``: a convolution of few channels, as ConvInteger (graph.py). Computed once
-    per instruction."""
+    None; ``direct``: a convolution of few channels or a depthwise one (one input channel per
+    group), as ConvInteger (graph.py). Computed once per instruction."""
     key = ("linear", k)
     if key not in facts.cache:
         facts.cache[key] = _find_linear_parts(facts, k)
@@ -166,15 +166,17 @@ def _find_linear_parts(facts, k: int):
     consts = [program.consts.get(i) for i in ins.inputs]
     if consts[0] is not None or consts[1] is None or any(c is None for c in consts[2:]):
         return None
-    if ins.op.endswith("conv2d") and ins.attrs["groups"] != 1:
-        return None
+    groups = ins.attrs["groups"] if ins.op.endswith("conv2d") else 1
     weight = consts[1]
+    if groups != 1 and (not facts.direct or weight.shape[1] != 1):   # depthwise: ConvInteger
+        return None
     if weight.size == 0 or int(weight.min()) < -128 or int(weight.max()) > 127:
         return None
     zp = ins.attrs.get("zero_point", 0)
     lo, hi = facts.range(ins.inputs[0])
     choice = _offset(lo, hi, zp)
-    direct = facts.direct and weight.ndim == 4 and weight.shape[1] <= DIRECT_CHANNELS
+    direct = facts.direct and weight.ndim == 4 and (weight.shape[1] <= DIRECT_CHANNELS or
+                                                    groups != 1)
     if choice is None or not accumulator_fits(weight, choice[1], "u8u8" if direct else
                                               facts.form):
         return None
@@ -213,7 +215,8 @@ def emit_linear(region: Region, k: int) -> None:
     x = region.value(ins.inputs[0], layout)
     spec = LinearSpec(region.shape(ins.inputs[0], layout), region.dtype(ins.inputs[0]), weight,
                       attrs, offset, zp, region.form, split, nhwc_in=layout == "nhwc",
-                      nchw_out=conv and out_layout == "nchw", direct=direct)
+                      nchw_out=conv and out_layout == "nchw", direct=direct,
+                      groups=ins.attrs["groups"] if conv else 1)
     acc = spec.emit(region.g, x)
     off = spec.offset_row(bias)
     out = facts.program.tensors[ins.outputs[0]]

@@ -123,11 +123,14 @@ def reference(spec: LinearSpec, x: np.ndarray) -> np.ndarray:
     if spec.direct:
         padded = padded - pad
     acc = np.zeros((u.shape[0], w.shape[0], oh, ow), np.int64)
-    for r in range(kh):
-        for s in range(kw):
-            tap = padded[:, :, r * dh:r * dh + (oh - 1) * sh + 1:sh,
-                         s * dw:s * dw + (ow - 1) * sw + 1:sw]
-            acc += np.einsum("nchw,oc->nohw", tap, w[:, :, r, s])
+    per_out, per_in = w.shape[0] // spec.groups, w.shape[1]
+    for g in range(spec.groups):
+        outs, ins = slice(g * per_out, (g + 1) * per_out), slice(g * per_in, (g + 1) * per_in)
+        for r in range(kh):
+            for s in range(kw):
+                tap = padded[:, ins, r * dh:r * dh + (oh - 1) * sh + 1:sh,
+                             s * dw:s * dw + (ow - 1) * sw + 1:sw]
+                acc[:, outs] += np.einsum("nchw,oc->nohw", tap, w[outs, :, r, s])
     return acc if spec.nchw_out else acc.transpose(0, 2, 3, 1)
 
 
@@ -141,8 +144,17 @@ def adversarial_weight(shape, rng) -> np.ndarray:
 
 
 def direct_cases():
-    """The convolution cases as ConvInteger (``direct``: few input channels)."""
-    return [(replace(spec, direct=True), xs) for spec, xs in cases("u8u8") if spec.conv]
+    """The convolution cases as ConvInteger (``direct``: few input channels), and depthwise
+    (one input channel per group, two outputs each) on bytes and on split bytes, in both
+    attribute sets."""
+    plain = [(replace(spec, direct=True), xs) for spec, xs in cases("u8u8") if spec.conv]
+    grouped = []
+    for spec, xs in plain:
+        if spec.offset == 0 or spec.split:
+            c = spec.x_shape[3] if spec.nhwc_in else spec.x_shape[1]
+            weight = np.ascontiguousarray(spec.weight[:2 * c, :1])
+            grouped.append((replace(spec, weight=weight, groups=c), xs))
+    return plain + grouped
 
 
 def cases(form: str):
