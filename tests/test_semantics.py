@@ -2,6 +2,7 @@
 version its header names, on every executor, whatever version is current."""
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 
 import numpy as np
@@ -140,3 +141,33 @@ def test_instances_of_a_batched_model_keep_its_version(v2, ctx, monkeypatch):
         assert np.array_equal(2 * model.run({"x": x})["out"], expected(x, half_up))
         trace = model.trace({"x": x})
         assert trace.semantics == version and trace.gas == model.gas_for(N=3)
+
+
+@pytest.mark.parametrize("ctx", ["cpu", "reference"])
+def test_a_receipt_replays_under_its_own_version(v2, ctx, tmp_path, monkeypatch, capsys):
+    """A receipt names the version its model ran under; with another version current, replaying
+    it runs that version's rules and matches, and the other version's twin does not."""
+    from detvm.cli import main
+    for version in (1, 2):
+        (tmp_path / f"v{version}.dvm").write_bytes(vm.encode(shifter(version)))
+    np.save(tmp_path / "x.npy", TIES)
+    x = f"x={tmp_path / 'x.npy'}"
+    for version in (1, 2):
+        monkeypatch.setattr(ops.semantics, "CURRENT", version)
+        model, receipt = tmp_path / f"v{version}.dvm", tmp_path / f"v{version}.json"
+        assert main(["run", str(model), "--input", x, "--receipt", str(receipt),
+                     "--trace-level", "full"]) == 0
+        assert vm.receipt.loads(receipt.read_bytes())["semantics"] == version
+    capsys.readouterr()
+    for current in (1, 2):
+        monkeypatch.setattr(ops.semantics, "CURRENT", current)
+        for version in (1, 2):
+            model, receipt = tmp_path / f"v{version}.dvm", tmp_path / f"v{version}.json"
+            assert main(["replay", str(receipt), "--model", str(model), "--input", x,
+                         "--ctx", ctx]) == 0
+            assert capsys.readouterr().out.startswith("match:")
+        twin = tmp_path / "v2.dvm"
+        assert main(["replay", str(tmp_path / "v1.json"), "--model", str(twin), "--input", x,
+                     "--ctx", ctx, "--json"]) == 1
+        problems = json.loads(capsys.readouterr().out)["problems"]
+        assert "semantics version 2 is not the receipt's 1" in problems
