@@ -239,6 +239,10 @@ def local_cluster(workers: int):
     if workers < 1:
         raise TrapError("--workers must be at least 1")
     one = {k: "1" for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
+    # no dashboard; the scheduler's HTTP routes on a free loopback port (its default, 8787,
+    # is often taken: another cluster, with a warning)
+    http = {"dashboard": False, "dashboard_address": "127.0.0.1:0"}
     cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                           dashboard_address=None, silence_logs=logging.ERROR, env=one)
+                           dashboard_address=None, scheduler_kwargs=http,
+                           silence_logs=logging.ERROR, env=one)
     return cluster, Client(cluster)
