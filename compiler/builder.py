@@ -150,7 +150,8 @@ class Builder:
         ids = [self._ref(n, where) for n in inputs]
         src = [self.tensors[i] for i in ids]
         try:
-            canon, shapes, precs = self._infer(op_name, src, dict(attrs))
+            canon, shapes, precs = self._infer(op_name, src, dict(attrs),
+                                               [self.consts.get(i) for i in ids])
         except OpError as e:
             raise InvalidError(f"{where}: {e}") from None
         declared = list(declared) if declared is not None else [None] * len(names)
@@ -162,16 +163,17 @@ class Builder:
         self.code.append(Instr(op_name, tuple(ids), tuple(out_ids), canon))
         return names[0] if len(names) == 1 else tuple(names)
 
-    def _infer(self, op_name: str, src: list[Tensor], attrs: dict):
+    def _infer(self, op_name: str, src: list[Tensor], attrs: dict, consts: list):
         shapes, precs = [t.shape for t in src], [t.precision for t in src]
         if any(t.symbol for t in src):
-            return infer_batched(op_name, shapes, precs, attrs, self.symbols, self.semantics)
+            return infer_batched(op_name, shapes, precs, attrs, self.symbols, self.semantics,
+                                 consts)
         named = attr_symbols({k: tuple(v) if isinstance(v, list) else v
                               for k, v in attrs.items()})
         if named:
             raise OpError(f"attribute names the symbol {sorted(named)[0]} but {op_name} reads "
                           "no batched input")
-        return infer(op_name, shapes, precs, attrs, self.semantics)
+        return infer(op_name, shapes, precs, attrs, self.semantics, consts)
 
     def rename(self, old: str, new: str) -> str:
         """Give tensor ``old`` the unused name ``new`` (instructions refer to ids: unchanged)."""

@@ -51,7 +51,8 @@ def rows(inst) -> list[Row]:
     out = []
     for k, ins in enumerate(program.code):
         _, _, precs = infer(ins.op, [t[i].shape for i in ins.inputs],
-                            [t[i].precision for i in ins.inputs], ins.attrs, program.semantics)
+                            [t[i].precision for i in ins.inputs], ins.attrs, program.semantics,
+                            [program.consts.get(i) for i in ins.inputs])
         widest = max(range(len(ins.outputs)), key=lambda j: t[ins.outputs[j]].precision)
         acc = analysis.acc_bounds.get(k)
         out.append(Row(k, ins.op, instruction_text(program, ins),

@@ -166,6 +166,8 @@ def _is_int(v: Any) -> bool:
 # The op record
 # ---------------------------------------------------------------------------------------------
 
+STORAGE_BITS = 32
+"""The widest precision a tensor may have (int32 storage, vm/validate.py)."""
 RULES = ("shape", "precision", "cost", "scalar", "kernel", "z3")
 BATCH_KINDS = ("map", "rows")
 """The batch rule (``OpDef.batch``) of an op that accepts inputs with a symbolic first axis:
@@ -204,6 +206,11 @@ class OpDef:
     z3:       ``(zx, *tensors, **attrs) -> Ref | (Ref, ...)``: the Z3 encoding of the same
               semantics on tensors of Z3 terms, against an arithmetic namespace ``zx``
               (verify/domains.py: integers or bit-vectors; ops never import z3).
+    const_precision: optional ``(precs, shapes, attrs, consts) -> p | [p, ...]``: a tighter
+              bound rule read where the plain ``precision`` exceeds :data:`STORAGE_BITS` and
+              some inputs are program constants (``consts[k]``: input k's array, or None): e.g.
+              qconv2d's bound per output channel from its constant weights. O(attributes +
+              constants), never O(output); verify/bounds.py's bound must be at least as tight.
     work:     optional ``(shapes, precs, attrs) -> int``: gas beyond CVM's GetOps (which charges
               ``cost`` per element of output 0) for an op whose running time grows faster than
               its output (non_max_suppression's pairwise overlaps), so that gas bounds time;
@@ -226,6 +233,7 @@ class OpDef:
     kernel: Callable
     acc_bound: Callable | None = None
     work: Callable | None = None
+    const_precision: Callable | None = None
     z3: Callable | None = None
     overrides: Mapping[str, Callable] = field(default_factory=dict)
     inplace: bool = False
@@ -287,9 +295,17 @@ class OpDef:
         return _as_list(self.shape([tuple(s) for s in shapes], attrs), len(self.outputs))
 
     def infer_precisions(self, precs: Sequence[int], shapes: Sequence[Shape],
-                         attrs: Mapping) -> list[int]:
-        return _as_list(self.precision(list(precs), [tuple(s) for s in shapes], attrs),
-                        len(self.outputs))
+                         attrs: Mapping, consts: Sequence | None = None) -> list[int]:
+        """The output precisions: the ``precision`` rule; where it exceeds
+        :data:`STORAGE_BITS` and ``consts`` holds some inputs' constant arrays, the
+        ``const_precision`` rule (so a program valid without it gets the same precisions)."""
+        shapes = [tuple(s) for s in shapes]
+        out = _as_list(self.precision(list(precs), shapes, attrs), len(self.outputs))
+        if (self.const_precision is not None and max(out) > STORAGE_BITS and consts
+                and any(c is not None for c in consts)):
+            out = _as_list(self.const_precision(list(precs), shapes, attrs, list(consts)),
+                           len(self.outputs))
+        return out
 
     def batchable(self, attrs: Mapping, ranks: Sequence[int], limit: int) -> tuple[int, ...]:
         """The positions of the inputs this application accepts batched (OpError when the op

@@ -45,6 +45,29 @@ def _q_precision(base: str, reduce_len):
     return rule
 
 
+def _q_const_precision(plain):
+    """With a constant weight: max over output channels c of (R(P0) + |zp|) * sum |W[c]|
+    + |B[c]| (R(P2) for a computed bias), the bound of each channel's exact sum; else
+    ``plain``."""
+    def rule(precs, shapes, a, consts):
+        weight = consts[1] if len(consts) > 1 else None
+        if weight is None:
+            return plain(precs, shapes, a)
+        return _channel_precision(precs, shapes, a, weight, consts[2] if len(consts) > 2
+                                  else None)
+    return rule
+
+
+def _channel_precision(precs, shapes, a, weight, bias) -> int:
+    import numpy as np
+    rows = np.abs(np.asarray(weight).astype(np.int64).reshape(shapes[1][0], -1)).sum(axis=1)
+    top = rows.astype(object) * (bound(precs[0]) + abs(a["zero_point"]))
+    if a["use_bias"]:
+        top = top + (np.abs(np.asarray(bias).astype(np.int64).reshape(-1)).astype(object)
+                     if bias is not None else bound(precs[2]))
+    return precision_for(int(max(top, default=0)))
+
+
 def _q_acc_bound(precs, shapes, a, consts) -> int:
     """Bound of every partial sum (bias excluded): (R(P0) + |zp|) * max_c sum |W[c]| with a
     constant weight, else K * (R(P0) + |zp|) * R(P1)."""
@@ -71,6 +94,7 @@ def _register_q(base: str, opcode: int, doc: str, reduce_len) -> None:
         attrs=get(base).attrs + (ZERO_POINT,),
         shape=lambda shapes, a: get(base).shape(shapes, _base_attrs(a)),
         precision=_q_precision(base, reduce_len),
+        const_precision=_q_const_precision(_q_precision(base, reduce_len)),
         cost=lambda shapes, a: get(base).cost(shapes, _base_attrs(a)) + 1,
         scalar=lambda args, a: get(base).scalar(
             [_centred_ref(args[0], a["zero_point"]), *args[1:]], _base_attrs(a)),
@@ -84,14 +108,17 @@ _register_q("conv2d", 100, """conv2d (ops/nn.py) applied to X - zero_point, exac
     taps (a tap outside the input contributes 0, i.e. the input is padded with zp, as ONNX
     QLinearConv / ConvInteger do). Same attributes, shape rule, kernel and GEMM licence as
     conv2d, plus zero_point in [-2^16, 2^16]. Precision: P0, P1 <= 16 and
-    p = precision_for(K * (R(P0) + |zp|) * R(P1) (+ R(P2))), K = C/groups*KH*KW.""",
+    p = precision_for(K * (R(P0) + |zp|) * R(P1) (+ R(P2))), K = C/groups*KH*KW; where that
+    exceeds 32 and the weight is a constant, p = precision_for(max_oc (R(P0) + |zp|) *
+    sum |W[oc]| + |B[oc]|) (R(P2) for a computed bias): each channel's exact bound.""",
             lambda shapes: size_of(shapes[1][1:]))
 
 _register_q("dense", 101, """dense (ops/nn.py) applied to X - zero_point, exactly.
 
     Y[m,n] = B[n] + sum_k (X[m,k] - zp) * W[n,k] (ONNX MatMulInteger / QLinearMatMul / QGemm
     accumulators). zero_point in [-2^16, 2^16]. Precision: P0, P1 <= 16 and
-    p = precision_for(K * (R(P0) + |zp|) * R(P1) (+ R(P2))).""",
+    p = precision_for(K * (R(P0) + |zp|) * R(P1) (+ R(P2))); past 32 bits with a constant
+    weight, per output channel as qconv2d.""",
             lambda shapes: shapes[0][1])
 
 

@@ -135,3 +135,39 @@ def test_quantized_program_on_every_executor_and_certified(rounding):
         assert all(cpu[k].tobytes() == other[k].tobytes() for k in cpu)
     cert = verify.certify(vm.load(program))
     assert cert.proved, [(o.name, o.detail) for o in cert.obligations if o.status != "proved"]
+
+
+def wide_bias_program(bias0: int, dense: bool = False):
+    """A qconv2d (or qdense) whose per-tensor bound needs 33 bits: channel 0 has a bias near
+    2^31 and weights of 1, channel 1 weights of 127 and no bias."""
+    b = Builder("wide-bias")
+    if dense:
+        x = b.input("x", (2, 9), 9)
+        w = b.const("w", np.array([[1] * 9, [127] * 9]), precision=8)
+        y = b.qdense(x, w, b.const("b", np.array([bias0, 0])), units=2, zero_point=0)
+    else:
+        x = b.input("x", (1, 1, 3, 3), 9)
+        w = b.const("w", np.array([1] * 9 + [127] * 9).reshape(2, 1, 3, 3), precision=8)
+        y = b.qconv2d(x, w, b.const("b", np.array([bias0, 0])), channels=2, kernel_size=3,
+                      zero_point=0)
+    return b.output(y).build()
+
+
+@pytest.mark.parametrize("dense", [False, True])
+def test_constant_weights_bound_each_channel(dense):
+    """9 * 255 * 127 + R(p32) needs 33 bits per tensor; per channel the widest sum is
+    |bias0| + 9 * 255 * 1 (channel 0): 32 bits when that is below 2^31, else refused."""
+    import verify
+    top = (1 << 31) - 1 - 9 * 255
+    program = wide_bias_program(top, dense)
+    assert program.tensors[program.outputs[0]].precision == 32
+    shape = program.tensors[0].shape
+    x = {"x": np.full(shape, 255)}
+    got = vm.load(program).run(x)[program.tensors[program.outputs[0]].name]
+    assert got.reshape(-1)[0] == (1 << 31) - 1 and got.reshape(-1)[-1] == 9 * 255 * 127
+    assert got.tobytes() == vm.load(program, vm.reference()).run(x)[
+        program.tensors[program.outputs[0]].name].tobytes()
+    cert = verify.certify(vm.load(program))
+    assert cert.proved, [(o.name, o.detail) for o in cert.obligations if o.status != "proved"]
+    with pytest.raises(vm.InvalidError, match="needs precision 33 > 32"):
+        wide_bias_program(top + 1, dense)

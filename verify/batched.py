@@ -65,7 +65,8 @@ def batch_parallel(program: Program) -> Obligation:
             t = program.tensors
             try:
                 infer_batched(ins.op, [t[i].shape for i in ins.inputs],
-                              [t[i].precision for i in ins.inputs], ins.attrs, program.symbols)
+                              [t[i].precision for i in ins.inputs], ins.attrs, program.symbols,
+                              program.semantics, [program.consts.get(i) for i in ins.inputs])
             except (OpError, KeyError, ValueError) as e:
                 problems.append(f"{program.describe(k)}: {e}")
         try:

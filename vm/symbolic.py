@@ -116,7 +116,8 @@ def check_symbolic_dims(program: Program, t, what: str) -> None:
 # ---------------------------------------------------------------------------------------------
 
 def infer_batched(op_name: str, shapes: Sequence[tuple], precs: Sequence[int],
-                  attrs: Mapping, symbols: Mapping[str, int], semantics: int | None = None):
+                  attrs: Mapping, symbols: Mapping[str, int], semantics: int | None = None,
+                  consts: Sequence | None = None):
     """Canonical attrs, output shapes and precisions of an op applied to inputs of which some
     are batched (first dim a symbol of ``symbols``); OpError when it is not batch-parallel.
 
@@ -147,19 +148,19 @@ def infer_batched(op_name: str, shapes: Sequence[tuple], precs: Sequence[int],
         can = ", ".join(str(j) for j in allowed)
         raise OpError(f"{op_name} shares its input {k} ({name}) across the batch: only its "
                       f"input{'s' if len(allowed) > 1 else ''} {can} may be batched")
-    results = [_infer_at(op, shapes, precs, canon, {symbol: n}, semantics)
+    results = [_infer_at(op, shapes, precs, canon, {symbol: n}, semantics, consts)
                for n in probes(symbols[symbol])]
     return canon, _generalize(op_name, symbol, results), results[0][1]
 
 
-def _infer_at(op, shapes, precs, canon, dims, semantics):
+def _infer_at(op, shapes, precs, canon, dims, semantics, consts=None):
     """(output shapes, output precisions, gas weight) of the instantiated application."""
     at = attrs_at(op.name, canon, dims, semantics)
     concrete = [shape_at(s, dims) for s in shapes]
     again = op.check_attrs(at)
     require(again == at, "attributes are not canonical once the symbol is substituted")
     out = op.infer_shapes(concrete, at)
-    return out, op.infer_precisions(precs, concrete, at), op.cost(concrete, at), dims
+    return out, op.infer_precisions(precs, concrete, at, consts), op.cost(concrete, at), dims
 
 
 def _generalize(op_name: str, symbol: str, results) -> list[tuple]:

@@ -69,9 +69,11 @@ def check_semantics(version) -> None:
 
 
 def infer(op_name: str, shapes: Sequence[tuple], precs: Sequence[int],
-          attrs: Mapping[str, Any], semantics: int | None = None):
+          attrs: Mapping[str, Any], semantics: int | None = None,
+          consts: Sequence | None = None):
     """Canonical attrs, output shapes and output precisions of one op application under
-    ``semantics`` (default: the current version).
+    ``semantics`` (default: the current version); ``consts``: per input its constant array
+    or None (an op's constant-aware bound rule, ``OpDef.const_precision``, reads them).
 
     Raises OpError (from the op's rules) or KeyError for an unknown op.
     """
@@ -80,7 +82,7 @@ def infer(op_name: str, shapes: Sequence[tuple], precs: Sequence[int],
         raise KeyError(op_name)
     canon = op.check_attrs(attrs)
     out_shapes = op.infer_shapes(shapes, canon)
-    out_precs = op.infer_precisions(precs, shapes, canon)
+    out_precs = op.infer_precisions(precs, shapes, canon, consts)
     return canon, out_shapes, out_precs
 
 
@@ -246,8 +248,7 @@ def _check_code(program: Program, limits: Limits) -> list[bool]:
     memo: dict = {}
     for index, ins in enumerate(program.code):
         try:
-            _check_instruction(ins, tensors, defined, program.symbols, program.semantics,
-                               memo)
+            _check_instruction(ins, program, defined, memo)
         except _Bad as e:   # quote the instruction only now (it imports the disassembler)
             where = (program.describe(index) if _ids_ok(ins, len(tensors))
                      else f"instruction {index}")
@@ -259,9 +260,9 @@ class _Bad(Exception):
     """One instruction's check failed (the caller names the instruction)."""
 
 
-def _check_instruction(ins, tensors, defined: list[bool], symbols: Mapping[str, int],
-                       semantics: int, memo: dict) -> None:
-    op = ops.get(ins.op, semantics)
+def _check_instruction(ins, program: Program, defined: list[bool], memo: dict) -> None:
+    tensors = program.tensors
+    op = ops.get(ins.op, program.semantics)
     if op is None:
         raise _Bad(f"unknown op {ins.op!r}")
     if not _ids_ok(ins, len(tensors)):
@@ -278,7 +279,7 @@ def _check_instruction(ins, tensors, defined: list[bool], symbols: Mapping[str, 
             raise _Bad(f"%{tensors[i].name} is written twice (not SSA)")
     if len(set(ins.outputs)) != len(ins.outputs):
         raise _Bad("the same output twice")
-    out_shapes, out_precs = _apply_rules(ins, tensors, symbols, semantics, memo)
+    out_shapes, out_precs = _apply_rules(ins, op, program, memo)
     for i, s, p in zip(ins.outputs, out_shapes, out_precs):
         t = tensors[i]
         if tuple(s) != tuple(t.shape):
@@ -292,14 +293,19 @@ def _check_instruction(ins, tensors, defined: list[bool], symbols: Mapping[str, 
         defined[i] = True
 
 
-def _apply_rules(ins, tensors, symbols: Mapping[str, int], semantics: int, memo: dict):
-    """The op's rules on this instruction's input types and attributes: (output shapes,
-    output precisions), once per distinct application (``memo``: repeated layers and chains
-    cost one dictionary lookup)."""
+def _apply_rules(ins, op, program: Program, memo: dict):
+    """The op's rules on this instruction's input types and attributes (and constants, for an
+    op with a constant-aware bound rule): (output shapes, output precisions), once per
+    distinct application (``memo``: repeated layers and chains cost one dictionary lookup)."""
+    tensors, symbols, semantics = program.tensors, program.symbols, program.semantics
     shapes = tuple(tensors[i].shape for i in ins.inputs)
     precs = tuple(tensors[i].precision for i in ins.inputs)
+    consts = None
+    if op.const_precision is not None:
+        consts = [program.consts.get(i) for i in ins.inputs]
     try:
-        key = (ins.op, shapes, precs, tuple(ins.attrs.items()))
+        key = (ins.op, shapes, precs, tuple(ins.attrs.items()),
+               tuple(i if c is not None else -1 for i, c in zip(ins.inputs, consts or ())))
         hit = memo.get(key)
     except TypeError:                   # an unhashable attribute value: not canonical below
         key, hit = None, None
@@ -308,13 +314,14 @@ def _apply_rules(ins, tensors, symbols: Mapping[str, int], semantics: int, memo:
     try:
         if any(tensors[i].symbol for i in ins.inputs):
             canon, out_shapes, out_precs = infer_batched(ins.op, list(shapes), list(precs),
-                                                         ins.attrs, symbols, semantics)
+                                                         ins.attrs, symbols, semantics, consts)
         else:
             named = attr_symbols(ins.attrs)
             if named:
                 raise _Bad(f"attribute names the symbol {sorted(named)[0]} but {ins.op} reads "
                            "no batched input")
-            canon, out_shapes, out_precs = infer(ins.op, shapes, precs, ins.attrs, semantics)
+            canon, out_shapes, out_precs = infer(ins.op, shapes, precs, ins.attrs, semantics,
+                                                 consts)
     except OpError as e:
         raise _Bad(str(e)) from None
     if canon != dict(ins.attrs):
