@@ -24,8 +24,9 @@ from tests.onnx_conformance import summary as conformance_summary
 
 OPS = {"Resize": "resize", "Slice": "slice", "Split": "split", "Gather": "gather",
        "Softmax": "softmax", "ConvTranspose": "convtranspose", "MatMul": "matmul",
-       "ReduceMean": "reducemean"}
-MOVES = {"Slice", "Split", "Gather"}
+       "ReduceMean": "reducemean", "SpaceToDepth": "spacetodepth",
+       "DepthToSpace": "depthtospace"}
+MOVES = {"Slice", "Split", "Gather", "SpaceToDepth", "DepthToSpace"}
 LIMITS = {"Resize": 1, "Softmax": 2, "ConvTranspose": 2, "MatMul": 2, "ReduceMean": 1}
 WEIGHTS = {"ConvTranspose": 1}
 """Inputs that are weights: quantized to int8 (symmetric, per tensor) behind a DequantizeLinear,

@@ -153,3 +153,37 @@ def test_empty_slice_is_a_clear_error():
     from compiler.onnx import import_onnx
     with pytest.raises(InvalidError, match="would be empty"):
         import_onnx(model)
+
+
+@pytest.mark.parametrize("mode", [None, "CRD"])
+def test_focus_on_a_float_input(mode):
+    """YOLOX's Focus after onnxruntime's pre-processing: the float graph input goes through
+    SpaceToDepth and a Gather of constant channels before its QuantizeLinear; detvm replays
+    both moves on the quantized input (opset 28 adds SpaceToDepth's CRD order)."""
+    import vm
+    from onnx import TensorProto
+    from compiler.onnx import import_onnx
+    from tests.onnx_qdq import run_ort
+    order = I64(0, 1, 2, 6, 7, 8, 3, 4, 5, 9, 10, 11)
+    extra = {"mode": mode} if mode else {}
+    nodes = [helper.make_node("SpaceToDepth", ["x"], ["d"], blocksize=2, **extra),
+             helper.make_node("Gather", ["d", "order"], ["g"], axis=1),
+             helper.make_node("QuantizeLinear", ["g", "s", "z"], ["y"])]
+    graph = helper.make_graph(
+        nodes, "focus", [helper.make_tensor_value_info("x", TensorProto.FLOAT, (1, 3, 6, 8))],
+        [helper.make_tensor_value_info("y", TensorProto.UINT8, (1, 12, 3, 4))],
+        [onnx.numpy_helper.from_array(order, "order"),
+         onnx.numpy_helper.from_array(np.array(0.01, np.float32), "s"),
+         onnx.numpy_helper.from_array(np.array(3, np.uint8), "z")])
+    opset = 28 if mode else 17
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)],
+                              ir_version=8)
+    x = np.random.default_rng(5).uniform(0, 2.5, (1, 3, 6, 8)).astype(np.float32)
+    ours = vm.load(import_onnx(model)).run({"x": x}, float_io=True)["y"]
+    want = np.clip(np.rint(x / np.float32(0.01)) + 3, 0, 255)
+    want = np.take(want.reshape(1, 3, 3, 2, 4, 2).transpose(
+        (0, 3, 5, 1, 2, 4) if mode is None else (0, 1, 3, 5, 2, 4)).reshape(1, 12, 3, 4),
+        order, axis=1)
+    assert np.array_equal(np.asarray(ours, np.int64), want.astype(np.int64))
+    if mode is None:                 # onnxruntime 1.32 has no QuantizeLinear for opset 28
+        assert np.array_equal(ours, run_ort(model, {"x": x})[0])

@@ -55,6 +55,8 @@ HANDLERS = {
     ("", "Flatten"): layout.flatten,
     ("", "Reshape"): layout.reshape,
     ("", "Transpose"): layout.transpose,
+    ("", "SpaceToDepth"): layout.space_to_depth,
+    ("", "DepthToSpace"): layout.depth_to_space,
     ("", "Squeeze"): layout.squeeze,
     ("", "Unsqueeze"): layout.unsqueeze,
     ("", "Identity"): layout.identity,

@@ -1,5 +1,5 @@
-"""Data-movement nodes (Flatten, Reshape, Transpose, Squeeze, Unsqueeze, Identity, Pad,
-MaxPool), the output-only float ops (Softmax, ArgMax) and compile-time constants (Constant,
+"""Data-movement nodes (Flatten, Reshape, Transpose, Squeeze, Unsqueeze, SpaceToDepth,
+DepthToSpace, Identity, Pad, MaxPool), the output-only float ops (Softmax, ArgMax) and compile-time constants (Constant,
 Shape, and any foldable node whose inputs are all constants)."""
 from __future__ import annotations
 
@@ -102,11 +102,66 @@ def unsqueeze(ctx: Lowering, node: Node, args):
 
 def transpose(ctx: Lowering, node: Node, args):
     shape = ctx.shape_of(args[0])
-    perm = list(node.attrs.get("perm", range(len(shape) - 1, -1, -1)))
-    if isinstance(args[0], FloatIn):
-        return _float_move(args[0], node, "transpose", tuple(shape[p] for p in perm), axes=perm)
-    name = ctx.op("transpose", args[0].name, out=node.outputs[0], axes=perm)
-    return _moved(ctx, args[0], name, perm.index)
+    return transpose_to(ctx, node, args[0],
+                        list(node.attrs.get("perm", range(len(shape) - 1, -1, -1))))
+
+
+def transpose_to(ctx: Lowering, node: Node, v, perm: list):
+    shape = ctx.shape_of(v)
+    if isinstance(v, FloatIn):
+        return _float_move(v, node, "transpose", tuple(shape[p] for p in perm), axes=perm)
+    name = ctx.op("transpose", v.name, out=node.outputs[0], axes=perm)
+    return _moved(ctx, v, name, perm.index)
+
+
+def _blocks(ctx: Lowering, node: Node, v) -> tuple[int, ...]:
+    """(N, C, H, W, blocksize) of a SpaceToDepth / DepthToSpace input."""
+    shape, b = ctx.shape_of(v), int(node.attrs.get("blocksize", 0))
+    if len(shape) != 4 or b < 1:
+        raise InvalidError(f"{node.describe()}: needs a 4-D input and a blocksize >= 1")
+    return (*shape, b)
+
+
+def _mode(node: Node) -> bool:
+    """True for DCR (the default; SpaceToDepth's only order before opset 28), False for CRD."""
+    mode = node.attrs.get("mode", "DCR")
+    mode = mode.decode() if isinstance(mode, bytes) else mode
+    if mode not in ("DCR", "CRD"):
+        raise InvalidError(f"{node.describe()}: mode {mode!r} (ONNX defines DCR and CRD)")
+    return mode == "DCR"
+
+
+def _inner(node: Node, suffix: str) -> Node:
+    return replace(node, outputs=[node.outputs[0] + suffix])
+
+
+def space_to_depth(ctx: Lowering, node: Node, args):
+    """Blocks of b x b pixels to channels: reshape (N, C, H/b, b, W/b, b), transpose
+    (0, 3, 5, 1, 2, 4) (DCR: channel (i b + j) C + c) or (0, 1, 3, 5, 2, 4) (CRD: channel
+    c b^2 + i b + j), reshape (N, C b^2, H/b, W/b): only moves."""
+    n, c, h, w, b = _blocks(ctx, node, args[0])
+    if h % b or w % b:
+        raise InvalidError(f"{node.describe()}: height {h} and width {w} must be multiples "
+                           f"of the blocksize {b}")
+    v = reshape_to(ctx, _inner(node, "#blocks"), args[0], (n, c, h // b, b, w // b, b))
+    v = transpose_to(ctx, _inner(node, "#moved"), v,
+                     [0, 3, 5, 1, 2, 4] if _mode(node) else [0, 1, 3, 5, 2, 4])
+    return reshape_to(ctx, node, v, (n, c * b * b, h // b, w // b))
+
+
+def depth_to_space(ctx: Lowering, node: Node, args):
+    """Channels to blocks of b x b pixels, ONNX's DCR (default) or CRD order: reshape to 6-D,
+    transpose, reshape (N, C / b^2, H b, W b): only moves."""
+    n, c, h, w, b = _blocks(ctx, node, args[0])
+    if c % (b * b):
+        raise InvalidError(f"{node.describe()}: {c} channels are not a multiple of "
+                           f"blocksize^2 = {b * b}")
+    dcr = _mode(node)
+    six = (n, b, b, c // (b * b), h, w) if dcr else (n, c // (b * b), b, b, h, w)
+    v = reshape_to(ctx, _inner(node, "#blocks"), args[0], six)
+    v = transpose_to(ctx, _inner(node, "#moved"), v,
+                     [0, 3, 4, 1, 5, 2] if dcr else [0, 1, 4, 2, 5, 3])
+    return reshape_to(ctx, node, v, (n, c // (b * b), h * b, w * b))
 
 
 def identity(ctx: Lowering, node: Node, args):

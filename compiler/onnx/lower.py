@@ -139,8 +139,9 @@ class Lowering:
         if np.size(scale) > 1:
             self.meta[key + "axis"] = str(axis)
         self.values[v.name] = Int(name, lo, hi)
-        for op, attrs, out in v.moves:                 # they commute with the quantization
-            name = self.op(op, name, out=out, **attrs)
+        for op, attrs, out, *consts in v.moves:        # they commute with the quantization
+            extra = [self.const(values, c) for values, c in (consts[0] if consts else ())]
+            name = self.op(op, name, *extra, out=out, **attrs)
         return Int(name, lo, hi)
 
 def scale32(v) -> list:

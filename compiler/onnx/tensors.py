@@ -15,7 +15,7 @@ from vm.errors import InvalidError
 from .graph import Node
 from .lower import Lowering, constant
 from .quantops import materialize
-from .values import TYPE_RANGES, Acc, Const, Int, Q
+from .values import TYPE_RANGES, Acc, Const, FloatIn, Int, Q
 
 INT64_MAX = (1 << 63) - 1
 
@@ -146,6 +146,8 @@ def split_node(ctx: Lowering, node: Node, args):
 # ---------------------------------------------------------------------------------------------
 
 def gather_node(ctx: Lowering, node: Node, args):
+    if isinstance(args[0], FloatIn) and isinstance(args[1], Const):
+        return _gather_float(node, args[0], np.asarray(args[1].value))
     v, idx = _data(ctx, args[0], node), args[1]
     shape = ctx.shape(v.name)
     axis = _normalize_axis(node.attrs.get("axis", 0), len(shape), node)
@@ -157,6 +159,23 @@ def gather_node(ctx: Lowering, node: Node, args):
         name = _gather_data(ctx, node, v.name, idx, shape[axis], axis)
         return _channel_axis_moved(v, name, axis, len(ctx.shape(idx.name)) - 1)
     raise InvalidError(f"{node.describe()}: indices must be integers, got {_kind(idx)}")
+
+
+def _gather_float(node: Node, v: FloatIn, idx: np.ndarray) -> FloatIn:
+    """Constant indices on a float graph input: a ``take`` replayed after its quantization
+    (YOLOX reorders SpaceToDepth's channels so)."""
+    axis = _normalize_axis(node.attrs.get("axis", 0), len(v.shape), node)
+    dim = v.shape[axis]
+    if idx.dtype.kind not in "iu" or idx.ndim == 0 or not idx.size:
+        raise InvalidError(f"{node.describe()}: on a float input, indices must be a non-empty "
+                           "integer array")
+    if idx.min() < -dim or idx.max() >= dim:
+        raise InvalidError(f"{node.describe()}: index out of range [{-dim}, {dim - 1}]")
+    flat = np.array([int(i) % dim for i in idx.reshape(-1)]).reshape(idx.shape)
+    shape = v.shape[:axis] + idx.shape + v.shape[axis + 1:]
+    out = node.outputs[0]
+    return replace(v, shape=shape, moves=v.moves + (("take", {"axis": axis}, out,
+                                                     ((flat, out + "#idx"),)),))
 
 
 def _gather_const(ctx: Lowering, node: Node, v, axis: int, idx: np.ndarray):

@@ -78,7 +78,8 @@ class FloatIn:
     name: str
     shape: tuple[int, ...]            # after ``moves``
     base: tuple[int, ...] = ()        # the graph input's shape
-    moves: tuple = ()                 # (op, attrs, out) data movements before quantization
+    moves: tuple = ()                 # (op, attrs, out[, ((const, name), ...)]) data movements
+                                      # before quantization (constants: extra inputs)
 
 
 @dataclass(frozen=True)
