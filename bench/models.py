@@ -11,7 +11,8 @@ inputs of another seed than the test inputs), imported with ``fp32`` rounding; t
 same generated inputs (compiler/onnx/samples.py), detvm (float_io) against onnxruntime's
 default session (graph optimizations on) on the same quantized model: identical output values,
 the largest distance in LSB, top-1 agreement (classifier), identical detections after the
-usual confidence filter and NMS (YOLO). Times: import (ONNX -> program -> loaded model), detvm
+usual confidence filter and NMS (YOLO), the same argmax per time step and the same greedy CTC
+text (recognizer). Times: import (ONNX -> program -> loaded model), detvm
 run (the default CPU executor, which runs instructions on onnxruntime's integer kernels where
 its self-test passed and they pay, and the numpy-only executor; their outputs are checked
 equal), onnxruntime int8 and fp32 runs at batch 1, in alternating turns (bench/compare.py).
@@ -47,7 +48,7 @@ class Recipe:
     input: str
     shape: tuple
     inputs: Callable[[int], np.ndarray]        # seed -> float32 [n, *shape[1:]]
-    kind: str                                  # classifier, map, detector
+    kind: str                                  # classifier, map, detector, text
 
 
 RECIPES = {
@@ -61,7 +62,7 @@ RECIPES = {
     "ddddocr-det": Recipe("images", (1, 3, 416, 416), lambda seed: samples.photos(
         416)[:8] if seed == 0 else samples.photos(416)[8:, :, ::-1].copy(), "map"),
     "ppocr-rec": Recipe("x", (1, 3, 48, 320), lambda seed: samples.text_crops(
-        24 if seed == 0 else 16, seed, width=320)[0], "map"),
+        24 if seed == 0 else 16, seed, width=320)[0], "text"),
 }
 
 
@@ -92,11 +93,21 @@ def agreement(recipe: Recipe, model, session, xs: np.ndarray) -> dict:
     result = {"inputs": len(xs), **samples.agreement(ours, theirs, scale)}
     if recipe.kind == "classifier":
         result["top1"] = float(np.mean(ours.argmax(-1) == theirs.argmax(-1)))
+    if recipe.kind == "text":           # [n, T, classes]: CTC greedy decoding, blank 0
+        best_ours, best_theirs = ours.argmax(-1), theirs.argmax(-1)
+        result["argmax"] = float(np.mean(best_ours == best_theirs))
+        result["same_text"] = float(np.mean([_ctc(a) == _ctc(b)
+                                             for a, b in zip(best_ours, best_theirs)]))
     if recipe.kind == "detector":
         same = [samples.detections(a) == samples.detections(b) for a, b in zip(ours, theirs)]
         result["same_detections"] = float(np.mean(same))
         result["detections"] = sum(len(samples.detections(b)) for b in theirs)
     return result
+
+
+def _ctc(best: np.ndarray) -> list:
+    """The labels of a greedy CTC path: repeats merged, blanks (0) dropped."""
+    return [int(k) for j, k in enumerate(best) if k != 0 and (j == 0 or k != best[j - 1])]
 
 
 def _scale(model, name: str, ndim: int) -> np.ndarray:
@@ -152,6 +163,7 @@ def table(report: dict) -> str:
         t, a = row["times"], row["agreement"]
         extra = (f"{a['top1']:.2%}" if "top1" in a else
                  f"{a['same_detections']:.2%} same ({a['detections']})" if "same_detections"
+                 in a else f"argmax {a['argmax']:.2%}, text {a['same_text']:.2%}" if "argmax"
                  in a else "")
         same = "" if row["backends_agree"] else " (BACKENDS DIFFER)"
         lines.append(f"| {name} | {row['import_s']:.2f} | {t['detvm']['median_ms']:.1f}{same} | "
