@@ -215,6 +215,12 @@ class OpDef:
               ``cost`` per element of output 0) for an op whose running time grows faster than
               its output (non_max_suppression's pairwise overlaps), so that gas bounds time;
               linear in the first dim of input 0 (the batch: symbolic gas is affine).
+    scratch:  the kernel's temporaries beyond its inputs and its outputs in storage dtype: an
+              int n = n int64 words per element of the inputs and outputs (widened copies, the
+              int64 result the executor narrows; default 4), or ``(in_shapes,
+              out_shapes, attrs) -> bytes``, affine in the batch (a tiled kernel: its constant
+              tile). It enters the peak memory (vm/memory.py); tests/test_memory.py measures
+              every op against it.
     overrides:per-executor kernels, e.g. ``{"gpu": kernel}``.
     inplace:  CVM's in-place whitelist: output may share storage with input 0.
     batch:    the batch rule: None, ``"map"``, ``"rows"`` or a callable (:data:`BATCH_KINDS`).
@@ -234,6 +240,7 @@ class OpDef:
     acc_bound: Callable | None = None
     work: Callable | None = None
     const_precision: Callable | None = None
+    scratch: int | Callable = 4
     z3: Callable | None = None
     overrides: Mapping[str, Callable] = field(default_factory=dict)
     inplace: bool = False
@@ -256,6 +263,12 @@ class OpDef:
         names = [a.name for a in self.attrs]
         if len(set(names)) != len(names):
             raise TypeError(f"{where}: duplicate attribute names")
+
+    def scratch_bytes(self, in_shapes, out_shapes, attrs: Mapping) -> int:
+        """The bound of the kernel's temporaries for these shapes (see ``scratch``)."""
+        if callable(self.scratch):
+            return self.scratch(in_shapes, out_shapes, attrs)
+        return 8 * self.scratch * sum(size_of(s) for s in (*in_shapes, *out_shapes))
 
     # -- arity ------------------------------------------------------------------------------
     @property

@@ -8,7 +8,7 @@ exact int64 additions of its columns into the output (col2im).
 """
 from __future__ import annotations
 
-from .base import Attr, OpDef, Ref, bound, precision_for, require, wide
+from .base import Attr, OpDef, Ref, bound, precision_for, require, size_of, wide
 from .nn import GEMM_DTYPES
 from .quant import MAX_DATA_PRECISION, ZERO_POINT
 from .registry import register
@@ -134,6 +134,19 @@ def _kernel(xp, x, w, b=None, *, channels, kernel_size, strides, dilation, group
     return y
 
 
+def _scratch(in_shapes, out_shapes, a) -> int:
+    """The kernel's temporaries: the centred data in int64 and the GEMM dtype, the weight, the
+    per-tap products (C' KH KW H W per image, in the GEMM dtype and in int64), the uncropped
+    output and the biased copy (affine in the batch)."""
+    n, _, h, wd = in_shapes[0]
+    (kh, kw), (sh, sw), (dh, dw) = a["kernel_size"], a["strides"], a["dilation"]
+    fh, fw = _full(h, kh, sh, dh), _full(wd, kw, sw, dw)
+    taps = n * a["channels"] * kh * kw * h * wd
+    full = n * a["channels"] * max(fh, fh - a["crop_end"][0]) * max(fw, fw - a["crop_end"][1])
+    rest = sum(size_of(s) for s in (*in_shapes, *out_shapes))
+    return 8 * (2 * taps + full + 4 * rest)
+
+
 def _z3(zx, x, w, b=None, *, gemm=None, **a):
     shape = _shape([x.shape, w.shape] + ([b.shape] if b is not None else []), a)
     return build(shape, lambda i: zx.sum(
@@ -163,4 +176,5 @@ register(OpDef(
     shape=_shape, precision=_precision,
     cost=lambda shapes, a: 3 * reduce_len(shapes, a) + 1,
     scalar=_scalar, kernel=_kernel, z3=_z3, acc_bound=_acc_bound, batch="rows",
+    scratch=_scratch,
 ))

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from .base import Attr, OpDef, Ref, bitlen, bound, require, size_of, wide
+from .conv import conv2d_scratch, conv2d_tiled
 from .registry import register
 from .z3util import build, fold_max
 
@@ -102,30 +103,11 @@ def _conv2d_scalar(args, a):
 
 def _conv2d_kernel(xp, x, w, b=None, *, channels, kernel_size, strides, padding, dilation,
                    groups, use_bias, gemm="int64"):
-    """im2col + one (batched) GEMM in the licensed dtype, then exact int64 bias add."""
-    dt = _gemm_dtype(xp, gemm)
-    n, c, h, wd = x.shape
-    oc, cg, kh, kw = w.shape
-    (sh, sw), (ph, pw), (dh, dw) = strides, padding, dilation
-    oh, ow = _conv_out(h, ph, kh, dh, sh), _conv_out(wd, pw, kw, dw, sw)
-    if ph or pw:
-        xs = xp.zeros((n, c, h + 2 * ph, wd + 2 * pw), dtype=dt)
-        xs[:, :, ph:ph + h, pw:pw + wd] = x
-    else:
-        xs = x.astype(dt, copy=False)
-    if (kh, kw, sh, sw) == (1, 1, 1, 1):
-        cols = xs.reshape(n, groups, cg, oh * ow)
-    else:
-        cols = xp.empty((n, c, kh, kw, oh, ow), dtype=dt)
-        for r in range(kh):
-            for s in range(kw):
-                y0, z0 = r * dh, s * dw
-                cols[:, :, r, s] = xs[:, :, y0:y0 + sh * (oh - 1) + 1:sh, z0:z0 + sw * (ow - 1) + 1:sw]
-        cols = cols.reshape(n, groups, cg * kh * kw, oh * ow)
-    wg = w.astype(dt).reshape(groups, oc // groups, cg * kh * kw)
-    y = xp.matmul(wg[None], cols).reshape(n, oc, oh, ow).astype(xp.int64)
+    """im2col in tiles + (batched) GEMMs in the licensed dtype (ops/conv.py), then exact int64
+    bias add."""
+    y = conv2d_tiled(xp, x, w, _gemm_dtype(xp, gemm), strides, padding, dilation, groups)
     if b is not None:
-        y += wide(xp, b).reshape(1, oc, 1, 1)
+        y += wide(xp, b).reshape(1, -1, 1, 1)
     return y
 
 
@@ -172,7 +154,7 @@ register(OpDef(
            Attr("groups", "int", default=1, lo=1, hi=1 << 24),
            Attr("use_bias", "bool", default=True)),
     shape=_conv2d_shape, precision=_conv2d_precision, cost=_conv2d_cost,
-    scalar=_conv2d_scalar, kernel=_conv2d_kernel, z3=_conv2d_z3,
+    scalar=_conv2d_scalar, kernel=_conv2d_kernel, z3=_conv2d_z3, scratch=conv2d_scratch,
     acc_bound=lambda precs, shapes, a, consts: _linear_acc_bound(precs, shapes[1], consts),
     batch="rows",
 ))
@@ -320,6 +302,17 @@ def _max_pool2d_kernel(xp, x, *, pool_size, strides, padding, ceil_mode):
     return y
 
 
+def _max_pool2d_scratch(in_shapes, out_shapes, a) -> int:
+    """The kernel's temporaries, at 4 bytes an element (int32 storage): the padded input (larger
+    than the input where the padding or ceil_mode's partial windows are), its column maxima,
+    and the int64 output the executor narrows."""
+    n, c, h, w = in_shapes[0]
+    (kh, kw), (sh, sw), (ph, pw) = a["pool_size"], a["strides"], a["padding"]
+    oh, ow = out_shapes[0][2:]
+    hp, wp = max(h + 2 * ph, (oh - 1) * sh + kh), max(w + 2 * pw, (ow - 1) * sw + kw)
+    return 4 * n * c * hp * (wp + ow) + 8 * 2 * size_of(out_shapes[0])
+
+
 def _max_pool2d_z3(zx, x, **a):
     """The maximum of the in-range cells of each window."""
     n, c, h, w = x.shape
@@ -345,7 +338,7 @@ register(OpDef(
     precision=lambda precs, shapes, a: precs[0],
     cost=lambda shapes, a: a["pool_size"][0] * a["pool_size"][1],
     scalar=_max_pool2d_scalar, kernel=_max_pool2d_kernel, z3=_max_pool2d_z3,
-    batch="rows",
+    batch="rows", scratch=_max_pool2d_scratch,
 ))
 
 

@@ -141,6 +141,15 @@ def _sum_pool_kernel(xp, x, *, pool_size, strides, padding, zero_point, count_in
     return y
 
 
+def _sum_pool_scratch(in_shapes, out_shapes, a) -> int:
+    """The kernel's temporaries: the zero-padded int64 input (larger than the input where the
+    padding is), the centred input, the int64 sums and their products, the factor axes."""
+    n, c, h, w = in_shapes[0]
+    (ph, pw), out = a["padding"], out_shapes[0]
+    padded = n * c * (h + 2 * ph) * (w + 2 * pw)
+    return 8 * (padded + 2 * size_of(in_shapes[0]) + 2 * size_of(out) + 2 * (out[2] + out[3]))
+
+
 def _sum_pool_z3(zx, x, **a):
     lcms = _lcms(x.shape, a)
     return build(_sum_pool_shape([x.shape], a), lambda i: zx.sum(
@@ -166,7 +175,7 @@ register(OpDef(
     shape=_sum_pool_shape, precision=_sum_pool_precision,
     cost=lambda shapes, a: a["pool_size"][0] * a["pool_size"][1] + 1,
     scalar=_sum_pool_scalar, kernel=_sum_pool_kernel, z3=_sum_pool_z3,
-    batch="rows",
+    batch="rows", scratch=_sum_pool_scratch,
 ))
 
 

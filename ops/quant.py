@@ -99,6 +99,8 @@ def _register_q(base: str, opcode: int, doc: str, reduce_len) -> None:
         scalar=lambda args, a: get(base).scalar(
             [_centred_ref(args[0], a["zero_point"]), *args[1:]], _base_attrs(a)),
         kernel=kernel, z3=z3, acc_bound=_q_acc_bound, batch="rows",
+        scratch=lambda ins, outs, a: (get(base).scratch_bytes(ins, outs, _base_attrs(a))
+                                      + 8 * size_of(ins[0])),     # the centred int64 data
     ))
 
 
@@ -298,5 +300,5 @@ register(OpDef(
     shape=_requantize_shape, precision=_requantize_precision,
     cost=lambda shapes, a: 8 if a["rounding"] == "fp32" else 4,
     scalar=_requantize_scalar, kernel=_requantize_kernel, z3=_requantize_z3,
-    batch=requantize_rule,
+    batch=requantize_rule, scratch=6,     # fp32: d, its rounding, the product, its rounding
 ))

@@ -16,10 +16,16 @@ import numpy as np
 _active = threading.local()
 
 
+KEEP_BYTES = 32 << 20
+"""Bytes of scratch a workspace keeps between steps and runs (a larger request is served
+fresh and freed after its step): the peak memory counts it once per lane (vm/memory.py)."""
+
+
 class Workspace:
     """Scratch buffers reused across runs: one growing byte buffer per role (a kernel's
     temporaries; steps run one after another, so roles are shared), and one sub-workspace per
-    extra lane."""
+    extra lane. At most KEEP_BYTES stay between steps: the largest other buffers are let go
+    to make room (a kernel still holding one keeps it alive until its step ends)."""
 
     def __init__(self):
         self.buffers: dict[str, np.ndarray] = {}
@@ -30,8 +36,17 @@ class Workspace:
         n = int(np.prod(shape)) * dtype.itemsize
         buf = self.buffers.get(role)
         if buf is None or buf.nbytes < n:
-            buf = self.buffers[role] = np.empty(max(n, 64), np.uint8)
+            buf = np.empty(max(n, 64), np.uint8)
+            self.buffers.pop(role, None)
+            if buf.nbytes <= KEEP_BYTES:
+                self._make_room(buf.nbytes)
+                self.buffers[role] = buf
         return buf[:n].view(dtype).reshape(shape)
+
+    def _make_room(self, n: int) -> None:
+        """Let go of the largest kept buffers until ``n`` more bytes fit in KEEP_BYTES."""
+        while self.buffers and sum(b.nbytes for b in self.buffers.values()) + n > KEEP_BYTES:
+            del self.buffers[max(self.buffers, key=lambda r: self.buffers[r].nbytes)]
 
     def lane(self, k: int) -> "Workspace":
         return self if k == 0 else self.lanes.setdefault(k, Workspace())

@@ -155,4 +155,5 @@ register(OpDef(
     shape=_shape, precision=_precision,
     cost=lambda shapes, a: 24,
     scalar=_scalar, kernel=_kernel, z3=_z3, batch=along("axis"),
+    scratch=16,         # the float32 steps: pairs of int64 words per element, a few alive
 ))

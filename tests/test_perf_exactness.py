@@ -549,7 +549,7 @@ def test_joins_never_raise_the_validated_peak_memory():
     that would exceed the validated peak of live tensors, the plan does not join (same bytes).
     Here the deferred conv reads 64 channels and writes one, while a large upsampling runs in
     between."""
-    from vm.validate import peak_bytes
+    from vm.memory import peak_bytes
     rng = np.random.default_rng(5)
     w = lambda *shape: rng.integers(-127, 128, shape, dtype=np.int8)
     b = Builder("late-join")
@@ -570,14 +570,14 @@ def test_joins_never_raise_the_validated_peak_memory():
     steps = fast.plan.fast
     assert all(getattr(st.kernel, "residual", None) is None for st in steps)
     assert peak_bytes(program, [(st.outputs, st.frees) for st in steps]) <= \
-        fast.analysis.peak_memory
+        fast.analysis.live_peak
     xs = rng.integers(-127, 128, (1, 64, 8, 8)).astype(np.int8)
     got, want = fast.run(xs), ref.run(xs)
     assert same_bytes(got, want)
     resnet = vm.load(small_resnet(1))                       # where joins fit, they are made
     assert any(getattr(st.kernel, "residual", None) is not None for st in resnet.plan.fast)
     assert peak_bytes(resnet.program, [(st.outputs, st.frees) for st in resnet.plan.fast]) <= \
-        resnet.analysis.peak_memory
+        resnet.analysis.live_peak
 
 
 @pytest.mark.parametrize("threads", [3, 4])

@@ -18,7 +18,9 @@ from __future__ import annotations
 from ops.base import OpError
 from vm.errors import InvalidError
 from vm.program import Program
-from vm.symbolic import Affine, infer_batched, instantiate, shape_at, symbolic_gas, symbolic_peak
+from vm.memory import WORKSPACE_KEEP
+from vm.symbolic import (Affine, infer_batched, instantiate, scratch_affine, shape_at,
+                         symbolic_gas, symbolic_peak)
 from vm.validate import MAX_ELEMENTS, MEMORY_WEIGHT, _liveness, validate
 
 from .obligations import Obligation, _exact, _negated, any_of
@@ -112,6 +114,11 @@ def gas_affine(program: Program, claimed: Affine | None) -> Obligation:
             sizes = [Affine.size(t[i].shape) for i in ins.outputs]
             out.append(f"(+ (* {base} {_term(sizes[0])}) "
                        f"(* {MEMORY_WEIGHT} {total(map(_term, sizes))}))")
+            op = program.op(ins)
+            if op.work is not None:         # linear in the batch (ops/base.py)
+                per_image = op.work([shape_at(t[i].shape, ones) for i in ins.inputs],
+                                    [t[i].precision for i in ins.inputs], ins.attrs)
+                out.append(_term(Affine.size(t[ins.inputs[0]].shape[:1], per_image)))
         return out
 
     def query():
@@ -138,7 +145,13 @@ def peak_memory_affine(program: Program, claimed) -> Obligation:
             for i in set(ins.inputs) | set(ins.outputs):
                 if last[i] == index and program.tensors[i].kind != "const":
                     alive.discard(i)
-        sums = [total(_term(nbytes[i]) for i in s) for s in steps]
+        keep = _term(Affine.of(WORKSPACE_KEEP))
+        scratch = [keep] + [f"(+ {_term(scratch_affine(program, ins))} {keep})"
+                            for ins in program.code]
+        sums = [total([_term(nbytes[i]) for i in s] + [extra]) for s, extra in zip(steps, scratch)]
+        ends = [i for i, t in enumerate(program.tensors) if t.kind == "const"] + \
+            2 * sorted(set(program.outputs))
+        sums.append(total([_term(nbytes[i]) for i in ends] + [keep]))
         decls.append(("peak", "Int", _max([_term(p) for p in envelope.pieces])))
         claims = [f"(>= peak {s})" for s in sums] + [any_of([f"(= peak {s})" for s in sums])]
         return decls, ranges + _negated(claims)

@@ -26,7 +26,8 @@ from ops.base import bound
 from vm.encoding import encode, model_hash
 from vm.errors import InvalidError
 from vm.program import Program
-from vm.validate import _gas, _liveness, _peak_memory, check_semantics
+from vm.memory import peak_memory
+from vm.validate import _gas, _liveness, check_semantics
 
 from . import batched
 from . import obligations as static
@@ -119,7 +120,7 @@ def _claims(program: Program, analysis) -> tuple[dict, int, int]:
         io[f"{kind}_length"] = sum(t.size for t in ts) * size
     if analysis is not None:
         return io, analysis.gas, analysis.peak_memory
-    return io, _gas(program), _peak_memory(program, _liveness(program))
+    return io, _gas(program), peak_memory(program, _liveness(program))
 
 
 def certify(model, input_domain=None, *, progress: Callable | None = None,

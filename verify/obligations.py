@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from ops.base import OpError, bound
+from vm.memory import WORKSPACE_KEEP, step_scratch
 from vm.program import Program
 from vm.validate import MEMORY_WEIGHT, _liveness, infer
 
@@ -207,23 +208,28 @@ def gas(program: Program, claimed: int) -> Obligation:
 
 
 def _live_sums(program: Program) -> list[list[int]]:
-    """Byte counts of the live tensors after each allocation (buffers freed once dead)."""
+    """The byte counts at every point of a run (vm/memory.py): the live tensors (buffers freed
+    once dead), the running step's scratch bound and the kept workspace; at the end the
+    constants, the outputs and their copies."""
     last = _liveness(program)
     nbytes = [t.size * t.dtype.itemsize for t in program.tensors]
-    live = [nbytes[i] for i, t in enumerate(program.tensors) if t.kind != "value"]
     alive = {i for i, t in enumerate(program.tensors) if t.kind != "value"}
-    sums = [list(live)]
+    sums = [[nbytes[i] for i in sorted(alive)] + [WORKSPACE_KEEP]]
     for index, ins in enumerate(program.code):
         alive |= set(ins.outputs)
-        sums.append([nbytes[i] for i in sorted(alive)])
+        sums.append([nbytes[i] for i in sorted(alive)]
+                    + [step_scratch(program, ins), WORKSPACE_KEEP])
         for i in set(ins.inputs) | set(ins.outputs):
             if last[i] == index and program.tensors[i].kind != "const":
                 alive.discard(i)
-    return sums
+    outputs = [nbytes[i] for i in sorted(set(program.outputs))]
+    consts = [nbytes[i] for i, t in enumerate(program.tensors) if t.kind == "const"]
+    return sums + [consts + outputs + outputs + [WORKSPACE_KEEP]]
 
 
 def peak_memory(program: Program, claimed: int) -> Obligation:
-    """Peak bytes of live tensors (every buffer freed after its last use) equals ``claimed``."""
+    """The peak memory bound (live tensors, every buffer freed after its last use, plus each
+    step's scratch bound and the kept workspace; vm/memory.py) equals ``claimed``."""
     def decide():
         value = max(sum(s) for s in _live_sums(program))
         return _exact([] if value == claimed else [f"peak is {value}, {claimed} claimed"],
@@ -236,4 +242,4 @@ def peak_memory(program: Program, claimed: int) -> Obligation:
         return [], _negated(claims)
 
     return Obligation("peak_memory", "exact", query, decide,
-                      "peak = max over allocation points of the live bytes")
+                      "peak = max over the points of a run of live bytes + scratch")

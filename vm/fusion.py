@@ -121,7 +121,7 @@ def fuse(program: Program, analysis, steps: list, lanes: int = 1,
             # a joined step runs later than its conv, so the conv's input lives longer
             fast = _fused(program, analysis, steps, lanes, groups, links, attempt)
             if peak_bytes(program, [(s.outputs, s.frees) for s in fast]) <= \
-                    analysis.peak_memory:
+                    analysis.live_peak:
                 return fast
     return fast
 

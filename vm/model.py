@@ -19,6 +19,7 @@ from .errors import EnvironmentFault, InternalError, InvalidError, TrapError
 from .executors import Context, make_executor
 from .floatio import dequantize_outputs, quantize_inputs, read_params
 from .interp import Plan, device_consts, make_lanes
+from .memory import lanes_memory
 from .program import Program
 from .symbolic import instantiate, shape_at
 from .validate import Analysis, Limits, first_outside, validate
@@ -141,8 +142,15 @@ class Model:
 
     @property
     def peak_memory(self) -> int:
-        """Peak bytes of live tensors with buffers freed once dead (at the symbols' maxima)."""
+        """The validated bound of a run's allocations on one lane (at the symbols' maxima): live
+        tensors with buffers freed once dead, plus each step's scratch (vm/memory.py)."""
         return self.analysis.peak_memory
+
+    @property
+    def memory_bound(self) -> int:
+        """The bound of a run's allocations on this model's lanes (``threads``): the peak
+        memory plus, per extra lane, the largest step's scratch and a kept workspace."""
+        return lanes_memory(self.analysis.peak_memory, self.analysis.tile, self.threads or 1)
 
     @property
     def memory_formula(self):

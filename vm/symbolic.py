@@ -24,6 +24,7 @@ import ops
 from ops.base import OpError, require
 
 from .errors import InvalidError
+from .memory import STEP_SLACK, WORKSPACE_KEEP, frees_after
 from .program import Instr, Program
 
 SYMBOL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}\Z")
@@ -282,19 +283,40 @@ def symbolic_gas(program: Program, memory_weight: int) -> Affine:
 
 
 def symbolic_peak(program: Program, last_use: list[int]) -> Envelope:
-    """Peak bytes of live tensors (as vm/validate.py ``peak_bytes``), one affine function per
-    step: the envelope is exact for every value of the symbols."""
+    """The peak memory bound (vm/memory.py ``peak_memory``), one affine function per point of
+    a run: the envelope is exact for every value of the symbols."""
     nbytes = [Affine.size(t.shape, t.dtype.itemsize) for t in program.tensors]
+    keep = Affine.of(WORKSPACE_KEEP)
     live = Affine.of(0)
     for i, t in enumerate(program.tensors):
         if t.kind != "value":
             live += nbytes[i]
-    pieces = [live]
+    pieces = [live + keep]
     for index, ins in enumerate(program.code):
         for i in ins.outputs:
             live += nbytes[i]
-        pieces.append(live)
-        for i in set(ins.inputs) | set(ins.outputs):
-            if last_use[i] == index and program.tensors[i].kind != "const":
-                live += Affine.of(-nbytes[i].const, {s: -c for s, c in nbytes[i].coeffs})
-    return Envelope.of(pieces)
+        pieces.append(live + scratch_affine(program, ins) + keep)
+        for i in frees_after(program, last_use, index, ins):
+            live += Affine.of(-nbytes[i].const, {s: -c for s, c in nbytes[i].coeffs})
+    end = keep
+    for i, t in enumerate(program.tensors):
+        if t.kind == "const":
+            end += nbytes[i]
+    for i in set(program.outputs):
+        end += nbytes[i] + nbytes[i]
+    return Envelope.of(pieces + [end])
+
+
+def scratch_affine(program: Program, ins) -> Affine:
+    """An instruction's scratch bound (vm/memory.py ``step_scratch``) as an affine function
+    of the symbols (the rules are affine in the batch: two values per symbol fix it)."""
+    def at(dims):
+        t = program.tensors
+        return STEP_SLACK + program.op(ins).scratch_bytes(
+            [shape_at(t[i].shape, dims) for i in ins.inputs],
+            [shape_at(t[i].shape, dims) for i in ins.outputs],
+            attrs_at(ins.op, ins.attrs, dims, program.semantics))
+    ones = {s: 1 for s in program.symbols}
+    base = at(ones)
+    coeffs = {s: at({**ones, s: 2}) - base for s in program.symbols}
+    return Affine.of(base - sum(coeffs.values()), {s: c for s, c in coeffs.items() if c})

@@ -16,10 +16,13 @@ import ops
 from ops import gemm as gemm_licences
 from ops.base import OpError, bound, shown
 
+from . import memory
+from .memory import peak_bytes, tensor_bytes  # noqa: F401  (their home was here)
 from .errors import InternalError, InvalidError
 from .program import KINDS, Program, storage_dtype
 from .symbolic import (Affine, Envelope, attr_symbols, check_symbolic_dims, check_symbols,
-                       infer_batched, instantiate, shape_at, symbolic_gas, symbolic_peak)
+                       infer_batched, instantiate, scratch_affine, shape_at, symbolic_gas,
+                       symbolic_peak)
 
 MAX_NDIM = 6
 MAX_DIM = 1 << 24
@@ -46,7 +49,12 @@ class Analysis:
 
     gas: int
     peak_memory: int
+    """The bound of a run's allocations on one lane: live tensors and scratch (vm/memory.py)."""
     last_use: list[int]
+    live_peak: int = 0
+    """Peak bytes of the live tensors alone (what fused plans may not raise)."""
+    tile: int = 0
+    """The largest scratch of one step: what each extra lane may hold at once."""
     gemm: dict[int, str] = field(default_factory=dict)
     acc_bounds: dict[int, int] = field(default_factory=dict)
     licences: dict[int, Any] = field(default_factory=dict)
@@ -130,8 +138,9 @@ def validate(program: Program, limits: Limits = Limits()) -> Analysis:
     if program.symbols:
         return _validate_symbolic(program, limits)
     last_use = _liveness(program)
-    analysis = Analysis(gas=_gas(program), peak_memory=_peak_memory(program, last_use),
-                        last_use=last_use)
+    analysis = Analysis(gas=_gas(program), peak_memory=memory.peak_memory(program, last_use),
+                        last_use=last_use, live_peak=memory.live_peak(program, last_use),
+                        tile=memory.largest_tile(program))
     _check_ceilings(analysis.gas, analysis.peak_memory, limits, "")
     analysis.gas_formula = Affine.of(analysis.gas)
     analysis.memory_formula = Envelope.of([Affine.of(analysis.peak_memory)])
@@ -163,15 +172,16 @@ def _validate_symbolic(program: Program, limits: Limits) -> Analysis:
     ones = {s: 1 for s in program.symbols}
     one = validate(instantiate(program, ones), limits)
     gas = symbolic_gas(program, MEMORY_WEIGHT)
-    memory = symbolic_peak(program, _liveness(program))
-    if gas.at(ones) != one.gas or memory.at(ones) != one.peak_memory:
-        raise InternalError(f"symbolic gas {gas} / memory {memory} disagree with the instance "
+    peak = symbolic_peak(program, _liveness(program))
+    if gas.at(ones) != one.gas or peak.at(ones) != one.peak_memory:
+        raise InternalError(f"symbolic gas {gas} / memory {peak} disagree with the instance "
                             f"at 1 ({one.gas} / {one.peak_memory})")
     maxima = dict(program.symbols)
     at = ", ".join(f"{s} = {n}" for s, n in sorted(maxima.items()))
-    _check_ceilings(gas.at(maxima), memory.at(maxima), limits, f" (at {at})")
-    return replace(one, gas=gas.at(maxima), peak_memory=memory.at(maxima), gas_formula=gas,
-                   memory_formula=memory)
+    _check_ceilings(gas.at(maxima), peak.at(maxima), limits, f" (at {at})")
+    tile = max((scratch_affine(program, ins).at(maxima) for ins in program.code), default=0)
+    return replace(one, gas=gas.at(maxima), peak_memory=peak.at(maxima), gas_formula=gas,
+                   memory_formula=peak, tile=tile)
 
 
 def _check_table(program: Program, limits: Limits) -> None:
@@ -395,37 +405,6 @@ def _gas(program: Program) -> int:
     for ins in program.code:
         gas += op_gas(program, ins, memo, sizes)
     return gas
-
-
-def _peak_memory(program: Program, last_use: list[int]) -> int:
-    """Peak bytes of live tensors (storage dtypes) when every buffer is freed once dead."""
-    tensors = program.tensors
-    return peak_bytes(program, [
-        (ins.outputs, [i for i in {*ins.inputs, *ins.outputs}
-                       if last_use[i] == index and tensors[i].kind != "const"])
-        for index, ins in enumerate(program.code)])
-
-
-def tensor_bytes(program: Program) -> list[int]:
-    """Bytes of every tensor in its storage dtype (a plan's own, for the tensors a CPU plan
-    holds in a narrower one: vm/ort/plan.py)."""
-    return [math.prod(t.shape) * t.dtype.itemsize for t in program.tensors]
-
-
-def peak_bytes(program: Program, steps) -> int:
-    """Peak bytes of live tensors over ``steps``, pairs (tensors written, tensors freed after):
-    inputs and constants live from the start."""
-    nbytes = tensor_bytes(program)
-    live = sum(n for n, t in zip(nbytes, program.tensors) if t.kind != "value")
-    peak = live
-    for outputs, frees in steps:
-        for i in outputs:
-            live += nbytes[i]
-        if live > peak:
-            peak = live
-        for i in frees:
-            live -= nbytes[i]
-    return peak
 
 
 NONNEG_SOURCES = {"relu": lambda a: True, "clip": lambda a: a["a_min"] >= 0,
