@@ -134,18 +134,29 @@ class Attr:
         if kind == "ints":
             if _is_int(value):
                 value = (value,)
-            entry = (lambda v: _is_int(v) or isinstance(v, str)) if self.symbolic else _is_int
-            require(isinstance(value, (tuple, list)) and all(entry(v) for v in value),
+            require(isinstance(value, (tuple, list)),
                     f"attribute {name} must be a tuple of ints, got {shown(value)}")
-            value = tuple(v if isinstance(v, str) else int(v) for v in value)
-            if self.expand and len(value) == 1:
-                value = value * self.expand
-            require(self.length is None or len(value) in self.length,
+            require(self.length is None or len(value) in self.length or
+                    self.expand and len(value) == 1,          # the count first: O(1)
                     f"attribute {name} must have {' or '.join(map(str, self.length or ()))} "
                     f"values, got {len(value)}")
-            for v in value:
-                if not isinstance(v, str):          # a symbol: checked once substituted
-                    self._check_range(v)
+            if all(type(v) is int for v in value):            # the common case at C speed
+                value = tuple(value)
+                if value and not ((self.lo is None or min(value) >= self.lo) and
+                                  (self.hi is None or max(value) <= self.hi)):
+                    for v in value:
+                        self._check_range(v)
+            else:
+                entry = (lambda v: _is_int(v) or isinstance(v, str)) if self.symbolic \
+                    else _is_int
+                require(all(entry(v) for v in value),
+                        f"attribute {name} must be a tuple of ints, got {shown(value)}")
+                value = tuple(v if isinstance(v, str) else int(v) for v in value)
+                for v in value:
+                    if not isinstance(v, str):      # a symbol: checked once substituted
+                        self._check_range(v)
+            if self.expand and len(value) == 1:
+                value = value * self.expand
             return value
         require(_is_int(value), f"attribute {name} must be an int, got {shown(value)}")
         self._check_range(int(value))

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from .base import Attr, OpDef, Ref, bitlen, bound, require, size_of, wide
 from .conv import conv2d_scratch, conv2d_tiled
+from .pool import pool_excess_work
 from .registry import register
 from .z3util import build, fold_max
 
@@ -313,6 +314,15 @@ def _max_pool2d_scratch(in_shapes, out_shapes, a) -> int:
     return 4 * n * c * hp * (wp + ow) + 8 * 2 * size_of(out_shapes[0])
 
 
+def _max_pool2d_work(shapes, precs, a) -> int:
+    """Gas for the padded cells beyond the windows' (ops/pool.py ``pool_excess_work``)."""
+    n, c, h, w = shapes[0]
+    (kh, kw), (sh, sw), (ph, pw) = a["pool_size"], a["strides"], a["padding"]
+    oh, ow = _max_pool2d_shape(shapes, a)[2:]
+    hp, wp = max(h + 2 * ph, (oh - 1) * sh + kh), max(w + 2 * pw, (ow - 1) * sw + kw)
+    return pool_excess_work(shapes, a, (hp, wp, oh, ow))
+
+
 def _max_pool2d_z3(zx, x, **a):
     """The maximum of the in-range cells of each window."""
     n, c, h, w = x.shape
@@ -338,7 +348,7 @@ register(OpDef(
     precision=lambda precs, shapes, a: precs[0],
     cost=lambda shapes, a: a["pool_size"][0] * a["pool_size"][1],
     scalar=_max_pool2d_scalar, kernel=_max_pool2d_kernel, z3=_max_pool2d_z3,
-    batch="rows", scratch=_max_pool2d_scratch,
+    batch="rows", scratch=_max_pool2d_scratch, work=_max_pool2d_work,
 ))
 
 

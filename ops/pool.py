@@ -123,31 +123,66 @@ def _sum_pool_scalar(args, a):
 
 
 def _sum_pool_kernel(xp, x, *, pool_size, strides, padding, zero_point, count_include_pad):
-    """Window sums of the zero-padded centred input, times the int64 factor table."""
+    """Window sums of the zero-padded centred input, times the int64 factor table: tap by tap
+    for small windows, else from the 2-D prefix sums (exact: |sum| <= 2^28 cells x 2^32 within
+    the memory ceiling; beyond 2^62 tap by tap)."""
     a = dict(pool_size=pool_size, strides=strides, padding=padding,
              count_include_pad=count_include_pad)
     n, c, h, w = x.shape
     (kh, kw), (sh, sw), (ph, pw) = pool_size, strides, padding
     oh, ow = _pool_out(h, ph, kh, sh), _pool_out(w, pw, kw, sw)
-    xs = xp.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=xp.int64)
-    xs[:, :, ph:ph + h, pw:pw + w] = wide(xp, x) - zero_point
-    y = xp.zeros((n, c, oh, ow), dtype=xp.int64)
-    for r in range(kh):
-        for s in range(kw):
-            y += xs[:, :, r:r + sh * (oh - 1) + 1:sh, s:s + sw * (ow - 1) + 1:sw]
+    hp, wp = h + 2 * ph, w + 2 * pw
+    reach = (bound(32) + abs(zero_point)) * hp * wp
+    prefix = kh * kw > PREFIX_TAPS and reach < 1 << 62
+    xs = xp.zeros((n, c, hp + prefix, wp + prefix), dtype=xp.int64)
+    xs[:, :, ph + prefix:ph + prefix + h, pw + prefix:pw + prefix + w] = wide(xp, x) - zero_point
+    if prefix:                          # xs[.., i, j] = sum of the cells above and left of (i, j)
+        xp.cumsum(xs, axis=2, out=xs)
+        xp.cumsum(xs, axis=3, out=xs)
+        r0, c0 = xp.arange(oh) * sh, xp.arange(ow) * sw
+        r1, c1 = (r0 + kh)[:, None], c0 + kw
+        r0 = r0[:, None]
+        y = xs[:, :, r1, c1] - xs[:, :, r0, c1] - xs[:, :, r1, c0] + xs[:, :, r0, c0]
+    else:
+        y = xp.zeros((n, c, oh, ow), dtype=xp.int64)
+        for r in range(kh):
+            for s in range(kw):
+                y += xs[:, :, r:r + sh * (oh - 1) + 1:sh, s:s + sw * (ow - 1) + 1:sw]
     rows, cols = factor_axes(xp, x.shape, a)
     y *= rows
     y *= cols
     return y
 
 
+PREFIX_TAPS = 16
+"""Windows of more cells are summed from prefix sums (a constant number of passes)."""
+
+
+def pool_excess_work(shapes, a, padded) -> int:
+    """Gas for the cells a pool's kernel visits beyond those its windows cover (CVM charges
+    KH KW per output element): the padded input where the strides skip cells, so that the
+    gas bounds the time; 0 where the windows cover the input (stride <= pool size)."""
+    n, c, h, w = shapes[0]
+    (kh, kw) = a["pool_size"]
+    oh, ow = padded[2], padded[3]
+    return n * c * max(0, padded[0] * padded[1] - kh * kw * oh * ow)
+
+
+def _sum_pool_work(shapes, precs, a) -> int:
+    n, c, h, w = shapes[0]
+    (kh, kw), (sh, sw), (ph, pw) = a["pool_size"], a["strides"], a["padding"]
+    oh, ow = _pool_out(h, ph, kh, sh), _pool_out(w, pw, kw, sw)
+    return pool_excess_work(shapes, a, (h + 2 * ph, w + 2 * pw, oh, ow))
+
+
 def _sum_pool_scratch(in_shapes, out_shapes, a) -> int:
     """The kernel's temporaries: the zero-padded int64 input (larger than the input where the
-    padding is), the centred input, the int64 sums and their products, the factor axes."""
+    padding is; its prefix sums in place), the centred input, the int64 sums (four gathers of
+    the prefix sums) and their products, the factor axes."""
     n, c, h, w = in_shapes[0]
     (ph, pw), out = a["padding"], out_shapes[0]
-    padded = n * c * (h + 2 * ph) * (w + 2 * pw)
-    return 8 * (padded + 2 * size_of(in_shapes[0]) + 2 * size_of(out) + 2 * (out[2] + out[3]))
+    padded = n * c * (h + 2 * ph + 1) * (w + 2 * pw + 1)
+    return 8 * (padded + 2 * size_of(in_shapes[0]) + 6 * size_of(out) + 2 * (out[2] + out[3]))
 
 
 def _sum_pool_z3(zx, x, **a):
@@ -175,7 +210,7 @@ register(OpDef(
     shape=_sum_pool_shape, precision=_sum_pool_precision,
     cost=lambda shapes, a: a["pool_size"][0] * a["pool_size"][1] + 1,
     scalar=_sum_pool_scalar, kernel=_sum_pool_kernel, z3=_sum_pool_z3,
-    batch="rows", scratch=_sum_pool_scratch,
+    batch="rows", scratch=_sum_pool_scratch, work=_sum_pool_work,
 ))
 
 

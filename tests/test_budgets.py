@@ -9,10 +9,12 @@ import tracemalloc
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 import vm
 from vm.errors import DetvmError, InvalidError
 from vm.program import Instr, Program, Tensor
+from tests.cases import values_for
 
 MiB = 1 << 20
 NUMPY = vm.cpu(backend="numpy")
@@ -124,10 +126,10 @@ def sum_pool(side: int) -> bytes:
 
 
 def test_precision_rules_do_not_enumerate_the_output():
-    """F1: sum_pool2d's precision rule costs O(attributes): validating a 2^28-pixel output
-    executes as many lines as a 2^8-pixel one, in kilobytes; 2^30 pixels exceed the memory
-    ceiling and are refused as cheaply."""
-    small, large, huge = sum_pool(1 << 4), sum_pool(1 << 14), sum_pool(1 << 15)
+    """F1: sum_pool2d's precision rule costs O(attributes): validating a 2^24-pixel output
+    executes as many lines as a 2^8-pixel one, in kilobytes; 2^28 and 2^30 pixels exceed the
+    memory ceiling (the kernel's int64 scratch, F2) and are refused as cheaply."""
+    small, large, huge = sum_pool(1 << 4), sum_pool(1 << 12), sum_pool(1 << 15)
     vm.load(small)                                  # caches warm
     assert abs(steps(lambda: vm.load(large)) - steps(lambda: vm.load(small))) < SAME_WORK
     error, peak = traced_peak(lambda: vm.load(large))
@@ -179,3 +181,153 @@ def test_instruction_ceiling_is_checked_before_decoding():
     failure, peak = traced_peak(lambda: vm.load(blob, limits=limits))
     assert isinstance(failure, InvalidError) and "exceed the ceiling" in str(failure)
     assert peak < 64 * 1024 and steps(lambda: vm.load(blob, limits=limits)) < CONSTANT_WORK
+
+
+# -- every hostile rejection: bounded memory (bench/budgets.py checks its < 50 ms) -------------
+
+HOSTILE = None
+
+
+def hostile_cases():
+    global HOSTILE
+    if HOSTILE is None:
+        from tests.hostile import corpus
+        HOSTILE = corpus()
+    return HOSTILE
+
+
+def test_every_hostile_rejection_is_cheap():
+    """Every case of the hostile corpus (tests/hostile.py: the campaign's claims, bombs and
+    foreign exceptions) fails with its detvm error in < 64 MB beyond its input's bytes, and
+    (a hang guard, 40x the 50 ms budget that bench/budgets.py checks) within 2 s."""
+    import time
+    for case in hostile_cases():
+        start = time.process_time()
+        error, peak = traced_peak(case.run)
+        seconds = time.process_time() - start
+        assert isinstance(error, case.error), (case.name, error)
+        assert peak < REJECTION_MEMORY, (case.name, peak)
+        assert seconds < 2, (case.name, seconds)
+
+
+def test_load_work_is_linear_in_the_instructions():
+    """Load executes the same Python lines per instruction at 200 and 2000 instructions (a
+    quadratic pass would show as a 10x larger count per instruction)."""
+    small, large = relu_chain(200), relu_chain(2000)
+    vm.load(small)
+    per_small = steps(lambda: vm.load(small)) / 200
+    per_large = steps(lambda: vm.load(large)) / 2000
+    assert per_large < 1.2 * per_small
+
+
+# -- run time within the gas (docs/format.md, Budgets) ------------------------------------------
+
+GAS_RATE = 10 ** 7
+"""Gas per second every op sustains at its worst case per gas unit (numpy executor)."""
+RUN_FIXED = 2e-3
+"""Seconds of a run beyond its instructions (checks, copies)."""
+RUN_PER_INSTRUCTION = 5e-4
+"""Seconds of an instruction beyond its gas (dispatch, small temporaries)."""
+GENEROUS = 20
+"""The tests' margin over the budget (a loaded CI machine); bench/budgets.py checks it
+exactly."""
+
+
+def run_budget(gas: int, instructions: int) -> float:
+    return RUN_FIXED + RUN_PER_INSTRUCTION * instructions + gas / GAS_RATE
+
+
+def _one_op(name: str, inputs: list, **attrs):
+    """(program, feeds): ``name`` on inputs (array, precision)."""
+    from compiler import Builder
+    b, feeds, args = Builder(f"worst-{name}"), {}, []
+    for k, (a, p) in enumerate(inputs):
+        args.append(b.input(f"x{k}", a.shape, p))
+        feeds[f"x{k}"] = a
+    out = b.op(name, *args, **attrs)
+    b.output(*(out if isinstance(out, tuple) else (out,)))
+    return b.build(), feeds
+
+
+def _nms_disjoint(n: int = 2048):
+    k = np.arange(n)
+    rows = np.stack([0 * k, n - k, 4 * k, 0 * k, 4 * k + 3, 0 * k + 3], 1)[None]
+    return _one_op("non_max_suppression", [(rows.astype(np.int32), 16),
+                                           (np.array([n], np.int32), 16)],
+                   iou_threshold=100)
+
+
+def _rng(*shape, p=8):
+    r = (1 << (p - 1)) - 1
+    return np.random.default_rng(0).integers(-r, r + 1, shape).astype(
+        np.int8 if p <= 8 else np.int32)
+
+
+WORST_CASES = {
+    "non_max_suppression:2048 disjoint boxes (every pair tested)": _nms_disjoint,
+    "conv2d:a 32x32 kernel given as an input": lambda: _one_op(
+        "conv2d", [(_rng(1, 1, 160, 160), 8), (_rng(1, 1, 32, 32), 8)], channels=1,
+        kernel_size=(32, 32), use_bias=False),
+    "conv2d:dilated 3x3 with a large padding": lambda: _one_op(
+        "conv2d", [(_rng(1, 8, 32, 32), 8), (_rng(8, 8, 3, 3), 8)], channels=8,
+        kernel_size=(3, 3), padding=(64, 64), dilation=(60, 60), use_bias=False),
+    "sum_pool2d:padding with a stride as large as the window": lambda: _one_op(
+        "sum_pool2d", [(_rng(1, 1, 8, 8), 8)], pool_size=(512, 512), padding=(511, 511),
+        strides=(512, 512)),
+    "max_pool2d:padding with a stride as large as the window": lambda: _one_op(
+        "max_pool2d", [(_rng(1, 1, 8, 8), 8)], pool_size=(512, 512), padding=(511, 511),
+        strides=(512, 512)),
+    "sum_pool2d:a stride larger than the window": lambda: _one_op(
+        "sum_pool2d", [(_rng(1, 1, 2048, 2048), 8)], pool_size=(1, 1), strides=(2048, 2048)),
+    "max_pool2d:a stride larger than the window": lambda: _one_op(
+        "max_pool2d", [(_rng(1, 1, 2048, 2048), 8)], pool_size=(1, 1), strides=(2048, 2048)),
+    "sum:one long reduction": lambda: _one_op("sum", [(_rng(1 << 20, p=8), 8)], axis=(0,)),
+    "max:one long reduction": lambda: _one_op("max", [(_rng(1 << 20, p=8), 8)], axis=(0,)),
+    "argmax:one long reduction": lambda: _one_op("argmax", [(_rng(1, 1 << 20, p=8), 8)],
+                                                 axis=1),
+    "topk:k of a long row": lambda: _one_op("topk", [(_rng(1, 1 << 16, p=8), 8)], k=1 << 15,
+                                            axis=1),
+    "strided_slice:a sparse slice of a large input": lambda: _one_op(
+        "strided_slice", [(_rng(1 << 20, p=8), 8)], begin=(0,), end=(1 << 20,),
+        stride=(1 << 19,)),
+}
+
+
+@pytest.mark.parametrize("case", sorted(WORST_CASES))
+def test_worst_cases_run_within_their_gas(case):
+    """Run time within the gas at hand-made worst cases per gas unit: CPU time of a run <=
+    GENEROUS x (RUN_FIXED + RUN_PER_INSTRUCTION + gas / GAS_RATE); bench/budgets.py checks the
+    budget itself, with every op's law cases scaled up as well."""
+    import time
+    program, feeds = WORST_CASES[case]()
+    model = vm.load(program, ctx=vm.Context("cpu", backend="numpy"))
+    typed = {t.name: feeds[t.name].astype(t.dtype) for t in model.inputs}
+    model.run(typed)
+    start = time.process_time()
+    model.run(typed)
+    seconds = time.process_time() - start
+    assert seconds <= GENEROUS * run_budget(model.gas, len(program.code)), (seconds, model.gas)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+@given(data=st.data())
+def test_sum_pool_prefix_sums_equal_the_reference(data):
+    """sum_pool2d's prefix-sum path (windows of more than PREFIX_TAPS cells; here every
+    window) gives the reference executor's bytes."""
+    from unittest import mock
+    from ops import pool
+    from tests.cases import all_cases
+    from tests.test_memory import _build
+    case = data.draw(all_cases()["sum_pool2d"])
+    values = [np.array(i.values if i.values is not None else
+                       data.draw(values_for(i.shape, i.precision)), np.int64).reshape(i.shape)
+              for i in case.inputs]
+    built = _build("sum_pool2d", case, values, (), 1)
+    if built is None:
+        return
+    program, feeds = built[:2]
+    with mock.patch.object(pool, "PREFIX_TAPS", 0):
+        got = vm.load(program, ctx=vm.Context("cpu", backend="numpy")).run(feeds)
+    want = vm.load(program, vm.reference()).run(feeds)
+    assert got["out" if "out" in got else next(iter(got))].tobytes() == \
+        want["out" if "out" in want else next(iter(want))].tobytes()

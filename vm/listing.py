@@ -31,7 +31,9 @@ def type_text(shape, precision: int) -> str:
     return f"[{', '.join(map(str, shape))}] p{precision}"
 
 
-def attr_text(v: Any) -> str:
+def attr_text(v: Any, items: int | None = None) -> str:
+    """An attribute value as the parser reads it; a list cut after ``items`` entries (for
+    error messages: ``[1, 2, ...]`` does not parse)."""
     if isinstance(v, bool):
         return "true" if v else "false"
     if v is None:
@@ -39,12 +41,15 @@ def attr_text(v: Any) -> str:
     if isinstance(v, str):
         return quote(v)
     if isinstance(v, (tuple, list)):
-        return "[" + ", ".join(x if isinstance(x, str) else str(int(x)) for x in v) + "]"
+        more = ", ..." if items is not None and len(v) > items else ""
+        v = v[:items] if more else v
+        return "[" + ", ".join(x if isinstance(x, str) else str(int(x)) for x in v) + more + "]"
     return str(int(v))
 
 
-def instruction_text(program, ins) -> str:
-    """One instruction as the parser reads it (also quoted by error messages)."""
+def instruction_text(program, ins, items: int | None = None) -> str:
+    """One instruction as the parser reads it (also quoted by error messages: with ``items``,
+    lists are cut after that many entries)."""
     results = ", ".join(f"{ref(program, i)} : "
                         + type_text(program.tensors[i].shape, program.tensors[i].precision)
                         for i in ins.outputs)
@@ -53,7 +58,8 @@ def instruction_text(program, ins) -> str:
         text += " " + ", ".join(ref(program, i) for i in ins.inputs)
     attrs = _non_default(program.op(ins), ins.attrs)
     if attrs:
-        text += " {" + ", ".join(f"{k}={attr_text(v)}" for k, v in sorted(attrs.items())) + "}"
+        text += " {" + ", ".join(f"{k}={attr_text(v, items)}"
+                                 for k, v in sorted(attrs.items())) + "}"
     return text
 
 

@@ -112,5 +112,5 @@ class Program:
         """Instruction ``index`` quoted as one line of assembly (for error messages), cut to
         :data:`QUOTE_LIMIT` characters."""
         from .listing import instruction_text
-        text = clip_text(instruction_text(self, self.code[index]), QUOTE_LIMIT)
+        text = clip_text(instruction_text(self, self.code[index], QUOTE_LIMIT), QUOTE_LIMIT)
         return f"instruction {index} `{text}`"
