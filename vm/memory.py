@@ -36,12 +36,27 @@ def tensor_bytes(program: Program) -> list[int]:
     return [math.prod(t.shape) * t.dtype.itemsize for t in program.tensors]
 
 
-def step_scratch(program: Program, ins) -> int:
-    """The scratch bound of one instruction: its op's rule plus STEP_SLACK."""
+def step_scratch(program: Program, ins, memo: dict | None = None) -> int:
+    """The scratch bound of one instruction: its op's rule plus STEP_SLACK (``memo``: the
+    op and its rule once per distinct application)."""
     tensors = program.tensors
-    return STEP_SLACK + program.op(ins).scratch_bytes(
-        [tensors[i].shape for i in ins.inputs], [tensors[i].shape for i in ins.outputs],
-        ins.attrs)
+    op = memo.get(ins.op) if memo is not None else None
+    if op is None:
+        op = program.op(ins)
+        if memo is not None:
+            memo[ins.op] = op
+    if not callable(op.scratch):                # words per operand element: no key needed
+        return STEP_SLACK + 8 * op.scratch * sum(
+            tensors[i].size for i in (*ins.inputs, *ins.outputs))
+    ins_shapes = tuple(tensors[i].shape for i in ins.inputs)
+    out_shapes = tuple(tensors[i].shape for i in ins.outputs)
+    key = (ins.op, ins_shapes, out_shapes, tuple(ins.attrs.items()))
+    value = memo.get(key) if memo is not None else None
+    if value is None:
+        value = STEP_SLACK + op.scratch_bytes(ins_shapes, out_shapes, ins.attrs)
+        if memo is not None:
+            memo[key] = value
+    return value
 
 
 def frees_after(program: Program, last_use: list[int], index: int, ins) -> list[int]:
@@ -50,11 +65,11 @@ def frees_after(program: Program, last_use: list[int], index: int, ins) -> list[
             if last_use[i] == index and program.tensors[i].kind != "const"]
 
 
-def peak_bytes(program: Program, steps) -> int:
+def peak_bytes(program: Program, steps, nbytes: list[int] | None = None) -> int:
     """Peak bytes of live tensors over ``steps``: (tensors written, tensors freed after) pairs,
     or triples with the step's scratch bytes added while it runs. Inputs and constants live
-    from the start."""
-    nbytes = tensor_bytes(program)
+    from the start (``nbytes``: :func:`tensor_bytes`, if known)."""
+    nbytes = tensor_bytes(program) if nbytes is None else nbytes
     live = sum(n for n, t in zip(nbytes, program.tensors) if t.kind != "value")
     peak = live
     for step in steps:
@@ -70,23 +85,36 @@ def peak_bytes(program: Program, steps) -> int:
 
 def live_peak(program: Program, last_use: list[int]) -> int:
     """Peak bytes of the live tensors alone, buffers freed once dead (no scratch)."""
-    return peak_bytes(program, [(ins.outputs, frees_after(program, last_use, k, ins))
-                                for k, ins in enumerate(program.code)])
+    return analyse(program, last_use)[1]
 
 
 def peak_memory(program: Program, last_use: list[int]) -> int:
     """The bound of a run's allocations on one lane (see the module docstring)."""
-    steps = [(ins.outputs, frees_after(program, last_use, k, ins), step_scratch(program, ins))
-             for k, ins in enumerate(program.code)]
-    nbytes = tensor_bytes(program)
-    outputs = sum(nbytes[i] for i in set(program.outputs))
-    end = sum(n for n, t in zip(nbytes, program.tensors) if t.kind == "const") + 2 * outputs
-    return max(peak_bytes(program, steps), end) + WORKSPACE_KEEP
+    return analyse(program, last_use)[0]
 
 
 def largest_tile(program: Program) -> int:
     """The largest scratch of one step (what each extra lane may hold at once)."""
-    return max((step_scratch(program, ins) for ins in program.code), default=0)
+    memo: dict = {}
+    return max((step_scratch(program, ins, memo) for ins in program.code), default=0)
+
+
+def analyse(program: Program, last_use: list[int]) -> tuple[int, int, int]:
+    """(peak memory, peak of the live tensors alone, largest step scratch) in one pass."""
+    memo: dict = {}
+    code, tensors = program.code, program.tensors
+    frees: list[list[int]] = [[] for _ in code]
+    for i, t in enumerate(tensors):             # as frees_after, for every step at once
+        if t.kind != "const" and 0 <= last_use[i] < len(code):
+            frees[last_use[i]].append(i)
+    scratch = [step_scratch(program, ins, memo) for ins in code]
+    nbytes = tensor_bytes(program)
+    live = peak_bytes(program, [(ins.outputs, f) for ins, f in zip(code, frees)], nbytes)
+    steps = [(ins.outputs, f, x) for ins, f, x in zip(code, frees, scratch)]
+    outputs = sum(nbytes[i] for i in set(program.outputs))
+    end = sum(n for n, t in zip(nbytes, tensors) if t.kind == "const") + 2 * outputs
+    peak = max(peak_bytes(program, steps, nbytes), end) + WORKSPACE_KEEP
+    return peak, live, max(scratch, default=0)
 
 
 def lanes_memory(peak: int, tile: int, lanes: int) -> int:

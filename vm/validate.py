@@ -138,9 +138,9 @@ def validate(program: Program, limits: Limits = Limits()) -> Analysis:
     if program.symbols:
         return _validate_symbolic(program, limits)
     last_use = _liveness(program)
-    analysis = Analysis(gas=_gas(program), peak_memory=memory.peak_memory(program, last_use),
-                        last_use=last_use, live_peak=memory.live_peak(program, last_use),
-                        tile=memory.largest_tile(program))
+    peak, live, tile = memory.analyse(program, last_use)
+    analysis = Analysis(gas=_gas(program), peak_memory=peak, last_use=last_use,
+                        live_peak=live, tile=tile)
     _check_ceilings(analysis.gas, analysis.peak_memory, limits, "")
     analysis.gas_formula = Affine.of(analysis.gas)
     analysis.memory_formula = Envelope.of([Affine.of(analysis.peak_memory)])
