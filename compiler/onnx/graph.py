@@ -74,9 +74,37 @@ def load_model(source) -> Any:
             raise EnvironmentFault(f"cannot read {os.fspath(source)}: {e.strerror or e}") \
                 from None
     try:
-        return onnx.load_from_string(bytes(source))
+        model = onnx.load_from_string(bytes(source))
     except Exception as e:       # protobuf DecodeError and friends
         raise MalformedError(f"not an ONNX model: {e or 'cannot parse the protobuf'}") from None
+    _check_texts(model.graph)
+    return model
+
+
+def _check_texts(graph) -> None:
+    """Every name, op type and domain of ``graph`` (and of the graphs in its nodes' attributes)
+    is text: protobuf hands a proto2 string that is not UTF-8 over as bytes."""
+    texts = [graph.name, *(t.name for t in graph.initializer),
+             *(v.name for v in (*graph.input, *graph.output))]
+    for n in graph.node:
+        texts += [n.name, n.op_type, n.domain, *n.input, *n.output]
+        for a in n.attribute:
+            texts.append(a.name)
+            for g in list(a.graphs) + ([a.g] if a.HasField("g") else []):
+                _check_texts(g)
+    if not all(isinstance(t, str) for t in texts):
+        bad = next(t for t in texts if not isinstance(t, str))
+        raise MalformedError(f"not an ONNX model: a name or op type is not UTF-8 text "
+                             f"({bytes(bad[:40])!r})")
+
+
+def _initializer(numpy_helper, t):
+    """An initializer as an array; a malformed one (type, dims and data disagreeing) is a
+    MalformedError naming it."""
+    try:
+        return numpy_helper.to_array(t)
+    except (ValueError, TypeError, KeyError) as e:   # KeyError: an unknown element type
+        raise MalformedError(f"initializer {t.name!r}: {e}") from None
 
 
 def read_graph(model, batch: int = 1, shapes: Mapping[str, Sequence[int]] | None = None) \
@@ -89,7 +117,7 @@ def read_graph(model, batch: int = 1, shapes: Mapping[str, Sequence[int]] | None
     if version < MIN_OPSET:
         raise InvalidError(f"ONNX opset {version} is not supported (need >= {MIN_OPSET})")
     g = model.graph
-    consts = {t.name: numpy_helper.to_array(t) for t in g.initializer}
+    consts = {t.name: _initializer(numpy_helper, t) for t in g.initializer}
     dims = input_dims(model, batch, shapes)
     inputs = [(i.name, _dtype(onnx, i.type.tensor_type.elem_type), dims[i.name])
               for i in g.input if i.name not in consts]
@@ -212,5 +240,5 @@ def _attr(onnx, attr) -> Any:
     if isinstance(value, bytes):
         return value.decode("utf-8", errors="replace")
     if isinstance(value, onnx.TensorProto):
-        return onnx.numpy_helper.to_array(value)
+        return _initializer(onnx.numpy_helper, value)
     return value

@@ -41,7 +41,11 @@ def qparams(node: Node, args: list, k: int, default_dtype: str = "uint8"):
         zp, dtype = np.zeros(1, np.int64), _output_dtype(node, default_dtype)
     if not (np.all(np.isfinite(scale)) and np.all(scale > 0)):
         raise InvalidError(f"{node.describe()}: scales must be positive and finite")
-    return scale, np.asarray(zp).astype(np.int64).reshape(-1), dtype
+    zp = np.asarray(zp)
+    if zp.dtype.kind not in "iu":           # a float zero point (NaN casts differ by machine)
+        raise InvalidError(f"{node.describe()}: zero points of element type {dtype} are not "
+                           f"supported (integers only)")
+    return scale, zp.astype(np.int64).reshape(-1), dtype
 
 
 def _output_dtype(node: Node, default: str) -> str:
