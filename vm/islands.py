@@ -32,6 +32,7 @@ MAX_VALUES = 256
 def islands(program: Program, steps: list, skip=frozenset()) -> dict[int, Step]:
     """{sink instruction: Step} of the program's islands (none of them in ``skip``)."""
     ranges, readers = Ranges(program), defaultdict(list)
+    producer = {t: k for k, ins in enumerate(program.code) for t in ins.outputs}
     for k, ins in enumerate(program.code):
         for t in ins.inputs:
             readers[t].append(k)
@@ -39,7 +40,7 @@ def islands(program: Program, steps: list, skip=frozenset()) -> dict[int, Step]:
     for sink in reversed(range(len(program.code))):
         if sink in taken or not _elementwise(program, sink):
             continue
-        members = _grow(program, sink, readers, ranges, taken)
+        members = _grow(program, sink, readers, producer, ranges, taken)
         inputs = _inputs(program, members)
         worth = any(program.code[k].op == "requantize" for k in members)  # the costly one
         if worth and 1 <= len(inputs) <= 2 and \
@@ -61,10 +62,10 @@ def _span(r: tuple[int, int]) -> int:
     return r[1] - r[0] + 1
 
 
-def _grow(program: Program, sink: int, readers, ranges, taken) -> set[int]:
+def _grow(program: Program, sink: int, readers, producer, ranges, taken) -> set[int]:
     """The sink and, recursively, the producers of its inputs that take more than
-    MAX_VALUES values, while they are elementwise and only the island reads their result."""
-    producer = {t: k for k, ins in enumerate(program.code) for t in ins.outputs}
+    MAX_VALUES values, while they are elementwise and only the island reads their result
+    (``producer``: tensor -> the instruction writing it)."""
     outputs, members = set(program.outputs), {sink}
     while len(members) < len(program.code):
         wide = [t for t in _inputs(program, members) if _span(ranges.of(t)) > MAX_VALUES]

@@ -87,8 +87,8 @@ class Region:
         """``name`` holds tensor t's values, in ``layout`` and ``dtype``; with ``offset`` (a
         constant of that dtype broadcasting in that layout), t is name + offset, added when a
         rule needs it (:meth:`shifted` adds its own constant in the same node)."""
-        for key in [k for k in self.vals if k[0] == t]:
-            del self.vals[key]
+        for layout_ in ("nchw", "nhwc"):        # the layouts a value is held in
+            self.vals.pop((t, layout_), None)
         self.vals[(t, layout)], self.dtypes[t] = name, np.dtype(dtype)
         self.offsets.pop(t, None)
         if offset is not None:
