@@ -65,8 +65,8 @@ def rows(inst) -> list[Row]:
 
 def live_bytes(program, last_use: list[int]) -> list[int]:
     """Bytes of live tensors while each instruction runs (its inputs, its outputs, everything
-    still to be read; inputs and constants live from the start): the validator's peak is the
-    maximum (vm/validate.py peak_bytes)."""
+    still to be read; inputs and constants live from the start): the validator's live-tensor
+    peak is the maximum (vm/memory.py; the peak memory adds the kernels' scratch)."""
     nbytes = [t.size * t.dtype.itemsize for t in program.tensors]
     live = sum(nbytes[i] for i, t in enumerate(program.tensors) if t.kind != "value")
     out = []

@@ -117,7 +117,7 @@ def test_the_facts_are_the_validators(report):
             assert 1 << (r.acc_bits - 1) <= acc < 1 << r.acc_bits <= 1 << r.acc_limit
     inputs = sum(5 * x.size for x in program.tensors if x.kind != "value")
     assert inputs + sum(r.gas for r in facts) == model.gas
-    assert max(live_bytes(program, inst.analysis.last_use)) == model.peak_memory
+    assert max(live_bytes(program, inst.analysis.last_use)) == inst.analysis.live_peak
 
 
 def test_certificate_status(tmp_path):

@@ -42,7 +42,8 @@ def qparams(node: Node, args: list, k: int, default_dtype: str = "uint8"):
     if not (np.all(np.isfinite(scale)) and np.all(scale > 0)):
         raise InvalidError(f"{node.describe()}: scales must be positive and finite")
     zp = np.asarray(zp)
-    if zp.dtype.kind not in "iu":           # a float zero point (NaN casts differ by machine)
+    if zp.dtype.kind in "fc" or "float" in zp.dtype.name:   # float8 too: NaN casts differ
+        # by machine (int4 and int2, ml_dtypes' kind 'V', are integers)
         raise InvalidError(f"{node.describe()}: zero points of element type {dtype} are not "
                            f"supported (integers only)")
     return scale, zp.astype(np.int64).reshape(-1), dtype
