@@ -140,7 +140,7 @@ register(OpDef(
            Attr("shift", "int", lo=0, hi=62)) + RANGE,
     shape=_variance_shape, precision=_variance_precision, cost=lambda shapes, a: 4,
     scalar=_variance_scalar, kernel=_variance_kernel, z3=_variance_z3,
-    batch=outside("axes"),
+    batch=outside("axes"), scratch=8,       # x wide, x^2, the sums and their products
 ))
 
 
@@ -281,5 +281,5 @@ register(OpDef(
            Attr("zero_point_u", "int", default=0, lo=-(1 << 16), hi=1 << 16)) + RANGE,
     shape=_norm_shape, precision=_norm_precision, cost=lambda shapes, a: 40,
     scalar=_norm_scalar, kernel=_norm_kernel, z3=_norm_z3,
-    batch=outside("axes", "map"),
+    batch=outside("axes", "map"), scratch=12,   # N, its products, the square-root steps
 ))
