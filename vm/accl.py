@@ -7,32 +7,33 @@
 
 A thin layer over vm.Model: frames are pipelined through worker threads (``stream_workers``),
 each pulling a frame only when it is free, so a fast producer is never read ahead of the
-workers (back-pressure) and memory stays bounded; the outputs of each stream arrive in input order and are byte-identical to sequential
-``Model.run`` calls, whatever the interleaving. An exception in a user callback or a run stops
-the pipeline and is re-raised by ``wait()``; a callback returning None (or raising
-StopIteration) ends its stream. Timeouts (milliseconds, as MemryX) raise
-:class:`AcclTimeoutError`, both a detvm EnvironmentFault and a TimeoutError.
+workers (back-pressure) and memory stays bounded; the outputs of each stream arrive in input
+order and are byte-identical to sequential ``Model.run`` calls, whatever the interleaving. An
+exception in a user callback or a run stops the pipeline and is re-raised by ``wait()`` (once);
+a callback returning None (or raising StopIteration) ends its stream; ``stop()`` may be called
+from a callback. Timeouts (milliseconds, as MemryX) raise :class:`AcclTimeoutError`, both a
+detvm EnvironmentFault and a TimeoutError; the misuses MemryX answers with RuntimeError raise
+:class:`AcclUsageError`, both a TrapError and a RuntimeError. The threads: vm/accl_workers.py.
 """
 from __future__ import annotations
 
 import inspect
-import queue
+import numbers
 import threading
+import weakref
 from typing import Any, Callable
 
 import numpy as np
 
-from .errors import EnvironmentFault, TrapError
+from .accl_workers import AcclTimeoutError, AcclUsageError, SendReceive, StreamRun
+from .errors import TrapError
 from .loader import load
 from .model import Model
 from .pipeline import Pipeline
 
 QUEUE_DEPTH = 2
-"""Frames waiting in a SyncAccl's input buffer; ``send`` blocks beyond it."""
-
-
-class AcclTimeoutError(EnvironmentFault, TimeoutError):
-    """A send or receive found no room or no data within its timeout."""
+"""Frames a SyncAccl's input buffer and its output buffer each hold; with nothing received,
+``send`` blocks (back-pressure) once both are full."""
 
 
 class _Models:
@@ -113,7 +114,10 @@ class SyncAccl(_Base):
 
     def __init__(self, dfp, group_id: int = 0, **kwargs):
         super().__init__(dfp, group_id, **kwargs)
-        self._pipes: dict[int, _Pipeline] = {}
+        self._pipes: dict[int, SendReceive] = {}
+        self._pipes_lock = threading.Lock()
+        self._shut = False
+        weakref.finalize(self, _close_pipes, self._pipes, self._pipes_lock, False)
 
     def run(self, inputs, model_idx: int = 0):
         """The outputs of one frame (a list, in port order), or a list of them for a list of
@@ -126,75 +130,54 @@ class SyncAccl(_Base):
         return self.models.run(k, inputs)
 
     def send(self, data, model_idx: int = 0, timeout: int | None = None) -> None:
-        """Queue a frame; block (at most ``timeout`` ms) while the input buffer is full."""
-        self._pipe(model_idx).put(data, timeout)
+        """Queue a frame; block (at most ``timeout`` ms) while the buffers are full (nothing
+        received)."""
+        seconds = _seconds(timeout)
+        if data is None:
+            raise TrapError("send: no data (a frame is an array or a sequence of arrays)")
+        self._pipe(model_idx).put(data, seconds, timeout)
 
     def receive(self, model_idx: int = 0, timeout: int | None = None) -> list[np.ndarray]:
         """The outputs of the oldest frame sent; block (at most ``timeout`` ms) until ready."""
-        return self._pipe(model_idx).get(timeout)
+        seconds = _seconds(timeout)
+        return self._pipe(model_idx).get(seconds, timeout)
 
-    def _pipe(self, model_idx: int) -> "_Pipeline":
+    def _pipe(self, model_idx: int) -> SendReceive:
         k = self.models.index(model_idx)
-        if k not in self._pipes:
-            self._pipes[k] = _Pipeline(lambda frame: self.models.run(k, frame))
-        return self._pipes[k]
+        with self._pipes_lock:                  # the first sends may race from several threads
+            if self._shut:
+                raise TrapError("the accelerator was shut down")
+            if k not in self._pipes:
+                models = self.models            # the worker must not hold self (finalize)
+                self._pipes[k] = SendReceive(lambda frame: models.run(k, frame), QUEUE_DEPTH)
+            return self._pipes[k]
 
     def shutdown(self) -> None:
-        for pipe in self._pipes.values():
-            pipe.close()
-        self._pipes.clear()
+        """End the send/receive workers: frames not received are dropped; a blocked ``send``
+        or ``receive``, and every later one, raises a TrapError (``run`` still works)."""
+        with self._pipes_lock:
+            self._shut = True
+        _close_pipes(self._pipes, self._pipes_lock, True)
 
 
-_CLOSE = object()
-"""Tells a SyncAccl worker to end (a caller's frame can never be it)."""
-
-
-class _Pipeline:
-    """send/receive for SyncAccl: one worker between two bounded queues."""
-
-    def __init__(self, fn: Callable):
-        self.inbox: queue.Queue = queue.Queue(QUEUE_DEPTH)
-        self.outbox: queue.Queue = queue.Queue()
-        self.fn = fn
-        self.worker = threading.Thread(target=self._loop, daemon=True)
-        self.worker.start()
-
-    def _loop(self) -> None:
-        while (item := self.inbox.get()) is not _CLOSE:
-            try:
-                self.outbox.put((True, self.fn(item)))
-            except BaseException as e:
-                self.outbox.put((False, e))
-
-    def put(self, frame, timeout) -> None:
-        if frame is None:
-            raise TrapError("send: no data (a frame is an array or a sequence of arrays)")
-        try:
-            self.inbox.put(frame, timeout=_seconds(timeout))
-        except queue.Full:
-            raise AcclTimeoutError(f"send: the input buffer stayed full for {timeout} ms") \
-                from None
-
-    def get(self, timeout):
-        try:
-            ok, value = self.outbox.get(timeout=_seconds(timeout))
-        except queue.Empty:
-            raise AcclTimeoutError(f"receive: no output within {timeout} ms") from None
-        if not ok:
-            raise value
-        return value
-
-    def close(self) -> None:
-        self.inbox.put(_CLOSE)
-        self.worker.join()
+def _close_pipes(pipes: dict, lock: threading.Lock, join: bool) -> None:
+    with lock:
+        closing = list(pipes.values())
+        pipes.clear()
+    for pipe in closing:
+        pipe.close(join)
 
 
 def _seconds(timeout_ms) -> float | None:
+    """A timeout in milliseconds (any real number, numpy's too) as seconds; None, or one past
+    what the platform can wait (``inf``), waits without limit."""
     if timeout_ms is None:
         return None
-    if not isinstance(timeout_ms, (int, float)) or isinstance(timeout_ms, bool) or timeout_ms < 0:
+    if not isinstance(timeout_ms, numbers.Real) or isinstance(timeout_ms, (bool, np.bool_)) \
+            or not timeout_ms >= 0:                     # NaN fails this too
         raise TrapError(f"timeout must be a number of milliseconds >= 0, got {timeout_ms!r}")
-    return timeout_ms / 1000
+    seconds = float(timeout_ms) / 1000
+    return None if seconds > threading.TIMEOUT_MAX else seconds
 
 
 class MultiStreamAsyncAccl(_Base):
@@ -208,7 +191,10 @@ class MultiStreamAsyncAccl(_Base):
         if not isinstance(workers, int) or isinstance(workers, bool) or not 1 <= workers <= 256:
             raise TrapError(f"stream_workers must be an int in [1, 256], got {stream_workers!r}")
         self.workers = workers
-        self._runs: list[_Run] = []
+        self._runs: list[StreamRun] = []
+        """The runs started and not yet waited for."""
+        self._runs_lock = threading.Lock()
+        self._connected = False
 
     def connect_streams(self, input_callback: Callable, output_callback: Callable,
                         stream_count: int, model_idx: int = 0) -> None:
@@ -218,26 +204,40 @@ class MultiStreamAsyncAccl(_Base):
             raise TrapError(f"stream_count must be a positive int, got {stream_count!r}")
         _check_signature(input_callback, "input_callback", 1)
         _check_signature(output_callback, "output_callback", 1 + self.models.outputs(k))
-        self._runs.append(_Run(lambda frame: self.models.run(k, frame), input_callback,
-                               output_callback, stream_count, self.workers))
+        run = StreamRun(lambda frame: self.models.run(k, frame), input_callback, output_callback,
+                        stream_count, self.workers)
+        with self._runs_lock:                   # before it starts: its callbacks may stop()
+            self._runs.append(run)
+        self._connected = True
+        run.start()
 
     def wait(self) -> None:
         """Block until every stream has ended and its outputs were delivered; re-raise the
-        first exception of a callback or a run."""
-        if not self._runs:
-            raise TrapError("wait: no input and output connected")
-        for run in self._runs:
+        first exception of a callback or a run (each error once: a second ``wait`` passes).
+        From a callback it is an error (it would wait for itself)."""
+        if not self._connected:
+            raise AcclUsageError("wait: no input and output connected")
+        runs = list(self._runs)
+        if any(run.owns(threading.current_thread()) for run in runs):
+            raise AcclUsageError("wait() was called from a callback: it would wait for the "
+                                 "callback itself to end (call stop() there)")
+        for run in runs:
             run.join()
-        errors = [run.error for run in self._runs if run.error is not None]
+        with self._runs_lock:                   # a callback may connect meanwhile
+            self._runs = [run for run in self._runs if run not in runs]
+        errors = [run.error for run in runs if run.error is not None]
         if errors:
             raise errors[0]
 
     def stop(self) -> None:
-        """Stop every stream now (frames in flight are dropped) and wait for the threads."""
-        for run in self._runs:
+        """Stop every stream now (frames in flight are dropped) and wait for the threads. From a
+        callback it only asks them to stop (the callback's own thread ends when it returns)."""
+        runs = list(self._runs)
+        for run in runs:
             run.stop()
-        for run in self._runs:
-            run.join()
+        if not any(run.owns(threading.current_thread()) for run in runs):
+            for run in runs:
+                run.join()
 
 
 class AsyncAccl(MultiStreamAsyncAccl):
@@ -268,81 +268,15 @@ class AsyncAccl(MultiStreamAsyncAccl):
 
     def wait(self) -> None:
         if self._pending:
-            raise TrapError("wait: a model's input or output is left unconnected")
+            raise AcclUsageError("wait: a model's input or output is left unconnected")
         super().wait()
-
-
-class _Run:
-    """One connect_streams: ``workers`` threads, each pulling the next frame from the streams
-    (round-robin, under the source lock), running it, and delivering it under the sink lock,
-    where each stream's outputs leave in input order. A worker pulls only when it is free, so
-    at most ``workers`` frames are in flight: that is the back-pressure, and the bound of the
-    reorder buffer."""
-
-    def __init__(self, fn, source, sink, streams: int, workers: int):
-        self.fn, self.source, self.sink = fn, source, sink
-        self.live = list(range(streams))
-        self.turn = 0
-        self.pulled = [0] * streams
-        self.following = [0] * streams
-        self.waiting: dict[tuple[int, int], list] = {}
-        self.source_lock, self.sink_lock = threading.Lock(), threading.Lock()
-        self.stopping = threading.Event()
-        self.error: BaseException | None = None
-        self.threads = [threading.Thread(target=self._work, daemon=True) for _ in range(workers)]
-        for t in self.threads:
-            t.start()
-
-    def _fail(self, error: BaseException) -> None:
-        if self.error is None:
-            self.error = error
-        self.stopping.set()
-
-    def _pull(self):
-        """The next (stream, number, frame), or None when every stream has ended."""
-        with self.source_lock:
-            while self.live and not self.stopping.is_set():
-                s = self.live[self.turn % len(self.live)]
-                try:
-                    frame = self.source(s)
-                except StopIteration:
-                    frame = None
-                if frame is None:
-                    self.live.remove(s)
-                    continue
-                self.turn += 1
-                self.pulled[s] += 1
-                return s, self.pulled[s] - 1, frame
-            return None
-
-    def _deliver(self, s: int, n: int, outputs: list) -> None:
-        with self.sink_lock:
-            self.waiting[(s, n)] = outputs
-            while (s, self.following[s]) in self.waiting and not self.stopping.is_set():
-                self.sink(s, *self.waiting.pop((s, self.following[s])))
-                self.following[s] += 1
-
-    def _work(self) -> None:
-        try:
-            while (item := self._pull()) is not None:
-                s, n, frame = item
-                self._deliver(s, n, self.fn(frame))
-        except BaseException as e:
-            self._fail(e)
-
-    def stop(self) -> None:
-        self.stopping.set()
-
-    def join(self) -> None:
-        for t in self.threads:
-            t.join()
 
 
 def _check_signature(fn, what: str, count: int) -> None:
     """The callback must accept ``count`` positional arguments (MemryX's rule; ``*outputs``
     accepts any number)."""
     if not callable(fn):
-        raise TrapError(f"{what}: expected a callable, got {type(fn).__name__}")
+        raise AcclUsageError(f"{what}: expected a callable, got {type(fn).__name__}")
     try:
         signature = inspect.signature(fn)
     except (TypeError, ValueError):
@@ -350,8 +284,8 @@ def _check_signature(fn, what: str, count: int) -> None:
     try:
         signature.bind(*([None] * count))
     except TypeError:
-        raise TrapError(f"{what} must accept {count} positional argument(s), its signature is "
-                        f"{signature}") from None
+        raise AcclUsageError(f"{what} must accept {count} positional argument(s), its "
+                             f"signature is {signature}") from None
 
 
-__all__ = ["SyncAccl", "AsyncAccl", "MultiStreamAsyncAccl", "AcclTimeoutError"]
+__all__ = ["SyncAccl", "AsyncAccl", "MultiStreamAsyncAccl", "AcclTimeoutError", "AcclUsageError"]
