@@ -11,6 +11,7 @@ import pytest
 
 import vm
 from detvm.common import DEMO_DIR
+from tests.test_accl import blocked_runs
 from vm.accl import QUEUE_DEPTH, AcclTimeoutError, AsyncAccl, SyncAccl
 from vm.errors import TrapError
 
@@ -174,4 +175,47 @@ def test_timeouts_of_every_kind_of_number():
         outcome = finishes(lambda: accl.receive(timeout=bad))
         assert len(outcome) == 1 and isinstance(outcome[0], TrapError), (bad, outcome)
         assert "milliseconds" in str(outcome[0])
+    accl.shutdown()
+
+
+def test_a_reused_input_buffer_is_read_when_handed_over(monkeypatch):
+    """MemryX copies a frame when it is sent or returned by the input callback: a caller may
+    refill the same buffer at once (a camera loop), even while a worker still runs the last."""
+    batch = frames(2, seed=8)
+    gate, entered = blocked_runs(monkeypatch)         # runs wait until both have started
+    buffer, got, count = np.empty_like(batch[0]), [], iter(range(len(batch) + 1))
+
+    def refill():
+        k = next(count)
+        if k == len(batch):
+            return None
+        buffer[...] = batch[k]
+        return buffer
+    accl = AsyncAccl(MODEL, stream_workers=2)
+    accl.connect_input(refill)
+    accl.connect_output(lambda logits: got.append(logits.tobytes()))
+    assert entered.acquire(timeout=60) and entered.acquire(timeout=60)
+    gate.set()
+    accl.wait()
+    assert got == expected(batch)
+
+    gate.clear()
+    sync = SyncAccl(MODEL)
+    buffer[...] = batch[0]
+    sync.send(buffer)
+    assert entered.acquire(timeout=60)                # the worker holds the first frame
+    buffer[...] = batch[1]
+    sync.send(buffer)
+    gate.set()
+    assert [sync.receive(timeout=60_000)[0].tobytes() for _ in batch] == expected(batch)
+    sync.shutdown()
+
+
+def test_a_bad_frame_fails_at_send():
+    """Checked when sent (the caller's call fails), so bad frames never fill the buffers."""
+    accl = SyncAccl(MODEL)
+    for bad in (-1, "bogus", object(), np.array([1.5]), [[], {}], np.zeros((2, 2), np.int8),
+                np.full((8, 1, 8, 8), 1000, np.int32)):
+        outcome = finishes(lambda: accl.send(bad, timeout=60_000))
+        assert len(outcome) == 1 and isinstance(outcome[0], TrapError), (bad, outcome)
     accl.shutdown()

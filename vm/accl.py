@@ -65,10 +65,18 @@ class _Models:
                                       ("post", self.post[k])) if m is not None]
         self.runners[k] = Pipeline(stages) if len(stages) > 1 else self.main[k]
 
-    def run(self, k: int, frame) -> list[np.ndarray]:
-        """One frame through the chain: the outputs in port order."""
+    def prepare(self, k: int, frame) -> dict[str, np.ndarray]:
+        """A frame checked (count, shape, dtype, precision: TrapError) and copied, as MemryX
+        copies it when it is handed over: the caller may refill its buffer at once."""
         runner = self.runners[k]
-        outputs = runner.run(_feeds(runner, frame))
+        first = runner.stages[0][1] if isinstance(runner, Pipeline) else runner
+        arrays, _ = first._check_inputs(_feeds(runner, frame))     # copies (astype)
+        return {t.name: a for t, a in zip(first.inputs, arrays)}
+
+    def run(self, k: int, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """A prepared frame through the chain: the outputs in port order."""
+        runner = self.runners[k]
+        outputs = runner.run(feeds)
         return [outputs[t.name] for t in runner.outputs]
 
     def outputs(self, k: int) -> int:
@@ -126,8 +134,8 @@ class SyncAccl(_Base):
         many = isinstance(inputs, list) and bool(inputs) and (
             isinstance(inputs[0], (list, tuple)) or len(self.models.runners[k].inputs) == 1)
         if many:
-            return [self.models.run(k, frame) for frame in inputs]
-        return self.models.run(k, inputs)
+            return [self.models.run(k, self.models.prepare(k, frame)) for frame in inputs]
+        return self.models.run(k, self.models.prepare(k, inputs))
 
     def send(self, data, model_idx: int = 0, timeout: int | None = None) -> None:
         """Queue a frame; block (at most ``timeout`` ms) while the buffers are full (nothing
@@ -135,7 +143,8 @@ class SyncAccl(_Base):
         seconds = _seconds(timeout)
         if data is None:
             raise TrapError("send: no data (a frame is an array or a sequence of arrays)")
-        self._pipe(model_idx).put(data, seconds, timeout)
+        pipe = self._pipe(model_idx)
+        pipe.put(self.models.prepare(self.models.index(model_idx), data), seconds, timeout)
 
     def receive(self, model_idx: int = 0, timeout: int | None = None) -> list[np.ndarray]:
         """The outputs of the oldest frame sent; block (at most ``timeout`` ms) until ready."""
@@ -149,7 +158,7 @@ class SyncAccl(_Base):
                 raise TrapError("the accelerator was shut down")
             if k not in self._pipes:
                 models = self.models            # the worker must not hold self (finalize)
-                self._pipes[k] = SendReceive(lambda frame: models.run(k, frame), QUEUE_DEPTH)
+                self._pipes[k] = SendReceive(lambda feeds: models.run(k, feeds), QUEUE_DEPTH)
             return self._pipes[k]
 
     def shutdown(self) -> None:
@@ -204,7 +213,8 @@ class MultiStreamAsyncAccl(_Base):
             raise TrapError(f"stream_count must be a positive int, got {stream_count!r}")
         _check_signature(input_callback, "input_callback", 1)
         _check_signature(output_callback, "output_callback", 1 + self.models.outputs(k))
-        run = StreamRun(lambda frame: self.models.run(k, frame), input_callback, output_callback,
+        run = StreamRun(lambda frame: self.models.prepare(k, frame),
+                        lambda feeds: self.models.run(k, feeds), input_callback, output_callback,
                         stream_count, self.workers)
         with self._runs_lock:                   # before it starts: its callbacks may stop()
             self._runs.append(run)

@@ -96,10 +96,12 @@ class StreamRun:
     (round-robin, under the source lock), running it, and delivering it under the sink lock,
     where each stream's outputs leave in input order. A worker pulls only when it is free, so
     at most ``workers`` frames are in flight: that is the back-pressure, and the bound of the
-    reorder buffer. The first error (of a callback or a run) stops every worker."""
+    reorder buffer. A frame is prepared (checked and copied) before the source lock is
+    released, so the source may refill its buffer for the next call. The first error (of a
+    callback, a frame or a run) stops every worker."""
 
-    def __init__(self, fn, source, sink, streams: int, workers: int):
-        self.fn, self.source, self.sink = fn, source, sink
+    def __init__(self, prepare, fn, source, sink, streams: int, workers: int):
+        self.prepare, self.fn, self.source, self.sink = prepare, fn, source, sink
         self.live = list(range(streams))
         self.turn = 0
         self.pulled = [0] * streams
@@ -138,9 +140,10 @@ class StreamRun:
                 if frame is None:
                     self.live.remove(s)
                     continue
+                feeds = self.prepare(frame)
                 self.turn += 1
                 self.pulled[s] += 1
-                return s, self.pulled[s] - 1, frame
+                return s, self.pulled[s] - 1, feeds
             return None
 
     def _deliver(self, s: int, n: int, outputs: list) -> None:
