@@ -101,3 +101,14 @@ def test_closed_model_refuses_every_run():
         with pytest.raises(vm.TrapError, match="closed"):
             call()
     assert model.gas > 0 and len(model.hash) == 64         # the facts stay readable
+
+
+def test_a_context_or_precisions_of_the_wrong_kind():
+    x = np.array([1, -2], np.int8)
+    for call in (lambda: vm.load(DEMO_DIR / "digits.dvm", "cpu"),
+                 lambda: vm.Model(vm.load(DEMO_DIR / "digits.dvm").program, 1),
+                 lambda: vm.op("relu", x, ctx="cpu"),
+                 lambda: vm.op("relu", x, precisions=["x"]),
+                 lambda: vm.op("relu", x, precisions=3)):
+        with pytest.raises(DetvmError):
+            call()

@@ -82,6 +82,9 @@ class Model:
     def __init__(self, program: Program, ctx: Context | None = None,
                  limits: Limits | None = None, data: bytes | None = None,
                  threads: int | None = None):
+        if ctx is not None and not isinstance(ctx, Context):
+            raise TrapError(f"ctx must be a context such as vm.cpu() or vm.gpu(0), got "
+                            f"{type(ctx).__name__} {shown(repr(ctx))}")
         self.program = program
         self.limits = limits or Limits()
         self.analysis = validate(program, self.limits)

@@ -18,6 +18,7 @@ import numpy as np
 import ops
 from ops.base import OpError, precision_for
 
+from .checks import expect_int
 from .errors import InvalidError, TrapError
 from .executors import Context
 from .model import Model
@@ -36,7 +37,10 @@ def op_model(name: str, *inputs, precisions: Sequence[int] | None = None,
     if precisions is None:
         precs = [_tight(a) for a in arrays]
     else:
-        precs = [int(p) for p in precisions]
+        if isinstance(precisions, (str, bytes)) or not hasattr(precisions, "__iter__"):
+            raise TrapError(f"precisions: a list of ints expected, got {type(precisions).__name__}")
+        precs = [expect_int(int(p) if isinstance(p, np.integer) else p, f"precisions[{k}]",
+                            lo=1) for k, p in enumerate(precisions)]
         if len(precs) != len(arrays):
             raise TrapError(f"{len(precs)} precisions for {len(arrays)} inputs")
     try:
