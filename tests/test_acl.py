@@ -176,3 +176,14 @@ def test_dynamic_batch_of_a_symbolic_model():
     assert acl.mdl.set_dynamic_batch_size(fixed, ins, 0, 2) == acl.ACL_ERROR_INVALID_PARAM
     acl.mdl.unload(model_id)
     acl.mdl.unload(fixed)
+
+
+def test_read_only_and_mistyped_buffers_are_status_codes(digits):
+    frozen = np.zeros(320, np.uint8)
+    frozen.flags.writeable = False
+    code = acl.mdl.execute(digits, dataset([np.zeros(2048, np.uint8)]), dataset([frozen]))
+    assert code == acl.ACL_ERROR_INVALID_PARAM and "read-only" in acl.get_recent_err_msg()
+    assert not frozen.any()
+    for args in ((memoryview(b"abcd"), 4, bytearray(4), 4), (bytearray(4), "4", bytearray(4), 4),
+                 (bytearray(4), None, bytearray(4), 4), (bytearray(4), 4, bytearray(4), True)):
+        assert acl.rt.memcpy(*args) == acl.ACL_ERROR_INVALID_PARAM, args

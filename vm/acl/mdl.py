@@ -11,7 +11,7 @@ from ..errors import EnvironmentFault, TrapError
 from ..loader import load
 from ..model import Model
 from ..symbolic import shape_at
-from .memory import DataBuffer, read_array, write_array
+from .memory import DataBuffer, read_array, view, writable, write_array
 from .status import (ACL_ERROR_INVALID_FILE, ACL_ERROR_INVALID_MODEL_ID, ACL_ERROR_INVALID_PARAM,
                      ACL_ERROR_MODEL_INPUT_NOT_MATCH, ACL_ERROR_MODEL_OUTPUT_NOT_MATCH,
                      ACL_FORMAT_NCHW, ACL_FORMAT_ND, ACL_SUCCESS, DTYPES, fail, status)
@@ -236,8 +236,9 @@ def execute(model_id, inputs: Dataset, outputs: Dataset):
     dims = {s: inputs.batch or n for s, n in model.symbols.items()}
     feeds = {t.name: read_array(buf, shape_at(t.shape, dims), t.dtype)
              for t, buf in _pairs(model.inputs, inputs, True, dims)}
+    targets = _pairs(model.outputs, outputs, False, dims)      # checked before running
     result = model.run(feeds)
-    for t, buf in _pairs(model.outputs, outputs, False, dims):
+    for t, buf in targets:
         write_array(buf, result[t.name])
 
 
@@ -249,4 +250,6 @@ def _pairs(infos, dataset: Dataset, inputs: bool, dims):
     for t, buf in zip(infos, dataset.buffers):
         if buf.size < _nbytes(t, dims):
             fail(code, f"buffer for {t.name!r} holds {buf.size} bytes, needs {_nbytes(t, dims)}")
+        if not inputs:                  # every output checked before any is written
+            writable(view(buf.ptr), f"the output buffer for {t.name!r}")
     return list(zip(infos, dataset.buffers))

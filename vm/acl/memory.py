@@ -88,7 +88,14 @@ def read_array(buf: DataBuffer, shape, dtype: np.dtype) -> np.ndarray:
     return np.frombuffer(raw[:count * dtype.itemsize], dtype=dtype).reshape(shape)
 
 
+def writable(raw: memoryview, what: str) -> memoryview:
+    """``raw`` if it may be written (a read-only numpy array or bytes view may not)."""
+    if raw.readonly:
+        fail(ACL_ERROR_INVALID_PARAM, f"{what} is read-only memory")
+    return raw
+
+
 def write_array(buf: DataBuffer, array: np.ndarray) -> None:
     """``array``'s bytes at the start of ``buf`` (the caller checked the size)."""
     data = np.ascontiguousarray(array)
-    view(buf.ptr)[:data.nbytes] = data.view(np.uint8).reshape(-1)
+    writable(view(buf.ptr), "an output buffer")[:data.nbytes] = data.view(np.uint8).reshape(-1)

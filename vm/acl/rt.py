@@ -1,7 +1,7 @@
 """``acl.rt``: memory (host memory on every device)."""
 from __future__ import annotations
 
-from .memory import register, release, view
+from .memory import register, release, view, writable
 from .status import (ACL_ERROR_INVALID_PARAM, ACL_MEM_MALLOC_HUGE_FIRST, ACL_MEMCPY_HOST_TO_HOST,
                      fail, status)
 
@@ -31,8 +31,11 @@ free_host = free
 @status()
 def memcpy(dst, dest_max, src, count, kind=ACL_MEMCPY_HOST_TO_HOST):
     """Copy ``count`` bytes from ``src`` to ``dst`` (at most ``dest_max``)."""
-    d, s = view(dst), view(src)
-    if not isinstance(count, int) or not 0 <= count <= min(dest_max, len(d), len(s)):
+    d, s = writable(view(dst), "memcpy destination"), view(src)
+    for value, what in ((dest_max, "dest_max"), (count, "count")):
+        if not isinstance(value, int) or isinstance(value, bool):
+            fail(ACL_ERROR_INVALID_PARAM, f"memcpy: {what} must be an int, got {value!r}")
+    if not 0 <= count <= min(dest_max, len(d), len(s)):
         fail(ACL_ERROR_INVALID_PARAM, f"memcpy: count {count} exceeds a buffer "
                                       f"(dst {min(dest_max, len(d))}, src {len(s)} bytes)")
     d[:count] = s[:count]
