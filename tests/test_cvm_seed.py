@@ -79,3 +79,17 @@ def test_utils_read_a_model_and_an_input(tmp_path):
     assert utils.load_np_data(tmp_path / "x.npy") == np.array([1, -2], "<i4").tobytes()
     with pytest.raises(vm.EnvironmentFault):
         utils.load_model(tmp_path / "nope", tmp_path / "params")
+
+
+def test_broadcast_is_bounded_and_views_may_be_read_only():
+    a = nd.array(np.arange(2, dtype=np.int32))
+    with pytest.raises(rt.CVMError, match="too large"):
+        a.prepare_bcast_shape(1, (1 << 20, 1 << 20))      # a view of 2**40 values: refused
+    with pytest.raises(rt.CVMError, match="negative"):
+        a.prepare_bcast_shape(1, (-1, 2))
+    frozen = np.zeros(2, np.int32)
+    frozen.flags.writeable = False
+    view = nd.NDArray(frozen, is_view=True)
+    assert view.asnumpy().tolist() == [0, 0]
+    with pytest.raises(rt.CVMError, match="read-only"):
+        view.copyfrom([1, 2])

@@ -91,6 +91,8 @@ class NDArray:
 
     def copyfrom(self, source_array) -> "NDArray":
         """Copy values of the same shape in (converted to this array's dtype)."""
+        if not self._data.flags.writeable:
+            raise CVMError(LOGIC, "copyfrom: this array views read-only memory")
         src = _as_ints(source_array, self._data.dtype)
         if src.shape != self._data.shape:
             raise CVMError(LOGIC, f"copyfrom: shape {src.shape} != {self._data.shape}")
@@ -104,8 +106,8 @@ class NDArray:
     def prepare_bcast_shape(self, value, bcast_shape) -> "NDArray":
         """A new array of shape ``bcast_shape`` holding ``value`` (a number or array-like)
         broadcast to it, with this array's dtype and context."""
+        shape = _shape(bcast_shape, "prepare_bcast_shape")
         try:
-            shape = tuple(int(d) for d in bcast_shape)
             data = np.broadcast_to(np.asarray(value), shape)
         except (TypeError, ValueError) as e:
             raise CVMError(LOGIC, f"prepare_bcast_shape: {e}") from None
@@ -123,15 +125,24 @@ def array(arr, ctx: Context | None = None) -> NDArray:
 def empty(shape, dtype="int32", ctx: Context | None = None) -> NDArray:
     """An NDArray of ``shape`` whose contents are unspecified: write before reading. (detvm
     fills it with the dtype's minimum, never with stale memory.)"""
-    dt = _dtype(dtype)
-    try:
-        shape = tuple(int(d) for d in shape)
-    except (TypeError, ValueError):
-        raise CVMError(LOGIC, f"empty: bad shape {shape!r}") from None
-    if any(d < 0 for d in shape) or int(np.prod(shape, dtype=object)) > 1 << 30:
-        raise CVMError(LOGIC, f"empty: shape {list(shape)} is negative or too large")
+    dt, shape = _dtype(dtype), _shape(shape, "empty")
     return NDArray(np.full(shape, np.iinfo(dt).min, dtype=dt), is_view=True,
                    ctx=check_context(ctx))
+
+
+MAX_SIZE = 1 << 30
+"""The most values an array made here (``empty``, ``prepare_bcast_shape``) may hold."""
+
+
+def _shape(shape, what: str) -> tuple[int, ...]:
+    """A shape of ints >= 0 holding at most MAX_SIZE values, checked before allocating."""
+    try:
+        dims = tuple(int(d) for d in shape)
+    except (TypeError, ValueError):
+        raise CVMError(LOGIC, f"{what}: bad shape {shape!r}") from None
+    if any(d < 0 for d in dims) or int(np.prod(dims, dtype=object)) > MAX_SIZE:
+        raise CVMError(LOGIC, f"{what}: shape {list(dims)} is negative or too large")
+    return dims
 
 
 def save_param_dict(dict_data: Mapping[str, object]) -> bytes:
