@@ -206,3 +206,29 @@ def test_a_model_with_a_symbolic_batch():
         assert got.shape[0] == n
         assert got.tobytes() == model.run({"image": batch})["logits"].tobytes()
     assert network.get_static_memory_alloc_info()["peak_memory"] == model.peak_memory
+
+
+def test_layouts_and_phases_of_the_wrong_kind():
+    network = loaded()
+    for call in (lambda: LiteLayout("abc"), lambda: LiteLayout((-1, 3)), lambda: LiteLayout(None),
+                 lambda: LiteLayout((1,), "foo"), lambda: network.get_io_tensor("image", 7)):
+        with pytest.raises(TrapError):
+            call()
+    assert LiteLayout([np.int64(2), 3], "float32").shapes == (2, 3)
+
+
+def test_forward_and_wait_from_the_async_callback(images, expected):
+    """The callback may wait() (its forward is done) and chain the next forward(); the
+    caller's wait() covers the chain."""
+    network, got = loaded(), []
+
+    def done():
+        network.wait()
+        got.append(network.get_io_tensor("logits").to_numpy())
+        if len(got) < 3:
+            network.forward()
+    network.async_with_callback(done)
+    network.get_io_tensor("image").set_data_by_copy(images)
+    network.forward()
+    network.wait()
+    assert len(got) == 3 and all(g.tobytes() == expected.tobytes() for g in got)

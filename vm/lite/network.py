@@ -33,6 +33,7 @@ class LiteNetwork:
         self._txt = self._bin = self._profile = None
         self._events: list[dict] = []
         self._worker: threading.Thread | None = None
+        self._worker_lock = threading.Lock()
         self._error: BaseException | None = None
 
     # -- loading ------------------------------------------------------------------------------
@@ -75,8 +76,12 @@ class LiteNetwork:
         """The tensor of input or output ``name`` (``phase`` separates equal names)."""
         self._model()
         expect(name, str, "get_io_tensor name")
+        try:
+            phase = LiteTensorPhase(phase)
+        except ValueError:
+            raise TrapError(f"get_io_tensor phase: {phase!r} is not a LiteTensorPhase") from None
         phases = ((LiteTensorPhase.LITE_INPUT, LiteTensorPhase.LITE_OUTPUT)
-                  if phase == LiteTensorPhase.LITE_IO else (LiteTensorPhase(phase),))
+                  if phase == LiteTensorPhase.LITE_IO else (phase,))
         for p in phases:
             if (name, p) in self._tensors:
                 return self._tensors[(name, p)]
@@ -93,8 +98,10 @@ class LiteNetwork:
         if self._async is None:
             self._forward(model)
             return
-        self._worker = threading.Thread(target=self._forward_async, args=(model,), daemon=True)
-        self._worker.start()
+        with self._worker_lock:             # a wait() elsewhere sees it started, or not at all
+            self._worker = threading.Thread(target=self._forward_async, args=(model,),
+                                            daemon=True)
+            self._worker.start()
 
     def _forward_async(self, model: Model) -> None:
         try:
@@ -124,10 +131,20 @@ class LiteNetwork:
             self._finish(results)
 
     def wait(self) -> None:
-        """Block until an async forward has finished; re-raise what it raised."""
-        worker, self._worker = self._worker, None
-        if worker is not None:
+        """Block until an async forward has finished (and every forward its callback started);
+        re-raise what it raised. From the callback it returns at once (its forward is done)."""
+        me = threading.current_thread()
+        while True:
+            with self._worker_lock:
+                worker = self._worker
+            if worker is None or worker is me:
+                break
             worker.join()
+            with self._worker_lock:
+                if self._worker is worker:  # not replaced by a forward from its callback
+                    self._worker = None
+        if worker is me:
+            return
         error, self._error = self._error, None
         if error is not None:
             raise error

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from ..checks import integer_array
+from ..checks import expect_dims, integer_array
 from ..errors import TrapError
 from ..executors import Context
 
@@ -87,8 +87,11 @@ class LiteLayout:
     data_type: Any = np.int8
 
     def __post_init__(self):
-        self.shapes = tuple(int(d) for d in self.shapes)
-        self.data_type = np.dtype(self.data_type)
+        self.shapes = expect_dims(self.shapes, "LiteLayout shapes")
+        try:
+            self.data_type = np.dtype(self.data_type)
+        except (TypeError, ValueError):
+            raise TrapError(f"LiteLayout data_type: {self.data_type!r} is not a dtype") from None
 
     @property
     def ndim(self) -> int:
