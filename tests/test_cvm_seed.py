@@ -93,3 +93,14 @@ def test_broadcast_is_bounded_and_views_may_be_read_only():
     assert view.asnumpy().tolist() == [0, 0]
     with pytest.raises(rt.CVMError, match="read-only"):
         view.copyfrom([1, 2])
+
+
+def test_load_np_data_takes_int8_or_int32_arrays_only(tmp_path):
+    np.save(tmp_path / "i8.npy", np.array([[1, -2]], np.int8))
+    assert utils.load_np_data(tmp_path / "i8.npy") == b"\x01\xfe"
+    np.save(tmp_path / "f.npy", np.array([1.5]))
+    np.save(tmp_path / "i64.npy", np.array([1], np.int64))
+    np.savez(tmp_path / "z.npz", x=np.zeros(2, np.int8))
+    for name in ("f.npy", "i64.npy", "z.npz"):         # bytes CVMAPIInference would misread
+        with pytest.raises(vm.TrapError, match="int8 or int32"):
+            utils.load_np_data(tmp_path / name)

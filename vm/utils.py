@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from .checks import expect_path
-from .errors import EnvironmentFault
+from .errors import EnvironmentFault, TrapError
 
 
 def load_model(sym_path, prm_path) -> tuple[bytes, bytes]:
@@ -22,6 +22,12 @@ def load_np_data(data_path) -> bytes:
         array = np.load(expect_path(data_path, "data_path"), allow_pickle=False)
     except (OSError, ValueError) as e:
         raise EnvironmentFault(f"cannot read {data_path}: {e}") from None
+    if not isinstance(array, np.ndarray):
+        array.close()                                   # an .npz archive (NpzFile)
+        raise TrapError(f"{data_path}: an int8 or int32 array expected, got an .npz archive")
+    if array.dtype.name not in ("int8", "int32"):       # bytes the inference would misread
+        raise TrapError(f"{data_path}: an int8 or int32 array expected (the input's storage), "
+                        f"got {array.dtype.name}")
     return np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes()
 
 
