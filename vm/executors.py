@@ -80,6 +80,11 @@ class Executor:
             return steps
         return fuse(program, analysis, steps, threads or 1)
 
+    def may_use_blas(self, fast: list) -> bool:
+        """Whether the steps ``fast`` may call the BLAS library (whose threads a plan for n
+        threads limits around each run)."""
+        return True
+
     def describe(self, program, fast: list) -> str:
         """How a plan with these fast steps computes, in words."""
         return self.backend
@@ -177,6 +182,10 @@ class OrtExecutor(Executor):
             return steps
         fast = plan(program, analysis, steps, threads, self.policy)
         return super().fast_steps(program, analysis, steps, threads) if fast is None else fast
+
+    def may_use_blas(self, fast: list) -> bool:
+        from .ort.plan import RegionKernel
+        return not all(isinstance(step.kernel, RegionKernel) for step in fast)
 
     def describe(self, program, fast: list) -> str:
         from .ort.plan import describe

@@ -45,6 +45,7 @@ class Plan:
         with self._limit():
             self.fast = executor.fast_steps(program, analysis, self.steps, threads)
         self.backend = executor.describe(program, self.fast)
+        self._fast_limit = self._limit if executor.may_use_blas(self.fast) else nullcontext
         read = {i for step in self.fast for i in step.inputs} | set(program.outputs)
         self._fast_consts = {i: v for i, v in self.consts.items() if i in read}
         """How this plan computes, in words (the CPU: numpy, or regions on onnxruntime)."""
@@ -80,7 +81,8 @@ class Plan:
         ws = getattr(self._local, "ws", None)
         if ws is None:
             ws = self._local.ws = Workspace()
-        with using(ws, self.lanes), self._limit(), self._exclusive():
+        limit = self._fast_limit if steps is self.fast else self._limit
+        with using(ws, self.lanes), limit(), self._exclusive():
             for step in steps:
                 try:
                     result = step.kernel(xp, *[env[i] for i in step.inputs], **step.kwargs)
