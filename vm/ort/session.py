@@ -1,7 +1,8 @@
 """onnxruntime, imported on first use, and the sessions the backend runs.
 
 Sessions run one graph at a time on the calling thread plus ``threads - 1`` intra-op threads
-that never spin (they would steal the cores from the numpy steps between two sessions).
+that never spin (they would steal the cores from the numpy steps between two sessions), and
+without a memory arena (a plan has many sessions; their arenas would each keep their peak).
 """
 from __future__ import annotations
 
@@ -40,7 +41,8 @@ def session(model: bytes, threads: int | None = None, externals: dict | None = N
     options.graph_optimization_level = rt.GraphOptimizationLevel.ORT_ENABLE_BASIC
     options.log_severity_level = 3
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    if externals:
+    options.enable_cpu_mem_arena = False     # an arena per session kept each one's peak:
+    if externals:                            # ResNet-18's 21 sessions, 40 MB more peak RSS
         options.add_external_initializers(
             list(externals), [rt.OrtValue.ortvalue_from_numpy(a) for a in externals.values()])
     try:
