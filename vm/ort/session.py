@@ -2,7 +2,8 @@
 
 Sessions run one graph at a time on the calling thread plus ``threads - 1`` intra-op threads
 that never spin (they would steal the cores from the numpy steps between two sessions), and
-without a memory arena (a plan has many sessions; their arenas would each keep their peak).
+without a memory arena unless their tensors are large (a plan has many sessions; their arenas
+would each keep their peak).
 """
 from __future__ import annotations
 
@@ -26,10 +27,12 @@ def version() -> str | None:
     return None if rt is None else rt.__version__
 
 
-def session(model: bytes, threads: int | None = None, externals: dict | None = None):
+def session(model: bytes, threads: int | None = None, externals: dict | None = None,
+            arena: bool = False):
     """An InferenceSession of ``model`` on the CPU; ``threads``: intra-op threads (None:
     onnxruntime's default, one per core); ``externals``: {name: array} of the initializers the
-    model declares external (the arrays must outlive the session)."""
+    model declares external (the arrays must outlive the session); ``arena``: keep freed
+    memory for the next run (onnxruntime's CPU arena)."""
     rt = runtime()
     if rt is None:
         raise EnvironmentFault("the onnxruntime backend needs onnxruntime "
@@ -41,8 +44,8 @@ def session(model: bytes, threads: int | None = None, externals: dict | None = N
     options.graph_optimization_level = rt.GraphOptimizationLevel.ORT_ENABLE_BASIC
     options.log_severity_level = 3
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    options.enable_cpu_mem_arena = False     # an arena per session kept each one's peak:
-    if externals:                            # ResNet-18's 21 sessions, 40 MB more peak RSS
+    options.enable_cpu_mem_arena = arena
+    if externals:
         options.add_external_initializers(
             list(externals), [rt.OrtValue.ortvalue_from_numpy(a) for a in externals.values()])
     try:
