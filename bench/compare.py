@@ -162,7 +162,8 @@ def rows_for(label: str, detvm_bytes: dict, ort_fp32: Path, ort_int8: Path, inpu
 
 def print_row(row: dict) -> None:
     d, f, q = row.get("detvm"), row["ort_fp32"], row["ort_int8"]
-    cell = lambda r: f"{r['min_ms']:.2f} / {r['median_ms']:.2f}" if r else "skipped"
+    ms = lambda v: f"{v:.3f}" if v < 1 else f"{v:.2f}"
+    cell = lambda r: f"{ms(r['min_ms'])} / {ms(r['median_ms'])}" if r else "skipped"
     ratio = lambda a, b: (f"{a['min_ms'] / b['min_ms']:.2f} ({b['first_over_this']:.2f})"
                           if a else "-")
     print(f"| {row['model']} | {row['batch']} | {row['threads']} | {cell(d)} | {cell(f)} | "
