@@ -172,6 +172,19 @@ def test_random_programs_equal_the_reference(program, data):
     same_as_reference(program, random_feeds(vm.load(program, ORT), data))
 
 
+def test_a_table_index_near_the_int32_limit():
+    """A requantize table of a p32 input: x - first reaches 2^31 (found by hypothesis: the
+    index was computed in int32 and wrapped)."""
+    b = Builder("rq")
+    x = b.input("x", (2, 3, 4), 32)
+    b.output(b.op("requantize", x, multiplier=[1], shift=[1], qmin=-1, qmax=0,
+                  rounding="half_even"))
+    xs = np.zeros((2, 3, 4), np.int32)
+    xs.reshape(-1)[-2:] = bound(32) - 1, bound(32)
+    xs.reshape(-1)[:2] = -bound(32), -2
+    same_as_reference(b.build(), {"x": xs})
+
+
 @pytest.mark.parametrize("path", ["table", "rounding"])
 @SETTINGS
 @given(data=st.data())

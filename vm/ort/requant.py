@@ -109,7 +109,8 @@ def emit(region, t: int, x_t, out, a, lo: int, hi: int, layout: str) -> tuple[st
     if kind == "table":                          # x - first clipped, plus channel * span
         span, channels = last - first + 1, len(a["multiplier"])
         table = requantize_table(a, x_t.precision, first, span, _narrow(a))
-        dtype = I32 if max(abs(lo), abs(hi), abs(first), span * channels) < 1 << 31 else I64
+        top = max(abs(lo), abs(hi), hi - first, first - lo, span * channels)   # x, x - first
+        dtype = I32 if top < 1 << 31 else I64
         v = region.g.op("Clip", region.shifted(t, layout, dtype, -first),
                         region.scalar(0, dtype), region.scalar(span - 1, dtype))
         if channels > 1:
