@@ -37,7 +37,7 @@ from .domains import solver
 from .ground import simplify
 
 OPS = ("conv2d", "qconv2d", "dense", "qdense")
-LEAF_SLOTS = 16
+LEAF_SLOTS = 64
 """Slots per leaf numeral when a packed vector is transported into Z3."""
 CLAIM_BYTES = 64 << 20
 """Bytes of big-integer intermediates one Z3 rewrite may hold (rows are checked in chunks)."""
@@ -102,40 +102,65 @@ def slot_bits(g: Product) -> int:
 
 
 def check(g: Product) -> tuple[bool, int]:
-    """Z3 rewrites the packed equations of group ``g`` to true: (all true?, equations)."""
+    """Z3 rewrites the packed equations of group ``g`` to true: (all true?, equations).
+
+    The equations are written as SMT-LIB text over named constants (the packed vectors, P(1),
+    the packed bias and claims), parsed by Z3 and instantiated with the packed numerals by
+    Z3's substitution: Z3 builds every term, with no Python object per product."""
     s = slot_bits(g)
     if s > 64:
         raise ValueError(f"slots of {s} bits (values beyond int64)")
     t = Transport(s)
     r, q = g.y.shape
     by_row = r <= q
-    vectors = g.x if by_row else g.w.T                        # (K, Q) or (K, R)
-    width = q if by_row else r
+    if by_row:                                # claim j: sum_k W[j,k] X~[k] + b[j] P(1) == P(Y[j])
+        vectors, coefs, width, claims = g.x, g.w, q, g.y
+    else:                                     # claim j: sum_k X~[k,j] W[:,k] + P(b) == P(Y[:,j])
+        vectors, coefs, width, claims = g.w.T, (g.x - g.zp).T, r, g.y.T
     ones = t.numeral(np.ones(width, dtype=np.int64))
     packed = [t.numeral(v) for v in vectors]
     if by_row and g.zp:                               # the centred rows P(X[k]) - zp * P(1)
         packed = [simplify(v - g.zp * ones) for v in packed]
-    claims = []
-    for j in range(r if by_row else q):
-        if by_row:
-            terms = [(int(a), v) for a, v in zip(g.w[j], packed)]
-            if g.b is not None:
-                terms.append((int(g.b[j]), ones))
-            lhs = z3.Sum([z3.IntVal(a) * v for a, v in terms if a != 0] or [z3.IntVal(0)])
-            rhs = t.numeral(g.y[j])
-        else:
-            data = [z3.IntVal(int(a)) - g.zp if g.zp else z3.IntVal(int(a)) for a in g.x[:, j]]
-            terms = [a * v for a, v in zip(data, packed)]
-            if g.b is not None:
-                terms.append(t.numeral(g.b))
-            lhs = z3.Sum(terms or [z3.IntVal(0)])
-            rhs = t.numeral(g.y[:, j])
-        claims.append(lhs == rhs)
-    per_claim = max(1, len(packed) * width * s // 8)
-    step = max(1, CLAIM_BYTES // per_claim)
-    ok = all(z3.is_true(simplify(z3.And(claims[k:k + step])))
-             for k in range(0, len(claims), step))
-    return ok, len(claims)
+    names = {f"{PREFIX}v{k}": v for k, v in enumerate(packed)}
+    names[f"{PREFIX}one"] = ones
+    if g.b is not None and not by_row:
+        names[f"{PREFIX}bias"] = t.numeral(g.b)
+    step = max(1, CLAIM_BYTES // max(1, len(packed) * width * s // 8))
+    for k in range(0, len(claims), step):
+        rows = range(k, min(k + step, len(claims)))
+        claim_names = {f"{PREFIX}y{j}": t.numeral(claims[j]) for j in rows}
+        text = _equations(coefs, g.b, by_row, rows)
+        if not z3.is_true(simplify(_instantiate(text, {**names, **claim_names}))):
+            return False, len(claims)
+    return True, len(claims)
+
+
+PREFIX = "packed!"
+"""The prefix of the constants the equations' text names (replaced by numerals)."""
+
+
+def _equations(coefs: np.ndarray, bias, by_row: bool, rows) -> str:
+    """The SMT-LIB conjunction of the equations of ``rows`` (coefficients ``coefs[j]``)."""
+    eqs = []
+    for j in rows:
+        row = coefs[j]
+        terms = [f"(* {_lit(int(row[k]))} {PREFIX}v{k})" for k in np.flatnonzero(row)]
+        if bias is not None:
+            terms.append(f"(* {_lit(int(bias[j]))} {PREFIX}one)" if by_row else f"{PREFIX}bias")
+        eqs.append(f"(= (+ 0 {' '.join(terms)}) {PREFIX}y{j})")
+    return f"(and true {' '.join(eqs)})"
+
+
+def _lit(v: int) -> str:
+    return str(v) if v >= 0 else f"(- {-v})"
+
+
+def _instantiate(text: str, values: dict):
+    """The formula ``text`` over the Int constants named in ``values``, each replaced by its
+    numeral (Z3's parser and substitution)."""
+    decls = "".join(f"(declare-const {n} Int)" for n in values)
+    (formula,) = z3.parse_smt2_string(f"{decls}(assert {text})")
+    return z3.substitute(formula, *[(z3.Int(n), v) for n, v in values.items()])
 
 
 class Transport:
