@@ -88,8 +88,18 @@ def _real_model(name: str) -> Path:
         q = quantize_onnx(zoo.fetch(name), {recipe.input: recipe.inputs(1)},
                           Path(tmp) / f"{name}.int8.onnx", shapes={recipe.input: shape},
                           activation="uint8", op_types=None, notify=lambda _: None)
-        _write(path, vm.encode(import_onnx(q, shapes={recipe.input: shape})))
+        try:
+            program = import_onnx(q, shapes={recipe.input: shape})
+        except vm.InvalidError as e:               # the batch cannot stay symbolic: batch 1
+            program = import_onnx(q, shapes={recipe.input: (1,) + shape[1:]})
+            _write(path.with_suffix(".note"), f"batch fixed to 1: {e.message}".encode())
+        _write(path, vm.encode(program))
     return path
+
+
+def note(name: str) -> str:
+    path = CACHE / f"{name}.note"
+    return path.read_text() if name in REAL and path.exists() else ""
 
 
 def _write(path: Path, data: bytes) -> None:
@@ -116,6 +126,11 @@ def model_inputs(name: str, model) -> dict:
 
 # -- one measurement, in a child process -------------------------------------------------------
 def measure(kind: str, name: str, cert_dir: str) -> dict:
+    if kind == "prepare":
+        model_file(name, False)
+        if name not in REAL:
+            model_file(name, True)
+        return {"ok": True}
     if kind == "run":
         return _formal_run(name)
     from detvm.cli import main as detvm
@@ -175,14 +190,11 @@ def child(kind: str, name: str, cert_dir: str, timeout_s: float) -> dict:
 
 
 def run_model(name: str, skip: set, timeout_s: float) -> dict:
-    row = {}
-    try:
-        model_file(name, False)
-    except Exception as e:                     # noqa: BLE001 - reported, not hidden
-        return {"error": f"{type(e).__name__}: {str(e)[:300]}"}
+    prepared = child("prepare", name, "", timeout_s)   # imports stay out of this process
+    if "error" in prepared:
+        return prepared
+    row = {"note": note(name)} if note(name) else {}
     with tempfile.TemporaryDirectory() as tmp:
-        if "run" not in skip:
-            row["run"] = child("run", name, tmp, timeout_s)
         if "verify" not in skip:
             row["verify"] = child("verify", name, f"{tmp}/cert", timeout_s)
             if "check" not in skip and row["verify"].get("ok"):
@@ -191,6 +203,8 @@ def run_model(name: str, skip: set, timeout_s: float) -> dict:
                                                   timeout_s)
         if "batch" not in skip and name not in REAL:      # real models: the batch is symbolic
             row["batch"] = child("batch", name, f"{tmp}/batch", timeout_s)
+        if "run" not in skip:
+            row["run"] = child("run", name, tmp, timeout_s)
     return row
 
 
@@ -202,6 +216,8 @@ def table(report: dict) -> str:
         if "error" in row:
             lines.append(f"| {name} | not available: {row['error']} | | | |")
             continue
+        if row.get("note"):
+            name = f"{name} ({row['note'][:200]})"
         lines.append(f"| {name} | {_run_cell(row.get('run'))} | {_verify_cell(row.get('verify'))}"
                      f" | {_check_cell(row)} | {_verify_cell(row.get('batch'))} |")
     return "\n".join(lines)
@@ -230,7 +246,7 @@ def _verify_cell(r) -> str:
     statuses = ", ".join(f"{v} {k}" for k, v in sorted(r["statuses"].items()))
     syms = "".join(f", {s} <= {m}" for s, m in r.get("symbols", {}).items())
     return (f"{_s(r)}, {r['obligations']} obligations ({statuses}){syms}, "
-            f"{r['smt2_mb']:.0f} MB SMT-LIB2, peak {r['rss_mb']:.0f} MB")
+            f"{r['smt2_mb']:.2g} MB SMT-LIB2, peak {r['rss_mb']:.0f} MB")
 
 
 def _check_cell(row) -> str:
@@ -241,6 +257,18 @@ def _check_cell(row) -> str:
             cells.append(f"{_s(r)} " + ("ok" if r["ok"] else
                                                      f"FAILED {r.get('error') or r['problems']}"))
     return " / ".join(cells) or "—"
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory: VmHWM (Linux; ru_maxrss would include the
+    parent's memory at the fork), else ru_maxrss."""
+    try:
+        for line in open("/proc/self/status"):
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def machine() -> dict:
@@ -268,7 +296,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.child:
         result = measure(*args.child)
-        result["rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        result["rss_mb"] = peak_rss_mb()
         print(json.dumps(result))
         return
     report = {"command": "python bench/formal.py " + " ".join(sys.argv[1:]),
