@@ -238,6 +238,10 @@ def _s(r) -> str:
     return f"{r['seconds']:.1f} s ({r['cpu_s']:.1f} s CPU)"
 
 
+def _mb(mb: float) -> str:
+    return f"{mb:.0f}" if mb >= 10 else f"{mb:.2g}"
+
+
 def _verify_cell(r) -> str:
     if not r:
         return "—"
@@ -246,7 +250,7 @@ def _verify_cell(r) -> str:
     statuses = ", ".join(f"{v} {k}" for k, v in sorted(r["statuses"].items()))
     syms = "".join(f", {s} <= {m}" for s, m in r.get("symbols", {}).items())
     return (f"{_s(r)}, {r['obligations']} obligations ({statuses}){syms}, "
-            f"{r['smt2_mb']:.2g} MB SMT-LIB2, peak {r['rss_mb']:.0f} MB")
+            f"{_mb(r['smt2_mb'])} MB SMT-LIB2, peak {r['rss_mb']:.0f} MB")
 
 
 def _check_cell(row) -> str:
