@@ -16,8 +16,9 @@ Per model, each measurement in a process of its own (its peak resident memory is
 
 Models: ``demo`` (lines, shipped, batch 6), ``digits`` (the shipped CNN on its 8 test images),
 ``resnet18`` (bench/resnet18.py, 1x3x224x224, seeded random weights and input) and the real
-models of compiler/onnx/zoo.py that import (``ppocr-cls``, ``ppocr-det``, ``yolov8n-320``):
-quantized as bench/models.py does but with the batch kept symbolic (``--shape x=N,...``),
+models of compiler/onnx/zoo.py that import (``ppocr-cls``, ``ppocr-det``, ``yolov8n-320``,
+``ppocr-rec``, ``ddddocr-det``): quantized as bench/models.py does but with the batch kept
+symbolic (``--shape x=N,...``; where it cannot stay symbolic, at batch 1 as bench/models.py),
 imported (cached in ~/.cache/detvm/formal/), run formally on one generated input (batch 1).
 A real model that cannot be fetched or imported is reported with the reason. Prints a markdown
 table with the command, machine, load and commit. A benchmark, not a test.
@@ -45,7 +46,7 @@ import vm  # noqa: E402
 from detvm.common import DEMO_DIR  # noqa: E402
 
 SHIPPED = ("demo", "digits", "resnet18")
-REAL = ("ppocr-cls", "ppocr-det", "yolov8n-320")
+REAL = ("ppocr-cls", "ppocr-det", "yolov8n-320", "ppocr-rec", "ddddocr-det")
 CACHE = Path(os.environ.get("DETVM_FORMAL_CACHE", Path.home() / ".cache" / "detvm" / "formal"))
 
 
