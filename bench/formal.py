@@ -221,8 +221,11 @@ def table(report: dict) -> str:
             continue
         if row.get("note"):
             name = f"{name} ({row['note'][:200]})"
+        symbols = (row.get("verify") or {}).get("symbols")
+        batch = _verify_cell(row.get("batch")) if "batch" in row else \
+            "the certificate itself (symbolic batch)" if symbols else "—"
         lines.append(f"| {name} | {_run_cell(row.get('run'))} | {_verify_cell(row.get('verify'))}"
-                     f" | {_check_cell(row)} | {_verify_cell(row.get('batch'))} |")
+                     f" | {_check_cell(row)} | {batch} |")
     return "\n".join(lines)
 
 
