@@ -187,3 +187,10 @@ def test_read_only_and_mistyped_buffers_are_status_codes(digits):
     for args in ((memoryview(b"abcd"), 4, bytearray(4), 4), (bytearray(4), "4", bytearray(4), 4),
                  (bytearray(4), None, bytearray(4), 4), (bytearray(4), 4, bytearray(4), True)):
         assert acl.rt.memcpy(*args) == acl.ACL_ERROR_INVALID_PARAM, args
+
+
+def test_a_bool_is_no_model_id(monkeypatch):
+    monkeypatch.setitem(acl.mdl._models, 1, vm.load(DIGITS))     # True == 1
+    desc = acl.mdl.create_desc()
+    assert acl.mdl.get_desc(desc, True) == acl.ACL_ERROR_INVALID_MODEL_ID
+    assert acl.mdl.unload(True) == acl.ACL_ERROR_INVALID_MODEL_ID

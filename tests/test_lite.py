@@ -232,3 +232,18 @@ def test_forward_and_wait_from_the_async_callback(images, expected):
     network.forward()
     network.wait()
     assert len(got) == 3 and all(g.tobytes() == expected.tobytes() for g in got)
+
+
+def test_share_weights_leaves_a_callers_model_open(images, expected):
+    """A model the caller passed to load() is the caller's: sharing replaces it, never closes
+    it (a model the network loaded itself is closed)."""
+    mine = vm.load(DIGITS)
+    network = LiteNetwork()
+    network.load(mine)
+    network.share_weights_with(loaded())
+    assert mine.run({"image": images})["logits"].tobytes() == expected.tobytes()
+    own = loaded()
+    replaced = own.model
+    own.share_weights_with(loaded())
+    with pytest.raises(TrapError, match="closed"):
+        replaced.run({"image": images})

@@ -40,7 +40,7 @@ def load_from_mem(data, size=None):
 @status()
 def unload(model_id):
     with _lock:
-        model = _models.pop(model_id, None)
+        model = _models.pop(model_id, None) if _is_id(model_id) else None
     if model is None:
         fail(ACL_ERROR_INVALID_MODEL_ID, f"unload: no model {model_id!r}")
     model.close()
@@ -53,8 +53,13 @@ def _add(model: Model) -> int:
     return model_id
 
 
+def _is_id(model_id) -> bool:
+    """An int, not a bool (True would name model 1)."""
+    return isinstance(model_id, int) and not isinstance(model_id, bool)
+
+
 def _model(model_id) -> Model:
-    model = _models.get(model_id) if isinstance(model_id, int) else None
+    model = _models.get(model_id) if _is_id(model_id) else None
     if model is None:
         fail(ACL_ERROR_INVALID_MODEL_ID, f"no loaded model with id {model_id!r}")
     return model

@@ -26,6 +26,8 @@ class LiteNetwork:
         self.config = checked(config or LiteConfig(), LiteConfig, "config")
         self.io = checked(io or LiteNetworkIO(), LiteNetworkIO, "io")
         self.model: Model | None = None
+        self._owns_model = False
+        """Whether ``model`` was loaded here (closed when replaced by a shared one)."""
         self._threads: int | None = None
         self._tensors: dict[tuple[str, int], LiteTensor] = {}
         self._ios: dict[str, LiteIO] = {}
@@ -39,9 +41,11 @@ class LiteNetwork:
     # -- loading ------------------------------------------------------------------------------
     def load(self, path_or_bytes) -> None:
         """Load and validate a .dvm/.dvmt file, its bytes, or an already loaded vm.Model."""
-        model = path_or_bytes if isinstance(path_or_bytes, Model) else load(
-            path_or_bytes, self.config.context(), threads=self._threads)
+        mine = not isinstance(path_or_bytes, Model)
+        model = load(path_or_bytes, self.config.context(), threads=self._threads) if mine \
+            else path_or_bytes
         self._bind(model)
+        self._owns_model = mine
 
     def _bind(self, model: Model) -> None:
         self.model = model
@@ -196,9 +200,10 @@ class LiteNetwork:
         if self.model is not None and self.model.hash != src.hash:
             raise TrapError(f"share_weights_with: the networks hold different models "
                             f"({self.model.hash[:16]}... and {src.hash[:16]}...)")
-        if self.model is not None and self.model is not src:
-            self.model.close()
+        if self.model is not None and self.model is not src and self._owns_model:
+            self.model.close()                  # loaded here; a caller's model stays open
         self._bind(src)
+        self._owns_model = False
 
     def set_cpu_threads_number(self, nr_threads: int) -> None:
         """Threads for the CPU executor (results never depend on it); applies to the next load."""
