@@ -309,6 +309,34 @@ def test_worst_cases_run_within_their_gas(case):
     assert seconds <= GENEROUS * run_budget(model.gas, len(program.code)), (seconds, model.gas)
 
 
+def _law_ops() -> list[str]:
+    from tests.cases import all_cases
+    return sorted(all_cases())
+
+
+@pytest.mark.parametrize("name", _law_ops())
+@settings(max_examples=3, deadline=None, database=None,
+          suppress_health_check=list(HealthCheck))
+@given(data=st.data())
+def test_every_op_runs_within_its_gas(name, data):
+    """Every op, at its law cases scaled up (tests/test_memory.py), within GENEROUS x the run
+    budget; bench/budgets.py searches each op's worst case per gas unit and checks the budget
+    itself."""
+    import time
+    from tests.test_memory import CASES, scaled_case
+    built = scaled_case(name, data.draw(CASES[name]), data)
+    if built is None:
+        return
+    program, feeds = built
+    model = vm.load(program, ctx=vm.Context("cpu", backend="numpy"))
+    typed = {t.name: feeds[t.name].astype(t.dtype) for t in model.inputs}
+    model.run(typed)
+    start = time.process_time()
+    model.run(typed)
+    seconds = time.process_time() - start
+    assert seconds <= GENEROUS * run_budget(model.gas, len(program.code)), (seconds, model.gas)
+
+
 @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
 @given(data=st.data())
 def test_sum_pool_prefix_sums_equal_the_reference(data):
