@@ -12,5 +12,5 @@ from .registry import REGISTRY, all_ops  # noqa: F401
 from . import semantics  # noqa: F401
 from .semantics import by_opcode, get  # noqa: F401
 from . import nn, elemwise, broadcast, reduce, layout, indexing, vision  # noqa: F401  (registration)
-from . import quant, pool, table, resize, softmax, deconv, matmul, norm  # noqa: F401  (ops for imported models: ONNX, compiler/onnx/)
+from . import quant, pool, table, resize, softmax, deconv, matmul, norm, qpool  # noqa: F401  (ops for imported models: ONNX, compiler/onnx/)
 from . import post  # noqa: F401  (post-processing decoders: topk, ctc_greedy_decode)

@@ -15,7 +15,7 @@ z3 = pytest.importorskip("z3")
 from verify.domains import as_int, domain  # noqa: E402
 
 CASES = all_cases()
-EXAMPLES = {"non_max_suppression": 6, "get_valid_counts": 8, "qsoftmax": 3}
+EXAMPLES = {"non_max_suppression": 6, "get_valid_counts": 8, "qsoftmax": 3, "qavg_pool2d": 4}
 
 
 def storage(p):

@@ -31,7 +31,7 @@ obligation claims that every output element lies within its declared precision (
   the centred data x - zero_point (the data range is shifted by the zero point); sum_pool2d
   is linear with positive weights L / n summing to at most L per output (resize_linear: its
   four weights sum to 4^bits); pad is a selection (its constant fill included); requantize,
-  qsoftmax, qvariance and qnorm are clamped: their last step clips any integer to
+  qsoftmax, qvariance, qnorm and qavg_pool2d are clamped: their last step clips any integer to
   [qmin, qmax], and Z3 proves that clip within the declared precision; argmax is an index:
   its values lie in [0, D - 1] (exact).
 * decoders (ops/post.py): topk's values are a selection of its input (the hull) and its
@@ -67,7 +67,7 @@ FILL = {"non_max_suppression": lambda a: [-1],
         "pad": lambda a: [a["value"]] if a["mode"] == "constant" else []}
 """Selection ops that also write constants (NMS fills unused rows with -1, pad its value)."""
 COMPACTION = ("get_valid_counts",)
-CLAMPED = ("requantize", "qsoftmax", "qvariance", "qnorm")
+CLAMPED = ("requantize", "qsoftmax", "qvariance", "qnorm", "qavg_pool2d")
 INDEX = ("argmax",)
 DECODED = {
     "topk": lambda hull, shape, a: [hull, (0, shape[a["axis"] % len(shape)] - 1)],
@@ -351,10 +351,9 @@ class Bounds:
                           note="every output element is one of the selected inputs' elements")
 
     def _clamped(self, index: int, ins) -> Obligation:
-        """The last step of requantize, qsoftmax, qvariance and qnorm is y = clip(r +
-        zero_point, qmin, qmax) for an integer r (their docs): Z3 proves that for every integer
-        r, y lies within the declared
-        precision."""
+        """The last step of requantize, qsoftmax, qvariance, qnorm and qavg_pool2d clips an
+        integer to [qmin, qmax] (their docs): Z3 proves that for every integer r,
+        clip(r + zero_point, qmin, qmax) lies within the declared precision."""
         out, a = self.program.tensors[ins.outputs[0]], ins.attrs
         self._range(ins.inputs[0])
         self.ranges[ins.outputs[0]] = _intersect((a["qmin"], a["qmax"]), _declared(out))

@@ -1,6 +1,7 @@
 """Data-movement nodes (Flatten, Reshape, Transpose, Squeeze, Unsqueeze, SpaceToDepth,
-DepthToSpace, Identity, Pad, MaxPool), the output-only float ops (Softmax, ArgMax) and compile-time constants (Constant,
-Shape, and any foldable node whose inputs are all constants)."""
+DepthToSpace, Identity, Pad, MaxPool), the output-only float ops (Softmax, ArgMax) and
+compile-time constants (Constant, Shape, and any foldable node whose inputs are all
+constants)."""
 from __future__ import annotations
 
 import math

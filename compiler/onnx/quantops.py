@@ -15,6 +15,7 @@ from ops.base import bound
 from ops.pool import pool_lcm
 from vm.errors import InvalidError
 
+from .avgpool import pool_origin, pooled
 from .fixed import ort_ratios, pairs, quantize_real
 from .graph import Node
 from .lower import Lowering, constant
@@ -130,6 +131,9 @@ def requantize(ctx: Lowering, v, scale, zero: int | None, qrange, node: Node,
     if zero is None:
         raise InvalidError(f"{node.describe()}: per-channel output zero points are not supported")
     qmin, qmax = _clamped(v.clamp, scale, zero, qrange, node)
+    name = pooled(ctx, v, scale, zero, qmin, qmax, node)
+    if name is not None:
+        return Int(name, *qrange)
     zin = one_zero(v, node) if isinstance(v, Q) else 0
     ins, outs = v.fractions(), [Fraction(float(s)) for s in scale]
     n = max(len(ins), len(outs))
@@ -362,8 +366,10 @@ def _sum_pool(ctx: Lowering, node: Node, v, kernel=None, include_pad=False) -> A
     name = ctx.op("sum_pool2d", v.name, out=node.outputs[0], zero_point=one_zero(v, node),
                   **attrs)
     whole = w.kernel == tuple(shape[2:]) and w.begin == (0, 0) and len(v.scale) == 1
+    origin = (pool_origin(name, v.name, v.scale[0], one_zero(v, node), attrs)
+              if not whole and len(v.scale) == 1 else None)
     return Acc(name, tuple(s / lcm for s in v.fractions()), v.axis,
-               ("mean", v.scale[0], lcm) if whole else None)
+               ("mean", v.scale[0], lcm) if whole else None, pool=origin)
 
 
 def average_pool(ctx: Lowering, node: Node, args):

@@ -55,6 +55,7 @@ class Acc:
     axis: int = 1
     ort: tuple | None = None          # how ORT forms its float32 scale (fixed.ort_ratios)
     clamp: tuple = NO_CLAMP
+    pool: tuple | None = None         # an average pool's sum: its input (avgpool.pool_origin)
 
     def fractions(self) -> list[Fraction]:
         return list(self.scale)

@@ -128,3 +128,29 @@ def qnorm(draw):
 
 
 CASES.update(qvariance=qvariance(), qnorm=qnorm())
+
+
+@st.composite
+def qavg_pool2d(draw):
+    """onnxruntime's QLinearAveragePool: scales as float32 (mantissa, exponent) pairs, among
+    them one scale for input and output (the tie-prone case of real models)."""
+    import numpy as np
+    kh, kw = draw(st.integers(1, 2)), draw(st.integers(1, 3))
+    h, w = draw(st.integers(kh, 3)), draw(st.integers(kw, 3))
+    scales = [np.float32(s) for s in (0.40795398, 0.0039215689, 0.02, 1.5)]
+    s_x = draw(st.sampled_from(scales))
+    s_y = s_x if draw(st.booleans()) else draw(st.sampled_from(scales))
+    (mx, ex), (my, ey) = (np.frexp(np.float64(s)) for s in (s_x, s_y))
+    lo = draw(st.integers(-128, 0))
+    return OpCase([Input((1, draw(st.integers(1, 2)), h, w), draw(st.integers(1, 9)))],
+                  dict(pool_size=(kh, kw), strides=(draw(st.integers(1, 3)),) * 2,
+                       padding=(draw(st.integers(0, kh - 1)), draw(st.integers(0, kw - 1))),
+                       count_include_pad=draw(st.booleans()),
+                       zero_point=draw(st.integers(-128, 255)),
+                       scale_m=int(mx * (1 << 24)), scale_e=int(ex) - 24,
+                       out_m=int(my * (1 << 24)), out_e=int(ey) - 24,
+                       zero_point_out=draw(st.integers(-128, 255)), qmin=lo,
+                       qmax=lo + draw(st.integers(0, 383))))
+
+
+CASES["qavg_pool2d"] = qavg_pool2d()
