@@ -225,11 +225,42 @@ def _round_fp32_xp(xp, v):
     return xp.where(v >= 0, r, -r)
 
 
-def _requantize_kernel(xp, x, *, multiplier, shift, axis, zero_point_in, zero_point, qmin,
-                       qmax, rounding):
+REQUANTIZE_BLOCK = 1 << 15
+"""Elements requantized at a time: the int64 temporaries of the fp32 chain (about six words
+per element) stay one block's, whatever the tensor's size."""
+
+
+def _requantize_kernel(xp, x, *, multiplier, shift, axis, **a):
+    """Blocks of rows of ``x`` viewed as (rows, inner), a row one channel along ``axis`` (the
+    whole tensor a row when per tensor), each block :func:`_requantize_block`."""
+    per_channel = len(multiplier) > 1
+    if x.size <= REQUANTIZE_BLOCK:
+        return _requantize_block(xp, x, _per_channel(xp, multiplier, axis, x.ndim),
+                                 _per_channel(xp, shift, axis, x.ndim), **a)
+    inner = size_of(x.shape[axis + 1:]) if per_channel else REQUANTIZE_BLOCK
+    rows = xp.reshape(x, (-1, inner)) if per_channel else xp.reshape(x, (-1,))
+    out = xp.empty(rows.shape, dtype=xp.int64)
+    step = max(1, REQUANTIZE_BLOCK // inner) if per_channel else REQUANTIZE_BLOCK
+    m, s = xp.asarray(multiplier, dtype=xp.int64), xp.asarray(shift, dtype=xp.int64)
+    for start in range(0, rows.shape[0], step):
+        block = slice(start, start + step)
+        if per_channel:
+            channel = xp.arange(start, min(start + step, rows.shape[0])) % len(multiplier)
+            out[block] = _requantize_block(xp, rows[block], m[channel][:, None],
+                                           s[channel][:, None], **a)
+        else:
+            out[block] = _requantize_block(xp, rows[block], m, s, **a)
+    return out.reshape(x.shape)
+
+
+def _requantize_scratch(in_shapes, out_shapes, a) -> int:
+    """The int64 result and one block's temporaries (six words an element, in and out)."""
+    n, row = size_of(out_shapes[0]), size_of(out_shapes[0][a["axis"] + 1:])
+    return 8 * n + 8 * 6 * 2 * min(n, REQUANTIZE_BLOCK + row)
+
+
+def _requantize_block(xp, x, m, s, *, zero_point_in, zero_point, qmin, qmax, rounding):
     d = wide(xp, x) - zero_point_in
-    m = _per_channel(xp, multiplier, axis, x.ndim)
-    s = _per_channel(xp, shift, axis, x.ndim)
     if rounding == "fp32":
         r = _round_shift_xp(xp, _round_fp32_xp(xp, _round_fp32_xp(xp, d) * m), s, "half_even")
     else:
@@ -300,5 +331,5 @@ register(OpDef(
     shape=_requantize_shape, precision=_requantize_precision,
     cost=lambda shapes, a: 8 if a["rounding"] == "fp32" else 4,
     scalar=_requantize_scalar, kernel=_requantize_kernel, z3=_requantize_z3,
-    batch=requantize_rule, scratch=6,     # fp32: d, its rounding, the product, its rounding
+    batch=requantize_rule, scratch=_requantize_scratch,
 ))
