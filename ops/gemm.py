@@ -9,6 +9,7 @@ The pointwise tail after the GEMM is an ops/tails.py Requant (and optionally a R
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -115,6 +116,41 @@ def licence(weight: np.ndarray, x_bound: int, nonneg: bool = False) -> GemmLicen
     if whole < F64_LIMIT:
         return GemmLicence("float64", (0, c), whole, whole)
     return GemmLicence("int64", (0, c), whole, whole)
+
+
+class Licences(Mapping):
+    """{instruction index: GemmLicence}, each computed on first use from the facts
+    :meth:`add` records (weight, x_bound, nonneg): the same licence :func:`licence` returns,
+    but only for the steps whose kernels ask for it (a step another backend runs never does)."""
+
+    def __init__(self):
+        self._facts: dict[int, tuple] = {}
+        self._done: dict[int, GemmLicence] = {}
+
+    def add(self, index: int, weight: np.ndarray, x_bound: int, nonneg: bool) -> None:
+        self._facts[index] = (weight, x_bound, nonneg)
+
+    def __getitem__(self, index: int) -> GemmLicence:
+        done = self._done.get(index)
+        if done is None:
+            done = self._done[index] = licence(*self._facts[index])
+        return done
+
+    def __contains__(self, index) -> bool:
+        return index in self._facts
+
+    def __iter__(self):
+        return iter(self._facts)
+
+    def __len__(self) -> int:
+        return len(self._facts)
+
+    def computed(self) -> frozenset:
+        """The indices whose licence has been computed so far."""
+        return frozenset(self._done)
+
+    def __repr__(self) -> str:
+        return f"Licences({self._done!r}, {len(self._facts) - len(self._done)} not computed)"
 
 
 def matmul_chunks(weights: list, cols: np.ndarray, splits: tuple[int, ...], rows_per: int):

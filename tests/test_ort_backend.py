@@ -288,6 +288,21 @@ def extreme_feeds(program, seed):
     return out
 
 
+def test_licences_of_lowered_convolutions_are_never_computed():
+    """Loading computes no GEMM licence for a step onnxruntime runs; the numpy executor
+    computes its step's, equal to ops.gemm.licence of its weight."""
+    from ops import gemm
+    program = conv_program(1, 8, 9, 9, 16, (3, 3), (1, 1), (1, 1), (1, 1), "relu8", "shift")
+    index = next(k for k, ins in enumerate(program.code) if ins.op == "conv2d")
+    model = vm.load(program, ORT)
+    assert lowered(model) == len(program.code) and index in model.analysis.licences
+    assert not model.analysis.licences.computed()
+    numpy_model = same_as_reference(program, extreme_feeds(program, 0), vm.cpu(backend="numpy"))
+    assert numpy_model.analysis.licences.computed() == {index}
+    weight = program.consts[program.code[index].inputs[1]]
+    assert numpy_model.analysis.licences[index] == gemm.licence(weight, 127, True)
+
+
 conv_cases = st.tuples(
     st.integers(1, 2), st.integers(1, 6), st.integers(3, 9), st.integers(3, 9),
     st.integers(1, 7), st.tuples(st.integers(1, 3), st.integers(1, 3)),

@@ -57,8 +57,9 @@ class Analysis:
     """The largest scratch of one step: what each extra lane may hold at once."""
     gemm: dict[int, str] = field(default_factory=dict)
     acc_bounds: dict[int, int] = field(default_factory=dict)
-    licences: dict[int, Any] = field(default_factory=dict)
-    """Constant-weight conv2d/dense (and q forms): the exact chunked GEMM (ops/gemm.py)."""
+    licences: Mapping[int, Any] = field(default_factory=gemm_licences.Licences)
+    """Constant-weight conv2d/dense (and q forms): the exact chunked GEMM (ops/gemm.py),
+    each computed when a kernel first asks for it."""
     winograd: dict[int, Any] = field(default_factory=dict)
     """Filled by the CPU executor when it binds: the F(2x2, 3x3) licence or None (ops/winograd)."""
     gas_formula: Affine | None = None
@@ -445,4 +446,4 @@ def _license_gemms(program: Program, analysis: Analysis) -> None:
         if ins.op in gemm_licences.LINEAR_OPS and weight is not None:
             x_bound = gemm_licences.data_bound(ins.op, tensors[0].precision, ins.attrs)
             positive = ins.inputs[0] in nonneg and ins.attrs.get("zero_point", 0) == 0
-            analysis.licences[index] = gemm_licences.licence(weight, x_bound, positive)
+            analysis.licences.add(index, weight, x_bound, positive)
