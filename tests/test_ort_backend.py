@@ -520,3 +520,24 @@ def test_reduced_resnet18_equals_the_reference_on_any_thread_count(threads, auto
     for ctx in (ORT, vm.cpu()):
         model = same_as_reference(program, extreme_feeds(program, 3), ctx, threads)
         assert lowered(model) > 0
+
+
+def test_a_whole_program_of_small_ops_is_one_session_up_to_its_limit(auto_lowers):
+    """``auto`` runs a chain of small ops as one session up to ``whole_max`` instructions,
+    and a longer one in numpy (it costs more to lower than it saves); ``onnxruntime``
+    lowers every instruction, in sessions of at most REGION_MAX."""
+    def chain(n):
+        b = Builder("chain")
+        v = b.input("x", (4,), 8)
+        for _ in range(n):
+            v = b.op("relu", v)
+        b.output(v)
+        return b.build()
+    feeds = {"x": np.array([1, -2, 3, -4])}
+    limit = plan.AUTO.whole_max
+    assert lowered(vm.load(chain(limit))) == limit
+    longer = vm.load(chain(limit + 1))
+    assert longer.plan.fast is None or lowered(longer) == 0
+    model = same_as_reference(chain(2 * plan.REGION_MAX + 1), feeds)
+    regions = [s for s in model.plan.fast if isinstance(s.kernel, plan.RegionKernel)]
+    assert [len(s.covers) for s in regions] == [plan.REGION_MAX, plan.REGION_MAX, 1]

@@ -56,19 +56,21 @@ table, on data of one shape."""
 class Policy:
     """When lowering pays: conv2d / dense from ``min_macs`` multiply-adds, and any op whose
     tensors have at most ``small`` elements, as long as there is a conv2d / dense to lower or
-    the whole program of at least ``whole`` instructions becomes one session
-    (docs/performance.md has the measurements)."""
+    the whole program of at least ``whole`` and at most ``whole_max`` instructions becomes one
+    session (docs/performance.md has the measurements; a long chain of small ops costs more to
+    lower than it saves, and its sessions run slower than numpy)."""
 
     min_macs: int = 1 << 20
     small: int = 1 << 14
     whole: int = 3
+    whole_max: int = 512
 
 
 NOTHING = Policy(1 << 62, -1, 1 << 62)
 """Lower nothing: the numpy executor."""
 AUTO = Policy()
 """The ``auto`` backend's policy."""
-EVERYTHING = Policy(0, 1 << 62, 1)
+EVERYTHING = Policy(0, 1 << 62, 1, 1 << 62)
 """The ``onnxruntime`` backend's: every instruction that has a rule."""
 
 
@@ -115,7 +117,7 @@ def plan(program: Program, analysis, steps: list, threads: int | None,
     something is worth it)."""
     wanted = [_wanted(program, ins, policy) for ins in program.code]
     gemm = any(w and ins.op in LINEAR for w, ins in zip(wanted, program.code))
-    whole = all(wanted) and len(wanted) >= policy.whole
+    whole = all(wanted) and policy.whole <= len(wanted) <= policy.whole_max
     if not (gemm or whole):
         return None
     verdict = selftest.verdict()
@@ -178,7 +180,7 @@ def select(facts: Facts, policy: Policy) -> set[int]:
         elif ins.op in LAYOUT_OPS and rule[0](facts, k):
             layout.append(k)
     if not any(program.code[k].op in LINEAR for k in chosen) and \
-            (len(chosen) < len(program.code) or len(chosen) < policy.whole):
+            not policy.whole <= len(chosen) == len(program.code) <= policy.whole_max:
         return set()              # no GEMM to speed up, nor many steps to save: numpy
     neighbours = _neighbours(program)
     grown = True
@@ -210,11 +212,16 @@ def _neighbours(program: Program) -> dict[int, set[int]]:
     return out
 
 
-def runs(lowered: set[int]) -> list[list[int]]:
-    """Maximal runs of consecutive instruction indices."""
+REGION_MAX = 512
+"""Instructions in one onnxruntime session at most: a session's setup grows faster than its
+node count (1.0 s at 30,000 nodes), so longer runs are cut and load stays linear."""
+
+
+def runs(lowered: set[int], longest: int = REGION_MAX) -> list[list[int]]:
+    """Maximal runs of consecutive instruction indices, cut every ``longest``."""
     out = []
     for k in sorted(lowered):
-        if out and out[-1][-1] == k - 1:
+        if out and out[-1][-1] == k - 1 and len(out[-1]) < longest:
             out[-1].append(k)
         else:
             out.append([k])
@@ -369,10 +376,8 @@ def region_step(facts: Facts, twin: Program, run: list[int], threads: int | None
     their results is used); with a guarded variant when a program input the region reads
     would be split into two bytes by a convolution but may well hold bytes."""
     program = facts.program
-    inside = set(run)
-    used = {t for k, ins in enumerate(program.code) if k not in inside for t in ins.inputs}
-    used |= set(program.outputs)
-    exports = [t for k in run for t in program.code[k].outputs if t in used]
+    last_use = facts.analysis.last_use         # len(code) for the program's outputs
+    exports = [t for k in run for t in program.code[k].outputs if last_use[t] > run[-1]]
     if not exports:
         return None
     region, model, names = _region_model(facts, run, exports)
