@@ -73,6 +73,10 @@ def test_backend_graphs_pass_the_onnx_checker():
     for form in selftest.FORMS:
         for spec, _ in selftest.cases(form):
             onnx.checker.check_model(onnx.load_from_string(spec.graph()), full_check=True)
+    for todo in (selftest.cases("u8s8"), selftest.direct_cases()):
+        model, externals = selftest.suite_graph([spec for spec, _ in todo])
+        assert not externals
+        onnx.checker.check_model(onnx.load_from_string(model), full_check=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -90,6 +94,22 @@ def test_this_machine_has_an_exact_form():
     v = selftest.verdict()
     assert v.form in selftest.FORMS and v.version == sessions.version()
     assert "exact in the self-test" in str(v)
+
+
+def per_case(accumulators):
+    """The self-test's hook (all cases at once) from a function of one case."""
+    return lambda todo: [accumulators(spec, xs) for spec, xs in todo]
+
+
+def test_the_self_test_session_computes_each_case_as_its_own_graph():
+    """All cases of a form share one session: its accumulators are those of each case's own
+    graph in its own session, data set by data set."""
+    for todo in (selftest.cases("u8s8"), selftest.direct_cases()):
+        together = selftest.accumulators(todo)
+        for (spec, xs), gots in zip(todo, together, strict=True):
+            alone = sessions.session(spec.graph(), 1)
+            for x, got in zip(xs, gots, strict=True):
+                assert np.array_equal(got, alone.run(None, {"x": x})[0].astype(np.int64))
 
 
 def saturating(spec, xs):
@@ -111,7 +131,7 @@ def saturating(spec, xs):
 
 
 def test_a_saturating_kernel_is_caught_and_the_other_form_used(monkeypatch, fresh_verdict):
-    monkeypatch.setattr(selftest, "accumulators", saturating)
+    monkeypatch.setattr(selftest, "accumulators", per_case(saturating))
     v = selftest.verdict()
     assert v.form == "u8u8" and "uint8 x uint8" in str(v)
     assert selftest.first_difference("u8s8") is not None
@@ -121,8 +141,8 @@ def test_a_saturating_kernel_is_caught_and_the_other_form_used(monkeypatch, fres
 
 
 def test_an_inexact_conv_integer_is_not_used(monkeypatch, fresh_verdict):
-    monkeypatch.setattr(selftest, "accumulators", lambda spec, xs: [
-        selftest.reference(spec, x) + spec.direct for x in xs])
+    monkeypatch.setattr(selftest, "accumulators", per_case(lambda spec, xs: [
+        selftest.reference(spec, x) + spec.direct for x in xs]))
     assert selftest.verdict().form == "u8s8" and not selftest.verdict().direct
     program = conv_program(1, 3, 8, 8, 4, (3, 3), (1, 1), (1, 1), (1, 1), "signed8", "shift")
     model = same_as_reference(program, {"x": np.full((1, 3, 8, 8), 127, np.int8)})
@@ -130,8 +150,8 @@ def test_an_inexact_conv_integer_is_not_used(monkeypatch, fresh_verdict):
 
 
 def test_no_exact_form_means_the_numpy_executor(monkeypatch, fresh_verdict, auto_lowers):
-    monkeypatch.setattr(selftest, "accumulators",
-                        lambda spec, xs: [selftest.reference(spec, x) + 1 for x in xs])
+    monkeypatch.setattr(selftest, "accumulators", per_case(
+        lambda spec, xs: [selftest.reference(spec, x) + 1 for x in xs]))
     program = conv_program(1, 3, 8, 8, 4, (3, 3), (1, 1), (1, 1), (1, 1), "signed8", "shift")
     model = vm.load(program)
     assert model.backend.startswith("numpy (onnxruntime") and "failed the self-test" in \

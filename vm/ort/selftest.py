@@ -9,7 +9,7 @@ padding, strides, dilation, transposes, the split of wide data) run on adversari
 accumulator must equal the exact int64 result. The first form that passes is used: ``u8s8``,
 else ``u8u8`` (weights + 128 as bytes with zero point 128: no saturating pair sum); when none
 passes, or onnxruntime is missing, the numpy executor runs instead. The verdict is computed
-once per process (:func:`verdict`).
+once per process (:func:`verdict`): all cases of one form run in one session.
 """
 from __future__ import annotations
 
@@ -19,8 +19,9 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from . import proto
 from . import session as sessions
-from .graph import LinearSpec
+from .graph import Graph, LinearSpec
 
 FORMS = ("u8s8", "u8u8")
 _LOCK = threading.Lock()
@@ -90,8 +91,9 @@ def _safely(check):
 def first_difference(form: str, direct: bool = False) -> str | None:
     """Run every case in ``form`` (``direct``: the ConvInteger cases); None when all are
     exact, else the first difference."""
-    for spec, xs in (direct_cases() if direct else cases(form)):
-        for x, got in zip(xs, accumulators(spec, xs)):
+    todo = direct_cases() if direct else cases(form)
+    for (spec, xs), gots in zip(todo, accumulators(todo), strict=True):
+        for x, got in zip(xs, gots, strict=True):
             want = reference(spec, x)
             if got.shape != want.shape or not np.array_equal(got, want):
                 bad = np.flatnonzero(got != want)[0] if got.shape == want.shape else 0
@@ -100,15 +102,37 @@ def first_difference(form: str, direct: bool = False) -> str | None:
     return None
 
 
-def accumulators(spec: LinearSpec, xs) -> list[np.ndarray]:
-    """What this machine's onnxruntime computes for ``spec`` on each of ``xs`` (int64)."""
-    session = sessions.session(spec.graph(), 1)
-    return [session.run(None, {"x": x})[0].astype(np.int64) for x in xs]
+def suite_graph(specs) -> tuple[bytes, dict]:
+    """One ModelProto holding every spec's graph side by side (input ``x{i}``, output
+    ``acc{i}`` int32 for spec i, nodes exactly as :meth:`LinearSpec.emit` builds them), and
+    the arrays of its external initializers."""
+    g = Graph()
+    inputs, outputs = [], []
+    for i, spec in enumerate(specs):
+        g.nodes.append(proto.node("Identity", [spec.emit(g, f"x{i}")], [f"acc{i}"]))
+        inputs.append((f"x{i}", spec.x_dtype, spec.x_shape))
+        outputs.append((f"acc{i}", np.int32, spec.out_shape))
+    return g.model(inputs, outputs), g.externals
+
+
+def accumulators(todo) -> list[list[np.ndarray]]:
+    """What this machine's onnxruntime computes for each (spec, [data, ...]) of ``todo``
+    (int64), as [[acc per data] per case]: all cases in one session (:func:`suite_graph`),
+    run once per data set (every case has as many data)."""
+    counts = {len(xs) for _, xs in todo}
+    if len(counts) != 1:
+        raise ValueError("every self-test case needs as many data arrays")
+    model, externals = suite_graph([spec for spec, _ in todo])
+    session = sessions.session(model, 1, externals)
+    runs = [session.run(None, {f"x{i}": xs[j] for i, (_, xs) in enumerate(todo)})
+            for j in range(counts.pop())]
+    return [[run[i].astype(np.int64) for run in runs] for i in range(len(todo))]
 
 
 def reference(spec: LinearSpec, x: np.ndarray) -> np.ndarray:
     """The exact accumulator sum_k W[oc, k] * u_k (u = x + offset, padded with the pad
-    byte; ``direct``: u_k - pad), in the spec's output layout (int64)."""
+    byte; ``direct``: u_k - pad), in the spec's output layout (int64): one int64 matmul of
+    the weight and the im2col of u per group."""
     w = spec.weight.astype(np.int64)
     u = x.astype(np.int64) + spec.offset
     if not spec.conv:
@@ -122,15 +146,12 @@ def reference(spec: LinearSpec, x: np.ndarray) -> np.ndarray:
     padded = np.pad(u, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=pad)
     if spec.direct:
         padded = padded - pad
-    acc = np.zeros((u.shape[0], w.shape[0], oh, ow), np.int64)
-    per_out, per_in = w.shape[0] // spec.groups, w.shape[1]
-    for g in range(spec.groups):
-        outs, ins = slice(g * per_out, (g + 1) * per_out), slice(g * per_in, (g + 1) * per_in)
-        for r in range(kh):
-            for s in range(kw):
-                tap = padded[:, ins, r * dh:r * dh + (oh - 1) * sh + 1:sh,
-                             s * dw:s * dw + (ow - 1) * sw + 1:sw]
-                acc[:, outs] += np.einsum("nchw,oc->nohw", tap, w[outs, :, r, s])
+    taps = [padded[:, :, r * dh:r * dh + (oh - 1) * sh + 1:sh, s * dw:s * dw + (ow - 1) * sw + 1:sw]
+            for r in range(kh) for s in range(kw)]
+    n, (oc, per_in) = u.shape[0], w.shape[:2]
+    cols = np.stack(taps, axis=2).reshape(n, spec.groups, per_in * kh * kw, oh * ow)
+    acc = np.matmul(w.reshape(spec.groups, oc // spec.groups, per_in * kh * kw), cols)
+    acc = acc.reshape(n, oc, oh, ow)
     return acc if spec.nchw_out else acc.transpose(0, 2, 3, 1)
 
 
