@@ -4,13 +4,17 @@ exactly.
 Every input pixel scatters its products with the kernel into the output: Y is the sum of
 X[n, c, i, j] * W[c, m, r, s] over the taps landing on each output cell. The kernel is one
 GEMM per group (W^T @ X, in the licensed dtype: float BLAS is exact below 2^24 / 2^53) and
-exact int64 additions of its columns into the output (col2im).
+exact int64 additions of its columns into the output (col2im). ``rounding="fp32"``
+(ops/deconv32.py): onnxruntime's float32 DequantizeLinear -> ConvTranspose -> QuantizeLinear,
+its every float32 rounding reproduced in integers; the output is then the quantized tensor.
 """
 from __future__ import annotations
 
+from . import deconv32 as fp32
+from . import softfloat as sf
 from .base import Attr, OpDef, Ref, bound, precision_for, require, size_of, wide
 from .nn import GEMM_DTYPES
-from .quant import MAX_DATA_PRECISION, ZERO_POINT
+from .quant import INT31, MAX_DATA_PRECISION, ZERO_POINT
 from .registry import register
 from .z3util import build
 
@@ -60,6 +64,8 @@ def reduce_len(shapes, a) -> int:
 
 
 def _precision(precs, shapes, a):
+    if a["rounding"] == "fp32":
+        return fp32.precision(precs, shapes, a, reduce_len(shapes, a))
     require(precs[0] <= MAX_DATA_PRECISION and precs[1] <= MAX_DATA_PRECISION,
             f"qconv2d_transpose data and weight precisions must be <= {MAX_DATA_PRECISION}")
     top = reduce_len(shapes, a) * (bound(precs[0]) + abs(a["zero_point"])) * bound(precs[1])
@@ -102,8 +108,21 @@ def _terms(x, w, i, a, times):
             for y, ky in rows for r, kx in cols]
 
 
+def _tap_order(x_shape, a):
+    """Output cell -> the (input row, input col, ky, kx) landing on it, ky then kx ascending."""
+    (kh, kw), (sh, sw), (dh, dw) = a["kernel_size"], a["strides"], a["dilation"]
+
+    def taps(i):
+        rows = sources(i[2], x_shape[2], kh, sh, dh, a["crop_begin"][0])
+        cols = sources(i[3], x_shape[3], kw, sw, dw, a["crop_begin"][1])
+        return [(y, r, ky, kx) for y, ky in rows for r, kx in cols]
+    return taps
+
+
 def _scalar(args, a):
     x, w = args[0], args[1]
+    if a["rounding"] == "fp32":
+        return fp32.scalar(args, a, _shape([t.shape for t in args], a), _tap_order(x.shape, a))
     zp = a["zero_point"]
     return Ref.build(_shape([t.shape for t in args], a), lambda i: (
         (args[2].data[i[1]] if a["use_bias"] else 0)
@@ -111,15 +130,22 @@ def _scalar(args, a):
 
 
 def _kernel(xp, x, w, b=None, *, channels, kernel_size, strides, dilation, groups, crop_begin,
-            crop_end, use_bias, zero_point, gemm="int64"):
+            crop_end, use_bias, zero_point, gemm="int64", rounding="exact", **fp32_attrs):
     require(gemm in GEMM_DTYPES, f"unknown gemm path {gemm!r}")
     dt = getattr(xp, gemm)
     n, c, h, wd = x.shape
     (kh, kw), (sh, sw), (dh, dw) = kernel_size, strides, dilation
     cg, mg = c // groups, channels // groups
     fh, fw = _full(h, kh, sh, dh), _full(wd, kw, sw, dw)
-    full = xp.zeros((n, channels, max(fh, fh - crop_end[0]), max(fw, fw - crop_end[1])),
-                    dtype=xp.int64)
+    (top, left), (bottom, right) = crop_begin, crop_end
+    shape = (n, channels, max(fh, fh - crop_end[0]), max(fw, fw - crop_end[1]))
+    if rounding == "fp32":
+        a = dict(fp32_attrs, channels=channels, kernel_size=kernel_size, strides=strides,
+                 dilation=dilation, groups=groups, zero_point=zero_point)
+        full = fp32.kernel(xp, x, w, a, shape)
+        crop = (slice(None), slice(None), slice(top, fh - bottom), slice(left, fw - right))
+        return fp32.quantize(xp, (full[0][crop], full[1][crop]), a)
+    full = xp.zeros(shape, dtype=xp.int64)
     xs = (wide(xp, x) - zero_point).astype(dt).reshape(n, groups, cg, h * wd)
     wg = w.astype(dt).reshape(groups, cg, mg * kh * kw).transpose(0, 2, 1)
     cols = xp.matmul(wg[None], xs).astype(xp.int64).reshape(n, channels, kh, kw, h, wd)
@@ -127,7 +153,6 @@ def _kernel(xp, x, w, b=None, *, channels, kernel_size, strides, dilation, group
         for s in range(kw):
             full[:, :, r * dh:r * dh + sh * (h - 1) + 1:sh,
                  s * dw:s * dw + sw * (wd - 1) + 1:sw] += cols[:, :, r, s]
-    (top, left), (bottom, right) = crop_begin, crop_end
     y = full[:, :, top:top + fh - top - bottom, left:left + fw - left - right]
     if b is not None:
         y = y + wide(xp, b).reshape(1, channels, 1, 1)
@@ -144,11 +169,15 @@ def _scratch(in_shapes, out_shapes, a) -> int:
     taps = n * a["channels"] * kh * kw * h * wd
     full = n * a["channels"] * max(fh, fh - a["crop_end"][0]) * max(fw, fw - a["crop_end"][1])
     rest = sum(size_of(s) for s in (*in_shapes, *out_shapes))
+    if a.get("rounding") == "fp32":     # (mantissa, exponent) pairs, chunked fma temporaries
+        return 8 * (2 * taps + 3 * full + 4 * rest) + fp32.scratch(in_shapes, a)
     return 8 * (2 * taps + full + 4 * rest)
 
 
 def _z3(zx, x, w, b=None, *, gemm=None, **a):
     shape = _shape([x.shape, w.shape] + ([b.shape] if b is not None else []), a)
+    if a["rounding"] == "fp32":
+        return fp32.z3(zx, x, w, a, shape, _tap_order(x.shape, a))
     return build(shape, lambda i: zx.sum(
         ([b.data[i[1]]] if b is not None else [])
         + _terms(x, w, i, a, lambda u, v: (u - a["zero_point"]) * v)))
@@ -163,7 +192,14 @@ register(OpDef(
     uncropped length is (H - 1) * SH + (KH - 1) * DH + 1; crop_begin cells are dropped at the
     start, crop_end at the end (a negative crop_end appends cells no tap reaches: ONNX
     output_padding). Precision: data and weight precisions <= 16, p = precision_for(K *
-    (R(P0) + |zp|) * R(P1) (+ R(P2))), K = C/groups times the most taps per output cell.""",
+    (R(P0) + |zp|) * R(P1) (+ R(P2))), K = C/groups times the most taps per output cell.
+    rounding=fp32 (no bias): onnxruntime's float32 path, fl(v) the float32 nearest to v, ties
+    to even: xf = fl(fl(X - zp) * x_scale), wf = fl(W * w_scale[m mod M/G]); per tap column
+    col = fma chains over the group's channels in order, restarted every 128 channels
+    (acc = fl(wf * xf + acc) from 0), the blocks added in order; the output cell sums its
+    columns onto 0 in (r, s) order (fl of each addition); Y = clip(round_half_even(fl(cell /
+    y_scale)) + y_zero_point, qmin, qmax) (saturating at +-2^31). Scales are float32
+    (mantissa, exponent) pairs. Precision: precision_for(max(|qmin|, |qmax|)).""",
     inputs=("data", "weight", "bias?"), outputs=("out",),
     attrs=(Attr("channels", "int", lo=1, hi=1 << 24),
            Attr("kernel_size", lo=1, hi=4096, **SPATIAL),
@@ -172,9 +208,17 @@ register(OpDef(
            Attr("groups", "int", default=1, lo=1, hi=1 << 24),
            Attr("crop_begin", default=(0, 0), lo=0, hi=1 << 16, **SPATIAL),
            Attr("crop_end", default=(0, 0), lo=-(1 << 16), hi=1 << 16, **SPATIAL),
-           Attr("use_bias", "bool", default=True), ZERO_POINT),
+           Attr("use_bias", "bool", default=True), ZERO_POINT,
+           Attr("rounding", "str", default="exact", choices=("exact", "fp32")),
+           Attr("x_scale", "ints", default=(), lo=sf.EMIN, hi=(1 << 24) - 1),
+           Attr("w_mantissa", "ints", default=(), lo=0, hi=(1 << 24) - 1),
+           Attr("w_exponent", "ints", default=(), lo=sf.EMIN, hi=127),
+           Attr("y_scale", "ints", default=(), lo=sf.EMIN, hi=(1 << 24) - 1),
+           Attr("y_zero_point", "int", default=0, lo=-(1 << 16), hi=1 << 16),
+           Attr("qmin", "int", default=0, lo=-INT31, hi=INT31),
+           Attr("qmax", "int", default=0, lo=-INT31, hi=INT31)),
     shape=_shape, precision=_precision,
-    cost=lambda shapes, a: 3 * reduce_len(shapes, a) + 1,
+    cost=lambda shapes, a: (12 if a["rounding"] == "fp32" else 3) * reduce_len(shapes, a) + 1,
     scalar=_scalar, kernel=_kernel, z3=_z3, acc_bound=_acc_bound, batch="rows",
     scratch=_scratch,
 ))

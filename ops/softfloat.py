@@ -10,9 +10,11 @@ m * 2^e, and every operation is the exact result rounded to the nearest float32,
   subnormal, or m = 0);
 * the Z3 rules: the same integer steps as if-then-else chains over constant shifts.
 
-Only non-negative values occur (exponentials and their sums), no overflow (callers bound it).
-Products below 2^-126 are rounded as if the exponent range were unbounded; they only ever
-feed a rounding to an integer, which gives 0 either way.
+The first helpers take non-negative values only (exponentials and their sums, qsoftmax); their
+products below 2^-126 are rounded as if the exponent range were unbounded (they only ever feed
+a rounding to an integer, which gives 0 either way). The signed helpers (``s`` prefix or
+section "Signed values") handle any sign and subnormal results exactly: a float32 GEMM
+(qconv2d_transpose's ``fp32`` rounding). No overflow in either (callers bound it).
 """
 from __future__ import annotations
 
@@ -113,6 +115,143 @@ def to_int(xp, a, limit: int = 40):
     up = xp.left_shift(m, xp.maximum(e, 0))
     down = round_shift_xp(xp, m, xp.minimum(xp.maximum(-e, 0), limit), "half_even")
     return xp.where(e >= 0, up, down)
+
+
+# ---------------------------------------------------------------------------------------------
+# Signed values: scalar reference and array kernels (signed int64 pairs, |m| < 2^24)
+# ---------------------------------------------------------------------------------------------
+
+def sfl32(x: Fraction) -> Fraction:
+    """The float32 nearest to x (any sign), ties to even."""
+    return -fl32(-x) if x < 0 else fl32(x)
+
+
+def ssplit(x: Fraction) -> tuple[int, int]:
+    """The normalized signed (m, e) of a float32 value."""
+    m, e = split(abs(x))
+    return (-m if x < 0 else m), e
+
+
+WINDOW = 50
+"""Bit of the larger addend's top in the exact sum window: every sum stays below 2^52."""
+SATURATE = 1 << 31
+""":func:`to_int_sat` saturates here (every quantized range lies within +-2^31)."""
+NONE = -(1 << 40)
+"""The top of zero (below every value's)."""
+
+
+def small_bitlen(xp, a):
+    """bitlen of an int64 array 0 <= a < 2^53, read from the exponent of its float64
+    conversion (exact for integers below 2^53 on every IEEE-754 machine: an exact device, by
+    that bound; frexp(0) gives 0)."""
+    return xp.frexp(a.astype(xp.float64))[1].astype(xp.int64)
+
+
+def normalize(xp, m, e):
+    """fl(m * 2^e) for signed int64 m, |m| < 2^53: a normalized signed pair (subnormal results
+    rounded to the 2^-149 quantum; zero is (0, EMIN))."""
+    a = xp.abs(m)
+    t = xp.maximum(small_bitlen(xp, a) - BITS, EMIN - e)
+    r = xp.where(t <= 0, xp.left_shift(a, xp.clip(-t, 0, 62)),
+                 round_shift_xp(xp, a, xp.clip(t, 0, 62), "half_even"))
+    carry = xp.right_shift(r, BITS)                 # rounded up to 2^24
+    r = xp.right_shift(r, carry)
+    return xp.where(m < 0, -r, r), xp.where(r == 0, EMIN, e + t + carry)
+
+
+def from_int(xp, v):
+    """fl(v) of a signed int64 array, |v| < 2^53."""
+    return normalize(xp, v, xp.zeros_like(v))
+
+
+def _exact_sum(xp, a, b):
+    """fl(a + b) for signed pairs with |m| < 2^48 (values or exact products): the larger
+    addend's top placed at bit WINDOW, the smaller one aligned, its bits below the window
+    jammed into one sticky bit (the sum then has >= 49 bits, so the jam lies far below the
+    rounding position)."""
+    (ma, ea), (mb, eb) = a, b
+    aa, ab = xp.abs(ma), xp.abs(mb)
+    la, lb = small_bitlen(xp, aa), small_bitlen(xp, ab)
+    first = xp.where(aa == 0, NONE, ea + la) >= xp.where(ab == 0, NONE, eb + lb)
+    a_hi, a_lo = xp.where(first, aa, ab), xp.where(first, ab, aa)
+    neg_hi, neg_lo = xp.where(first, ma, mb) < 0, xp.where(first, mb, ma) < 0
+    sh = WINDOW - xp.where(first, la, lb)
+    top = xp.where(first, ea, eb) - sh
+    hi = xp.left_shift(a_hi, sh)
+    d = xp.where(first, eb, ea) - top
+    r = xp.clip(-d, 0, 62)
+    kept = xp.right_shift(a_lo, r)
+    lo = xp.where(d >= 0, xp.left_shift(a_lo, xp.clip(d, 0, 62)),
+                  kept | (xp.left_shift(kept, r) != a_lo))
+    return normalize(xp, xp.where(neg_hi, -hi, hi) + xp.where(neg_lo, -lo, lo), top)
+
+
+def fma_normal(xp, a, b, c):
+    """:func:`fma` when no value of the computation is subnormal (a, b, c normal or zero, and
+    so every partial result: the caller's proven condition), faster: the bit lengths follow
+    from normality (a product has 47 or 48 bits, a value 24) and only sums that cancel below
+    2^(WINDOW - 1) take the general rounding."""
+    p, ep = a[0] * b[0], a[1] + b[1]
+    ap, ac = xp.abs(p), xp.abs(c[0])
+    lp = 47 + xp.right_shift(ap, 47)
+    first = xp.where(ap == 0, NONE, ep + lp) >= xp.where(ac == 0, NONE, c[1] + BITS)
+    a_hi, a_lo = xp.where(first, ap, ac), xp.where(first, ac, ap)
+    neg_hi, neg_lo = xp.where(first, p, c[0]) < 0, xp.where(first, c[0], p) < 0
+    top = xp.where(first, ep - (WINDOW - lp), c[1] - (WINDOW - BITS))
+    hi = xp.left_shift(a_hi, xp.where(first, WINDOW - lp, WINDOW - BITS))
+    d = xp.where(first, c[1], ep) - top
+    r = xp.clip(-d, 0, 62)
+    kept = xp.right_shift(a_lo, r)
+    lo = xp.where(d >= 0, xp.left_shift(a_lo, xp.clip(d, 0, 62)),
+                  kept | (xp.left_shift(kept, r) != a_lo))
+    s = xp.where(neg_hi, -hi, hi) + xp.where(neg_lo, -lo, lo)
+    mag = xp.abs(s)
+    t = WINDOW - BITS + xp.right_shift(mag, WINDOW)          # mag in [2^(W-1), 2^(W+1))
+    m = round_shift_xp(xp, mag, t, "half_even")
+    carry = xp.right_shift(m, BITS)
+    m = xp.right_shift(m, carry)
+    m, e = xp.where(s < 0, -m, m), top + t + carry
+    small = xp.nonzero(mag < (1 << (WINDOW - 1)))
+    if small[0].size:                                        # cancellation: exact bit length
+        m[small], e[small] = normalize(xp, s[small], top[small])
+    return m, e
+
+
+def sadd(xp, a, b):
+    """fl(a + b) of signed pairs."""
+    return _exact_sum(xp, a, b)
+
+
+def smul(xp, a, b):
+    """fl(a * b) of signed pairs."""
+    return normalize(xp, a[0] * b[0], a[1] + b[1])
+
+
+def fma(xp, a, b, c):
+    """fl(a * b + c), one rounding (a fused multiply-add)."""
+    return _exact_sum(xp, (a[0] * b[0], a[1] + b[1]), c)
+
+
+def sdiv(xp, a, b):
+    """fl(a / b) for a signed pair a over a positive normal pair b (2^23 <= m_b < 2^24)."""
+    (ma, ea), (mb, eb) = a, b
+    mag = xp.abs(ma)
+    k = 50 - small_bitlen(xp, mag)                      # |m_a| * 2^k has 50 bits
+    n = xp.left_shift(mag, xp.clip(k, 0, 50))
+    q = n // mb                                      # 2^25 < q < 2^27
+    s = xp.left_shift(q, 1) | (q * mb != n).astype(xp.int64)
+    m, e = normalize(xp, xp.where(ma < 0, -s, s), ea - k - eb - 1)
+    return xp.where(ma == 0, 0, m), xp.where(ma == 0, EMIN, e)
+
+
+def to_int_sat(xp, a):
+    """The integer nearest to a (ties to even), saturated to +-2^31."""
+    m, e = a
+    mag = xp.abs(m)
+    up = xp.left_shift(mag, xp.clip(e, 0, 7))
+    down = round_shift_xp(xp, mag, xp.clip(-e, 0, 62), "half_even")
+    v = xp.where(e >= 8, SATURATE, xp.where(e >= 0, up, down))
+    return xp.where(m < 0, -v, v)
 
 
 # ---------------------------------------------------------------------------------------------

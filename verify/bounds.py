@@ -77,7 +77,11 @@ DECODED = {
 LIMITS = dict(GEMM_LIMITS) | {"int64": 1 << 63}
 
 
-def kind_of(op_name: str) -> str:
+def kind_of(op_name: str, attrs=None) -> str:
+    """The bound lemma of an op (of an instruction, with its ``attrs``: qconv2d_transpose with
+    rounding=fp32 ends in a clip to [qmin, qmax], like requantize)."""
+    if op_name == "qconv2d_transpose" and (attrs or {}).get("rounding") == "fp32":
+        return "clamped"
     for kind, names in (("linear", LINEAR), ("pointwise", POINTWISE), ("selection", SELECTION),
                         ("compaction", COMPACTION), ("clamped", CLAMPED),
                         ("index", INDEX), ("decoded", DECODED)):
@@ -181,12 +185,13 @@ class Bounds:
     def obligations(self) -> list[Obligation]:
         """Overflow obligations in program order (lemma first), then the licences."""
         out, licences = [], []
-        if any(kind_of(ins.op) == "linear" for ins in self.program.code):
+        if any(kind_of(ins.op, ins.attrs) == "linear" for ins in self.program.code):
             out.append(linear_lemma())
         for index, ins in enumerate(self.program.code):
             try:
-                out.append(getattr(self, f"_{kind_of(ins.op)}")(index, ins))
-                if self.program.op(ins).acc_bound is not None:
+                kind = kind_of(ins.op, ins.attrs)
+                out.append(getattr(self, f"_{kind}")(index, ins))
+                if kind == "linear" and self.program.op(ins).acc_bound is not None:
                     licences.append(self._licence(index, ins))
             except Exception as e:      # e.g. a program the validator would refuse
                 out.append(self._unstatable(index, ins, e))
@@ -351,9 +356,10 @@ class Bounds:
                           note="every output element is one of the selected inputs' elements")
 
     def _clamped(self, index: int, ins) -> Obligation:
-        """The last step of requantize, qsoftmax, qvariance, qnorm and qavg_pool2d clips an
-        integer to [qmin, qmax] (their docs): Z3 proves that for every integer r,
-        clip(r + zero_point, qmin, qmax) lies within the declared precision."""
+        """The last step of requantize, qsoftmax, qvariance, qnorm, qavg_pool2d and
+        qconv2d_transpose (rounding=fp32) clips an integer to [qmin, qmax] (their docs): Z3
+        proves that for every integer r, clip(r + zero_point, qmin, qmax) lies within the
+        declared precision."""
         out, a = self.program.tensors[ins.outputs[0]], ins.attrs
         self._range(ins.inputs[0])
         self.ranges[ins.outputs[0]] = _intersect((a["qmin"], a["qmax"]), _declared(out))

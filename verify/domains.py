@@ -104,6 +104,41 @@ class _Common:
     And, Or, Not = staticmethod(z3.And), staticmethod(z3.Or), staticmethod(z3.Not)
 
 
+class Float32:
+    """IEEE-754 binary32 arithmetic on Z3's floating-point theory, rounding to nearest even,
+    for the rules of ops that reproduce a float32 kernel (qconv2d_transpose rounding=fp32):
+    values enter from the domain's integers and leave as integers."""
+
+    def __init__(self, zx):
+        self.zx, self.sort, self.rm = zx, z3.Float32(), z3.RNE()
+
+    def const(self, value):
+        """A float32 constant (a Fraction that is exactly a float32 value)."""
+        return z3.FPVal(float(value), self.sort)
+
+    def from_int(self, v):
+        return self.zx._int_to_fp(_coerce(self.zx, v), self.rm, self.sort)
+
+    def mul(self, a, b):
+        return z3.fpMul(self.rm, a, b)
+
+    def add(self, a, b):
+        return z3.fpAdd(self.rm, a, b)
+
+    def div(self, a, b):
+        return z3.fpDiv(self.rm, a, b)
+
+    def fma(self, a, b, c):
+        return z3.fpFMA(self.rm, a, b, c)
+
+    def to_int_sat(self, a, limit: int = 1 << 31):
+        """The integer nearest to ``a`` (ties to even), saturated to +-limit."""
+        r = z3.fpRoundToIntegral(self.rm, a)
+        hi, lo = self.const(limit), self.const(-limit)
+        return z3.If(z3.fpGEQ(r, hi), self.zx.num(limit),
+                     z3.If(z3.fpLEQ(r, lo), self.zx.num(-limit), self.zx._fp_to_int(r)))
+
+
 class IntDomain(_Common):
     """Mathematical integers (SMT-LIB Int)."""
 
@@ -140,6 +175,18 @@ class IntDomain(_Common):
 
     def sort(self, bits: int | None = None):
         return z3.IntSort()
+
+    @property
+    def f32(self) -> Float32:
+        return Float32(self)
+
+    @staticmethod
+    def _int_to_fp(v, rm, sort):
+        return z3.fpToFP(rm, z3.ToReal(v), sort)
+
+    @staticmethod
+    def _fp_to_int(r):
+        return z3.ToInt(z3.fpToReal(r))
 
     def wide(self) -> "IntDomain":
         return self
@@ -186,6 +233,17 @@ class BVDomain(_Common):
 
     def sort(self, bits: int | None = None):
         return z3.BitVecSort(bits or self.width)
+
+    @property
+    def f32(self) -> Float32:
+        return Float32(self)
+
+    @staticmethod
+    def _int_to_fp(v, rm, sort):
+        return z3.fpSignedToFP(rm, v, sort)
+
+    def _fp_to_int(self, r):
+        return z3.fpToSBV(z3.RTZ(), r, z3.BitVecSort(self.width))
 
     def wide(self) -> "BVDomain":
         return BVDomain(2 * self.width + 8)

@@ -60,15 +60,41 @@ def qconv2d_transpose(draw):
     full = ((h - 1) * sh + (kh - 1) * dh + 1, (w - 1) * sw + (kw - 1) * dw + 1)
     begin = [draw(st.integers(0, min(2, f - 1))) for f in full]
     end = [draw(st.integers(-2, max(-2, min(2, f - b - 1)))) for f, b in zip(full, begin)]
-    use_bias = draw(st.booleans())
+    fp32 = draw(st.booleans())
+    use_bias = not fp32 and draw(st.booleans())
     inputs = [Input((draw(st.integers(1, 2)), cg * groups, h, w), draw(st.integers(1, 9))),
               Input((cg * groups, mg, kh, kw), draw(st.integers(1, 8)))]
     if use_bias:
         inputs.append(Input((mg * groups,), draw(st.integers(1, 24))))
-    return OpCase(inputs, dict(channels=mg * groups, kernel_size=(kh, kw), strides=(sh, sw),
-                               dilation=(dh, dw), groups=groups, crop_begin=begin,
-                               crop_end=end, use_bias=use_bias,
-                               zero_point=draw(st.integers(-300, 300))))
+    attrs = dict(channels=mg * groups, kernel_size=(kh, kw), strides=(sh, sw),
+                 dilation=(dh, dw), groups=groups, crop_begin=begin, crop_end=end,
+                 use_bias=use_bias, zero_point=draw(st.integers(-300, 300)))
+    if fp32:
+        attrs.update(deconv_fp32_attrs(draw, mg))
+    return OpCase(inputs, attrs)
+
+
+def _float32(v: float) -> tuple[int, int]:
+    from fractions import Fraction
+
+    import numpy as np
+
+    from ops.softfloat import split
+    return split(Fraction(float(np.float32(v))))
+
+
+def deconv_fp32_attrs(draw, mg: int) -> dict:
+    """qconv2d_transpose rounding=fp32: float32 scales as an importer writes them (powers of
+    two give exact ties; 1e-25 x 1e-15 gives subnormal products)."""
+    x_scale = draw(st.sampled_from([0.02, 0.011148386, 0.5, 2.0 ** -7, 1e-25]))
+    ws = [_float32(draw(st.sampled_from([0.003, 0.0079, 2.0 ** -9, 1e-15, 0.25])))
+          for _ in range(draw(st.sampled_from([1, mg])))]
+    lo = draw(st.integers(-200, 100))
+    return dict(rounding="fp32", x_scale=_float32(x_scale),
+                w_mantissa=[m for m, _ in ws], w_exponent=[e for _, e in ws],
+                y_scale=_float32(draw(st.sampled_from([0.017884752, 0.3, 2.0 ** -6, 1.0]))),
+                y_zero_point=draw(st.integers(-128, 128)), qmin=lo,
+                qmax=lo + draw(st.integers(0, 300)))
 
 
 CASES["qconv2d_transpose"] = qconv2d_transpose()

@@ -1,0 +1,188 @@
+"""qconv2d_transpose with ``rounding="fp32"``: onnxruntime's float32 ConvTranspose between
+DequantizeLinear and QuantizeLinear, as integer arithmetic (every float32 step named).
+
+onnxruntime has no quantized ConvTranspose on the CPU: it dequantizes both operands (one
+float32 product each), computes W^T @ X with its SGEMM (per output element, a fused
+multiply-add chain over the input channels in order, restarted every 128 channels and the
+blocks added in order), scatters the columns into the output in kernel-tap order (col2im,
+float32 additions onto zeros) and quantizes (a float32 division, rounded half to even). The
+three forms below compute exactly that with ops/softfloat.py's signed helpers.
+"""
+from __future__ import annotations
+
+from fractions import Fraction
+
+from . import softfloat as sf
+from .base import Ref, precision_for, require, size_of, wide
+from .quant import MAX_DATA_PRECISION
+from .z3util import build
+
+CHUNK = 1 << 16
+"""Elements of the column array computed at once (the chains of a block of rows)."""
+K_BLOCK = 128
+"""Input channels per SGEMM block (MLAS's K stride): each block's chain starts from zero."""
+MAX_MAGNITUDE = Fraction(2) ** 100
+"""Bound on every float32 value of the computation (no overflow to infinity)."""
+
+
+def scales(a) -> tuple:
+    """(x scale, weight scales, y scale) as exact values of their float32 (mantissa, exponent)."""
+    xs, ys = a["x_scale"], a["y_scale"]
+    ws = list(zip(a["w_mantissa"], a["w_exponent"]))
+    return sf.value(*xs), [sf.value(m, e) for m, e in ws], sf.value(*ys)
+
+
+def check(shapes, precs, a, terms: int) -> None:
+    """The fp32 attributes: positive normal float32 scales, one weight scale or one per output
+    channel of a group, no bias, and values bounded far below float32's overflow."""
+    require(not a["use_bias"], "qconv2d_transpose rounding=fp32 takes no bias")
+    require(len(a["x_scale"]) == 2 and len(a["y_scale"]) == 2,
+            "qconv2d_transpose rounding=fp32 needs x_scale and y_scale as (mantissa, exponent)")
+    mg = a["channels"] // a["groups"]
+    require(len(a["w_mantissa"]) == len(a["w_exponent"]) and len(a["w_mantissa"]) in (1, mg),
+            f"qconv2d_transpose rounding=fp32 needs 1 or {mg} weight scales")
+    pairs = [tuple(a["x_scale"]), tuple(a["y_scale"])] + list(zip(a["w_mantissa"],
+                                                                  a["w_exponent"]))
+    for m, e in pairs:
+        require(1 << 23 <= m < 1 << 24 and sf.EMIN <= e <= 100,
+                f"qconv2d_transpose scale ({m}, {e}) is not a positive normal float32")
+    require(a["qmin"] <= a["qmax"], "qconv2d_transpose needs qmin <= qmax")
+    s_x, s_w, s_y = scales(a)
+    data = (1 << precs[0]) + abs(a["zero_point"])
+    top = 2 * terms * data * s_x * (1 << precs[1]) * max(s_w)
+    require(top < MAX_MAGNITUDE and top / s_y < MAX_MAGNITUDE,
+            "qconv2d_transpose rounding=fp32: the scales could overflow float32")
+
+
+def precision(precs, shapes, a, terms: int) -> int:
+    require(precs[0] <= MAX_DATA_PRECISION and precs[1] <= MAX_DATA_PRECISION,
+            f"qconv2d_transpose data and weight precisions must be <= {MAX_DATA_PRECISION}")
+    check(shapes, precs, a, terms)
+    return precision_for(max(abs(a["qmin"]), abs(a["qmax"])))
+
+
+def _quantized(v, a, to_int, clip):
+    return clip(to_int(v) + a["y_zero_point"], a["qmin"], a["qmax"])
+
+
+def cell(i, x, w, a, ops, taps):
+    """Output cell ``i`` from dequantizing functions and float32 operations ``ops``:
+    (xf(b, c, y, r), wf(c, j, ky, kx), fma, add, zero); ``taps(i)``: the (input row, input
+    col, ky, kx) landing on it, in col2im order (ky, then kx)."""
+    xf, wf, fma, add, zero = ops
+    bt, o = i[0], i[1]
+    cg, mg = x.shape[1] // a["groups"], a["channels"] // a["groups"]
+    group, j = divmod(o, mg)
+    out = zero
+    for y, r, ky, kx in taps(i):
+        col = None
+        for start in range(0, cg, K_BLOCK):
+            acc = zero
+            for ch in range(group * cg + start, group * cg + min(cg, start + K_BLOCK)):
+                acc = fma(wf(ch, j, ky, kx), xf(bt, ch, y, r), acc)
+            col = acc if col is None else add(col, acc)
+        out = add(out, col)
+    return out
+
+
+def scalar(args, a, shape, taps):
+    x, w = args[0], args[1]
+    s_x, s_w, s_y = scales(a)
+    fl = sf.sfl32
+    ops = (lambda b, c, y, r: fl(fl(Fraction(x.at((b, c, y, r)) - a["zero_point"])) * s_x),
+           lambda c, j, ky, kx: fl(fl(Fraction(w.at((c, j, ky, kx)))) * s_w[j % len(s_w)]),
+           lambda u, v, acc: fl(u * v + acc), lambda u, v: fl(u + v), Fraction(0))
+
+    def value(i):
+        q = fl(cell(i, x, w, a, ops, taps) / s_y)
+        return _quantized(q, a, lambda v: max(-sf.SATURATE, min(sf.SATURATE, round(v))),
+                          lambda v, lo, hi: min(max(v, lo), hi))
+    return Ref.build(shape, value)
+
+
+def kernel(xp, x, w, a, full_shape):
+    """The array form: (mantissa, exponent) int64 pairs, vectorized over images and pixels."""
+    n, c, h, wd = x.shape
+    (kh, kw), (sh, sw), (dh, dw) = a["kernel_size"], a["strides"], a["dilation"]
+    g, m = a["groups"], a["channels"]
+    cg, mg = c // g, m // g
+    pair = lambda me: (xp.asarray(me[0], dtype=xp.int64), xp.asarray(me[1], dtype=xp.int64))
+    xf = sf.smul(xp, sf.from_int(xp, wide(xp, x) - a["zero_point"]), pair(a["x_scale"]))
+    ws = pair((a["w_mantissa"], a["w_exponent"]))
+    ws = (ws[0].reshape(1, -1, 1, 1), ws[1].reshape(1, -1, 1, 1))
+    wf = sf.smul(xp, sf.from_int(xp, wide(xp, w)), ws)                 # (c, mg, kh, kw)
+    full = [xp.zeros(full_shape, dtype=xp.int64), xp.full(full_shape, sf.EMIN, xp.int64)]
+    rows = max(1, CHUNK // max(1, n * mg * kh * kw * wd))
+    fma = sf.fma_normal if no_subnormals(a) else sf.fma
+    for grp in range(g):
+        col = [xp.zeros((n, mg, kh, kw, h, wd), xp.int64) for _ in range(2)]
+        for y0 in range(0, h, rows):                      # row blocks that stay in cache
+            part = _columns(xp, xf, wf, grp * cg, cg, slice(y0, y0 + rows), fma)
+            col[0][..., y0:y0 + rows, :], col[1][..., y0:y0 + rows, :] = part
+        chans = slice(grp * mg, (grp + 1) * mg)
+        for r in range(kh):
+            for s in range(kw):
+                cells = (slice(None), chans, slice(r * dh, r * dh + sh * (h - 1) + 1, sh),
+                         slice(s * dw, s * dw + sw * (wd - 1) + 1, sw))
+                got = sf.sadd(xp, (full[0][cells], full[1][cells]),
+                              (col[0][:, :, r, s], col[1][:, :, r, s]))
+                full[0][cells], full[1][cells] = got
+    return full
+
+
+def no_subnormals(a) -> bool:
+    """Whether no value of the sums can be subnormal: every one is a multiple of
+    ulp(x_scale) * ulp(min w_scale) (dequantized values are multiples of their scale's ulp,
+    and float32 rounding keeps that), so a nonzero one is normal when that product is."""
+    return a["x_scale"][1] + min(a["w_exponent"]) >= sf.EMIN + 23
+
+
+TEMPORARIES = 48
+"""Arrays of one row block alive at once in an fma step, at most (a bound for the scratch)."""
+
+
+def scratch(in_shapes, a) -> int:
+    """Bytes of the fp32 kernel's temporaries beyond its columns and output pairs: the
+    dequantized data and weight pairs and one row block's fma temporaries."""
+    n, c, h, wd = in_shapes[0]
+    (kh, kw), mg = a["kernel_size"], a["channels"] // a["groups"]
+    block = max(CHUNK, n * mg * kh * kw * wd)
+    return 8 * (2 * size_of(in_shapes[0]) + 2 * size_of(in_shapes[1]) + TEMPORARIES * block)
+
+
+def _columns(xp, xf, wf, first: int, count: int, rows: slice, fma):
+    """The SGEMM columns of input rows ``rows``: per (image, j, ky, kx, row, col), the fma
+    chains over channels first .. first + count - 1, in blocks of K_BLOCK added in order."""
+    col = None
+    for start in range(0, count, K_BLOCK):
+        acc = None
+        for ch in range(first + start, first + min(count, start + K_BLOCK)):
+            wk = tuple(t[ch][None, :, :, :, None, None] for t in wf)
+            xk = tuple(t[:, ch, rows][:, None, None, None] for t in xf)
+            if acc is None:
+                shape = (xk[0].shape[0],) + wk[0].shape[1:4] + xk[0].shape[4:]
+                acc = (xp.zeros(shape, xp.int64), xp.full(shape, sf.EMIN, xp.int64))
+            acc = fma(xp, wk, xk, acc)
+        col = acc if col is None else sf.sadd(xp, col, acc)
+    return col
+
+
+def quantize(xp, v, a):
+    q = sf.sdiv(xp, v, (xp.asarray(a["y_scale"][0], dtype=xp.int64),
+                        xp.asarray(a["y_scale"][1], dtype=xp.int64)))
+    y = sf.to_int_sat(xp, q) + a["y_zero_point"]
+    return xp.minimum(xp.maximum(y, a["qmin"]), a["qmax"])
+
+
+def z3(zx, x, w, a, shape, taps):
+    """The Z3 rule in the solver's own IEEE-754 float32 theory (round to nearest even): an
+    encoding independent of the integer steps above."""
+    s_x, s_w, s_y = scales(a)
+    f = zx.f32
+    fx, fy = f.const(s_x), f.const(s_y)
+    fw = [f.const(v) for v in s_w]
+    ops = (lambda b, c, y, r: f.mul(f.from_int(x.at((b, c, y, r)) - a["zero_point"]), fx),
+           lambda c, j, ky, kx: f.mul(f.from_int(w.at((c, j, ky, kx))), fw[j % len(fw)]),
+           f.fma, f.add, f.const(Fraction(0)))
+    return build(shape, lambda i: _quantized(f.div(cell(i, x, w, a, ops, taps), fy), a,
+                                                 f.to_int_sat, zx.clip))
