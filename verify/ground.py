@@ -16,11 +16,14 @@ zero, which SMT-LIB leaves unspecified) raises :class:`NotGround`.
 from __future__ import annotations
 
 import operator
+import struct
 
 import z3
 
 BOOL = "bool"
 """The sort key of Boolean values; integers are keyed None, bit-vectors by their width."""
+F32 = "f32"
+"""The sort key of IEEE-754 binary32 values (their Python float, exactly)."""
 
 
 class NotGround(Exception):
@@ -105,8 +108,8 @@ class EvalDomain:
         key = (x.v, x.s)
         t = self._terms.get(key)
         if t is None:
-            t = (z3.BoolVal(x.v) if x.s == BOOL else z3.IntVal(x.v) if x.s is None
-                 else z3.BitVecVal(x.v, x.s))
+            t = (z3.BoolVal(x.v) if x.s == BOOL else z3.FPVal(x.v, z3.Float32()) if x.s == F32
+                 else z3.IntVal(x.v) if x.s is None else z3.BitVecVal(x.v, x.s))
             self._terms[key] = t
         return t
 
@@ -189,13 +192,49 @@ class EvalDomain:
         return lambda index: look(self.term(index))
 
     def value(self, t) -> int | None:
-        return t.v if isinstance(t, V) and t.s != BOOL else None
+        return t.v if isinstance(t, V) and t.s not in (BOOL, F32) else None
+
+    @property
+    def f32(self) -> "EvalFloat32":
+        return EvalFloat32(self)
 
     def sort(self, bits=None):
         return self.base.sort(bits)
 
     def wide(self) -> "EvalDomain":
         return EvalDomain(self.base.wide(), self.memo)
+
+
+class EvalFloat32:
+    """The base namespace's float32 operations (verify/domains.py Float32), each evaluated on
+    numerals by Z3 like every other operation."""
+
+    def __init__(self, e: EvalDomain):
+        self.e, self.base = e, e.base.f32
+
+    def const(self, value):
+        return V(float(value), F32, self.e)       # a float32 value: exact as a Python float
+
+    def _op(self, name: str, *args):
+        return self.e.apply("f32." + name, getattr(self.base, name), *args)
+
+    def from_int(self, v):
+        return self._op("from_int", v)
+
+    def mul(self, a, b):
+        return self._op("mul", a, b)
+
+    def add(self, a, b):
+        return self._op("add", a, b)
+
+    def div(self, a, b):
+        return self._op("div", a, b)
+
+    def fma(self, a, b, c):
+        return self._op("fma", a, b, c)
+
+    def to_int_sat(self, a):
+        return self._op("to_int_sat", a)
 
 
 def _flat(args) -> list:
@@ -221,6 +260,9 @@ def reduce(t) -> tuple:
         return r.as_long(), None
     if z3.is_bv_value(r):
         return r.as_signed_long(), r.size()
+    if z3.is_fp_value(r) and not r.isNaN():
+        bits = simplify(z3.fpToIEEEBV(r)).as_long()
+        return struct.unpack("<f", struct.pack("<I", bits))[0], F32
     raise NotGround(f"z3 leaves {_short(t)} as {_short(r)}")
 
 
