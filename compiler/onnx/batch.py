@@ -52,7 +52,8 @@ def batch_inputs(model, shapes: Mapping[str, Sequence[int]] | None) \
             hint = ",".join(str(d) if isinstance(d, int) else "1" if k == 0 else f"D{k}"
                             for k, d in enumerate(declared))
             raise InvalidError(f"ONNX input {i.name!r} has symbolic dims ({_listing(declared)})"
-                               f": fix them with --shape {i.name}={hint} (Python: shapes=); "
+                               f": fix them with --shape {i.name}={hint} (Python: "
+                               f"shapes={{{i.name!r}: (...)}}); "
                                "only the first dim (the batch) may stay symbolic")
         out[i.name] = (symbol_name(declared[0] if declared[0] != "?" else ""),
                        tuple(declared[1:]))

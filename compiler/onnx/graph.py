@@ -190,7 +190,8 @@ def _shape(value_info, batch: int | None) -> tuple:
     declared = _declared(value_info)
     if not value_info.type.tensor_type.HasField("shape"):
         raise InvalidError(f"ONNX input {value_info.name!r} has no shape: give its dims with "
-                           f"--shape {value_info.name}=D0,D1,... (Python: shapes=)")
+                           f"--shape {value_info.name}=D0,D1,... (Python: "
+                           f"shapes={{{value_info.name!r}: (...)}})")
     dims = [batch if k == 0 and isinstance(d, str) else d for k, d in enumerate(declared)]
     if any(isinstance(d, str) for d in dims):
         hint = ",".join(str(d) if isinstance(d, int) else "1" if d is None else f"D{k}"
