@@ -170,7 +170,7 @@ def _scratch(in_shapes, out_shapes, a) -> int:
     full = n * a["channels"] * max(fh, fh - a["crop_end"][0]) * max(fw, fw - a["crop_end"][1])
     rest = sum(size_of(s) for s in (*in_shapes, *out_shapes))
     if a.get("rounding") == "fp32":     # (mantissa, exponent) pairs, chunked fma temporaries
-        return 8 * (2 * taps + 3 * full + 4 * rest) + fp32.scratch(in_shapes, a)
+        return 8 * (2 * taps + 3 * full + 4 * rest) + fp32.scratch(in_shapes, out_shapes, a)
     return 8 * (2 * taps + full + 4 * rest)
 
 

@@ -141,13 +141,15 @@ TEMPORARIES = 48
 """Arrays of one row block alive at once in an fma step, at most (a bound for the scratch)."""
 
 
-def scratch(in_shapes, a) -> int:
+def scratch(in_shapes, out_shapes, a) -> int:
     """Bytes of the fp32 kernel's temporaries beyond its columns and output pairs: the
-    dequantized data and weight pairs and one row block's fma temporaries."""
+    dequantization of the data and weight, the final quantization and one row block's fma
+    steps, each at most TEMPORARIES int64 arrays of its size."""
     n, c, h, wd = in_shapes[0]
     (kh, kw), mg = a["kernel_size"], a["channels"] // a["groups"]
     block = max(CHUNK, n * mg * kh * kw * wd)
-    return 8 * (2 * size_of(in_shapes[0]) + 2 * size_of(in_shapes[1]) + TEMPORARIES * block)
+    sizes = size_of(in_shapes[0]) + size_of(in_shapes[1]) + size_of(out_shapes[0])
+    return 8 * TEMPORARIES * (sizes + block)
 
 
 def _columns(xp, xf, wf, first: int, count: int, rows: slice, fma):
