@@ -57,7 +57,9 @@ def _symbolic_seed():
     return b.build()
 
 
-def _mutate_bytes(data, body: bytearray, start: int) -> None:
+def mutate_bytes(data, body: bytearray, start: int) -> None:
+    """One to four mutations of ``body`` at or after ``start``: a bit flipped, a byte set,
+    inserted or deleted, or four bytes set to an extreme count."""
     for _ in range(data.draw(st.integers(1, 4))):
         if len(body) <= start + 1:
             return
@@ -81,7 +83,7 @@ def fuzz_dvm(data) -> None:
     import hashlib
     blob = data.draw(st.sampled_from(dvm_seeds()))
     body = bytearray(blob[:-HASH_BYTES])
-    _mutate_bytes(data, body, len(MAGIC))
+    mutate_bytes(data, body, len(MAGIC))
     fixed = data.draw(st.booleans())
     blob = bytes(body) + (hashlib.sha256(body).digest() if fixed else blob[-HASH_BYTES:])
     try:
@@ -183,7 +185,7 @@ def fuzz_cvm(data) -> None:
     for _ in range(data.draw(st.integers(0, 3))):
         g = _mutate_json(data, g)
     if data.draw(st.booleans()):
-        _mutate_bytes(data, params, 0)
+        mutate_bytes(data, params, 0)
     try:
         text = json.dumps(g)
     except ValueError:
@@ -236,7 +238,7 @@ def fuzz_onnx(data) -> None:
     blob = data.draw(st.sampled_from(onnx_seeds()))
     if data.draw(st.booleans()):
         body = bytearray(blob)
-        _mutate_bytes(data, body, 0)
+        mutate_bytes(data, body, 0)
         source = bytes(body)
     else:                                          # field by field
         model = ModelProto()

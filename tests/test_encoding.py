@@ -12,6 +12,7 @@ from vm.decoding import decode
 from vm.encoding import HASH_BYTES, MAGIC, encode
 from vm.errors import DetvmError, MalformedError
 from tests.conftest import small_cnn
+from tests.fuzz import mutate_bytes
 
 DATA = encode(small_cnn())
 
@@ -107,17 +108,7 @@ def test_not_bytes():
 def test_fuzzed_bytes_never_crash(data):
     """Any mutation, with or without a fixed-up hash: a Model or a deterministic DetvmError."""
     body = bytearray(DATA[:-HASH_BYTES])
-    for _ in range(data.draw(st.integers(1, 4))):
-        kind = data.draw(st.sampled_from(["flip", "set", "insert", "delete"]))
-        at = data.draw(st.integers(len(MAGIC), len(body) - 1))
-        if kind == "flip":
-            body[at] ^= 1 << data.draw(st.integers(0, 7))
-        elif kind == "set":
-            body[at] = data.draw(st.integers(0, 255))
-        elif kind == "insert":
-            body.insert(at, data.draw(st.integers(0, 255)))
-        elif len(body) > len(MAGIC) + 1:
-            del body[at]
+    mutate_bytes(data, body, len(MAGIC))
     blob = rehash(bytes(body)) if data.draw(st.booleans()) else bytes(body) + DATA[-HASH_BYTES:]
     try:
         program = decode(blob)
