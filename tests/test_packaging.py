@@ -1,8 +1,11 @@
 """The distribution ships every package of the source tree and the shipped models."""
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
+
+import pytest
+
+tomllib = pytest.importorskip("tomllib", reason="reading pyproject.toml needs Python 3.11's tomllib")
 
 ROOT = Path(__file__).resolve().parents[1]
 TOP = ("vm", "ops", "compiler", "verify", "detvm")
