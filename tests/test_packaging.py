@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-tomllib = pytest.importorskip("tomllib", reason="reading pyproject.toml needs Python 3.11's tomllib")
+tomllib = pytest.importorskip("tomllib", reason="pyproject.toml is read with Python 3.11's tomllib")
 
 ROOT = Path(__file__).resolve().parents[1]
 TOP = ("vm", "ops", "compiler", "verify", "detvm")
