@@ -13,6 +13,7 @@ from hypothesis.extra import numpy as hnp
 
 import vm
 from tests.conftest import random_input, small_cnn
+from tests.test_symbolic_rules import small
 from vm.audit import canonical_bytes, merkle_root, tensor_hash
 from vm.errors import InternalError, TrapError
 
@@ -191,25 +192,12 @@ def test_a_value_outside_its_storage_type_is_an_internal_error(cnn, monkeypatch)
     assert "1000" in lenient.entries[2].outputs[0].problem
 
 
-def batched_model(limit: int = 8):
-    """N x 1 x 4 x 4 (N <= limit) -> conv -> relu -> reshape [N, 8] -> shift -> dense [N, 3]."""
-    from compiler import Builder
-    b = Builder("batched")
-    b.symbol("N", limit)
-    x = b.input("x", ("N", 1, 4, 4), 8)
-    w = b.const("w", np.arange(-4, 4).reshape(2, 1, 2, 2) % 5, precision=8)
-    y = b.relu(b.conv2d(x, w, channels=2, kernel_size=2, strides=2, use_bias=False))
-    y = b.op("cvm_right_shift", b.op("reshape", y, shape=("N", 8)), precision=8, shift_bit=2)
-    d = b.const("d", np.arange(24).reshape(3, 8) % 7 - 3, precision=8)
-    return b.output(b.dense(y, d, units=3, use_bias=False)).build()
-
-
 @settings(max_examples=12, deadline=None)
 @given(st.integers(1, 8), st.integers(0, 2**32 - 1))
 def test_per_element_traces_are_each_elements_own(n, seed):
     """trace_rows of a batch of N: element k's trace is that of element k run alone."""
     from vm.audit import trace_rows
-    model = vm.load(batched_model())
+    model = vm.load(small())
     x = np.random.default_rng(seed).integers(-127, 128, (n, 1, 4, 4)).astype(np.int8)
     rows = trace_rows(model, {"x": x})
     assert len(rows) == n

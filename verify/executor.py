@@ -182,21 +182,25 @@ def store(values: np.ndarray, dtype: np.dtype, zx) -> np.ndarray:
     return out.astype(dtype)
 
 
-def constraints(values) -> list:
-    """Every definition in the cone of ``values`` (each once, inputs first)."""
-    seen, order = set(), []
+def _cone(values):
+    """The nodes of the cone of ``values``, each once, every node after its parents."""
+    seen = set()
     stack = [(v, False) for v in values]
     while stack:
         node, done = stack.pop()
         if done:
-            order.extend(node.defs)
+            yield node
             continue
         if id(node) in seen:
             continue
         seen.add(id(node))
         stack.append((node, True))
         stack.extend((p, False) for p in node.parents)
-    return order
+
+
+def constraints(values) -> list:
+    """Every definition in the cone of ``values`` (each once, inputs first)."""
+    return [d for node in _cone(values) for d in node.defs]
 
 
 def solve(values, timeout_s: float | None = None) -> tuple[list[np.ndarray], Proof]:
@@ -219,19 +223,10 @@ def step_proofs(values) -> list[StepProof]:
     """The proofs of the instructions in the cone of ``values`` (program order), and the
     lemmas they rest on."""
     seen, order = set(), []
-    stack = [(v, False) for v in values]
-    while stack:
-        node, done = stack.pop()
-        if done:
-            if isinstance(node, Known) and node.proof is not None and id(node.proof) not in seen:
-                seen.add(id(node.proof))
-                order.append(node.proof)
-            continue
-        if id(node) in seen:
-            continue
-        seen.add(id(node))
-        stack.append((node, True))
-        stack.extend((p, False) for p in node.parents)
+    for node in _cone(values):
+        if isinstance(node, Known) and node.proof is not None and id(node.proof) not in seen:
+            seen.add(id(node.proof))
+            order.append(node.proof)
     if any(p.method == "packed" for p in order):
         order.insert(0, digits_lemma())
     return order
