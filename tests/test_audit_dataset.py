@@ -12,7 +12,7 @@ import pytest
 import vm
 from detvm.cli import main
 from tests.conftest import random_input, small_cnn
-from tests.test_audit import batched_model
+from tests.test_symbolic_rules import small
 from vm import receipt
 from vm.audit import trace
 
@@ -36,7 +36,7 @@ def data(tmp_path_factory):
     whole inputs), with their data sets."""
     tmp = tmp_path_factory.mktemp("audit")
     rng = np.random.default_rng(7)
-    (tmp / "batched.dvm").write_bytes(vm.encode(batched_model()))
+    (tmp / "batched.dvm").write_bytes(vm.encode(small()))
     np.savez(tmp / "batched.npz", x=rng.integers(-127, 128, (37, 1, 4, 4)).astype(np.int8))
     fixed = small_cnn(batch=1)
     (tmp / "fixed.dvm").write_bytes(vm.encode(fixed))
