@@ -17,6 +17,7 @@ from .z3util import build
 MAX_ENTRIES = 1 << 16
 """At most 65,536 table entries (256 x 256: two 8-bit arguments; or one 16-bit argument)."""
 LOW = (1 << 31) - 1
+INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1
 
 
 def _dims(shapes, a) -> tuple[int, ...]:
@@ -64,19 +65,33 @@ def _scalar(args, a):
 
 
 def _kernel(xp, table, *data, low):
-    """Clamped row (and column) indices in int64, one flat gather from the table; bytes that
-    index a row (column) of at least 256 entries from 0 are indices as they are."""
+    """One flat gather from the table. Row (column) indices: bytes that index a row (column)
+    of at least 256 entries from 0 as they are; else each argument clamped to its window
+    [low, low + n - 1] (:func:`_rows`). Entries fit int32 (at most 65,536), so the flat index
+    a * m + b does."""
     dims = tuple(table.shape)
+    flat = table.reshape(-1)
     rows = [_byte_rows(d, lo, n) for d, lo, n in zip(data, low, dims)]
     if all(r is not None for r in rows):
         if len(data) == 1:
-            return xp.take(table.reshape(-1), rows[0])
-        return xp.take(table.reshape(-1), rows[0].astype(xp.int32) * dims[1] + rows[1])
-    index = clip_ints(xp, wide(xp, data[0]) - low[0], 0, dims[0] - 1)
+            return xp.take(flat, rows[0])
+        return xp.take(flat, rows[0].astype(xp.int32) * dims[1] + rows[1])
+    rows = [_rows(xp, d, lo, n) for d, lo, n in zip(data, low, dims)]
     if len(data) == 1:
-        return xp.take(table.reshape(-1), index)
-    column = clip_ints(xp, wide(xp, data[1]) - low[1], 0, dims[1] - 1)
-    return xp.take(table.reshape(-1), index * dims[1] + column)   # a, b broadcast
+        return xp.take(flat, rows[0])
+    return xp.take(flat, rows[0] * dims[1] + rows[1])        # a, b broadcast
+
+
+def _rows(xp, d, low: int, n: int):
+    """clip(d - low, 0, n - 1) as int32: clamped in d's own dtype to [low, low + n - 1] when
+    that window is representable in it and in int32 (then d - low is exact in int32), else
+    computed in int64."""
+    info = xp.iinfo(d.dtype)
+    top = low + n - 1
+    if max(info.min, INT32_MIN) <= low and top <= min(info.max, INT32_MAX):
+        rows = xp.clip(d, low, top).astype(xp.int32, copy=False)
+        return rows - xp.int32(low) if low else rows
+    return clip_ints(xp, wide(xp, d) - low, 0, n - 1).astype(xp.int32)
 
 
 def _byte_rows(d, low: int, n: int):

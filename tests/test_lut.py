@@ -75,6 +75,31 @@ def test_byte_arguments_equal_the_scalar_rule(dtype, low, dims):
         assert got.tolist() == want.to_array().tolist()
 
 
+@pytest.mark.parametrize("dtype", [np.int16, np.int32, np.int64, np.uint8, np.int8])
+@pytest.mark.parametrize("low", [0, -128, 77, -(2**31 - 1), 2**31 - 1, 2**31 - 300])
+def test_wide_arguments_equal_the_scalar_rule(dtype, low):
+    """The kernel's clamped indices (in the argument's own dtype where the window fits it, else
+    in int64), one and two arguments, values inside, at and beyond both ends of the window and
+    at the ends of the dtype (values are at most 32-bit: an int64 array holds int32 values)."""
+    rng = np.random.default_rng(abs(low) % 1000)
+    info = np.iinfo(dtype if dtype != np.int64 else np.int32)
+    for dims in ((300,), (256, 40)):
+        table = rng.integers(-(1 << 20), 1 << 20, dims)
+        args = []
+        for n in dims:
+            window = [low + v for v in (-1, 0, 1, n - 2, n - 1, n)]
+            values = [v for v in window if info.min <= v <= info.max] + [info.min, info.max]
+            values += rng.integers(info.min, info.max, 24, endpoint=True).tolist()
+            args.append(np.array(values[:32] + [values[0]] * (32 - len(values[:32])), dtype))
+        args = args if len(dims) == 2 else args[:1]
+        if len(args) == 2:
+            args[1] = args[1][:8].reshape(8, 1)                  # broadcast: (8, 32)
+        lows = [low] * len(args)
+        got = LUT.kernel(np, table, *args, low=lows)
+        want = LUT.scalar([Ref.from_array(table), *map(Ref.from_array, args)], dict(low=lows))
+        assert got.tolist() == want.to_array().tolist()
+
+
 def test_one_input_form_and_its_precision():
     b = Builder("sigmoid")
     t = b.const("t", np.arange(256) // 2)             # 0..127: p8

@@ -407,7 +407,7 @@ def auto_lowers(monkeypatch):
 def heads_only(monkeypatch):
     """``auto`` lowers the convolutions alone: their results pass through numpy steps held
     channels last (the twin program)."""
-    monkeypatch.setattr(plan, "AUTO", plan.Policy(min_macs=0, small=0))
+    monkeypatch.setattr(plan, "AUTO", plan.Policy(min_macs=0, small=0, small_requantize=0))
 
 
 def residual_program(seed=0, rounding="fp32"):
@@ -540,6 +540,21 @@ def test_reduced_resnet18_equals_the_reference_on_any_thread_count(threads, auto
     for ctx in (ORT, vm.cpu()):
         model = same_as_reference(program, extreme_feeds(program, 3), ctx, threads)
         assert lowered(model) > 0
+
+
+def test_auto_lowers_grouped_convolutions_of_any_size_and_small_requantizes(auto_lowers):
+    """A depthwise convolution far below ``min_macs`` is lowered (numpy's grouped kernel is
+    slow at any size); its requantize only up to ``small_requantize`` elements (onnxruntime's
+    table lookups cost more per element than numpy's)."""
+    for h, requantized in ((8, True), (40, False)):
+        program = conv_program(1, 4, h, h, 4, (3, 3), (1, 1), (1, 1), (1, 1), "bytes", "fp32",
+                               groups=4)
+        code = program.code
+        assert plan._macs(program, code[1]) < plan.AUTO.min_macs
+        model = same_as_reference(program, extreme_feeds(program, 0), vm.cpu())
+        ops_ = [code[k].op for s in model.plan.fast if isinstance(s.kernel, plan.RegionKernel)
+                for k in s.covers]
+        assert "qconv2d" in ops_ and ("requantize" in ops_[1:]) == requantized, ops_
 
 
 def test_a_whole_program_of_small_ops_is_one_session_up_to_its_limit(auto_lowers):

@@ -2,9 +2,10 @@
 regions (one session each), and the steps of the plan.
 
 * **Selection.** An instruction is lowered when it has a rule (vm/ort/rules.py) whose check
-  passes and it pays: a conv2d / dense of at least ``Policy.min_macs`` multiply-adds, any
-  op whose tensors have at most ``Policy.small`` elements (there, one session call replaces
-  several Python steps), and the layout ops (reshape, flatten, ..., max_pool2d) next to a
+  passes and it pays: a conv2d / dense of at least ``Policy.min_macs`` multiply-adds, a
+  grouped (depthwise) convolution of any size, any op whose tensors have at most
+  ``Policy.small`` elements (there, one session call replaces several Python steps; a
+  requantize only up to ``Policy.small_requantize``), and the layout ops (reshape, flatten, ..., max_pool2d) next to a
   lowered instruction (so they do not split a region). Elementwise work on large tensors stays
   in numpy, whose integer kernels are faster than onnxruntime's per element.
 * **Regions.** Each maximal run of consecutive lowered instructions is one ONNX graph, one
@@ -54,8 +55,12 @@ table, on data of one shape."""
 
 @dataclass(frozen=True)
 class Policy:
-    """When lowering pays: conv2d / dense from ``min_macs`` multiply-adds, and any op whose
-    tensors have at most ``small`` elements, as long as there is a conv2d / dense to lower or
+    """When lowering pays: conv2d / dense from ``min_macs`` multiply-adds, grouped
+    convolutions of any size (``grouped``: numpy's grouped kernel is slow at any size,
+    ConvInteger with its group attribute fast), and any op whose tensors have at most
+    ``small`` elements, a requantize at most ``small_requantize`` (its table lookup, a Gather,
+    costs onnxruntime about 8 ns per element against about 3 for numpy's float-licensed
+    kernel), as long as there is a conv2d / dense to lower or
     the whole program of at least ``whole`` and at most ``whole_max`` instructions becomes one
     session (docs/performance.md has the measurements; a long chain of small ops costs more to
     lower than it saves, and its sessions run slower than numpy)."""
@@ -64,13 +69,15 @@ class Policy:
     small: int = 1 << 14
     whole: int = 3
     whole_max: int = 512
+    small_requantize: int = 1 << 12
+    grouped: bool = True
 
 
-NOTHING = Policy(1 << 62, -1, 1 << 62)
+NOTHING = Policy(1 << 62, -1, 1 << 62, small_requantize=-1, grouped=False)
 """Lower nothing: the numpy executor."""
 AUTO = Policy()
 """The ``auto`` backend's policy."""
-EVERYTHING = Policy(0, 1 << 62, 1, 1 << 62)
+EVERYTHING = Policy(0, 1 << 62, 1, 1 << 62, small_requantize=1 << 62)
 """The ``onnxruntime`` backend's: every instruction that has a rule."""
 
 
@@ -197,8 +204,13 @@ def _wanted(program: Program, ins, policy: Policy) -> bool:
     """Whether lowering ``ins`` pays, if its rule takes it."""
     if ins.op not in RULES or any(program.tensors[i].size == 0 for i in ins.inputs):
         return False
-    small = _size(program, ins) <= policy.small
-    return small or (ins.op in LINEAR and _macs(program, ins) >= policy.min_macs)
+    size = _size(program, ins)
+    if ins.op == "requantize":
+        return size <= policy.small_requantize
+    if ins.op in LINEAR:
+        grouped = policy.grouped and ins.op.endswith("conv2d") and ins.attrs["groups"] != 1
+        return size <= policy.small or grouped or _macs(program, ins) >= policy.min_macs
+    return size <= policy.small
 
 
 def _neighbours(program: Program) -> dict[int, set[int]]:
