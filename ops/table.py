@@ -8,10 +8,13 @@ lookup is plain integer semantics.
 """
 from __future__ import annotations
 
+import numpy as np
+
 from .base import Attr, OpDef, Ref, clip_ints, require, size_of, wide
 from .broadcast import broadcast_shape
 from .layout import clamp
 from .registry import register
+from .scratch import lane_count, parallel, scratch
 from .z3util import build
 
 MAX_ENTRIES = 1 << 16
@@ -65,12 +68,53 @@ def _scalar(args, a):
 
 
 def _kernel(xp, table, *data, low):
-    """One flat gather from the table. Row (column) indices: bytes that index a row (column)
-    of at least 256 entries from 0 as they are; else each argument clamped to its window
-    [low, low + n - 1] (:func:`_rows`). Entries fit int32 (at most 65,536), so the flat index
+    """The flat index (rows clamped, times the row length, plus the clamped columns) and one
+    gather. On numpy, inputs of one shape go in blocks of BLOCK elements, spread over the
+    lanes, each block's indices in an int64 scratch; else whole arrays (:func:`_whole`)."""
+    dims, flat = tuple(table.shape), table.reshape(-1)
+    shapes = {tuple(d.shape) for d in data}
+    if xp is not np or len(shapes) > 1:
+        return _whole(xp, flat, data, low, dims)
+    out = np.empty(next(iter(shapes)), table.dtype)
+    ins, dst = [d.reshape(-1) for d in data], out.reshape(-1)
+
+    def block(start: int) -> None:
+        end = min(dst.size, start + BLOCK)
+        index = scratch("lut", (end - start,), np.int64)
+        _rows_into(ins[0][start:end], low[0], dims[0], index)
+        if len(ins) == 2:
+            column = scratch("lut column", (end - start,), np.int64)
+            _rows_into(ins[1][start:end], low[1], dims[1], column)
+            np.multiply(index, dims[1], out=index, dtype=np.int64)
+            np.add(index, column, out=index, dtype=np.int64)
+        np.take(flat, index, out=dst[start:end], mode="clip")   # in range: clip never acts
+    starts = list(range(0, dst.size, BLOCK))
+    if lane_count(dst.size * len(ins)) > 1:
+        parallel(block, starts)
+    else:
+        for start in starts:
+            block(start)
+    return out
+
+
+BLOCK = 1 << 18
+"""Elements per block of the numpy gather: 2 MiB of int64 indices, few enough Python calls
+that two lanes gather in parallel."""
+
+
+def _rows_into(d, low: int, n: int, index) -> None:
+    """index <- clip(d - low, 0, n - 1) in int64 (exact: |d|, |low| < 2^32); bytes that
+    index n >= 256 rows from 0 (uint8 from 0, int8 from -128) need no clamping."""
+    np.subtract(d, low, out=index, dtype=np.int64)
+    if not (d.dtype.itemsize == 1 and n >= 256 and low == (0 if d.dtype.kind == "u" else -128)):
+        np.clip(index, 0, n - 1, out=index)
+
+
+def _whole(xp, flat, data, low, dims):
+    """One flat gather from the table, over whole arrays (broadcast). Row (column) indices:
+    bytes that index a row (column) of at least 256 entries from 0 as they are; else each
+    argument clamped to its window [low, low + n - 1] (:func:`_rows`). Entries fit int32 (at most 65,536), so the flat index
     a * m + b does."""
-    dims = tuple(table.shape)
-    flat = table.reshape(-1)
     rows = [_byte_rows(d, lo, n) for d, lo, n in zip(data, low, dims)]
     if all(r is not None for r in rows):
         if len(data) == 1:
