@@ -123,8 +123,9 @@ def _sum_pool_scalar(args, a):
 
 
 def _sum_pool_kernel(xp, x, *, pool_size, strides, padding, zero_point, count_include_pad):
-    """Window sums of the zero-padded centred input, times the int64 factor table: tap by tap
-    for small windows, else from the 2-D prefix sums (exact: |sum| <= 2^28 cells x 2^32 within
+    """Window sums of the zero-padded centred input, times the int64 factor table: one sum
+    for a window that is the whole unpadded plane, tap by tap for small windows, else from
+    the 2-D prefix sums (exact: |sum| <= 2^28 cells x 2^32 within
     the memory ceiling; beyond 2^62 tap by tap)."""
     a = dict(pool_size=pool_size, strides=strides, padding=padding,
              count_include_pad=count_include_pad)
@@ -132,6 +133,10 @@ def _sum_pool_kernel(xp, x, *, pool_size, strides, padding, zero_point, count_in
     (kh, kw), (sh, sw), (ph, pw) = pool_size, strides, padding
     oh, ow = _pool_out(h, ph, kh, sh), _pool_out(w, pw, kw, sw)
     hp, wp = h + 2 * ph, w + 2 * pw
+    rows, cols = factor_axes(xp, x.shape, a)
+    if (kh, kw, ph, pw) == (h, w, 0, 0):          # one window, the whole plane: one reduction
+        y = xp.sum(x, axis=(2, 3), dtype=xp.int64, keepdims=True) - zero_point * h * w
+        return y * rows * cols
     reach = (bound(32) + abs(zero_point)) * hp * wp
     prefix = kh * kw > PREFIX_TAPS and reach < 1 << 62
     xs = xp.zeros((n, c, hp + prefix, wp + prefix), dtype=xp.int64)
@@ -148,7 +153,6 @@ def _sum_pool_kernel(xp, x, *, pool_size, strides, padding, zero_point, count_in
         for r in range(kh):
             for s in range(kw):
                 y += xs[:, :, r:r + sh * (oh - 1) + 1:sh, s:s + sw * (ow - 1) + 1:sw]
-    rows, cols = factor_axes(xp, x.shape, a)
     y *= rows
     y *= cols
     return y

@@ -74,6 +74,23 @@ def test_sum_pool_is_the_average_numerator():
                 int(np.nansum(window)), int(np.sum(~np.isnan(window))))
 
 
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 3), st.integers(1, 6), st.integers(1, 6), st.integers(1, 4),
+       st.integers(-300, 300), st.booleans(), st.integers(0, 2 ** 32 - 1))
+def test_whole_plane_sum_pool_is_the_reference(n, h, w, c, zp, include_pad, seed):
+    """A window that is the whole unpadded plane (global average pooling) takes one reduction
+    on numpy: the same values as the reference executor."""
+    b = Builder("global-pool")
+    x = b.input("x", (n, c, h, w), 12)
+    b.output(b.sum_pool2d(x, pool_size=(h, w), strides=(1 + seed % 3, 1), padding=0,
+                          zero_point=zp, count_include_pad=include_pad))
+    program = b.build()
+    feeds = {"x": np.random.default_rng(seed).integers(-2048, 2048, (n, c, h, w))}
+    got = vm.load(program, vm.cpu(backend="numpy")).run(feeds)
+    want = vm.load(program, vm.reference()).run(feeds)
+    assert got.keys() == want.keys() and all(got[k].tobytes() == want[k].tobytes() for k in got)
+
+
 @settings(max_examples=200, deadline=None)
 @given(st.integers(1, 40), st.integers(1, 9), st.integers(1, 5), st.integers(0, 8),
        st.integers(1, 40), st.integers(1, 9), st.integers(1, 5), st.integers(0, 8))
