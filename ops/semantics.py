@@ -69,6 +69,8 @@ def forget(version: int) -> None:
 
 def get(name: str, version: int | None = None) -> OpDef | None:
     """The op ``name`` under ``version`` (default :data:`CURRENT`); None if unknown."""
+    if (CURRENT if version is None else version) == BASE:    # the registry itself: one lookup
+        return REGISTRY.get(name)
     op = _override(version, lambda changes: changes.get(name))
     return op if op is not None else REGISTRY.get(name)
 

@@ -27,7 +27,8 @@ from ops.base import shown
 from .errors import InvalidError, MalformedError
 from .format import (HASH_BYTES, MAGIC, SECTIONS, SYMBOL_DIM, TAG_BOOL, TAG_INT, TAG_INTS,
                      TAG_NONE, TAG_STR, TAG_SYMINTS)
-from .program import KINDS, Instr, Program, Tensor, storage_dtype
+from .program import (KINDS, Instr, Program, Tensor, checked_instr, checked_tensor,
+                      storage_dtype)
 from .validate import Limits
 
 MIN_BYTES = {"metadata": 8, "symbol": 8, "tensor": 7, "constant": 13, "instruction": 5,
@@ -201,7 +202,7 @@ def _read_tensors(r: _Reader, limits: Limits, symbols: list[str]) -> list[Tensor
             shape = _IDS[ndim](buf, end + 3)
             if shape and max(shape) >= SYMBOL_DIM:
                 raise ValueError                    # a symbol: the field-naming reader
-            tensors.append(Tensor(name, shape, precision, KINDS[kind]))
+            tensors.append(checked_tensor(name, shape, precision, KINDS[kind]))
             pos = end + 3 + 4 * ndim
         except (struct.error, ValueError, IndexError):
             r.pos = pos
@@ -257,28 +258,43 @@ def _read_consts(r: _Reader, tensors: list[Tensor]) -> dict[int, np.ndarray]:
 
 def _read_code(r: _Reader, limits: Limits, symbols: list[str], semantics: int) -> list[Instr]:
     count = r.count("instruction", limits.max_instructions, "instructions")
-    buf, pos, code, by_opcode = r.data, r.pos, [], ops.by_opcode
+    buf, pos, code, ids, op_of = r.data, r.pos, [], _IDS, _Opcodes(semantics)
+    append = code.append
     for k in range(count):
         try:
             opcode, n_in = _U16_U8(buf, pos)
-            op = by_opcode(opcode, semantics)
-            inputs = _IDS[n_in](buf, pos + 3)
+            op = op_of[opcode]
             end = pos + 3 + 4 * n_in
             n_out = buf[end]
-            outputs = _IDS[n_out](buf, end + 1)
-            end += 1 + 4 * n_out
-            n_attr = buf[end]
+            after = end + 1 + 4 * n_out
+            n_attr = buf[after]
             attrs = {}
-            end = _fast_attrs(buf, end + 1, n_attr, op, attrs) if n_attr else end + 1
-            code.append(Instr(op.name, inputs, outputs, attrs))
-            pos = end
+            append(checked_instr(op.name, ids[n_in](buf, pos + 3), ids[n_out](buf, end + 1),
+                                 attrs))
+            pos = _fast_attrs(buf, after + 1, n_attr, op, attrs) if n_attr else after + 1
         except (struct.error, ValueError, IndexError, KeyError, AttributeError):
+            del code[k:]                # the entry appended before its attributes failed
             r.pos = pos
-            code.append(_slow_instruction(r, k, symbols, semantics))   # or raises: the field
+            append(_slow_instruction(r, k, symbols, semantics))   # or raises: the field
             pos = r.pos
     r.pos = pos
     r.end()
     return code
+
+
+class _Opcodes(dict):
+    """opcode -> OpDef under one semantics version, looked up once per opcode (None, never
+    stored, for an unknown one)."""
+
+    def __init__(self, semantics: int):
+        super().__init__()
+        self.semantics = semantics
+
+    def __missing__(self, opcode: int):
+        op = ops.by_opcode(opcode, self.semantics)
+        if op is not None:
+            self[opcode] = op
+        return op
 
 
 def _fast_attrs(buf, pos: int, n_attr: int, op, attrs: dict) -> int:

@@ -41,6 +41,10 @@ from .steps import Step
 from .validate import peak_bytes
 
 TAIL_OPS = ("cvm_right_shift", "relu", "clip", "cvm_clip")
+IDENTITY = Requant()
+PREPARED = frozenset((*gemm.LINEAR_OPS, *TAIL_OPS, "elemwise_add", "elemwise_sub", "broadcast_add",
+                      "broadcast_sub", "requantize", "max_pool2d"))
+"""The heads :func:`_prepare` may give a prepared kernel."""
 SMALL = 1 << 12
 """Elements up to which a pointwise step computes in one block without scratch buffers (its
 numpy calls cost more than its arithmetic)."""
@@ -69,29 +73,43 @@ def compose_tail(tail: Requant, ins) -> Requant:
     return tail.then_clip(-r, r)
 
 
-def chains(program: Program, skip=frozenset()) -> list[tuple[list[int], Requant]]:
-    """The program's instructions grouped as (head + tail indices, composed tail), in order;
-    the instructions in ``skip`` belong to no group."""
+def readers_of(program: Program) -> dict[int, list[int]]:
+    """tensor -> the instructions reading it, in order (a tensor nobody reads: no entry)."""
     readers = defaultdict(list)
     for k, ins in enumerate(program.code):
         for i in ins.inputs:
             readers[i].append(k)
+    return readers
+
+
+def chains(program: Program, skip=frozenset(),
+           readers: dict | None = None) -> list[tuple[list[int], Requant]]:
+    """The program's instructions grouped as (head + tail indices, composed tail), in order;
+    the instructions in ``skip`` belong to no group (``readers``: :func:`readers_of`)."""
+    readers = readers_of(program) if readers is None else readers
+    code, tensors = program.code, program.tensors
     outputs, taken, groups = set(program.outputs), set(skip), []
-    for k, ins in enumerate(program.code):
+    composed = {}        # (id of a tail, op, attributes): the longer tail; each tail: itself
+    for k, ins in enumerate(code):
         if k in taken:
             continue
-        group, tail = [k], Requant()
+        group, tail = [k], IDENTITY
         t = ins.outputs[0] if len(ins.outputs) == 1 else None
-        top = bound(program.tensors[t].precision) if t is not None else 0
-        while t is not None and t not in outputs and len(readers[t]) == 1:
-            nxt = program.code[readers[t][0]]
-            if nxt.op not in TAIL_OPS or readers[t][0] in taken:
+        top = bound(tensors[t].precision) if t is not None else 0
+        while t is not None and t not in outputs and len(readers.get(t, ())) == 1:
+            r = readers[t][0]
+            nxt = code[r]
+            if nxt.op not in TAIL_OPS or r in taken:
                 break
-            longer = compose_tail(tail, nxt)
-            if longer.shift >= 63 or longer.reach(top) >= INT64_REACH:
+            key = (id(tail), nxt.op, tuple(nxt.attrs.items()))  # a chain repeats a few
+            longer = composed.get(key)                           # tails
+            if longer is None:              # one object per distinct tail: ids repeat
+                longer = compose_tail(tail, nxt)
+                longer = composed[key] = composed.setdefault(longer, longer)
+            if longer is not tail and (longer.shift >= 63 or longer.reach(top) >= INT64_REACH):
                 break
             tail = longer
-            group.append(readers[t][0])
+            group.append(r)
             t = nxt.outputs[0]
         taken.update(group)
         groups.append((group, tail))
@@ -107,17 +125,19 @@ def fuse(program: Program, analysis, steps: list, lanes: int = 1,
     elementwise islands of byte inputs become table lookups (vm/islands.py), except where a
     convolution's epilogue absorbs the instructions (:func:`joins`)."""
     external = external or {}
+    readers = readers_of(program)
     covered = {k for step in external.values() for k in step.covers}
+    plain = chains(program, covered, readers)           # the groups without tables
     found = {}
     if tables:
-        groups = chains(program, covered)
-        joined = {k for n, (m, _) in joins(program, groups).items()
-                  for k in groups[n][0] + groups[m][0]}
+        joined = {k for n, (m, _) in joins(program, plain, readers).items()
+                  for k in plain[n][0] + plain[m][0]}
         found = islands(program, steps, covered | joined)
-    for attempt in ({**found, **external}, external):    # tables move uses later: never
-        covered = {k for step in attempt.values() for k in step.covers}  # beyond the peak
-        groups = chains(program, covered)
-        for links in (joins(program, groups), {}):
+    attempts = ({**found, **external}, external) if found else (external,)
+    for attempt in attempts:                             # tables move uses later: never
+        groups = chains(program, {k for step in attempt.values() for k in step.covers},
+                        readers) if attempt is not external else plain   # beyond the peak
+        for links in (joins(program, groups, readers), {}):
             # a joined step runs later than its conv, so the conv's input lives longer
             fast = _fused(program, analysis, steps, lanes, groups, links, attempt)
             if peak_bytes(program, [(s.outputs, s.frees) for s in fast]) <= \
@@ -162,23 +182,21 @@ def _plain(program: Program, analysis, steps, group, tail, lanes: int) -> list:
                  {}, (), tuple(group))]
 
 
-def joins(program: Program, groups) -> dict[int, tuple[int, int | None]]:
+def joins(program: Program, groups,
+          readers: dict | None = None) -> dict[int, tuple[int, int | None]]:
     """{conv group n: (group m, other)} where the conv chain's result is read only by the head
     of group m, which its epilogue can absorb: an elemwise_add / elemwise_sub with another
     tensor ``other`` (a residual block: one conv per add), or a requantize of the raw conv
     result (``other`` None). The fused step runs at group m's place (SSA: every input is
-    defined by then)."""
-    readers = defaultdict(list)
-    for k, ins in enumerate(program.code):
-        for i in ins.inputs:
-            readers[i].append(k)
+    defined by then; ``readers``: :func:`readers_of`)."""
+    readers = readers_of(program) if readers is None else readers
     head_of = {group[0]: m for m, (group, _) in enumerate(groups)}
     outputs, links = set(program.outputs), {}
     for n, (group, _) in enumerate(groups):
         if program.code[group[0]].op not in ("conv2d", "qconv2d"):
             continue
         t = program.code[group[-1]].outputs[0]
-        if t in outputs or len(readers[t]) != 1 or readers[t][0] not in head_of:
+        if t in outputs or len(readers.get(t, ())) != 1 or readers[t][0] not in head_of:
             continue
         nxt, m = program.code[readers[t][0]], head_of[readers[t][0]]
         if nxt.op in ("elemwise_add", "elemwise_sub") and nxt.inputs.count(t) == 1 and \
@@ -248,6 +266,8 @@ def _with_frees(program: Program, fast: list) -> list:
 def _prepare(program: Program, analysis, steps, index: int, tail, out_id: int, lanes: int):
     """A prepared kernel and its (non-constant) inputs for the head ``index``, or (None, ())."""
     ins = program.code[index]
+    if ins.op not in PREPARED:
+        return None, ()
     consts = [program.consts.get(i) for i in ins.inputs]
     dtype = program.tensors[out_id].dtype
     if ins.op in gemm.LINEAR_OPS:

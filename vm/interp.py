@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import threading
 from contextlib import nullcontext
+from collections.abc import Sequence
 from typing import Any, Callable
 
 import numpy as np
@@ -38,12 +39,16 @@ class Plan:
         check_threads(threads)
         self.program, self.executor = program, executor
         self.consts = consts if consts is not None else device_consts(program, executor)
-        self.steps = [self._bind(k, ins, analysis) for k, ins in enumerate(program.code)]
+        self._kernels: dict = {}                # op name: the executor's kernel
+        self.steps = BoundSteps(lambda k: self._bind(k, program.code[k], analysis),
+                                len(program.code))
         self.threads = threads
         self._limit = blas_threads(None if threads is None else 1)
         self._exclusive = executor.exclusive
         with self._limit():
             self.fast = executor.fast_steps(program, analysis, self.steps, threads)
+        if self.fast is self.steps:             # every step runs: bind them all now
+            self.fast = list(self.steps)
         self.backend = executor.describe(program, self.fast)
         self._fast_limit = self._limit if executor.may_use_blas(self.fast) else nullcontext
         read = {i for step in self.fast for i in step.inputs} | set(program.outputs)
@@ -60,7 +65,9 @@ class Plan:
         tensors, last_use = self.program.tensors, analysis.last_use
         frees = tuple(sorted({i for i in (*ins.inputs, *ins.outputs)
                               if last_use[i] == index and tensors[i].kind != "const"}))
-        kernel = self.executor.kernel(self.program.op(ins))
+        kernel = self._kernels.get(ins.op)
+        if kernel is None:
+            kernel = self._kernels[ins.op] = self.executor.kernel(self.program.op(ins))
         return Step(index, kernel, ins.inputs, ins.outputs,
                     tuple(storage_dtype(tensors[i].precision) for i in ins.outputs), kwargs,
                     frees, (index,))
@@ -114,6 +121,30 @@ class Plan:
         """Bytes of scratch this thread's runs keep for reuse."""
         ws = getattr(self._local, "ws", None)
         return ws.nbytes if ws is not None else 0
+
+
+class BoundSteps(Sequence):
+    """Each instruction's step, bound when first asked for: a fused plan (vm/fusion.py) asks
+    only for the steps it runs as they are; a traced run, for every one."""
+
+    def __init__(self, bind: Callable[[int], Step], count: int):
+        self._bind, self._steps = bind, [None] * count
+
+    def __len__(self) -> int:
+        return len(self._steps)
+
+    def __getitem__(self, k):
+        if isinstance(k, slice):
+            return [self[i] for i in range(*k.indices(len(self)))]
+        if k < 0:
+            k += len(self._steps)
+        step = self._steps[k]
+        if step is None:
+            step = self._steps[k] = self._bind(k)
+        return step
+
+    def __setitem__(self, k: int, step: Step) -> None:
+        self._steps[k] = step
 
 
 def check_threads(threads) -> None:

@@ -27,17 +27,24 @@ ELEMENTWISE = ("relu", "abs", "negative", "clip", "cvm_clip", "cvm_left_shift",
                "broadcast_sub", "broadcast_mul", "broadcast_max", "requantize")
 MAX_VALUES = 256
 """The most values an input of an island may take."""
+MAX_MEMBERS = 64
+"""The most instructions of an island (its table costs each one a kernel call on up to 65,536
+pairs at load; a quantized residual block has a handful): a sink's search for them stops
+there, so it costs O(MAX_MEMBERS^2) and the pass stays linear in the program."""
 
 
 def islands(program: Program, steps: list, skip=frozenset()) -> dict[int, Step]:
     """{sink instruction: Step} of the program's islands (none of them in ``skip``)."""
+    sinks = _sinks(program)
+    if not sinks:
+        return {}
     ranges, readers = Ranges(program), defaultdict(list)
-    producer = {t: k for k, ins in enumerate(program.code) for t in ins.outputs}
+    producer = ranges.producer
     for k, ins in enumerate(program.code):
         for t in ins.inputs:
             readers[t].append(k)
     taken, found = set(skip), {}
-    for sink in reversed(range(len(program.code))):
+    for sink in reversed(sinks):
         if sink in taken or not _elementwise(program, sink):
             continue
         members = _grow(program, sink, readers, producer, ranges, taken)
@@ -48,6 +55,20 @@ def islands(program: Program, steps: list, skip=frozenset()) -> dict[int, Step]:
             found[sink] = _table_step(program, steps, sorted(members), inputs, ranges)
             taken |= members
     return found
+
+
+def _sinks(program: Program) -> list[int]:
+    """The instructions that may end an island worth a table: those reached from a requantize
+    through elementwise ops (an island's members are its sink and, recursively, elementwise
+    producers of its inputs; one of them must be a requantize). One pass, in order."""
+    hot: set[int] = set()               # tensors written by such instructions
+    sinks = []
+    for k, ins in enumerate(program.code):
+        if ins.op in ELEMENTWISE and (ins.op == "requantize" or
+                                      any(t in hot for t in ins.inputs)):
+            hot.update(ins.outputs)
+            sinks.append(k)
+    return sinks
 
 
 def _elementwise(program: Program, k: int) -> bool:
@@ -67,7 +88,7 @@ def _grow(program: Program, sink: int, readers, producer, ranges, taken) -> set[
     MAX_VALUES values, while they are elementwise and only the island reads their result
     (``producer``: tensor -> the instruction writing it)."""
     outputs, members = set(program.outputs), {sink}
-    while len(members) < len(program.code):
+    while len(members) < min(len(program.code), MAX_MEMBERS):
         wide = [t for t in _inputs(program, members) if _span(ranges.of(t)) > MAX_VALUES]
         if not wide:
             break

@@ -99,22 +99,32 @@ def largest_tile(program: Program) -> int:
     return max((step_scratch(program, ins, memo) for ins in program.code), default=0)
 
 
-def analyse(program: Program, last_use: list[int]) -> tuple[int, int, int]:
-    """(peak memory, peak of the live tensors alone, largest step scratch) in one pass."""
-    memo: dict = {}
+def analyse(program: Program, last_use: list[int],
+            scratch: list[int] | None = None) -> tuple[int, int, int]:
+    """(peak memory, peak of the live tensors alone, largest step scratch) in one pass
+    (``scratch``: each instruction's :func:`step_scratch`, if known)."""
     code, tensors = program.code, program.tensors
     frees: list[list[int]] = [[] for _ in code]
     for i, t in enumerate(tensors):             # as frees_after, for every step at once
         if t.kind != "const" and 0 <= last_use[i] < len(code):
             frees[last_use[i]].append(i)
-    scratch = [step_scratch(program, ins, memo) for ins in code]
+    if scratch is None:
+        memo: dict = {}
+        scratch = [step_scratch(program, ins, memo) for ins in code]
     nbytes = tensor_bytes(program)
-    live = peak_bytes(program, [(ins.outputs, f) for ins, f in zip(code, frees)], nbytes)
-    steps = [(ins.outputs, f, x) for ins, f, x in zip(code, frees, scratch)]
+    live = peak_live = peak = sum(n for n, t in zip(nbytes, tensors) if t.kind != "value")
+    for ins, dead, extra in zip(code, frees, scratch):     # peak_bytes of both, at once
+        for i in ins.outputs:
+            live += nbytes[i]
+        if live > peak_live:
+            peak_live = live
+        if live + extra > peak:
+            peak = live + extra
+        for i in dead:
+            live -= nbytes[i]
     outputs = sum(nbytes[i] for i in set(program.outputs))
     end = sum(n for n, t in zip(nbytes, tensors) if t.kind == "const") + 2 * outputs
-    peak = max(peak_bytes(program, steps, nbytes), end) + WORKSPACE_KEEP
-    return peak, live, max(scratch, default=0)
+    return max(peak, end) + WORKSPACE_KEEP, peak_live, max(scratch, default=0)
 
 
 def lanes_memory(peak: int, tile: int, lanes: int) -> int:

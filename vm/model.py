@@ -12,7 +12,7 @@ import numpy as np
 
 from ops.base import bound, shown
 
-from . import plugins
+from . import collector, plugins
 from .decoding import decode
 from .encoding import encode, model_hash
 from .errors import EnvironmentFault, InternalError, InvalidError, TrapError
@@ -85,6 +85,10 @@ class Model:
         if ctx is not None and not isinstance(ctx, Context):
             raise TrapError(f"ctx must be a context such as vm.cpu() or vm.gpu(0), got "
                             f"{type(ctx).__name__} {shown(repr(ctx))}")
+        with collector.paused():
+            self._load(program, ctx, limits, data, threads)
+
+    def _load(self, program, ctx, limits, data, threads) -> None:
         self.program = program
         self.limits = limits or Limits()
         self.analysis = validate(program, self.limits)
@@ -429,5 +433,6 @@ def open_model(source: Any, ctx: Context | None = None, limits: Limits | None = 
             return Model(parse(data.decode("utf-8", errors="replace")), ctx, limits,
                          threads=threads)
         source = data
-    program = decode(source, limits)
-    return Model(program, ctx, limits, data=bytes(source), threads=threads)
+    with collector.paused():
+        program = decode(source, limits)
+        return Model(program, ctx, limits, data=bytes(source), threads=threads)

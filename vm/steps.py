@@ -2,7 +2,7 @@
 instructions fused into one prepared kernel (vm/fusion.py)."""
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
@@ -22,4 +22,7 @@ class Step:
     covers: tuple[int, ...] = ()
 
     def with_frees(self, frees: tuple[int, ...]) -> "Step":
-        return replace(self, frees=frees)
+        if frees == self.frees:
+            return self
+        return Step(self.index, self.kernel, self.inputs, self.outputs, self.dtypes,
+                    self.kwargs, frees, self.covers)

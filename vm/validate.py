@@ -7,6 +7,7 @@ that fails raises :class:`InvalidError` naming the tensor or quoting the instruc
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import dataclass, field, replace
 from typing import Any, Mapping, Sequence
 
@@ -17,7 +18,7 @@ from ops import gemm as gemm_licences
 from ops.base import OpError, bound, shown
 
 from . import memory
-from .memory import peak_bytes, tensor_bytes  # noqa: F401  (their home was here)
+from .memory import peak_bytes, step_scratch, tensor_bytes  # noqa: F401  (their home was here)
 from .errors import InternalError, InvalidError
 from .program import KINDS, Program, storage_dtype
 from .symbolic import (Affine, Envelope, attr_symbols, check_symbolic_dims, check_symbols,
@@ -133,19 +134,22 @@ def validate(program: Program, limits: Limits = Limits()) -> Analysis:
     check_semantics(program.semantics)
     _check_texts(program)
     check_symbols(program, MAX_DIM)
-    _check_table(program, limits)
-    defined = _check_code(program, limits)
+    types = _check_table(program, limits)
+    defined, kinds = _check_code(program, types)
     _check_outputs(program, defined)
     if program.symbols:
         return _validate_symbolic(program, limits)
     last_use = _liveness(program)
-    peak, live, tile = memory.analyse(program, last_use)
-    analysis = Analysis(gas=_gas(program), peak_memory=peak, last_use=last_use,
+    smemo: dict = {}
+    scratch = [step_scratch(program, program.code[k], smemo) for k in kinds.examples]
+    peak, live, tile = memory.analyse(program, last_use,
+                                      list(map(scratch.__getitem__, kinds.of)))
+    analysis = Analysis(gas=_gas(program, kinds), peak_memory=peak, last_use=last_use,
                         live_peak=live, tile=tile)
     _check_ceilings(analysis.gas, analysis.peak_memory, limits, "")
     analysis.gas_formula = Affine.of(analysis.gas)
     analysis.memory_formula = Envelope.of([Affine.of(analysis.peak_memory)])
-    _license_gemms(program, analysis)
+    _license_gemms(program, analysis, kinds)
     return analysis
 
 
@@ -185,39 +189,61 @@ def _validate_symbolic(program: Program, limits: Limits) -> Analysis:
                    memory_formula=peak, tile=tile)
 
 
-def _check_table(program: Program, limits: Limits) -> None:
+def _check_table(program: Program, limits: Limits) -> list[int]:
+    """Check the tensor table; return every tensor's type number (equal numbers: the same
+    shape and precision; a shape given as another sequence than a tuple gets its own)."""
     if len(program.tensors) > limits.max_tensors:
         raise InvalidError(f"{len(program.tensors)} tensors exceed the ceiling {limits.max_tensors}")
     if len(program.code) > limits.max_instructions:
         raise InvalidError(f"{len(program.code)} instructions exceed the ceiling "
                            f"{limits.max_instructions}")
     seen: set[str] = set()
-    types: set = set()                  # (shape, precision) pairs already checked
+    types: dict = {}                    # (shape, precision) pairs already checked: number
+    numbers, consts, plain = [], program.consts, not program.symbols
     for i, t in enumerate(program.tensors):
-        what = f"tensor {i} %{t.name}"
-        if (not isinstance(t.name, str) or not t.name or not t.name.isprintable()
-                or len(t.name.encode()) > 255):
-            raise InvalidError(f"tensor {i}: bad name {shown(t.name)}")
-        if t.name in seen:
-            raise InvalidError(f"{what}: duplicate name")
-        seen.add(t.name)
-        if t.kind not in KINDS:
-            raise InvalidError(f"{what}: unknown kind {t.kind!r}")
-        check_symbolic_dims(program, t, what)
-        if not isinstance(t.shape, tuple) or (t.shape, t.precision) not in types:
-            check_tensor_type(shape_at(t.shape, program.symbols), t.precision, what)
-            types.add((tuple(t.shape), t.precision))
-        data = program.consts.get(i)
-        if t.kind != "const":
-            if data is not None:
-                raise InvalidError(f"{what}: a {t.kind} has constant data")
+        name = t.name
+        try:
+            number = types.get((t.shape, t.precision)) if plain else None
+        except TypeError:               # an unhashable shape: the full check names it
+            number = None
+        if number is not None and (t.kind == "value" or t.kind == "input") and \
+                i not in consts and type(name) is str and name not in seen and \
+                0 < len(name) <= 255 and name.isascii() and name.isprintable():
+            seen.add(name)              # the common case, as _check_tensor would find it
+            numbers.append(number)
             continue
-        if data is None:
-            raise InvalidError(f"{what}: constant has no data")
-        _check_const(t, data, what)
+        _check_tensor(program, i, t, seen, types)
+        numbers.append(types.setdefault((t.shape, t.precision), len(types))
+                       if isinstance(t.shape, tuple) else -1 - i)
     for i in program.consts:
         if not 0 <= i < len(program.tensors):
             raise InvalidError(f"constant pool entry for unknown tensor {i}")
+    return numbers
+
+
+def _check_tensor(program: Program, i: int, t, seen: set, types: dict) -> None:
+    what = f"tensor {i} %{t.name}"
+    if (not isinstance(t.name, str) or not t.name or not t.name.isprintable()
+            or len(t.name.encode()) > 255):
+        raise InvalidError(f"tensor {i}: bad name {shown(t.name)}")
+    if t.name in seen:
+        raise InvalidError(f"{what}: duplicate name")
+    seen.add(t.name)
+    if t.kind not in KINDS:
+        raise InvalidError(f"{what}: unknown kind {t.kind!r}")
+    check_symbolic_dims(program, t, what)
+    if not isinstance(t.shape, tuple) or (t.shape, t.precision) not in types:
+        check_tensor_type(shape_at(t.shape, program.symbols), t.precision, what)
+        if isinstance(t.shape, tuple):
+            types.setdefault((t.shape, t.precision), len(types))
+    data = program.consts.get(i)
+    if t.kind != "const":
+        if data is not None:
+            raise InvalidError(f"{what}: a {t.kind} has constant data")
+        return
+    if data is None:
+        raise InvalidError(f"{what}: constant has no data")
+    _check_const(t, data, what)
 
 
 def _check_const(t, data: np.ndarray, what: str) -> None:
@@ -253,18 +279,64 @@ def first_outside(data: np.ndarray, lo: int, hi: int) -> int | None:
     return None
 
 
-def _check_code(program: Program, limits: Limits) -> list[bool]:
+@dataclass
+class Kinds:
+    """The instructions grouped by kind: op, attributes, input and output types (shapes and
+    precisions). Every rule but a constant-aware bound gives the same result on instructions
+    of one kind; gas and scratch are computed once per kind."""
+
+    of: list[int]
+    """Each instruction's kind number."""
+    examples: list[int]
+    """For each kind, the first instruction of that kind."""
+
+
+def _check_code(program: Program, types: list[int]) -> tuple[list[bool], Kinds]:
+    """Check every instruction in order; return which tensors are defined and the kinds of
+    the instructions. An instruction of a kind already checked needs only its own ids checked
+    (defined inputs, fresh outputs); any other, or any doubt, takes the full check."""
     tensors = program.tensors
     defined = [t.kind in ("input", "const") for t in tensors]
+    value = [t.kind == "value" for t in tensors]
     memo: dict = {}
+    known: dict = {}                    # kind key: (number, whether its rules are checked)
+    kinds = Kinds([], [])
+    type_of = types.__getitem__
     for index, ins in enumerate(program.code):
         try:
-            _check_instruction(ins, program, defined, memo)
-        except _Bad as e:   # quote the instruction only now (it imports the disassembler)
-            where = (program.describe(index) if _ids_ok(ins, len(tensors))
-                     else f"instruction {index}")
-            raise InvalidError(f"{where}: {e}") from None
-    return defined
+            key = (ins.op, tuple(map(type_of, ins.inputs)), tuple(map(type_of, ins.outputs)),
+                   tuple(ins.attrs.items()))
+            entry = known.get(key)
+        except (TypeError, IndexError):     # an id out of range, an unhashable attribute
+            key = entry = None
+        if entry is not None and entry[1] and _fresh(ins, defined, value):
+            for i in ins.outputs:
+                defined[i] = True
+        else:
+            try:
+                _check_instruction(ins, program, defined, memo)
+            except _Bad as e:   # quote the instruction only now (it imports the disassembler)
+                where = (program.describe(index) if _ids_ok(ins, len(tensors))
+                         else f"instruction {index}")
+                raise InvalidError(f"{where}: {e}") from None
+            if entry is None:           # checked: its ids are in range, its attributes hashable
+                entry = known[key] = (len(kinds.examples),
+                                      program.op(ins).const_precision is None)
+                kinds.examples.append(index)
+        kinds.of.append(entry[0])
+    return defined, kinds
+
+
+def _fresh(ins, defined: list[bool], value: list[bool]) -> bool:
+    """Whether the inputs of ``ins`` are defined and its outputs distinct values not yet
+    written (its ids are known to be below the table's length)."""
+    for i in ins.inputs:
+        if i < 0 or not defined[i]:
+            return False
+    for i in ins.outputs:
+        if i < 0 or not value[i] or defined[i]:
+            return False
+    return len(ins.outputs) == 1 or len(set(ins.outputs)) == len(ins.outputs)
 
 
 class _Bad(Exception):
@@ -398,13 +470,16 @@ def op_gas(program: Program, ins, memo: dict | None = None,
     return rules[0] * out[0] + MEMORY_WEIGHT * sum(out) + rules[1]
 
 
-def _gas(program: Program) -> int:
-    """CVM gas: every op's GetOps term plus 5 gas per element of every input and constant."""
-    sizes = [math.prod(t.shape) for t in program.tensors]
-    gas = sum(MEMORY_WEIGHT * n for n, t in zip(sizes, program.tensors) if t.kind != "value")
+def _gas(program: Program, kinds: Kinds | None = None) -> int:
+    """CVM gas: every op's GetOps term plus 5 gas per element of every input and constant
+    (``kinds``: the op's term once per kind of instruction, times their number)."""
+    gas = sum(MEMORY_WEIGHT * math.prod(t.shape) for t in program.tensors if t.kind != "value")
     memo: dict = {}
-    for ins in program.code:
-        gas += op_gas(program, ins, memo, sizes)
+    if kinds is None:
+        return gas + sum(op_gas(program, ins, memo) for ins in program.code)
+    per_kind = [op_gas(program, program.code[k], memo) for k in kinds.examples]
+    for number, count in Counter(kinds.of).items():
+        gas += per_kind[number] * count
     return gas
 
 
@@ -429,9 +504,10 @@ def nonnegative(program: Program) -> set[int]:
     return out
 
 
-def _license_gemms(program: Program, analysis: Analysis) -> None:
+def _license_gemms(program: Program, analysis: Analysis, kinds: Kinds) -> None:
     """For ops with an accumulator: prove the partial-sum bound, pick the exact GEMM path."""
-    linear = [k for k, ins in enumerate(program.code) if program.op(ins).acc_bound is not None]
+    accumulates = [program.op(program.code[k]).acc_bound is not None for k in kinds.examples]
+    linear = [k for k, n in enumerate(kinds.of) if accumulates[n]] if any(accumulates) else []
     nonneg = nonnegative(program) if linear else set()
     for index in linear:
         ins = program.code[index]
