@@ -74,9 +74,8 @@ def _q_acc_bound(precs, shapes, a, consts) -> int:
     data = bound(precs[0]) + abs(a["zero_point"])
     weight = consts[1] if len(consts) > 1 else None
     if weight is not None:
-        import numpy as np
-        rows = np.abs(weight.astype(np.int64).reshape(shapes[1][0], -1)).sum(axis=1)
-        return data * int(rows.max(initial=0))
+        from .gemm import row_abs_sums
+        return data * int(row_abs_sums(weight).max(initial=0))
     return size_of(shapes[1][1:]) * data * bound(precs[1])
 
 
