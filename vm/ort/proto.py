@@ -9,6 +9,7 @@ repeated scalars unpacked, as onnx's own serializer does, so the bytes equal
 """
 from __future__ import annotations
 
+import functools
 import struct
 
 import numpy as np
@@ -22,8 +23,13 @@ ATTR_FLOAT, ATTR_INT, ATTR_STRING, ATTR_TENSOR, ATTR_FLOATS, ATTR_INTS = 1, 2, 3
 VARINT, FIXED32, BYTES = 0, 5, 2
 
 
+_ONE_BYTE = [bytes((n,)) for n in range(128)]
+
+
 def _varint(n: int) -> bytes:
     """Base-128 varint; a negative int64 is written as its 64-bit two's complement."""
+    if 0 <= n < 128:
+        return _ONE_BYTE[n]
     if n < 0:
         n += 1 << 64
     out = bytearray()
@@ -37,6 +43,7 @@ def _varint(n: int) -> bytes:
             return bytes(out)
 
 
+@functools.lru_cache(maxsize=None)
 def _key(field: int, wire: int) -> bytes:
     return _varint(field << 3 | wire)
 
