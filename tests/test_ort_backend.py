@@ -149,6 +149,32 @@ def test_an_inexact_conv_integer_is_not_used(monkeypatch, fresh_verdict):
     assert lowered(model) == len(program.code)
 
 
+def test_a_conv_integer_that_does_not_build_leaves_the_matmul_form(monkeypatch, fresh_verdict):
+    """ConvInteger's cases share the first form's session; where that session fails, each
+    set of cases runs alone, so only ConvInteger is given up."""
+    exact = per_case(lambda spec, xs: selftest.references(spec, xs))
+
+    def no_conv_integer(todo):
+        if any(spec.direct for spec, _ in todo):
+            raise RuntimeError("ConvInteger: not implemented")
+        return exact(todo)
+    monkeypatch.setattr(selftest, "accumulators", no_conv_integer)
+    v = selftest.verdict()
+    assert v.form == "u8s8" and not v.direct and "ConvInteger" not in str(v)
+
+
+def test_the_self_test_reference_is_exact_on_both_paths():
+    """exact_matmul through float64 (partial sums below 2^53) and through int64 (not)."""
+    rng = np.random.default_rng(5)
+    for hi in (255, 1 << 50):
+        a = rng.integers(-hi, hi + 1, (2, 3, 17))
+        b = rng.integers(-255, 256, (2, 17, 4))
+        want = [[[sum(int(x) * int(y) for x, y in zip(a[g, i], b[g, :, j])) for j in range(4)]
+                 for i in range(3)] for g in range(2)]
+        got = selftest.exact_matmul(a, b)
+        assert got.dtype == np.int64 and got.tolist() == want
+
+
 def test_no_exact_form_means_the_numpy_executor(monkeypatch, fresh_verdict, auto_lowers):
     monkeypatch.setattr(selftest, "accumulators", per_case(
         lambda spec, xs: [selftest.reference(spec, x) + 1 for x in xs]))
