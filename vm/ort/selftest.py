@@ -247,15 +247,18 @@ def cases(form: str):
         xs = [np.full((m, k), 255, np.uint8), rng.integers(0, 256, (m, k)).astype(np.uint8)]
         out.append((LinearSpec((m, k), np.uint8, adversarial_weight((n, k), rng), {}, 0, 0,
                                form), xs))
-    # conv: x in [0, 255] (int32), int8 (the XOR conversion), a generic offset, split bytes
-    for lo, hi, dtype, offset, zp, split in ((0, 255, np.int32, 0, 7, False),
-                                             (-128, 127, np.int8, 128, 0, False),
-                                             (-60, 190, np.int32, 60, 3, False),
-                                             (-255, 255, np.int32, 255, 0, True)):
-        for attrs, nhwc_in, nchw_out in ((conv, False, False), (odd, True, True)):
-            w = adversarial_weight((16, 8) + attrs["kernel_size"], rng)
-            shape = (2, 9, 10, 8) if nhwc_in else (2, 8, 9, 10)
-            xs = [np.full(shape, hi, dtype), rng.integers(lo, hi + 1, shape).astype(dtype)]
-            out.append((LinearSpec(shape, np.dtype(dtype), w, attrs, offset, zp, form, split,
-                                   nhwc_in, nchw_out), xs))
+    # conv: x in [0, 255] (int32), int8 (the XOR conversion), a generic offset, split bytes,
+    # in the two layouts and attribute sets in turn: every conversion and every layout runs,
+    # and the kernels see the same adversarial operands in each
+    layouts = ((conv, False, False), (odd, True, True))
+    for n, (lo, hi, dtype, offset, zp, split) in enumerate(((0, 255, np.int32, 0, 7, False),
+                                                           (-128, 127, np.int8, 128, 0, False),
+                                                           (-60, 190, np.int32, 60, 3, False),
+                                                           (-255, 255, np.int32, 255, 0, True))):
+        attrs, nhwc_in, nchw_out = layouts[n % 2]
+        w = adversarial_weight((16, 8) + attrs["kernel_size"], rng)
+        shape = (2, 9, 10, 8) if nhwc_in else (2, 8, 9, 10)
+        xs = [np.full(shape, hi, dtype), rng.integers(lo, hi + 1, shape).astype(dtype)]
+        out.append((LinearSpec(shape, np.dtype(dtype), w, attrs, offset, zp, form, split,
+                               nhwc_in, nchw_out), xs))
     return out
