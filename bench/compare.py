@@ -198,7 +198,13 @@ print(json.dumps(dict(load_min_s=min(loads), load_first_s=loads[0], ort_import_s
 
 
 def run_child(code: str) -> dict:
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    """Run ``code`` in a fresh process whose modules load from cached bytecode, as in an
+    installed package (bench/load.py's cache; an untimed first run of ``code`` compiles it)."""
+    from load import child_env
+    env = child_env()
+    for _ in range(2):
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             env=env)
     if out.returncode:
         return {"error": out.stderr.strip().splitlines()[-1:]}
     return json.loads(out.stdout)
