@@ -135,7 +135,8 @@ def plan(program: Program, analysis, steps: list, threads: int | None,
     if not lowered:
         return None
     regions = runs(lowered)
-    facts.layout = {t: "nhwc" for t in channels_last(facts, lowered)}
+    inside = _internal(program, regions)
+    facts.layout = {t: "nhwc" for t in channels_last(facts, lowered) if t not in inside}
     twin = twin_program(program, facts)
     twin_steps = [_rebind(step, twin, k, analysis, twin.code[k] is not program.code[k])
                   for k, step in enumerate(steps)]
@@ -222,6 +223,19 @@ def _neighbours(program: Program) -> dict[int, set[int]]:
                 out[k].add(producer[t])
                 out[producer[t]].add(k)
     return out
+
+
+def _internal(program: Program, regions: list[list[int]]) -> set[int]:
+    """Tensors written and read only inside one region: their layout is the region's choice
+    (rules.Region keeps each value in the layout it was made in), never forced."""
+    region_of = {k: n for n, run in enumerate(regions) for k in run}
+    touches = defaultdict(set)
+    for k, ins in enumerate(program.code):
+        for t in (*ins.inputs, *ins.outputs):
+            touches[t].add(region_of.get(k, -1))
+    outputs = set(program.outputs)
+    return {t for t, where in touches.items()
+            if len(where) == 1 and -1 not in where and t not in outputs}
 
 
 REGION_MAX = 512
