@@ -102,6 +102,13 @@ BLOCK = 1 << 18
 that two lanes gather in parallel."""
 
 
+SCRATCH_WORDS = 4
+"""int64 words per output element the kernel may hold besides its output (and a table's
+worth): two blocks of int64 indices; over whole arrays, the int32 rows, their flat index and
+the gather's intp copy of it (at most 16 bytes per element, measured); an onnxruntime
+lowering's index arithmetic."""
+
+
 def _rows_into(d, low: int, n: int, index) -> None:
     """index <- clip(d - low, 0, n - 1) in int64 (exact: |d|, |low| < 2^32); bytes that
     index n >= 256 rows from 0 (uint8 from 0, int8 from -128) need no clamping."""
@@ -182,5 +189,6 @@ register(OpDef(
     attrs=(Attr("low", "ints", length=(1, 2), lo=-LOW, hi=LOW),),
     shape=_shape, precision=_precision,
     cost=lambda shapes, a: len(shapes) - 1, scalar=_scalar, kernel=_kernel, z3=_z3,
-    batch=(1, 2),
+    batch=(1, 2), scratch=lambda ins, outs, a: 8 * (SCRATCH_WORDS * size_of(outs[0])
+                                                    + size_of(ins[0])),
 ))
