@@ -121,11 +121,13 @@ def licence(weight: np.ndarray, x_bound: int, nonneg: bool = False) -> GemmLicen
 class Licences(Mapping):
     """{instruction index: GemmLicence}, each computed on first use from the facts
     :meth:`add` records (weight, x_bound, nonneg): the same licence :func:`licence` returns,
-    but only for the steps whose kernels ask for it (a step another backend runs never does)."""
+    but only for the steps whose kernels ask for it (a step another backend runs never does);
+    once per weight array, bound and sign (a weight many instructions share: once)."""
 
     def __init__(self):
         self._facts: dict[int, tuple] = {}
         self._done: dict[int, GemmLicence] = {}
+        self._shared: dict[tuple, GemmLicence] = {}   # (id of the weight, x_bound, nonneg)
 
     def add(self, index: int, weight: np.ndarray, x_bound: int, nonneg: bool) -> None:
         self._facts[index] = (weight, x_bound, nonneg)
@@ -133,7 +135,12 @@ class Licences(Mapping):
     def __getitem__(self, index: int) -> GemmLicence:
         done = self._done.get(index)
         if done is None:
-            done = self._done[index] = licence(*self._facts[index])
+            weight, x_bound, nonneg = facts = self._facts[index]   # holds the weight: its id
+            key = (id(weight), x_bound, nonneg)                    # stays its own
+            done = self._shared.get(key)
+            if done is None:
+                done = self._shared[key] = licence(*facts)
+            self._done[index] = done
         return done
 
     def __contains__(self, index) -> bool:

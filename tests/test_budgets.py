@@ -210,14 +210,86 @@ def test_every_hostile_rejection_is_cheap():
         assert seconds < 2, (case.name, seconds)
 
 
-def test_load_work_is_linear_in_the_instructions():
+def mixed_chain(n: int, width: int = 16) -> bytes:
+    """About ``n`` instructions of a quantized block on (1, ``width``) p8 values, repeated: a
+    dense (one constant weight for all), its shift and clips, a residual addition, a
+    requantize and reshapes / a transpose between them."""
+    from compiler import Builder
+    side = int(width ** 0.5)
+    b = Builder(f"mixed{n}")
+    x = b.input("x", (1, width), 8)
+    w = b.const("w", np.random.default_rng(0).integers(-127, 128, (width, width)), 8)
+    for _ in range(-(-n // 10)):
+        h = b.op("dense", x, w, units=width, use_bias=False)
+        h = b.op("relu", b.op("cvm_right_shift", h, shift_bit=8, precision=8))
+        a = b.op("cvm_clip", b.op("elemwise_add", h, x), precision=8)
+        a = b.op("requantize", a, multiplier=(3 << 20,), shift=(22,), qmin=-127, qmax=127)
+        r = b.op("transpose", b.op("reshape", a, shape=(side, side)), axes=(1, 0))
+        x = b.op("reshape", b.op("flatten", r), shape=(1, width))
+    return vm.encode(b.output(x).build())
+
+
+def wide_chain(n: int) -> bytes:
+    """A requantize to p16, then ``n`` - 1 relus of p16 values: every relu may end a table
+    island (vm/islands.py) whose search walks back through the wide values before it."""
+    from compiler import Builder
+    b = Builder(f"wide{n}")
+    x = b.op("requantize", b.input("x", (4,), 16), multiplier=(1 << 20,), shift=(20,),
+             qmin=-32767, qmax=32767)
+    for _ in range(n - 1):
+        x = b.op("relu", x)
+    return vm.encode(b.output(x).build())
+
+
+@pytest.mark.parametrize("chain,ctx", [(relu_chain, None), (mixed_chain, NUMPY),
+                                       (wide_chain, NUMPY)])
+def test_load_work_is_linear_in_the_instructions(chain, ctx):
     """Load executes the same Python lines per instruction at 200 and 2000 instructions (a
-    quadratic pass would show as a 10x larger count per instruction)."""
-    small, large = relu_chain(200), relu_chain(2000)
-    vm.load(small)
-    per_small = steps(lambda: vm.load(small)) / 200
-    per_large = steps(lambda: vm.load(large)) / 2000
+    quadratic pass would show as a 10x larger count per instruction; the wide chain's island
+    search took 25x as many at 2000)."""
+    small, large = chain(200), chain(2000)
+    vm.load(small, ctx)
+    per_small = steps(lambda: vm.load(small, ctx)) / 200
+    per_large = steps(lambda: vm.load(large, ctx)) / 2000
     assert per_large < 1.2 * per_small
+
+
+def shared_weight(uses: int) -> bytes:
+    """``uses`` dense layers of (1, 256) p8 values, all with one constant (256, 256) weight."""
+    from compiler import Builder
+    b = Builder(f"shared{uses}")
+    x = b.input("x", (1, 256), 8)
+    w = b.const("w", np.random.default_rng(1).integers(-127, 128, (256, 256)), 8)
+    for _ in range(uses):
+        h = b.op("dense", x, w, units=256, use_bias=False)
+        x = b.op("cvm_clip", b.op("cvm_right_shift", h, shift_bit=10, precision=8), precision=8)
+    return vm.encode(b.output(x).build())
+
+
+def test_a_shared_weight_is_prepared_once():
+    """A weight read by many instructions is licensed and prepared (its float copy) once: load
+    memory does not grow with the uses (it grew by a prepared copy per use: 100 uses of a
+    1 MiB weight took 389 MB)."""
+    few, many = shared_weight(4), shared_weight(64)
+    _, peak_few = traced_peak(lambda: vm.load(few, NUMPY))
+    error, peak_many = traced_peak(lambda: vm.load(many, NUMPY))
+    assert error is None and peak_many < peak_few + 64 * len(many)
+    model = vm.load(many, NUMPY)
+    kernels = {id(s.kernel) for s in model.plan.fast}
+    assert len(kernels) == 1 and len(model.plan.fast) == 64
+
+
+def test_a_long_program_of_small_ops_runs_on_numpy():
+    """``auto`` lowers small ops to onnxruntime only in programs of at most
+    Policy.small_max instructions (each costs about 70 us of load there, more in short
+    regions); the result is the same bytes either way."""
+    from vm.ort.plan import AUTO
+    blob = mixed_chain(AUTO.small_max + 10)
+    model = vm.load(blob)
+    assert model.backend == "numpy" or model.backend.startswith("numpy (")
+    x = np.random.default_rng(2).integers(-127, 128, (1, 16)).astype(np.int8)
+    (got,), (want,) = model.run({"x": x}).values(), vm.load(blob, NUMPY).run({"x": x}).values()
+    assert np.array_equal(got, want)
 
 
 # -- run time within the gas (docs/format.md, Budgets) ------------------------------------------

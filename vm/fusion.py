@@ -149,7 +149,7 @@ def fuse(program: Program, analysis, steps: list, lanes: int = 1,
 def _fused(program: Program, analysis, steps, lanes: int, groups, links, external) -> list:
     """The steps of ``groups``, conv groups joined as ``links`` says (:func:`joins`), and the
     ``external`` steps in program order."""
-    fast, waiting, pending = [], {}, sorted(external.items())
+    fast, waiting, pending, memo = [], {}, sorted(external.items()), {}
     for n, (group, tail) in enumerate(groups):
         while pending and pending[0][0] < group[0]:
             fast.append(pending.pop(0)[1])
@@ -159,20 +159,21 @@ def _fused(program: Program, analysis, steps, lanes: int, groups, links, externa
         if n in waiting:                     # the group that closes a join
             m, head, head_tail = waiting.pop(n)
             step = _joined_step(program, analysis, head, head_tail, group, tail,
-                                links[m][1], lanes)
+                                links[m][1], lanes, memo)
             if step is not None:
                 fast.append(step)
                 continue
-            fast.extend(_plain(program, analysis, steps, head, head_tail, lanes))
-        fast.extend(_plain(program, analysis, steps, group, tail, lanes))
+            fast.extend(_plain(program, analysis, steps, head, head_tail, lanes, memo))
+        fast.extend(_plain(program, analysis, steps, group, tail, lanes, memo))
     fast.extend(step for _, step in pending)
     return _with_frees(program, fast)
 
 
-def _plain(program: Program, analysis, steps, group, tail, lanes: int) -> list:
-    """The step of one head + tail chain."""
+def _plain(program: Program, analysis, steps, group, tail, lanes: int, memo: dict) -> list:
+    """The step of one head + tail chain (``memo``: prepared kernels, see :func:`_linear`)."""
     last = program.code[group[-1]]
-    kernel, inputs = _prepare(program, analysis, steps, group[0], tail, last.outputs[0], lanes)
+    kernel, inputs = _prepare(program, analysis, steps, group[0], tail, last.outputs[0], lanes,
+                              memo)
     if kernel is None:
         if len(group) == 1:
             return [steps[group[0]]]
@@ -208,7 +209,7 @@ def joins(program: Program, groups,
 
 
 def _joined_step(program: Program, analysis, head, head_tail, group, tail, other,
-                 lanes: int):
+                 lanes: int, memo: dict):
     """One step for the conv chain ``head`` and the chain ``group`` that reads it (see
     :func:`joins`), or None when the conv has no float-path prepared kernel or the epilogue's
     arithmetic is not licensed."""
@@ -221,13 +222,13 @@ def _joined_step(program: Program, analysis, head, head_tail, group, tail, other
         post = fastquant.prepare(nxt.attrs, x.precision, len(x.shape), dtype, tail)
         if post is None or post.axis not in (None, 1):       # conv: channels on axis 1
             return None
-        kernel = _linear(program, analysis, head[0], head_tail, dtype, lanes, post=post)
+        kernel = _linear(program, analysis, head[0], head_tail, dtype, lanes, memo, post=post)
         inputs = (program.code[head[0]].inputs[0],)
     else:                                       # a residual add / sub
         residual = residual_licence(program, head, group, tail, other)
         if residual is None:
             return None
-        kernel = _linear(program, analysis, head[0], head_tail, dtype, lanes, residual)
+        kernel = _linear(program, analysis, head[0], head_tail, dtype, lanes, memo, residual)
         inputs = (program.code[head[0]].inputs[0], other)
     if kernel is None:
         return None
@@ -263,7 +264,8 @@ def _with_frees(program: Program, fast: list) -> list:
     return out
 
 
-def _prepare(program: Program, analysis, steps, index: int, tail, out_id: int, lanes: int):
+def _prepare(program: Program, analysis, steps, index: int, tail, out_id: int, lanes: int,
+             memo: dict):
     """A prepared kernel and its (non-constant) inputs for the head ``index``, or (None, ())."""
     ins = program.code[index]
     if ins.op not in PREPARED:
@@ -271,7 +273,7 @@ def _prepare(program: Program, analysis, steps, index: int, tail, out_id: int, l
     consts = [program.consts.get(i) for i in ins.inputs]
     dtype = program.tensors[out_id].dtype
     if ins.op in gemm.LINEAR_OPS:
-        kernel = _linear(program, analysis, index, tail, dtype, lanes)
+        kernel = _linear(program, analysis, index, tail, dtype, lanes, memo)
         return (kernel, (ins.inputs[0],)) if kernel is not None else (None, ())
     same_shapes = len({program.tensors[i].shape for i in ins.inputs}) == 1
     precs = [program.tensors[i].precision for i in ins.inputs]
@@ -292,16 +294,35 @@ def _prepare(program: Program, analysis, steps, index: int, tail, out_id: int, l
     return None, ()
 
 
-def _linear(program: Program, analysis, index: int, tail, dtype, lanes: int, residual=None,
-            post=None):
+def _linear(program: Program, analysis, index: int, tail, dtype, lanes: int, memo: dict,
+            residual=None, post=None):
     """The prepared kernel of conv2d / dense (or qconv2d / qdense) ``index`` with constant
     weight and bias, or None. With a ``residual`` or a ``post`` epilogue (a requantize of the
-    exact result, ``tail`` then the identity): only a float-path conv2d."""
+    exact result, ``tail`` then the identity): only a float-path conv2d. Instructions that
+    share their weight, bias, attributes, shapes, licence and epilogue share one kernel
+    (``memo``): a prepared weight is a float copy, and a weight many instructions use would
+    otherwise be copied for each (memory not linear in the model's bytes)."""
     ins = program.code[index]
     consts = [program.consts.get(i) for i in ins.inputs]
     if consts[1] is None or consts[0] is not None or index not in analysis.licences \
             or any(c is None for c in consts[2:]):
         return None
+    key = (ins.op, tuple(map(id, consts[1:])), tuple(ins.attrs.items()),
+           program.tensors[ins.inputs[0]].shape, id(analysis.licences[index]), tail,
+           np.dtype(dtype), lanes, residual, id(post))
+    if post is None and key in memo:
+        return memo[key]
+    kernel = _linear_kernel(program, analysis, index, tail, dtype, lanes, residual, post)
+    if post is None:
+        memo[key] = kernel
+    return kernel
+
+
+def _linear_kernel(program: Program, analysis, index: int, tail, dtype, lanes: int,
+                   residual=None, post=None):
+    """:func:`_linear`'s kernel, prepared."""
+    ins = program.code[index]
+    consts = [program.consts.get(i) for i in ins.inputs]
     lic, bias = analysis.licences[index], (consts[2] if len(consts) > 2 else None)
     fused = residual is not None or post is not None
     if not ins.op.endswith("conv2d"):

@@ -30,22 +30,25 @@ MAX_VALUES = 256
 MAX_MEMBERS = 64
 """The most instructions of an island (its table costs each one a kernel call on up to 65,536
 pairs at load; a quantized residual block has a handful): a sink's search for them stops
-there, so it costs O(MAX_MEMBERS^2) and the pass stays linear in the program."""
+there, and sinks whose island would be larger are not searched from (:func:`_sinks`), so the
+pass stays linear in the program with a small constant."""
 
 
 def islands(program: Program, steps: list, skip=frozenset()) -> dict[int, Step]:
     """{sink instruction: Step} of the program's islands (none of them in ``skip``)."""
-    sinks = _sinks(program)
+    if not any(ins.op == "requantize" for ins in program.code):
+        return {}                       # no island is worth a table
+    ranges, readers = Ranges(program), defaultdict(list)
+    sinks = _sinks(program, ranges)
     if not sinks:
         return {}
-    ranges, readers = Ranges(program), defaultdict(list)
     producer = ranges.producer
     for k, ins in enumerate(program.code):
         for t in ins.inputs:
             readers[t].append(k)
     taken, found = set(skip), {}
     for sink in reversed(sinks):
-        if sink in taken or not _elementwise(program, sink):
+        if sink in taken:
             continue
         members = _grow(program, sink, readers, producer, ranges, taken)
         inputs = _inputs(program, members)
@@ -57,17 +60,28 @@ def islands(program: Program, steps: list, skip=frozenset()) -> dict[int, Step]:
     return found
 
 
-def _sinks(program: Program) -> list[int]:
-    """The instructions that may end an island worth a table: those reached from a requantize
-    through elementwise ops (an island's members are its sink and, recursively, elementwise
-    producers of its inputs; one of them must be a requantize). One pass, in order."""
-    hot: set[int] = set()               # tensors written by such instructions
+def _sinks(program: Program, ranges: Ranges) -> list[int]:
+    """The instructions from which an island may grow, in order: the others cannot end one.
+    An island holds its sink and, recursively, the producers of its members' wide inputs (more
+    than MAX_VALUES values), which must be elementwise and no program output; one member must
+    be a requantize; it has at most MAX_MEMBERS members, and its longest chain of wide inputs
+    is a lower bound of their number. One pass over the program."""
+    outputs = set(program.outputs)
+    reach: dict[int, tuple[int, bool]] = {}  # tensor: (chain length, a requantize in it)
     sinks = []
     for k, ins in enumerate(program.code):
-        if ins.op in ELEMENTWISE and (ins.op == "requantize" or
-                                      any(t in hot for t in ins.inputs)):
-            hot.update(ins.outputs)
-            sinks.append(k)
+        if ins.op not in ELEMENTWISE or not _elementwise(program, k):
+            continue
+        length, hot = 1, ins.op == "requantize"
+        for t in ins.inputs:
+            if _span(ranges.of(t)) > MAX_VALUES:
+                if t not in reach or t in outputs:
+                    break                   # a wide input no island can absorb
+                length, hot = max(length, reach[t][0] + 1), hot or reach[t][1]
+        else:
+            reach[ins.outputs[0]] = (length, hot)
+            if hot and length <= MAX_MEMBERS:
+                sinks.append(k)
     return sinks
 
 

@@ -509,13 +509,18 @@ def _license_gemms(program: Program, analysis: Analysis, kinds: Kinds) -> None:
     accumulates = [program.op(program.code[k]).acc_bound is not None for k in kinds.examples]
     linear = [k for k, n in enumerate(kinds.of) if accumulates[n]] if any(accumulates) else []
     nonneg = nonnegative(program) if linear else set()
+    bounds: dict = {}                   # (kind, constant inputs): the accumulator bound
     for index in linear:
         ins = program.code[index]
         op = program.op(ins)
         tensors = [program.tensors[i] for i in ins.inputs]
         consts = [program.consts.get(i) for i in ins.inputs]
-        acc = op.acc_bound([t.precision for t in tensors], [t.shape for t in tensors],
-                           ins.attrs, consts)
+        key = (kinds.of[index], tuple(i if c is not None else -1
+                                      for i, c in zip(ins.inputs, consts)))
+        acc = bounds.get(key)
+        if acc is None:
+            acc = bounds[key] = op.acc_bound([t.precision for t in tensors],
+                                             [t.shape for t in tensors], ins.attrs, consts)
         analysis.acc_bounds[index] = acc
         analysis.gemm[index] = next((name for name, lim in GEMM_LIMITS if acc < lim), "int64")
         weight = consts[1] if len(consts) > 1 else None

@@ -71,13 +71,18 @@ class Policy:
     whole_max: int = 512
     small_requantize: int = 1 << 12
     grouped: bool = True
+    small_max: int = 1 << 12
+    """A program of more instructions lowers only its GEMMs worth it (``min_macs``,
+    ``grouped``) and the layout ops next to them: a lowered instruction costs about 70 us of
+    load (its ONNX node and its share of a session's setup; several times that in short
+    regions), so a long program of small ops would load in minutes (10^6 instructions)."""
 
 
-NOTHING = Policy(1 << 62, -1, 1 << 62, small_requantize=-1, grouped=False)
+NOTHING = Policy(1 << 62, -1, 1 << 62, small_requantize=-1, grouped=False, small_max=-1)
 """Lower nothing: the numpy executor."""
 AUTO = Policy()
 """The ``auto`` backend's policy."""
-EVERYTHING = Policy(0, 1 << 62, 1, 1 << 62, small_requantize=1 << 62)
+EVERYTHING = Policy(0, 1 << 62, 1, 1 << 62, small_requantize=1 << 62, small_max=1 << 62)
 """The ``onnxruntime`` backend's: every instruction that has a rule."""
 
 
@@ -122,6 +127,8 @@ def plan(program: Program, analysis, steps: list, threads: int | None,
     """The steps of ``program`` with its lowered regions on onnxruntime, or None when nothing
     is worth lowering or onnxruntime is not licensed here (the self-test runs the first time
     something is worth it)."""
+    if len(program.code) > policy.small_max:       # only GEMMs pay for their lowering here
+        policy = replace(policy, small=-1, small_requantize=-1, whole_max=-1)
     wanted = [_wanted(program, ins, policy) for ins in program.code]
     gemm = any(w and ins.op in LINEAR for w, ins in zip(wanted, program.code))
     whole = all(wanted) and policy.whole <= len(wanted) <= policy.whole_max
@@ -190,20 +197,19 @@ def select(facts: Facts, policy: Policy) -> set[int]:
     if not any(program.code[k].op in LINEAR for k in chosen) and \
             not policy.whole <= len(chosen) == len(program.code) <= policy.whole_max:
         return set()              # no GEMM to speed up, nor many steps to save: numpy
-    neighbours = _neighbours(program)
-    grown = True
-    while grown:                  # layout ops join the regions they touch
-        grown = False
-        for k in layout:
-            if k not in chosen and neighbours[k] & chosen:
-                chosen.add(k)
-                grown = True
+    neighbours, layout, todo = _neighbours(program), set(layout), list(chosen)
+    while todo:                   # layout ops join the regions they touch
+        for j in neighbours[todo.pop()]:
+            if j in layout and j not in chosen:
+                chosen.add(j)
+                todo.append(j)
     return chosen
 
 
 def _wanted(program: Program, ins, policy: Policy) -> bool:
     """Whether lowering ``ins`` pays, if its rule takes it."""
-    if ins.op not in RULES or any(program.tensors[i].size == 0 for i in ins.inputs):
+    if ins.op not in RULES or (policy.small < 0 and ins.op not in LINEAR) or \
+            any(program.tensors[i].size == 0 for i in ins.inputs):
         return False
     size = _size(program, ins)
     if ins.op == "requantize":
@@ -412,7 +418,7 @@ def region_step(facts: Facts, twin: Program, run: list[int], threads: int | None
                           [n for _, _, n in region.inputs], names, region.g.externals)
     wide = {program.code[k].inputs[0] for k in run if program.code[k].op in LINEAR and
             (parts := linear_parts(facts, k)) is not None and parts[4]}
-    wide = {t: (0, 255) for t in wide & set(program.inputs)
+    wide = {t: (0, 255) for t in wide if program.tensors[t].kind == "input"
             if facts.range(t)[0] < 0 <= 255 <= facts.range(t)[1] and
             program.tensors[t].size >= GUARDED_SIZE}
     assumed = facts.assuming(wide)
