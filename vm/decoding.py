@@ -259,7 +259,7 @@ def _read_consts(r: _Reader, tensors: list[Tensor]) -> dict[int, np.ndarray]:
 def _read_code(r: _Reader, limits: Limits, symbols: list[str], semantics: int) -> list[Instr]:
     count = r.count("instruction", limits.max_instructions, "instructions")
     buf, pos, code, ids, op_of = r.data, r.pos, [], _IDS, _Opcodes(semantics)
-    append = code.append
+    append, last = code.append, {}     # (opcode, attribute count): (bytes, attributes)
     for k in range(count):
         try:
             opcode, n_in = _U16_U8(buf, pos)
@@ -271,7 +271,18 @@ def _read_code(r: _Reader, limits: Limits, symbols: list[str], semantics: int) -
             attrs = {}
             append(checked_instr(op.name, ids[n_in](buf, pos + 3), ids[n_out](buf, end + 1),
                                  attrs))
-            pos = _fast_attrs(buf, after + 1, n_attr, op, attrs) if n_attr else after + 1
+            start = after + 1
+            if not n_attr:
+                pos = start
+                continue
+            seen = last.get((opcode, n_attr))  # the same bytes as the op's last attributes
+            if seen is not None and buf[start:start + len(seen[0])] == seen[0]:
+                attrs.update(seen[1])
+                pos = start + len(seen[0])
+            else:
+                end = _fast_attrs(buf, start, n_attr, op, attrs)
+                last[opcode, n_attr] = (bytes(buf[start:end]), dict(attrs))
+                pos = end
         except (struct.error, ValueError, IndexError, KeyError, AttributeError):
             del code[k:]                # the entry appended before its attributes failed
             r.pos = pos
