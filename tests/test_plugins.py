@@ -2,6 +2,7 @@
 text assembly without importing the layers above it."""
 from __future__ import annotations
 
+import importlib.metadata
 import subprocess
 import sys
 from pathlib import Path
@@ -26,6 +27,7 @@ def fresh(code: str) -> str:
 def test_formal_and_text_reached_through_the_distribution_metadata():
     out = fresh("import sys, vm\n"
                 "assert 'verify' not in sys.modules and 'compiler' not in sys.modules\n"
+                "assert 'importlib.metadata' not in sys.modules\n"  # until a plugin is sought
                 "m = vm.load('examples/lines.dvmt', vm.formal())\n"
                 "print(sorted(k for k in ('verify', 'compiler') if k in sys.modules))")
     assert out == "['compiler', 'verify']"
@@ -33,7 +35,7 @@ def test_formal_and_text_reached_through_the_distribution_metadata():
 
 def test_registration_wins_and_missing_plugins_are_environment_faults(monkeypatch):
     monkeypatch.setattr(plugins, "_REGISTERED", {})
-    monkeypatch.setattr(plugins.metadata, "entry_points", lambda group: [])
+    monkeypatch.setattr(importlib.metadata, "entry_points", lambda group: [])
     assert plugins.lookup("executors", "formal") is None
     with pytest.raises(EnvironmentFault, match="formal executor is not available"):
         vm.load(ROOT / "vm/models/demo.dvm", vm.formal())
