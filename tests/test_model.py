@@ -1,8 +1,10 @@
 """The Python API: load, run, traps, executors, facts known before running."""
 from __future__ import annotations
 
+import gc
 import os
 import threading
+import weakref
 
 import numpy as np
 import pytest
@@ -103,6 +105,21 @@ def test_trace_sees_every_instruction(model):
     seen = []
     model.run(random_input(model), trace=lambda step, values: seen.append(step.index))
     assert seen == list(range(len(model.program.code)))
+
+
+@pytest.mark.parametrize("backend", ["numpy", "onnxruntime"])
+def test_a_dropped_model_is_freed_without_the_cyclic_gc(backend):
+    """No reference cycle keeps a model's plan (its weights, its sessions) alive once the
+    model is dropped: the cyclic GC, paused during loads, need not find it."""
+    m = vm.load(vm.encode(small_cnn()), vm.cpu(backend=backend), threads=2)
+    m.run(random_input(m, 0), trace=lambda *_: None)      # every per-instruction step bound
+    plan = weakref.ref(m.plan)
+    gc.disable()
+    try:
+        del m
+        assert plan() is None
+    finally:
+        gc.enable()
 
 
 def test_context_manager_and_repr(model):

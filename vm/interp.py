@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import threading
+import weakref
 from contextlib import nullcontext
 from collections.abc import Sequence
 from typing import Any, Callable
@@ -40,8 +41,9 @@ class Plan:
         self.program, self.executor = program, executor
         self.consts = consts if consts is not None else device_consts(program, executor)
         self._kernels: dict = {}                # op name: the executor's kernel
-        self.steps = BoundSteps(lambda k: self._bind(k, program.code[k], analysis),
-                                len(program.code))
+        plan = weakref.ref(self)        # not a cycle: a dropped plan is freed at once, not by
+        self.steps = BoundSteps(        # the cyclic GC (which a load pauses)
+            lambda k: plan()._bind(k, program.code[k], analysis), len(program.code))
         self.threads = threads
         self._limit = blas_threads(None if threads is None else 1)
         self._exclusive = executor.exclusive
