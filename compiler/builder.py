@@ -31,7 +31,7 @@ from ops.base import OpError, bound, precision_for
 from vm.errors import InvalidError
 from vm.program import Instr, Program, Tensor, storage_dtype
 from vm.symbolic import attr_symbols, check_symbol_name, infer_batched, shape_at
-from vm.validate import (MAX_DIM, MAX_PRECISION, check_semantics, check_shape,
+from vm.validate import (MAX_DIM, MAX_PRECISION, Limits, check_semantics, check_shape,
                          check_tensor_type, infer, validate)
 
 TypeDecl = tuple  # (shape, precision); either may be None in Builder.op's ``declared``
@@ -197,12 +197,13 @@ class Builder:
             self.outputs.append(tid)
         return self
 
-    def build(self) -> Program:
-        """The Program, after full validation (``vm.validate.validate``)."""
+    def build(self, limits: Limits | None = None) -> Program:
+        """The Program, after full validation (``vm.validate.validate``) under ``limits``
+        (default: vm.Limits(), the ceilings vm.load applies by default)."""
         program = Program(self.name, list(self.tensors), dict(self.consts), list(self.code),
                           list(self.outputs), dict(self.metadata), self.semantics,
                           dict(self.symbols))
-        validate(program)
+        validate(program, limits or Limits())
         return program
 
     # -- helpers ------------------------------------------------------------------------------

@@ -20,15 +20,16 @@ import numpy as np
 import ops
 from ops.base import bound
 from vm.program import Instr, Program, Tensor, storage_dtype
-from vm.validate import validate
+from vm.validate import Limits, validate
 
 MAX_ROOT = 1 << 12
 """Roots of at most 4,096 values (8-bit activations: 256)."""
 UNARY = ("requantize", "relu", "clip")
 
 
-def fold_tables(program: Program) -> Program:
-    """``program`` with every chain of two or more elementwise steps replaced by one lut."""
+def fold_tables(program: Program, limits: Limits | None = None) -> Program:
+    """``program`` with every chain of two or more elementwise steps replaced by one lut
+    (validated under ``limits``, default vm.Limits())."""
     tensors, consts = list(program.tensors), dict(program.consts)
     chains: dict[int, tuple[int, np.ndarray, int]] = {}     # id -> (root, values, steps)
     producers = {o: ins for ins in program.code for o in ins.outputs}
@@ -51,7 +52,7 @@ def fold_tables(program: Program) -> Program:
         consts[len(tensors) - 1] = values.astype(storage_dtype(t.precision))
         code.append(Instr("lut", (len(tensors) - 1, root), (out,), {"low": (ranges(root)[0],)}))
     folded = replace(program, tensors=tensors, consts=consts, code=code)
-    return prune(folded)
+    return prune(folded, limits)
 
 
 def _step(program: Program, ins, chains, ranges):
@@ -110,9 +111,10 @@ def _fresh(tensors, base: str) -> str:
     return name
 
 
-def prune(program: Program) -> Program:
+def prune(program: Program, limits: Limits | None = None) -> Program:
     """``program`` without the instructions no output depends on and the constants and
-    values nothing reads (inputs stay); tensor ids are renumbered in order; validated."""
+    values nothing reads (inputs stay); tensor ids are renumbered in order; validated (under
+    ``limits``, default vm.Limits())."""
     live = set(program.outputs)
     code = []
     for ins in reversed(program.code):
@@ -129,5 +131,5 @@ def prune(program: Program) -> Program:
                      code=[Instr(ins.op, tuple(new[i] for i in ins.inputs),
                                  tuple(new[i] for i in ins.outputs), ins.attrs) for ins in code],
                      outputs=[new[i] for i in program.outputs])
-    validate(pruned)
+    validate(pruned, limits or Limits())
     return pruned

@@ -10,7 +10,8 @@ import numpy as np
 from vm.errors import EnvironmentFault
 from vm.executors import BACKENDS
 
-from .common import DEMO_DIR, load_model, output_digest, read_inputs, write_file
+from .common import (DEMO_DIR, add_memory_ceiling, limits_of, load_model, output_digest,
+                     read_inputs, write_file)
 from .info import info_of, print_info
 
 
@@ -34,6 +35,7 @@ def add_commands(sub) -> None:
     i.add_argument("--json", action="store_true")
     i.add_argument("--compat", choices=["cvm"], help="import a CVM directory in compat mode")
     i.add_argument("--backend", default="auto", choices=BACKENDS, help=BACKEND_HELP)
+    add_memory_ceiling(i)
     i.set_defaults(func=cmd_info)
 
     r = sub.add_parser("run", help="run a model on .npy inputs")
@@ -45,6 +47,7 @@ def add_commands(sub) -> None:
     r.add_argument("--json", action="store_true")
     r.add_argument("--ctx", default="cpu", choices=["cpu", "gpu", "formal", "reference"])
     r.add_argument("--backend", default="auto", choices=BACKENDS, help=BACKEND_HELP)
+    add_memory_ceiling(r)
     r.add_argument("--compat", choices=["cvm"], help="import a CVM directory in compat mode")
     r.add_argument("--float-io", action="store_true",
                    help="quantize float inputs and dequantize outputs (imported models' metadata)")
@@ -82,7 +85,8 @@ def cmd_dis(args) -> None:
 
 
 def cmd_info(args) -> None:
-    info = info_of(load_model(args.model, compat=args.compat, backend=args.backend))
+    info = info_of(load_model(args.model, compat=args.compat, backend=args.backend,
+                              limits=limits_of(args)))
     if args.json:
         print(json.dumps(info, indent=2))
     else:
@@ -90,7 +94,7 @@ def cmd_info(args) -> None:
 
 
 def cmd_run(args) -> None:
-    model = load_model(args.model, args.ctx, args.compat, args.backend)
+    model = load_model(args.model, args.ctx, args.compat, args.backend, limits_of(args))
     feeds = read_inputs(args.input, model)
     if args.receipt:
         outputs = _run_with_receipt(model, feeds, args)

@@ -15,7 +15,7 @@ from compiler.onnx.fixed import ROUNDINGS
 from compiler.onnx.quantize import FORMATS, TYPES
 from vm.errors import InvalidError
 
-from .common import write_file
+from .common import add_memory_ceiling, limits_of, write_file
 
 
 def add_commands(sub) -> None:
@@ -60,6 +60,7 @@ def _common(p) -> None:
                    help="requantize rounding: fp32 = onnxruntime's float32 arithmetic "
                         "reproduced with integers (default); half_even = the exact ratio")
     p.add_argument("--name", help="model name (default: the ONNX graph name)")
+    add_memory_ceiling(p)
 
 
 def shape_arg(text: str) -> tuple[str, tuple]:
@@ -106,8 +107,10 @@ def _import(path, args):
     maxima = dict(args.max)
     if len(maxima) != len(args.max):
         raise InvalidError("--max gives a symbol twice")
+    limits = limits_of(args)
     model = Model(import_onnx(path, batch=args.batch, shapes=shapes_of(args), maxima=maxima,
-                              rounding=args.rounding, name=args.name))
+                              rounding=args.rounding, name=args.name, limits=limits),
+                  limits=limits)
     write_file(args.output, model.to_bytes())
     symbols = "".join(f", {s} <= {n}" for s, n in model.symbols.items())
     gas = model.gas_formula if model.symbols else model.gas

@@ -66,12 +66,42 @@ def test_default_maximum_and_cli(models, tmp_path, capsys):
         import_onnx(path, maxima={"M": 3})
 
 
-def test_the_default_maximum_fits_the_ceilings(models, monkeypatch):
-    from compiler.onnx import batch
+def test_the_default_maximum_fits_the_ceilings(models):
     path, _ = models["cnn"]
     memory = vm.validate(import_onnx(path, maxima={"N": 1})).memory_formula
-    monkeypatch.setattr(batch, "Limits", lambda: vm.Limits(max_memory=memory.at({"N": 100})))
-    assert import_onnx(path).symbols == {"N": 64}     # the largest power of two that fits
+    limits = vm.Limits(max_memory=memory.at({"N": 100}))
+    assert import_onnx(path, limits=limits).symbols == {"N": 64}   # the largest power of 2
+
+
+def test_a_batch_beyond_the_default_ceiling_imports_and_runs_under_given_limits(
+        models, tmp_path, capsys):
+    """The ceilings are the caller's: an import validates under the limits it is given (the
+    Python ``limits=``, the CLI's ``--max-memory``), and so does the load that runs it."""
+    path, shape = models["cnn"]
+    memory = vm.validate(import_onnx(path, maxima={"N": 1})).memory_formula
+    ceiling = memory.at({"N": 20})          # batch 24 needs more than this, batch 16 less
+    tight = vm.Limits(max_memory=ceiling)
+    with pytest.raises(InvalidError, match="peak memory .* exceeds the ceiling"):
+        import_onnx(path, batch=24, limits=tight)
+    assert import_onnx(path, maxima={"N": 24}, limits=vm.Limits(max_memory=2 * ceiling))
+    program = import_onnx(path, batch=16, limits=tight)
+    with pytest.raises(InvalidError, match="exceeds the ceiling"):
+        vm.load(program, limits=vm.Limits(max_memory=ceiling // 4))
+    out = tmp_path / "b24.dvm"
+    args = ["import-onnx", str(path), "-o", str(out), "--batch", "24"]
+    assert main(args + ["--max-memory", str(ceiling)]) == 1           # invalid: one line
+    assert "exceeds the ceiling" in capsys.readouterr().err
+    assert main(args + ["--max-memory", f"{-(-2 * ceiling // 1024)}K"]) == 0
+    np.save(tmp_path / "x.npy", RNG.normal(0, 1, (24, *shape)).astype(np.float32))
+    capsys.readouterr()
+    assert main(["info", str(out)]) == 0                  # the default ceiling: 2 GiB
+    assert main(["info", str(out), "--max-memory", str(ceiling)]) == 1
+    assert main(["run", str(out), "--float-io", "-i", f"x={tmp_path / 'x.npy'}",
+                 "--max-memory", "1G"]) == 0
+    assert main(["run", str(out), "--float-io", "-i", f"x={tmp_path / 'x.npy'}",
+                 "--max-memory", "1K"]) == 1
+    with pytest.raises(SystemExit):
+        main(["info", str(out), "--max-memory", "lots"])
 
 
 def test_a_batch_that_moves_is_refused(tmp_path):

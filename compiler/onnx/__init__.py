@@ -5,6 +5,7 @@ integer-only detvm programs.
     program = import_onnx(model, maxima={"N": 64})           # a symbolic batch N <= 64
     program = import_onnx(model, batch=8, rounding="half_even")   # batch fixed; exact ratio
     program = import_onnx(model, shapes={"x": (1, 3, 640, 640)})  # fix symbolic dims
+    program = import_onnx(model, batch=64, limits=vm.Limits(max_memory=8 << 30))
 
 Every float scale becomes a (multiplier, shift) pair of a ``requantize`` instruction at compile
 time; zero points are exact integers; no float is left in the program. See docs/onnx.md.
@@ -15,6 +16,7 @@ from __future__ import annotations
 from vm.errors import InvalidError
 from compiler.fold import fold_tables
 from vm.program import Program
+from vm.validate import Limits
 
 from . import deconv, layout, linear, luts, matmul, norm, quantops, resize, softmax, tensors
 from .batch import batch_inputs, import_batched
@@ -113,7 +115,7 @@ def foldable(domain: str, op_type: str) -> bool:
 
 def import_onnx(model, *, batch: int | None = None, shapes: dict | None = None,
                 maxima: dict | None = None, rounding: str = "fp32",
-                name: str | None = None) -> Program:
+                name: str | None = None, limits: Limits | None = None) -> Program:
     """The detvm program of a quantized ONNX model (path, bytes or onnx.ModelProto).
 
     ``shapes`` (input name -> dims) fixes inputs' dims. A symbolic first dim of the others
@@ -121,26 +123,29 @@ def import_onnx(model, *, batch: int | None = None, shapes: dict | None = None,
     given in ``maxima`` (symbol -> K) or a default (compiler/onnx/batch.py); ``batch`` fixes it
     instead. Any other symbolic dim is an error. ``rounding`` names the requantize rounding:
     ``fp32`` (onnxruntime's float32 arithmetic reproduced with integers, bit for bit) or
-    ``half_even`` (the exact ratio, ties to even)."""
+    ``half_even`` (the exact ratio, ties to even). The program is validated under ``limits``
+    (default ``vm.Limits()``, the ceilings vm.load applies by default; a symbolic batch's
+    default maximum is the largest that fits them): pass the ceilings the program will be
+    loaded with, e.g. ``vm.Limits(max_memory=8 << 30)`` for a large fixed batch."""
     proto = load_model(model)
     batched = batch_inputs(proto, shapes) if batch is None else {}
     if batched:
         return import_batched(
             lambda dims: _import(proto, 1, {**(shapes or {}), **dims}, rounding, name),
-            batched, maxima)
+            batched, maxima, limits)
     if maxima:
         raise InvalidError("--max: the model has no symbolic batch left to bound"
                            + (" (--batch fixes it)" if batch is not None else ""))
-    return _import(proto, 1 if batch is None else batch, shapes, rounding, name)
+    return _import(proto, 1 if batch is None else batch, shapes, rounding, name, limits)
 
 
-def _import(proto, batch: int, shapes, rounding: str, name) -> Program:
+def _import(proto, batch: int, shapes, rounding: str, name, limits=None) -> Program:
     graph = read_graph(proto, batch, shapes)
     check_supported(graph, handled, foldable)
     lowering = _lowering(graph, name, rounding)
     lowering.run(_handlers(graph))
     luts.complete(lowering)
-    return fold_tables(finish(lowering))
+    return fold_tables(finish(lowering, limits), limits)
 
 
 def check_float_model(model, *, batch: int = 1, shapes: dict | None = None) -> None:

@@ -67,9 +67,9 @@ def _first_param(value_info) -> str:
 
 
 def import_batched(build: Callable[[dict], Program], inputs: dict,
-                   maxima: Mapping[str, int] | None) -> Program:
+                   maxima: Mapping[str, int] | None, limits: Limits | None = None) -> Program:
     """The program with symbols of ``build(shapes)`` (a fixed-shape import for the given input
-    dims), for the batched ``inputs`` of :func:`batch_inputs`."""
+    dims), for the batched ``inputs`` of :func:`batch_inputs`; its maxima within ``limits``."""
     names = sorted({s for s, _ in inputs.values()})
     given = dict(maxima or {})
     unknown = sorted(set(given) - set(names))
@@ -86,13 +86,16 @@ def import_batched(build: Callable[[dict], Program], inputs: dict,
         listed = ", ".join(repr(n) for n in inputs)
         raise InvalidError(f"the batch of input {listed} cannot stay symbolic: {e.message}; "
                            "fix it with --batch N (Python: batch=N)") from None
-    return with_maxima(program, given)
+    return with_maxima(program, given, limits)
 
 
-def with_maxima(program: Program, given: Mapping[str, int]) -> Program:
+def with_maxima(program: Program, given: Mapping[str, int],
+                limits: Limits | None = None) -> Program:
     """``program`` with each symbol's maximum: the given one, else the largest power of two
-    up to DEFAULT_MAX within the default ceilings (validated)."""
-    analysis, limits = validate(program), Limits()
+    up to DEFAULT_MAX within the ceilings of ``limits`` (default vm.Limits()); validated
+    under them."""
+    limits = limits or Limits()
+    analysis = validate(program, limits)
     fits = lambda dims: analysis.gas_formula.at(dims) <= limits.max_gas and \
         analysis.memory_formula.at(dims) <= limits.max_memory
     maxima = {s: int(given.get(s, DEFAULT_MAX)) for s in program.symbols}
@@ -101,5 +104,5 @@ def with_maxima(program: Program, given: Mapping[str, int]) -> Program:
         top = max(free, key=lambda s: maxima[s])
         maxima[top] //= 2
     program.symbols = maxima
-    validate(program)
+    validate(program, limits)
     return program

@@ -4,19 +4,20 @@ from __future__ import annotations
 
 from vm.errors import InvalidError
 from vm.program import Program
+from vm.validate import Limits
 
 from .lower import Lowering, floats, ints, scale32
 from .quantops import materialize
 from .values import Acc, Int, Post, Q, describe
 
 
-def finish(ctx: Lowering) -> Program:
-    """The program of a lowered graph: its outputs, its metadata."""
+def finish(ctx: Lowering, limits: Limits | None = None) -> Program:
+    """The program of a lowered graph: its outputs, its metadata (validated under ``limits``)."""
     for out in ctx.graph.outputs:
         output(ctx, out)
     for k, v in ctx.meta.items():
         ctx.b.meta(k, v)
-    return ctx.b.build()
+    return ctx.b.build(limits)
 
 
 def output(ctx: Lowering, onnx_name: str) -> None:
