@@ -436,22 +436,22 @@ def heads_only(monkeypatch):
     monkeypatch.setattr(plan, "AUTO", plan.Policy(min_macs=0, small=0, small_requantize=0))
 
 
-def residual_program(seed=0, rounding="fp32"):
+def residual_program(seed=0, rounding="fp32", c=4):
     """QDQ-style residual block after a max pool: conv -> requantize -> conv -> requantize,
     the shortcut and the branch rescaled (requantize), added, requantized; a max pool and a
-    dense head."""
+    dense head; ``c`` channels (up to 8 the convolutions are ConvInteger ones)."""
     rng = np.random.default_rng(seed)
     b = Builder("block")
-    x = b.op("requantize", b.input("x", (2, 4, 11, 11), 9), multiplier=[1 << 21], shift=[21],
+    x = b.op("requantize", b.input("x", (2, c, 11, 11), 9), multiplier=[1 << 21], shift=[21],
              qmin=0, qmax=255)
     x = b.op("max_pool2d", x, pool_size=(2, 2))
 
     def conv(v, zp, name):
-        w = b.const(name, rng.integers(-128, 128, (4, 4, 3, 3)), precision=9)
-        z = b.op("qconv2d", v, w, channels=4, kernel_size=(3, 3), padding=(1, 1),
+        w = b.const(name, rng.integers(-128, 128, (c, c, 3, 3)), precision=9)
+        z = b.op("qconv2d", v, w, channels=c, kernel_size=(3, 3), padding=(1, 1),
                  use_bias=False, zero_point=zp)
-        return b.op("requantize", z, multiplier=rng.integers(1 << 22, 1 << 24, 4).tolist(),
-                    shift=[33] * 4, axis=1, qmin=0, qmax=255, zero_point=118, rounding=rounding)
+        return b.op("requantize", z, multiplier=rng.integers(1 << 22, 1 << 24, c).tolist(),
+                    shift=[33] * c, axis=1, qmin=0, qmax=255, zero_point=118, rounding=rounding)
     y = conv(conv(x, 0, "w1"), 118, "w2")
     a = b.op("requantize", y, multiplier=[1 << 30], shift=[14], zero_point_in=118,
              qmin=-(1 << 24), qmax=1 << 24)
@@ -460,14 +460,17 @@ def residual_program(seed=0, rounding="fp32"):
     out = b.op("requantize", b.op("broadcast_add", a, s), multiplier=[15170247], shift=[40],
                qmin=0, qmax=255, rounding=rounding)
     out = b.op("max_pool2d", out, pool_size=(2, 2), strides=(2, 2))
-    w = b.const("fc", rng.integers(-128, 128, (5, 100)), precision=9)
+    w = b.const("fc", rng.integers(-128, 128, (5, 25 * c)), precision=9)
     b.output(b.op("qdense", b.op("flatten", out), w, units=5, use_bias=False))
     return b.build()
 
 
-@pytest.mark.parametrize("rounding", ["fp32", "half_even"])
-def test_channels_last_numpy_steps_between_lowered_convolutions(heads_only, rounding):
-    program = residual_program(rounding=rounding)
+@pytest.mark.parametrize("rounding, c", [("fp32", 4), ("half_even", 4), ("fp32", 12)])
+def test_held_numpy_steps_between_lowered_convolutions(heads_only, rounding, c):
+    """Between lowered convolutions the numpy steps run on tensors held as bytes, channels
+    last around MatMulInteger convolutions (more than 8 channels), NCHW around ConvInteger
+    ones."""
+    program = residual_program(rounding=rounding, c=c)
     feeds = extreme_feeds(program, 1)
     model = same_as_reference(program, feeds, vm.cpu())
     assert 0 < lowered(model) < len(program.code)
@@ -475,10 +478,10 @@ def test_channels_last_numpy_steps_between_lowered_convolutions(heads_only, roun
     model.plan.run({i: feeds[program.tensors[i].name] for i in program.inputs}, fused=True,
                    trace=lambda step, values: shapes.extend(
                        (type(step.kernel).__name__, v.shape, v.dtype) for v in values))
-    # the convolutions' requantizes, and the residual addition as one table, channels last,
-    # held as bytes
-    assert ("RequantizeKernel", (2, 10, 10, 4), np.uint8) in shapes
-    assert ("TableKernel", (2, 10, 10, 4), np.uint8) in shapes
+    # the convolutions' requantizes, and the residual addition as one table, held as bytes
+    held = (2, 10, 10, c) if c > 8 else (2, c, 10, 10)
+    assert ("RequantizeKernel", held, np.uint8) in shapes
+    assert ("TableKernel", held, np.uint8) in shapes
     everything = same_as_reference(program, feeds)
     assert lowered(everything) > lowered(model)
 
@@ -526,8 +529,9 @@ def test_tables_and_selections_narrow_the_proven_ranges():
 
 @pytest.mark.parametrize("selections", [False, True])
 def test_a_table_between_lowered_convolutions(heads_only, selections):
-    """The lut runs in numpy between the two sessions (on channels-last bytes when it feeds
-    the convolution directly); the bytes are the reference's."""
+    """The lut runs in numpy between the two sessions (on bytes held in the layout of the
+    ConvInteger convolutions, NCHW, when it feeds the convolution directly); the bytes are
+    the reference's."""
     program = lut_program(selections)
     feeds = extreme_feeds(program, 2)
     model = same_as_reference(program, feeds, vm.cpu())
@@ -540,7 +544,7 @@ def test_a_table_between_lowered_convolutions(heads_only, selections):
                    trace=lambda step, values: held.extend(
                        (program.code[step.index].op, v.shape, v.dtype) for v in values))
     if not selections:
-        assert ("lut", (1, 9, 9, 8), np.uint8) in held
+        assert ("lut", (1, 8, 9, 9), np.uint8) in held
     same_as_reference(program, feeds)
 
 

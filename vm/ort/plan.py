@@ -11,12 +11,14 @@ regions (one session each), and the steps of the plan.
 * **Regions.** Each maximal run of consecutive lowered instructions is one ONNX graph, one
   session and one step of the interpreter loop (vm/interp.py); its inputs and outputs are the
   tensors it shares with the rest of the program.
-* **Layout.** Convolutions run channels last. A 4-D tensor every numpy step of which is
-  elementwise (``TRANSPARENT``: the same op on a permuted array is the same function) is held
-  channels last between steps, so the requantizations and residual additions between two
-  lowered convolutions never transpose. The numpy steps run the *twin* program, the program
-  with those tensors' shapes permuted and per-channel axes moved, fused as on the numpy
-  executor (vm/fusion.py).
+* **Layout.** MatMulInteger convolutions run channels last, ConvInteger ones (few channels,
+  depthwise) NCHW. A 4-D tensor every numpy step of which is elementwise (``TRANSPARENT``:
+  the same op on a permuted array is the same function) is held in its convolutions' layout
+  between steps (channels last if any of them is a MatMulInteger one), in bytes where its
+  proven range allows, so the requantizations and residual additions between two lowered
+  convolutions never transpose. The numpy steps run the *twin* program, the program with the
+  channels-last tensors' shapes permuted and per-channel axes moved and the held tensors'
+  dtypes, fused as on the numpy executor (vm/fusion.py).
 
 Every step computes exactly the bytes of the program's own ops: regions by integer ONNX ops
 (rules.py, graph.py), the rest by detvm's kernels.
@@ -99,10 +101,10 @@ class Facts:
         self.layout: dict[int, str] = {}
 
     def dtype(self, t: int) -> np.dtype:
-        """The dtype tensor t is held in between steps: a channels-last tensor whose proven
-        range fits a byte is held in that byte type (it is private to this plan), every
-        other tensor in its storage dtype."""
-        if self.layout.get(t) == "nhwc":
+        """The dtype tensor t is held in between steps: a held tensor (``layout``) whose
+        proven range fits a byte is held in that byte type (it is private to this plan),
+        every other tensor in its storage dtype."""
+        if t in self.layout:
             lo, hi = self.range(t)
             if 0 <= lo and hi <= 255:
                 return np.dtype(np.uint8)
@@ -143,7 +145,8 @@ def plan(program: Program, analysis, steps: list, threads: int | None,
         return None
     regions = runs(lowered)
     inside = _internal(program, regions)
-    facts.layout = {t: "nhwc" for t in channels_last(facts, lowered) if t not in inside}
+    facts.layout = {t: how for t, how in held_layouts(facts, lowered).items()
+                    if t not in inside}
     twin = twin_program(program, facts)
     twin_steps = [_rebind(step, twin, k, analysis, twin.code[k] is not program.code[k])
                   for k, step in enumerate(steps)]
@@ -278,14 +281,34 @@ def _one_4d_shape(program: Program, tensors) -> bool:
     return len(shapes) == 1 and len(next(iter(shapes))) == 4
 
 
-def channels_last(facts: Facts, lowered: set[int]) -> set[int]:
-    """4-D tensors held channels last: every numpy step touching them is transparent (with
-    all its tensors channels last too), and their group touches a lowered convolution."""
+def held_layouts(facts: Facts, lowered: set[int]) -> dict[int, str]:
+    """{tensor: layout} of the 4-D tensors held in a plan layout and dtype (Facts.dtype): every
+    numpy step touching them is transparent (with all its tensors held too), and their group
+    touches a lowered convolution. ``nhwc`` (channels last) when the group touches a
+    MatMulInteger convolution, which reads and writes channels last; ``nchw`` when it
+    touches only ConvInteger ones (``direct``), which read and write NCHW: the transpose is
+    then left to a consumer that needs it, on bytes rather than on an int32 accumulator."""
     program = facts.program
+    held = _held(program, lowered)
+    convs = {k for k in lowered if program.code[k].op in ("conv2d", "qconv2d")}
+    matmul = {k for k in convs if not linear_parts(facts, k)[5]}
+    return {t: "nhwc" if _group_touches(t, held, touch, matmul, program, lowered) else "nchw"
+            for touch in [_touches(program)] for t in held
+            if _group_touches(t, held, touch, convs, program, lowered)}
+
+
+def _touches(program: Program) -> dict[int, list[int]]:
     touch = defaultdict(list)
     for k, ins in enumerate(program.code):
         for t in (*ins.inputs, *ins.outputs):
             touch[t].append(k)
+    return touch
+
+
+def _held(program: Program, lowered: set[int]) -> set[int]:
+    """4-D value tensors every numpy step of which is transparent, with all its tensors in
+    the set too."""
+    touch = _touches(program)
     outputs = set(program.outputs)
     held = {t for t, tensor in enumerate(program.tensors)
             if tensor.kind == "value" and len(tensor.shape) == 4 and t not in outputs and
@@ -298,8 +321,7 @@ def channels_last(facts: Facts, lowered: set[int]) -> set[int]:
             if k not in lowered and tensors & held and not tensors <= held:
                 held -= tensors
                 changed = True
-    convs = {k for k in lowered if program.code[k].op in ("conv2d", "qconv2d")}
-    return {t for t in held if _group_touches(t, held, touch, convs, program, lowered)}
+    return held
 
 
 def _group_touches(t, held, touch, convs, program, lowered) -> bool:
@@ -322,7 +344,7 @@ def _group_touches(t, held, touch, convs, program, lowered) -> bool:
 
 @dataclass(frozen=True)
 class Held(Tensor):
-    """A tensor of the twin program: channels last, in the dtype the plan holds it in."""
+    """A tensor of the twin program: in the layout and the dtype the plan holds it in."""
 
     held: np.dtype = np.dtype(np.int32)
 
@@ -332,18 +354,18 @@ class Held(Tensor):
 
 
 def twin_program(program: Program, facts: Facts) -> Program:
-    """``program`` with the channels-last tensors' shapes permuted (and held in their plan
-    dtype, Facts.dtype) and the per-channel axis of the numpy steps reading them moved: the
+    """``program`` with the channels-last tensors' shapes permuted, the held tensors in their
+    plan dtype (Facts.dtype), and the per-channel axis of the numpy steps reading them moved: the
     same function on permuted arrays."""
     layout = facts.layout
     if not layout:
         return program
-    tensors = [Held(t.name, tuple(t.shape[i] for i in NHWC), t.precision, t.kind,
-                    facts.dtype(k)) if k in layout else t
-               for k, t in enumerate(program.tensors)]
+    order = lambda k, shape: tuple(shape[i] for i in NHWC) if layout[k] == "nhwc" else shape
+    tensors = [Held(t.name, order(k, t.shape), t.precision, t.kind, facts.dtype(k))
+               if k in layout else t for k, t in enumerate(program.tensors)]
     code = []
     for ins in program.code:
-        if ins.op == "requantize" and ins.inputs[0] in layout:
+        if ins.op == "requantize" and layout.get(ins.inputs[0]) == "nhwc":
             ins = Instr(ins.op, ins.inputs, ins.outputs,
                         dict(ins.attrs, axis=NHWC.index(ins.attrs["axis"])))
         code.append(ins)
