@@ -67,7 +67,7 @@ class Policy:
     session (docs/performance.md has the measurements; a long chain of small ops costs more to
     lower than it saves, and its sessions run slower than numpy)."""
 
-    min_macs: int = 1 << 20
+    min_macs: int = 1 << 17
     small: int = 1 << 14
     whole: int = 3
     whole_max: int = 512
