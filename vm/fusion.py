@@ -254,14 +254,11 @@ def _with_frees(program: Program, fast: list) -> list:
     for n, step in enumerate(fast):
         for i in (*step.inputs, *step.outputs):
             last[i] = n
-    keep = set(program.outputs)
-    out = []
-    for n, step in enumerate(fast):
-        frees = tuple(sorted(i for i in set(step.inputs) | set(step.outputs)
-                             if last[i] == n and i not in keep
-                             and program.tensors[i].kind != "const"))
-        out.append(step.with_frees(frees))
-    return out
+    keep, tensors, dies = set(program.outputs), program.tensors, [[] for _ in fast]
+    for i, n in last.items():
+        if i not in keep and tensors[i].kind != "const":
+            dies[n].append(i)
+    return [step.with_frees(tuple(sorted(dead))) for step, dead in zip(fast, dies)]
 
 
 def _prepare(program: Program, analysis, steps, index: int, tail, out_id: int, lanes: int,
@@ -280,10 +277,10 @@ def _prepare(program: Program, analysis, steps, index: int, tail, out_id: int, l
     if (ins.op in ("elemwise_add", "elemwise_sub") or
             ins.op in ("broadcast_add", "broadcast_sub") and same_shapes) and \
             not any(c is not None for c in consts):
-        return _Pointwise(ins.op, precs, tail, dtype), tuple(ins.inputs)
+        return _pointwise(memo, ins.op, precs, tail, dtype), tuple(ins.inputs)
     if ins.op in TAIL_OPS and consts[0] is None:          # a chain of tail ops alone
         whole = compose_tail(Requant(), ins).then(tail)
-        return _Pointwise(None, precs, whole, dtype), tuple(ins.inputs)
+        return _pointwise(memo, None, precs, whole, dtype), tuple(ins.inputs)
     if ins.op == "requantize" and consts[0] is None:
         x = program.tensors[ins.inputs[0]]
         kernel = fastquant.prepare(ins.attrs, x.precision, len(x.shape), dtype, tail)
@@ -368,6 +365,16 @@ def _winograd(program: Program, analysis, index: int):
         lic = winograd.licence(weight, x_bound)
     analysis.winograd[index] = lic
     return lic
+
+
+def _pointwise(memo: dict, op: str | None, precs, tail, out_dtype) -> "_Pointwise":
+    """The :class:`_Pointwise` kernel of these facts, one per distinct facts (``memo``: the
+    kernels hold no state between calls)."""
+    key = ("pointwise", op, tuple(precs), tail, np.dtype(out_dtype))
+    kernel = memo.get(key)
+    if kernel is None:
+        kernel = memo[key] = _Pointwise(op, precs, tail, out_dtype)
+    return kernel
 
 
 class _Pointwise:

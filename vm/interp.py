@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import threading
-import weakref
 from contextlib import nullcontext
 from collections.abc import Sequence
 from typing import Any, Callable
@@ -40,10 +39,7 @@ class Plan:
         check_threads(threads)
         self.program, self.executor = program, executor
         self.consts = consts if consts is not None else device_consts(program, executor)
-        self._kernels: dict = {}                # op name: the executor's kernel
-        plan = weakref.ref(self)        # not a cycle: a dropped plan is freed at once, not by
-        self.steps = BoundSteps(        # the cyclic GC (which a load pauses)
-            lambda k: plan()._bind(k, program.code[k], analysis), len(program.code))
+        self.steps = BoundSteps(program, analysis, executor)
         self.threads = threads
         self._limit = blas_threads(None if threads is None else 1)
         self._exclusive = executor.exclusive
@@ -59,20 +55,6 @@ class Plan:
         self._own_lanes = lanes is None
         self.lanes = lanes if lanes is not None else make_lanes(threads)
         self._local = threading.local()
-
-    def _bind(self, index: int, ins, analysis: Analysis) -> Step:
-        kwargs = dict(ins.attrs)
-        if index in analysis.gemm:
-            kwargs["gemm"] = analysis.gemm[index]
-        tensors, last_use = self.program.tensors, analysis.last_use
-        frees = tuple(sorted({i for i in (*ins.inputs, *ins.outputs)
-                              if last_use[i] == index and tensors[i].kind != "const"}))
-        kernel = self._kernels.get(ins.op)
-        if kernel is None:
-            kernel = self._kernels[ins.op] = self.executor.kernel(self.program.op(ins))
-        return Step(index, kernel, ins.inputs, ins.outputs,
-                    tuple(storage_dtype(tensors[i].precision) for i in ins.outputs), kwargs,
-                    frees, (index,))
 
     def run(self, inputs: dict[int, Any], trace: Callable | None = None,
             fused: bool | None = None, out: dict[int, Any] | None = None) -> list:
@@ -126,11 +108,15 @@ class Plan:
 
 
 class BoundSteps(Sequence):
-    """Each instruction's step, bound when first asked for: a fused plan (vm/fusion.py) asks
-    only for the steps it runs as they are; a traced run, for every one."""
+    """Each instruction's step (its kernel, keyword arguments and the buffers that die after
+    it), bound when first asked for: a fused plan (vm/fusion.py) asks only for the steps it
+    runs as they are; a traced run, for every one. It holds no reference to its plan (a
+    model dropped is freed at once, without the cyclic collector)."""
 
-    def __init__(self, bind: Callable[[int], Step], count: int):
-        self._bind, self._steps = bind, [None] * count
+    def __init__(self, program: Program, analysis: Analysis, executor: Executor):
+        self._program, self._analysis, self._executor = program, analysis, executor
+        self._steps: list = [None] * len(program.code)
+        self._kernels: dict = {}                # op name: the executor's kernel
 
     def __len__(self) -> int:
         return len(self._steps)
@@ -147,6 +133,22 @@ class BoundSteps(Sequence):
 
     def __setitem__(self, k: int, step: Step) -> None:
         self._steps[k] = step
+
+    def _bind(self, index: int) -> Step:
+        program, analysis = self._program, self._analysis
+        ins = program.code[index]
+        kwargs = dict(ins.attrs)
+        if index in analysis.gemm:
+            kwargs["gemm"] = analysis.gemm[index]
+        tensors, last_use = program.tensors, analysis.last_use
+        frees = tuple(sorted({i for i in (*ins.inputs, *ins.outputs)
+                              if last_use[i] == index and tensors[i].kind != "const"}))
+        kernel = self._kernels.get(ins.op)
+        if kernel is None:
+            kernel = self._kernels[ins.op] = self._executor.kernel(program.op(ins))
+        return Step(index, kernel, ins.inputs, ins.outputs,
+                    tuple(storage_dtype(tensors[i].precision) for i in ins.outputs), kwargs,
+                    frees, (index,))
 
 
 def check_threads(threads) -> None:

@@ -46,7 +46,7 @@ def islands(program: Program, steps: list, skip=frozenset()) -> dict[int, Step]:
     for k, ins in enumerate(program.code):
         for t in ins.inputs:
             readers[t].append(k)
-    taken, found = set(skip), {}
+    taken, found, tables = set(skip), {}, {}
     for sink in reversed(sinks):
         if sink in taken:
             continue
@@ -55,7 +55,8 @@ def islands(program: Program, steps: list, skip=frozenset()) -> dict[int, Step]:
         worth = any(program.code[k].op == "requantize" for k in members)  # the costly one
         if worth and 1 <= len(inputs) <= 2 and \
                 all(_span(ranges.of(t)) <= MAX_VALUES for t in inputs):
-            found[sink] = _table_step(program, steps, sorted(members), inputs, ranges)
+            found[sink] = _table_step(program, steps, sorted(members), inputs, ranges,
+                                      tables)
             taken |= members
     return found
 
@@ -126,9 +127,43 @@ def _inputs(program: Program, members) -> list[int]:
 
 
 def _table_step(program: Program, steps, members: list[int], inputs: list[int],
-                ranges) -> Step:
-    """The Step looking the island up in the table of its results on every input pair."""
+                ranges, memo: dict) -> Step:
+    """The Step looking the island up in the table of its results on every input pair (one
+    table per distinct island: ``memo``, by :func:`_table_key`)."""
     spans = [ranges.of(t) for t in inputs]
+    out = program.code[members[-1]].outputs[0]
+    key = _table_key(program, members, inputs, spans)
+    kernel = memo.get(key) if key is not None else None
+    if kernel is None:
+        kernel = _table(program, steps, members, inputs, spans)
+        if key is not None:
+            memo[key] = kernel
+    return Step(members[-1], kernel, tuple(inputs), (out,), (program.tensors[out].dtype,), {},
+                (), tuple(members))
+
+
+def _table_key(program: Program, members: list[int], inputs: list[int], spans) -> tuple | None:
+    """What an island's table depends on: each member's op, attributes, operand precisions
+    and storage dtypes and where its operands come from (an input of the island or an earlier
+    member), the inputs' ranges and dtypes (None if an attribute is not hashable)."""
+    tensors, local, parts = program.tensors, {t: j for j, t in enumerate(inputs)}, []
+    try:
+        for n, k in enumerate(members):
+            ins = program.code[k]
+            parts.append((ins.op, tuple(ins.attrs.items()),
+                          tuple(local[t] for t in ins.inputs),
+                          tuple((tensors[t].precision, tensors[t].dtype)
+                                for t in (*ins.inputs, *ins.outputs))))
+            local[ins.outputs[0]] = len(inputs) + n
+        key = (tuple(parts), tuple(spans), tuple(tensors[t].dtype for t in inputs))
+        hash(key)
+    except (KeyError, TypeError):
+        return None
+    return key
+
+
+def _table(program: Program, steps, members: list[int], inputs: list[int], spans):
+    """The TableKernel of an island: its members' kernels run once on every input pair."""
     grids = np.meshgrid(*[np.arange(lo, hi + 1, dtype=np.int64) for lo, hi in spans],
                         indexing="ij")
     env = {t: g.reshape(-1).astype(program.tensors[t].dtype) for t, g in zip(inputs, grids)}
@@ -137,10 +172,8 @@ def _table_step(program: Program, steps, members: list[int], inputs: list[int],
         value = _kernel(program, steps, k)(np, *[env[t] for t in ins.inputs])
         env[ins.outputs[0]] = np.asarray(value).astype(program.tensors[ins.outputs[0]].dtype)
     out = program.code[members[-1]].outputs[0]
-    kernel = TableKernel(env[out], [lo for lo, _ in spans], [_span(s) for s in spans],
-                         program.tensors[out].dtype)
-    return Step(members[-1], kernel, tuple(inputs), (out,), (program.tensors[out].dtype,), {},
-                (), tuple(members))
+    return TableKernel(env[out], [lo for lo, _ in spans], [_span(s) for s in spans],
+                       program.tensors[out].dtype)
 
 
 def _kernel(program: Program, steps, k: int):
