@@ -38,7 +38,7 @@ from ops.tails import Requant, Residual
 from .islands import islands
 from .program import Program
 from .steps import Step
-from .validate import peak_bytes
+from .validate import peak_bytes, tensor_bytes
 
 TAIL_OPS = ("cvm_right_shift", "relu", "clip", "cvm_clip")
 IDENTITY = Requant()
@@ -96,8 +96,11 @@ def chains(program: Program, skip=frozenset(),
         group, tail = [k], IDENTITY
         t = ins.outputs[0] if len(ins.outputs) == 1 else None
         top = bound(tensors[t].precision) if t is not None else 0
-        while t is not None and t not in outputs and len(readers.get(t, ())) == 1:
-            r = readers[t][0]
+        while t is not None and t not in outputs:
+            after = readers.get(t)
+            if after is None or len(after) != 1:
+                break
+            r = after[0]
             nxt = code[r]
             if nxt.op not in TAIL_OPS or r in taken:
                 break
@@ -134,13 +137,15 @@ def fuse(program: Program, analysis, steps: list, lanes: int = 1,
                   for k in plain[n][0] + plain[m][0]}
         found = islands(program, steps, covered | joined)
     attempts = ({**found, **external}, external) if found else (external,)
+    nbytes = None
     for attempt in attempts:                             # tables move uses later: never
         groups = chains(program, {k for step in attempt.values() for k in step.covers},
                         readers) if attempt is not external else plain   # beyond the peak
         for links in (joins(program, groups, readers), {}):
             # a joined step runs later than its conv, so the conv's input lives longer
             fast = _fused(program, analysis, steps, lanes, groups, links, attempt)
-            if peak_bytes(program, [(s.outputs, s.frees) for s in fast]) <= \
+            nbytes = tensor_bytes(program) if nbytes is None else nbytes
+            if peak_bytes(program, [(s.outputs, s.frees) for s in fast], nbytes) <= \
                     analysis.live_peak:
                 return fast
     return fast

@@ -22,7 +22,7 @@ import math
 
 from ops.scratch import KEEP_BYTES
 
-from .program import Program
+from .program import Program, Tensor
 
 STEP_SLACK = 1 << 18
 """Bytes any step may use beyond its scratch rule: array headers, small index arrays."""
@@ -33,7 +33,9 @@ WORKSPACE_KEEP = KEEP_BYTES
 def tensor_bytes(program: Program) -> list[int]:
     """Bytes of every tensor in its storage dtype (a plan's own, for the tensors a CPU plan
     holds in a narrower one)."""
-    return [math.prod(t.shape) * t.dtype.itemsize for t in program.tensors]
+    prod = math.prod
+    return [prod(t.shape) * ((1 if t.precision <= 8 else 4) if type(t) is Tensor
+                             else t.dtype.itemsize) for t in program.tensors]
 
 
 def step_scratch(program: Program, ins, memo: dict | None = None) -> int:

@@ -77,22 +77,27 @@ class Instr:
 
 
 def checked_tensor(name: str, shape: tuple, precision: int, kind: str,
-                   _new=object.__new__) -> Tensor:
+                   _new=object.__new__, _set=object.__setattr__) -> Tensor:
     """The Tensor of fields a decoder has checked, made without the dataclass's ``__init__``
-    (a few times faster: tables of millions of entries)."""
+    (a few times faster: tables of millions of entries; the fields are set as ``__init__``
+    sets them, so the instance keeps its compact attribute storage)."""
     t = _new(Tensor)
-    d = t.__dict__
-    d["name"], d["shape"], d["precision"], d["kind"] = name, shape, precision, kind
+    _set(t, "name", name)
+    _set(t, "shape", shape)
+    _set(t, "precision", precision)
+    _set(t, "kind", kind)
     return t
 
 
 def checked_instr(op: str, inputs: tuple, outputs: tuple, attrs: dict,
-                  _new=object.__new__) -> Instr:
+                  _new=object.__new__, _set=object.__setattr__) -> Instr:
     """The Instr of fields a decoder has checked (``attrs`` already in key order), made
     without the dataclass's ``__init__``."""
     ins = _new(Instr)
-    d = ins.__dict__
-    d["op"], d["inputs"], d["outputs"], d["attrs"] = op, inputs, outputs, attrs
+    _set(ins, "op", op)
+    _set(ins, "inputs", inputs)
+    _set(ins, "outputs", outputs)
+    _set(ins, "attrs", attrs)
     return ins
 
 
