@@ -6,13 +6,15 @@ Models (batch 1, threads=2): the hand-built ResNet-18 of bench/resnet18.py and t
 quantized by onnxruntime (QDQ) and imported by compiler.onnx. Each run is a fresh process that
 imports vm, reads the model's bytes and calls ``vm.load`` four times: the first load of a
 process (onnxruntime imported and the backend's self-test run on first use) and the fastest of
-the three later ones. ``--trees``: code trees (checkouts of this repository) whose processes
-alternate run by run and model by model, so that all of them see the same machine (default:
-this one). Modules load from bytecode cached in a directory of its own (~/.cache/detvm/pycache,
-compiled by one untimed process per tree), as in an installed package; ``--source`` compiles
-every module a process imports from source instead (PYTHONDONTWRITEBYTECODE, as this
-repository's development machines run). ``--phases``: also the time of the self-test
-(onnxruntime's import included) and of the session creations within the first load.
+the three later ones, in wall-clock time and in the process's CPU time (all its threads: what
+other processes on the machine do not stretch). ``--trees``: code trees (checkouts of this
+repository) whose processes alternate run by run and model by model, so that all of them see
+the same machine (default: this one). Modules load from bytecode cached in a directory of its
+own (~/.cache/detvm/pycache, compiled by one untimed process per tree), as in an installed
+package; ``--source`` compiles every module a process imports from source instead
+(PYTHONDONTWRITEBYTECODE, as this repository's development machines run). ``--phases``: also
+the time of the self-test (onnxruntime's import included) and of the session creations within
+the first load.
 """
 from __future__ import annotations
 
@@ -49,15 +51,17 @@ if __PHASES__:
     timed(selftest, "verdict", "selftest")
     timed(session, "session", "sessions")
 data = open(__PATH__, "rb").read()
-loads = []
+loads, cpu = [], []
 for k in range(4):
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     m = vm.load(data, threads=2)
     loads.append(time.perf_counter() - t)
+    cpu.append(time.process_time() - c)
     if k == 0:
         first, backend = dict(phases), m.backend
     m.close()
 print(json.dumps(dict(import_s=import_s, first_s=loads[0], later_s=min(loads[1:]),
+                      first_cpu_s=cpu[0], later_cpu_s=min(cpu[1:]),
                       phases=first, backend=backend)))
 """
 
@@ -134,6 +138,8 @@ def main() -> None:
         print(f"\n{tree} {m}: {rs[0]['backend']}")
         print(f"  first load  {ms(r['first_s'] for r in rs)} ms")
         print(f"  later loads {ms(r['later_s'] for r in rs)} ms")
+        print(f"  CPU time (all threads): first {ms(r['first_cpu_s'] for r in rs)} ms; later "
+              f"{ms(r['later_cpu_s'] for r in rs)} ms")
         print(f"  import vm   median {statistics.median(r['import_s'] for r in rs) * 1e3:.0f} ms")
         if args.phases:
             for key in ("selftest", "sessions"):
