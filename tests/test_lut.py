@@ -100,26 +100,6 @@ def test_wide_arguments_equal_the_scalar_rule(dtype, low):
         assert got.tolist() == want.to_array().tolist()
 
 
-@pytest.mark.parametrize("shape", [(2, 4, 256, 256), (1, 4, 512, 256)])
-def test_luts_on_two_lanes_equal_one_lane(shape):
-    """On two lanes a lut of large data runs on blocks of images or channels (one step of
-    vm/fusion.py); the bytes are those of its kernel on the whole arrays."""
-    rng = np.random.default_rng(5)
-    b = Builder("lanes")
-    a, c = b.input("a", shape, 9), b.input("b", shape, 9)
-    pair = b.op("lut", b.const("t2", rng.integers(-99, 99, (256, 256))), a, c, low=[-128, 0])
-    b.output(b.op("lut", b.const("t1", rng.integers(0, 200, 300)), pair, low=[-99]))
-    program = b.build()
-    feeds = {"a": rng.integers(-255, 256, shape), "b": rng.integers(-255, 256, shape)}
-    model = vm.load(program, vm.cpu(backend="numpy"), threads=2)
-    assert sum(type(s.kernel).__name__ == "_PerImage" for s in model.plan.fast) == 2
-    t2, t1 = (program.consts[k] for k in sorted(program.consts))
-    want = LUT.kernel(np, t1, LUT.kernel(np, t2, feeds["a"], feeds["b"], low=[-128, 0]),
-                      low=[-99])
-    got = model.run(feeds)
-    assert got[program.tensors[program.outputs[0]].name].tolist() == want.tolist()
-
-
 def test_one_input_form_and_its_precision():
     b = Builder("sigmoid")
     t = b.const("t", np.arange(256) // 2)             # 0..127: p8

@@ -43,7 +43,7 @@ from .validate import peak_bytes, tensor_bytes
 TAIL_OPS = ("cvm_right_shift", "relu", "clip", "cvm_clip")
 IDENTITY = Requant()
 PREPARED = frozenset((*gemm.LINEAR_OPS, *TAIL_OPS, "elemwise_add", "elemwise_sub", "broadcast_add",
-                      "broadcast_sub", "requantize", "max_pool2d", "lut"))
+                      "broadcast_sub", "requantize", "max_pool2d"))
 """The heads :func:`_prepare` may give a prepared kernel."""
 SMALL = 1 << 12
 """Elements up to which a pointwise step computes in one block without scratch buffers (its
@@ -293,11 +293,6 @@ def _prepare(program: Program, analysis, steps, index: int, tail, out_id: int, l
     if ins.op == "max_pool2d" and consts[0] is None and tail == Requant() and lanes > 1:
         out = program.tensors[ins.outputs[0]]
         return _PerImage(steps[index], out.shape, out.dtype), tuple(ins.inputs)
-    if ins.op == "lut" and consts[0] is not None and tail == Requant() and lanes > 1 and \
-            all(c is None for c in consts[1:]) and len(program.tensors[ins.outputs[0]].shape) \
-            >= 3 and same_shapes_of(program, ins.inputs[1:] + ins.outputs):
-        out = program.tensors[ins.outputs[0]]
-        return _PerImage(steps[index], out.shape, out.dtype, 8), tuple(ins.inputs)
     return None, ()
 
 
@@ -417,28 +412,19 @@ class _Pointwise:
 
 
 class _PerImage:
-    """An op independent across the two leading axes (max_pool2d; lut on data of the
-    output's shape, 3-D or more, the table no such array): its own kernel on blocks of
-    them, spread over the lanes; arguments of the output's shape are cut in blocks,
-    ``work`` per element decides the lanes (ops/scratch.py spread)."""
+    """An NCHW op independent across images and channels (max_pool2d): its own kernel on
+    blocks of images or channels, spread over the lanes."""
 
-    def __init__(self, step, out_shape, out_dtype, work: int = 32):
+    def __init__(self, step, out_shape, out_dtype):
         self.step, self.out_shape, self.out_dtype = step, out_shape, out_dtype
-        self.work = work
 
-    def __call__(self, xp, *args):
+    def __call__(self, xp, x):
         out = np.empty(self.out_shape, self.out_dtype)
-        shape = args[-1].shape                 # max_pool2d's input; lut's (last) data input
 
         def block(index):
-            out[index] = self.step.kernel(xp, *(a[index] if a.shape == shape else a
-                                                for a in args), **self.step.kwargs)
-        spread(block, shape, self.work)
+            out[index] = self.step.kernel(xp, x[index], **self.step.kwargs)
+        spread(block, x.shape, 32)
         return out
-
-
-def same_shapes_of(program: Program, tensors) -> bool:
-    return len({program.tensors[i].shape for i in tensors}) == 1
 
 
 def _generic(step, tail, out_tensor):
