@@ -54,7 +54,7 @@ def islands(program: Program, steps: list, skip=frozenset()) -> dict[int, Step]:
         inputs = _inputs(program, members)
         worth = any(program.code[k].op == "requantize" for k in members)  # the costly one
         if worth and 1 <= len(inputs) <= 2 and \
-                all(_span(ranges.of(t)) <= MAX_VALUES for t in inputs):
+                not any(_wide(program, ranges, t) for t in inputs):
             found[sink] = _table_step(program, steps, sorted(members), inputs, ranges,
                                       tables)
             taken |= members
@@ -75,7 +75,7 @@ def _sinks(program: Program, ranges: Ranges) -> list[int]:
             continue
         length, hot = 1, ins.op == "requantize"
         for t in ins.inputs:
-            if _span(ranges.of(t)) > MAX_VALUES:
+            if _wide(program, ranges, t):
                 if t not in reach or t in outputs:
                     break                   # a wide input no island can absorb
                 length, hot = max(length, reach[t][0] + 1), hot or reach[t][1]
@@ -98,13 +98,19 @@ def _span(r: tuple[int, int]) -> int:
     return r[1] - r[0] + 1
 
 
+def _wide(program: Program, ranges: Ranges, t: int) -> bool:
+    """Whether tensor t may take more than MAX_VALUES values (a precision of at most 8 bounds
+    it by 255 values without computing its range)."""
+    return program.tensors[t].precision > 8 and _span(ranges.of(t)) > MAX_VALUES
+
+
 def _grow(program: Program, sink: int, readers, producer, ranges, taken) -> set[int]:
     """The sink and, recursively, the producers of its inputs that take more than
     MAX_VALUES values, while they are elementwise and only the island reads their result
     (``producer``: tensor -> the instruction writing it)."""
     outputs, members = set(program.outputs), {sink}
     while len(members) < min(len(program.code), MAX_MEMBERS):
-        wide = [t for t in _inputs(program, members) if _span(ranges.of(t)) > MAX_VALUES]
+        wide = [t for t in _inputs(program, members) if _wide(program, ranges, t)]
         if not wide:
             break
         k = producer.get(wide[0])
