@@ -35,7 +35,7 @@ from ..fusion import fuse
 from ..program import Instr, Program, Tensor
 from ..steps import Step
 from ..ranges import Ranges
-from . import selftest, session as sessions
+from . import requant, selftest, session as sessions
 from .rules import LINEAR, NHWC, RULES, Region, linear_parts
 
 ARENA_SIZE = 1 << 22
@@ -96,6 +96,9 @@ class Facts:
     def __init__(self, program: Program, analysis, form: str, direct: bool = False):
         self.program, self.analysis, self.form, self.direct = program, analysis, form, direct
         self.cache: dict = {}
+        self.tables = {"left": requant.TABLE_BUDGET +
+                       sum(a.nbytes for a in program.consts.values())}
+        """Bytes of tables the plan may still make (shared with the guarded variants)."""
         self.ranges = Ranges(program)
         self.assumed: dict[int, tuple[int, int]] = {}
         self.layout: dict[int, str] = {}
@@ -197,6 +200,7 @@ def select(facts: Facts, policy: Policy) -> set[int]:
             chosen.add(k)
         elif ins.op in LAYOUT_OPS and rule[0](facts, k):
             layout.append(k)
+    chosen -= _over_weight_budget(program, chosen)
     if not any(program.code[k].op in LINEAR for k in chosen) and \
             not policy.whole <= len(chosen) == len(program.code) <= policy.whole_max:
         return set()              # no GEMM to speed up, nor many steps to save: numpy
@@ -207,6 +211,26 @@ def select(facts: Facts, policy: Policy) -> set[int]:
                 chosen.add(j)
                 todo.append(j)
     return chosen
+
+
+def _over_weight_budget(program: Program, chosen: set[int]) -> set[int]:
+    """The chosen GEMMs past the weight budget: a session holds its own copy of each weight
+    its nodes read (converted, and prepacked by onnxruntime), so the weights of lowered GEMMs
+    may add up to the program's constant bytes at most, in program order; a weight that many
+    instructions share would otherwise multiply a load's memory by their number. Those past
+    it run on numpy, which prepares a shared weight once."""
+    consts = program.consts
+    budget = sum(a.nbytes for a in consts.values())
+    over = set()
+    for k in sorted(chosen):
+        ins = program.code[k]
+        if ins.op in LINEAR and ins.inputs[1] in consts:
+            cost = consts[ins.inputs[1]].nbytes
+            if cost > budget:
+                over.add(k)
+            else:
+                budget -= cost
+    return over
 
 
 def _wanted(program: Program, ins, policy: Policy) -> bool:

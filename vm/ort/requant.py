@@ -3,7 +3,7 @@
 * **multiply**: when every M / 2^s is an integer nothing is rounded: (x - zin) * f + zp,
   clipped;
 * **table**: requantize is monotone in x, so below some ``first`` it gives qmin and above some
-  ``last`` qmax (:func:`active_range`, a binary search on the op's scalar rule); x clipped to
+  ``last`` qmax (:func:`window`, a binary search on the op's rule); x clipped to
   [first, last] indexes a table of the op's own results (Gather), computed at load by its CPU
   kernel: any rounding, when the table is small;
 * **rounding in integers** (int64), x clipped to the same window, d = x - zin, p = |d| * M,
@@ -30,6 +30,11 @@ TABLE_ENTRIES = 1 << 20
 """Largest table (entries over all channels)."""
 Q_TABLE = 1 << 16
 """Largest |q| of the integer float32 rounding (its 2^bitlen table)."""
+TABLE_BUDGET = 1 << 23
+"""Bytes of tables (requantize tables, float32 rounding's powers of two) a plan may make at
+load beyond its program's constant bytes: a program of many small requantizes of wide inputs
+cannot make a load's time and memory grow beyond its own size (those past the budget run on
+numpy)."""
 I32, I64 = np.dtype(np.int32), np.dtype(np.int64)
 
 
@@ -39,45 +44,87 @@ def factors(a):
     return [m >> s for m, s in pairs] if all(m % (1 << s) == 0 for m, s in pairs) else None
 
 
-def active_range(a, lo: int, hi: int, channel: int) -> tuple[int, int]:
-    """[first, last] in [lo, hi]: inputs <= first give qmin and inputs >= last give qmax for
-    the channel's (multiplier, shift) (requantize is monotone in x)."""
-    pair = list(zip(a["multiplier"], a["shift"]))[channel]
-    f = lambda v: requantize_value(v, *pair, a)
-    first, last = lo, hi
-    if f(lo) == a["qmin"]:                       # the largest v with f(v) == qmin
-        left, right = lo, hi
-        while left < right:
-            mid = (left + right + 1) // 2
-            left, right = (mid, right) if f(mid) == a["qmin"] else (left, mid - 1)
-        first = left
-    if f(hi) == a["qmax"]:                       # the smallest v with f(v) == qmax
-        left, right = first, hi
-        while left < right:
-            mid = (left + right) // 2
-            left, right = (left, mid) if f(mid) == a["qmax"] else (mid + 1, right)
-        last = left
-    return first, last
-
-
 def window(a, lo: int, hi: int) -> tuple[int, int]:
-    """[first, last] common to every channel."""
-    ends = [active_range(a, lo, hi, c) for c in range(len(a["multiplier"]))]
-    return min(e[0] for e in ends), max(e[1] for e in ends)
+    """[first, last] in [lo, hi] common to every channel: inputs <= first give qmin and
+    inputs >= last give qmax on each channel (requantize is monotone in x); a binary search
+    per channel on the op's scalar rule, or for many channels on its kernel, all at once."""
+    channels = len(a["multiplier"])
+    if channels <= SCALAR_CHANNELS:
+        pairs = list(zip(a["multiplier"], a["shift"]))
+        return _search_each(lambda v, c: requantize_value(v, *pairs[c], a), a, lo, hi,
+                            channels)
+    f = lambda v: ops.get("requantize").kernel(np, v, **dict(a, axis=0))
+    ends = np.full(channels, lo, np.int64), np.full(channels, hi, np.int64)
+    first = np.where(f(ends[0]) == a["qmin"],          # the largest v with f(v) == qmin
+                     _search(f, a["qmin"], *ends, up=True), ends[0])
+    last = np.where(f(ends[1]) == a["qmax"],           # the smallest v with f(v) == qmax
+                    _search(f, a["qmax"], first, ends[1], up=False), ends[1])
+    return int(first.min()), int(last.max())
 
 
-def how(a, lo: int, hi: int) -> str | None:
+SCALAR_CHANNELS = 8
+"""Up to this many channels the window's searches run on the scalar rule (cheaper than a
+kernel call per step)."""
+
+
+def _search_each(f, a, lo: int, hi: int, channels: int) -> tuple[int, int]:
+    """:func:`window` channel by channel, f(v, channel) the scalar rule."""
+    firsts, lasts = [], []
+    for c in range(channels):
+        first, last = lo, hi
+        if f(lo, c) == a["qmin"]:                       # the largest v with f(v) == qmin
+            left, right = lo, hi
+            while left < right:
+                mid = (left + right + 1) // 2
+                left, right = (mid, right) if f(mid, c) == a["qmin"] else (left, mid - 1)
+            first = left
+        if f(hi, c) == a["qmax"]:                       # the smallest v with f(v) == qmax
+            left, right = first, hi
+            while left < right:
+                mid = (left + right) // 2
+                left, right = (left, mid) if f(mid, c) == a["qmax"] else (mid + 1, right)
+            last = left
+        firsts.append(first)
+        lasts.append(last)
+    return min(firsts), max(lasts)
+
+
+def _search(f, target: int, left, right, up: bool):
+    """Per channel, the largest (``up``) or smallest v in [left, right] with f(v) == target,
+    where f reaches target on a prefix (suffix) of the interval that contains left (right)."""
+    left, right = left.copy(), right.copy()
+    while True:
+        active = left < right
+        if not active.any():
+            return left if up else right
+        mid = (left + right + 1) // 2 if up else (left + right) // 2
+        hit = f(mid) == target
+        if up:
+            left = np.where(active & hit, mid, left)
+            right = np.where(active & ~hit, mid - 1, right)
+        else:
+            right = np.where(active & hit, mid, right)
+            left = np.where(active & ~hit, mid + 1, left)
+
+
+def how(a, lo: int, hi: int, budget: int | None = None) -> tuple[str | None, int]:
     """Which way a requantize of inputs in [lo, hi] lowers ("multiply", "table",
-    "rounding"), or None."""
+    "rounding", or None) and the bytes of the tables it makes, within ``budget`` bytes of
+    tables (None: no limit)."""
     f = factors(a)
     if f is not None:
         top = (max(abs(lo), abs(hi)) + abs(a["zero_point_in"])) * max(f) + \
             abs(a["zero_point"]) + max(abs(a["qmin"]), abs(a["qmax"]))
-        return "multiply" if top < 1 << 62 else None
+        return ("multiply" if top < 1 << 62 else None), 0
+    fits = lambda size: budget is None or size <= budget
     first, last = window(a, lo, hi)
-    if (last - first + 1) * len(a["multiplier"]) <= TABLE_ENTRIES:
-        return "table"
-    return "rounding" if _rounding_ok(a, first, last) else None
+    entries = (last - first + 1) * len(a["multiplier"])
+    if entries <= TABLE_ENTRIES and fits(size := entries * _narrow(a).itemsize):
+        return "table", size
+    if not _rounding_ok(a, first, last):
+        return None, 0
+    size = 0 if a["rounding"] != "fp32" else _powers_size(a, first, last)
+    return ("rounding", size) if fits(size) else (None, 0)
 
 
 def _rounding_ok(a, first: int, last: int) -> bool:
@@ -95,10 +142,10 @@ def _q_top(a, top: int) -> int:
     return max((top * m) >> s for m, s in zip(a["multiplier"], a["shift"]))
 
 
-def emit(region, t: int, x_t, out, a, lo: int, hi: int, layout: str) -> tuple[str, np.dtype]:
+def emit(region, t: int, x_t, out, a, lo: int, hi: int, layout: str,
+         kind: str) -> tuple[str, np.dtype]:
     """Nodes computing requantize of tensor ``t`` (``x_t``, values in [lo, hi]) in
-    ``layout``; returns the result's name and dtype."""
-    kind = how(a, lo, hi)
+    ``layout`` the way ``kind`` (:func:`how`) says; returns the result's name and dtype."""
     ndim = len(x_t.shape)
     channel = lambda v, dtype=I64: region.per_channel(v, a["axis"], ndim, layout, dtype)
     if kind == "multiply":
@@ -139,6 +186,12 @@ def emit(region, t: int, x_t, out, a, lo: int, hi: int, layout: str) -> tuple[st
     else:
         g = region.g.op("Add", q, _fp32_step(region, q, frac, half, odd, a, first, last, channel))
     return _finish(region, region.g.op("Mul", g, region.g.op("Sign", d)), a, out)
+
+
+def _powers_size(a, first: int, last: int) -> int:
+    """Bytes of the table of 2^bitlen(q) that float32 rounding reads (int64 entries)."""
+    top = max(abs(first - a["zero_point_in"]), abs(last - a["zero_point_in"]))
+    return 8 * (_q_top(a, top) + 2)
 
 
 def _fp32_step(region, q, frac, half, odd, a, first, last, channel) -> str:

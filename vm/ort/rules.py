@@ -315,7 +315,19 @@ def emit_binary(region: Region, k: int) -> None:
 # ---------------------------------------------------------------------------------------------
 
 def check_requantize(facts, k: int) -> bool:
-    return requant.how(facts.program.code[k].attrs, *_input_range(facts, k)) is not None
+    return requantize_kind(facts, k) is not None
+
+
+def requantize_kind(facts, k: int) -> str | None:
+    """How instruction k's requantize lowers (requant.how), decided once per facts; the
+    tables it makes are charged to the plan's table budget (``facts.tables``)."""
+    key = ("requantize", k)
+    if key not in facts.cache:
+        kind, size = requant.how(facts.program.code[k].attrs, *_input_range(facts, k),
+                                 facts.tables["left"])
+        facts.tables["left"] -= size
+        facts.cache[key] = kind
+    return facts.cache[key]
 
 
 def emit_requantize(region: Region, k: int) -> None:
@@ -324,7 +336,7 @@ def emit_requantize(region: Region, k: int) -> None:
     x_t, out = facts.program.tensors[ins.inputs[0]], facts.program.tensors[ins.outputs[0]]
     layout = region.layout_of(ins.inputs[0]) if len(x_t.shape) == 4 else "nchw"
     y, dtype = requant.emit(region, ins.inputs[0], x_t, out, ins.attrs, *_input_range(facts, k),
-                            layout)
+                            layout, requantize_kind(facts, k))
     region.put(ins.outputs[0], y, layout, dtype)
 
 
