@@ -23,7 +23,7 @@ from vm.ort import rules
 from vm.ort.rules import RULES
 
 onnx = pytest.importorskip("onnx")
-pytest.importorskip("onnxruntime")
+onnxruntime = pytest.importorskip("onnxruntime")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 ORT = vm.cpu(backend="onnxruntime")
@@ -393,6 +393,25 @@ def test_depthwise_convolutions_equal_the_reference(case, multiplier):
     model = same_as_reference(program, extreme_feeds(program, seed))
     assert any(program.code[k].op.endswith("conv2d") for s in model.plan.fast
                if isinstance(s.kernel, plan.RegionKernel) for k in s.covers)
+
+
+def test_only_graphs_computing_from_constants_get_graph_optimizations():
+    """onnxruntime's basic optimizations run only where a graph computes values from constants
+    alone (they fold them once); a convolution's region has nothing for them."""
+    level = lambda model: {step.kernel.session.get_session_options().graph_optimization_level
+                           for step in model.plan.fast if isinstance(step.kernel,
+                                                                     plan.RegionKernel)}
+    conv = conv_program(1, 3, 8, 8, 4, (3, 3), (1, 1), (1, 1), (1, 1), "signed8", "shift")
+    levels = onnxruntime.GraphOptimizationLevel
+    assert level(same_as_reference(conv, {"x": np.full((1, 3, 8, 8), 127, np.int8)})) == \
+        {levels.ORT_DISABLE_ALL}
+    b = Builder("constants")
+    x = b.input("x", (4, 6), 8)
+    k = b.op("elemwise_add", b.const("a", np.arange(24).reshape(4, 6) - 12, precision=8),
+             b.const("c", np.full((4, 6), 3), precision=8))
+    b.output(b.op("elemwise_add", x, k))
+    model = same_as_reference(b.build(), {"x": np.arange(-12, 12, dtype=np.int8).reshape(4, 6)})
+    assert level(model) == {levels.ORT_ENABLE_BASIC}
 
 
 def test_a_wide_input_holding_bytes_runs_the_guarded_session():

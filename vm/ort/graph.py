@@ -45,6 +45,9 @@ class Graph:
         self.inits: list[bytes] = []
         self.externals: dict[str, np.ndarray] = {}
         self.small: dict[tuple, str] = {}
+        self.constants: set[str] = set()
+        self.derived: set[str] = set()
+        """Values computed from constants only (onnxruntime's basic optimizations fold them)."""
         self.count = 0
         self.opsets = {"": OPSET}
 
@@ -59,6 +62,7 @@ class Graph:
         if key in self.small:
             return self.small[key]
         name = self._name("c")
+        self.constants.add(name)
         if key is not None:
             self.small[key] = name
         external = array.nbytes >= EXTERNAL_BYTES
@@ -70,6 +74,8 @@ class Graph:
     def op(self, op_type: str, *inputs: str, domain: str = "", **attrs) -> str:
         out = self._name(op_type.lower())
         self.nodes.append(proto.node(op_type, inputs, [out], domain=domain, **attrs))
+        if inputs and all(i in self.constants or i in self.derived for i in inputs if i):
+            self.derived.add(out)
         if domain:
             self.opsets[domain] = 1
         return out
@@ -184,7 +190,8 @@ class LinearSpec:
         pad = self.zero_point + self.offset
         dtype = np.dtype(self.x_dtype)
         if self.split:
-            u = g.op("Add", g.op("Cast", x, to=6), g.const(np.int32(self.offset)))
+            wide = x if dtype == np.int32 else g.op("Cast", x, to=6)
+            u = g.op("Add", wide, g.const(np.int32(self.offset)))
             parts = [(g.op("Cast", u, to=2), pad & 255),               # modular: the low byte
                      (g.op("Cast", g.op("Div", u, g.const(np.int32(256))), to=2), pad >> 8)]
         elif self.offset == 0:

@@ -421,7 +421,8 @@ class RegionKernel:
     ``guarded``: (checks, session) of a variant built for inputs in narrower ranges, run when
     the inputs' values at hand are in them (checks: input position, lo, hi): both compute the
     same bytes there; it only saves work (a program input declared wider than the bytes it
-    gets)."""
+    gets). Both sessions' outputs are the exported tensors in order (their names, ``outputs``
+    for the first, may differ)."""
 
     def __init__(self, session, inputs: list[str], outputs: list[str], constants=None,
                  guarded=None):
@@ -434,7 +435,7 @@ class RegionKernel:
                 int(arrays[k].min()) >= lo and int(arrays[k].max()) <= hi
                 for k, lo, hi in self.guarded[0]):
             session = self.guarded[1]
-        results = session.run(self.outputs, dict(zip(self.inputs, map(np.ascontiguousarray,
+        results = session.run(None, dict(zip(self.inputs, map(np.ascontiguousarray,
                                                                        arrays))))
         return results[0] if len(results) == 1 else tuple(results)
 
@@ -460,7 +461,8 @@ def region_step(facts: Facts, twin: Program, run: list[int], threads: int | None
         return None
     region, model, names = _region_model(facts, run, exports)
     arena = max(_footprint(program, program.code[k]) for k in run) >= ARENA_SIZE
-    kernel = RegionKernel(sessions.session(model, threads, region.g.externals, arena),
+    kernel = RegionKernel(sessions.session(model, threads, region.g.externals, arena,
+                                           bool(region.g.derived)),
                           [n for _, _, n in region.inputs], names, region.g.externals)
     wide = {program.code[k].inputs[0] for k in run if program.code[k].op in LINEAR and
             (parts := linear_parts(facts, k)) is not None and parts[4]}
@@ -473,7 +475,8 @@ def region_step(facts: Facts, twin: Program, run: list[int], threads: int | None
         if [t for t, _, _ in narrow.inputs] == [t for t, _, _ in region.inputs]:
             position = {t: n for n, (t, _, _) in enumerate(region.inputs)}
             kernel.guarded = ([(position[t], lo, hi) for t, (lo, hi) in wide.items()],
-                              sessions.session(model2, threads, narrow.g.externals, arena))
+                              sessions.session(model2, threads, narrow.g.externals, arena,
+                                               bool(narrow.g.derived)))
             kernel.constants = {**region.g.externals, **narrow.g.externals}
     inputs = tuple(t for t, _, _ in region.inputs)
     return Step(run[0], kernel, inputs, tuple(exports),

@@ -137,10 +137,12 @@ class Region:
         """The ModelProto with ``outputs`` ((tensor id, layout), each in the dtype it is held
         in between steps: Facts.dtype); and the output names."""
         names, facts = [], self.facts
-        for k, (t, layout) in enumerate(outputs):
-            names.append(f"out{k}")
-            self.g.nodes.append(proto.node("Identity", [self.value(t, layout, facts.dtype(t))],
-                                           [names[-1]]))
+        given = {name for _, _, name in self.inputs} | self.g.constants
+        for t, layout in outputs:
+            name = self.value(t, layout, facts.dtype(t))
+            if name in given or name in names:      # an output is a node's own, named once
+                name = self.g.op("Identity", name)
+            names.append(name)
         ins = [(name, facts.dtype(t), self.shape(t, layout)) for t, layout, name in self.inputs]
         outs = [(name, facts.dtype(t), self.shape(t, layout))
                 for name, (t, layout) in zip(names, outputs)]
