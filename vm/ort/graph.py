@@ -136,12 +136,15 @@ class LinearSpec:
             w = w.transpose(2, 3, 1, 0)
         else:
             w = w.T
-        return np.ascontiguousarray(w.reshape(-1, self.weight.shape[0])).astype(np.int8)
+        return np.ascontiguousarray(w.reshape(-1, self.weight.shape[0])).astype(np.int8,
+                                                                                copy=False)
 
     def offset_row(self, bias) -> np.ndarray:
         """off[oc] = bias[oc] - (zero_point + offset) * sum_k W[oc, k] (``direct``: bias[oc])
         exact int64: the head's result is acc + off."""
-        sums = self.weight.reshape(self.weight.shape[0], -1).sum(axis=1, dtype=np.int64)
+        rows = self.weight.reshape(self.weight.shape[0], -1)
+        narrow = rows.dtype.itemsize == 1 and rows.shape[1] < 1 << 23    # |sum| < 2^30
+        sums = rows.sum(axis=1, dtype=np.int32 if narrow else np.int64).astype(np.int64)
         off = np.zeros_like(sums) if self.direct else -(self.zero_point + self.offset) * sums
         return off if bias is None else off + np.asarray(bias, np.int64)
 
