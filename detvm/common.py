@@ -44,11 +44,11 @@ def add_memory_ceiling(p) -> None:
 
 def size_arg(text: str) -> int:
     """``4G``, ``512M``, ``2147483648`` -> bytes; a usage error otherwise."""
-    match = re.fullmatch(r"\s*(\d+)\s*([KMGT]?)i?B?\s*", text, re.IGNORECASE)
+    match = re.fullmatch(r"\s*(\d+)\s*(?:([KMGT])(?:i?B)?|B)?\s*", text, re.IGNORECASE)
     if not match or int(match[1]) < 1:
         raise argparse.ArgumentTypeError(f"{text!r} is not a size: a positive number of bytes, "
                                          "or one with a suffix K, M, G or T")
-    return int(match[1]) * SIZE_UNITS[match[2].upper()]
+    return int(match[1]) * SIZE_UNITS[(match[2] or "").upper()]
 
 
 def limits_of(args) -> vm.Limits | None:

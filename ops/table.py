@@ -105,13 +105,13 @@ BLOCK = 1 << 18
 that two lanes gather in parallel."""
 BYTES_WHOLE = 1 << 21
 """Byte arguments index the table as they are (two as one uint16): whole arrays up to this
-many elements gather faster so than in blocks."""
+many elements gather faster that way than in blocks."""
 
 
 SCRATCH_WORDS = 4
 """int64 words per output element the kernel may hold besides its output (and a table's
 worth): two blocks of int64 indices; over whole arrays, the int32 rows, their flat index and
-the gather's intp copy of it (at most 16 bytes per element, measured); an onnxruntime
+the gather's intp copy of it (at most 20 bytes per element, measured); an onnxruntime
 lowering's index arithmetic."""
 
 
@@ -126,8 +126,8 @@ def _rows_into(d, low: int, n: int, index) -> None:
 def _whole(xp, flat, data, low, dims):
     """One flat gather from the table, over whole arrays (broadcast). Row (column) indices:
     bytes that index a row (column) of at least 256 entries from 0 as they are; else each
-    argument clamped to its window [low, low + n - 1] (:func:`_rows`). Entries fit int32 (at most 65,536), so the flat index
-    a * m + b does."""
+    argument clamped to its window [low, low + n - 1] (:func:`_rows`). Entries fit int32 (at
+    most 65,536), so the flat index a * m + b does."""
     rows = [_byte_rows(d, lo, n) for d, lo, n in zip(data, low, dims)]
     if all(r is not None for r in rows):
         if len(data) == 1:

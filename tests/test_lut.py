@@ -100,6 +100,35 @@ def test_wide_arguments_equal_the_scalar_rule(dtype, low):
         assert got.tolist() == want.to_array().tolist()
 
 
+@pytest.mark.parametrize("dtype,low", [(np.uint8, 0), (np.int8, -128), (np.int16, -3),
+                                       (np.int32, -(1 << 31) + 5)])
+def test_blocks_and_lanes_equal_the_scalar_rule(monkeypatch, dtype, low):
+    """Arguments of one shape beyond BLOCK elements (BYTES_WHOLE for bytes) are gathered in
+    blocks spread over the lanes: the same values as the scalar rule, one and two arguments,
+    with the limits made small so that a few hundred elements take that path."""
+    from ops import table as kernels
+    from ops.scratch import Lanes, Workspace, using
+    monkeypatch.setattr(kernels, "BLOCK", 64)
+    monkeypatch.setattr(kernels, "BYTES_WHOLE", 64)
+    monkeypatch.setattr("ops.scratch.MIN_WORK", 1)
+    rng = np.random.default_rng(abs(low) % 97)
+    info = np.iinfo(dtype)
+    lanes = Lanes(2)
+    try:
+        for dims in ((256,), (256, 256), (300, 7)):
+            table = rng.integers(-(1 << 20), 1 << 20, dims)
+            args = [rng.integers(max(info.min, low - 3), min(info.max, low + n + 3), 333,
+                                 endpoint=True).astype(dtype) for n in dims]
+            want = LUT.scalar([Ref.from_array(table), *map(Ref.from_array, args)],
+                              dict(low=[low] * len(dims))).to_array()
+            for ctx in (using(Workspace()), using(Workspace(), lanes)):
+                with ctx:
+                    got = LUT.kernel(np, table, *args, low=[low] * len(dims))
+                assert got.tolist() == want.tolist(), (dims, ctx)
+    finally:
+        lanes.close()
+
+
 def test_one_input_form_and_its_precision():
     b = Builder("sigmoid")
     t = b.const("t", np.arange(256) // 2)             # 0..127: p8

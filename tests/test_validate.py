@@ -124,3 +124,20 @@ def test_ceilings_are_configurable():
     p = Program("tiny", t, {}, [Instr("relu", (0,), (1,), {})], [1])
     with pytest.raises(InvalidError, match="instructions"):
         validate(p, Limits(max_instructions=0))
+
+
+@pytest.mark.parametrize("op,attr,first,second", [
+    ("cvm_right_shift", "shift_bit", 9, 9.0), ("cvm_right_shift", "shift_bit", 1, True),
+    ("max_pool2d", "pool_size", (1, 1), (1.0, 1))])
+def test_an_attribute_equal_across_types_does_not_skip_its_check(op, attr, first, second):
+    """Instructions of one kind are checked once; a value equal to a checked one but of
+    another type (9.0 == 9, True == 1) is not of that kind."""
+    import ops
+    shape = (1, 1, 4, 4)
+    tensors = [Tensor("x", shape, 20, "input"), Tensor("a", shape, 20, "value"),
+               Tensor("b", shape, 20, "value")]
+    attrs = ops.get(op).check_attrs({attr: first, **({"precision": 8} if op.startswith("cvm")
+                                                     else {})})
+    code = [Instr(op, (0,), (1,), attrs), Instr(op, (0,), (2,), {**attrs, attr: second})]
+    with pytest.raises(InvalidError, match=f"instruction 1 .*{attr}"):
+        validate(Program("p", tensors, {}, code, [1, 2]))

@@ -12,6 +12,9 @@ import gc
 import threading
 from contextlib import contextmanager
 
+PAUSE = True
+"""Whether loads pause the collector. CPython has one collector for the whole process: while
+any load runs, other threads' cyclic garbage waits too. Set False to keep it running."""
 _LOCK = threading.Lock()
 _depth = 0
 _restore = False
@@ -19,18 +22,23 @@ _restore = False
 
 @contextmanager
 def paused():
-    """The collector paused while the block runs; nested and concurrent blocks keep it paused
-    until the last one ends, and a collector the process had disabled stays disabled."""
+    """The collector paused while the block runs (when PAUSE); nested and concurrent blocks
+    keep it paused until the last one ends, an exception ends a block as well, and a collector
+    the process had disabled stays disabled."""
     global _depth, _restore
-    with _LOCK:
-        if _depth == 0:
-            _restore = gc.isenabled()
-            gc.disable()
-        _depth += 1
+    entered = False
     try:
+        if PAUSE:
+            with _LOCK:
+                if _depth == 0:
+                    _restore = gc.isenabled()
+                    gc.disable()
+                _depth += 1
+                entered = True
         yield
     finally:
-        with _LOCK:
-            _depth -= 1
-            if _depth == 0 and _restore:
-                gc.enable()
+        if entered:
+            with _LOCK:
+                _depth -= 1
+                if _depth == 0 and _restore:
+                    gc.enable()

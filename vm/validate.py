@@ -207,6 +207,7 @@ def _check_table(program: Program, limits: Limits) -> list[int]:
         except TypeError:               # an unhashable shape: the full check names it
             number = None
         if number is not None and (t.kind == "value" or t.kind == "input") and \
+                type(t.precision) is int and \
                 i not in consts and type(name) is str and name not in seen and \
                 0 < len(name) <= 255 and name.isascii() and name.isprintable():
             seen.add(name)              # the common case, as _check_tensor would find it
@@ -305,7 +306,7 @@ def _check_code(program: Program, types: list[int]) -> tuple[list[bool], Kinds]:
     for index, ins in enumerate(program.code):
         try:
             key = (ins.op, tuple(map(type_of, ins.inputs)), tuple(map(type_of, ins.outputs)),
-                   tuple(ins.attrs.items()))
+                   attrs_key(ins.attrs))
             entry = known.get(key)
         except (TypeError, IndexError):     # an id out of range, an unhashable attribute
             key = entry = None
@@ -325,6 +326,19 @@ def _check_code(program: Program, types: list[int]) -> tuple[list[bool], Kinds]:
                 kinds.examples.append(index)
         kinds.of.append(entry[0])
     return defined, kinds
+
+
+def attrs_key(attrs: Mapping) -> tuple:
+    """A memo key of an instruction's attributes that tells apart values equal across types
+    (9 == 9.0 == True would let an attribute of the wrong type skip its check)."""
+    return tuple((k, v if type(v) is int or type(v) is str else _typed(v))
+                 for k, v in attrs.items())
+
+
+def _typed(v):
+    if type(v) is tuple:
+        return tuple(x if type(x) is int else _typed(x) for x in v)
+    return v if type(v) is int or type(v) is str else (type(v), v)
 
 
 def _fresh(ins, defined: list[bool], value: list[bool]) -> bool:
@@ -387,7 +401,7 @@ def _apply_rules(ins, op, program: Program, memo: dict):
     if op.const_precision is not None:
         consts = [program.consts.get(i) for i in ins.inputs]
     try:
-        key = (ins.op, shapes, precs, tuple(ins.attrs.items()),
+        key = (ins.op, shapes, precs, attrs_key(ins.attrs),
                tuple(i if c is not None else -1 for i, c in zip(ins.inputs, consts or ())))
         hit = memo.get(key)
     except TypeError:                   # an unhashable attribute value: not canonical below
@@ -450,14 +464,11 @@ def _liveness(program: Program) -> list[int]:
     return last
 
 
-def op_gas(program: Program, ins, memo: dict | None = None,
-           sizes: list[int] | None = None) -> int:
+def op_gas(program: Program, ins, memo: dict | None = None) -> int:
     """Gas of one op: CVM's GetOps, base * size(output 0) + 5 * sum of output sizes, plus the
-    op's ``work`` rule if it has one (``memo``: the rules once per distinct application;
-    ``sizes``: every tensor's element count)."""
+    op's ``work`` rule if it has one (``memo``: the rules once per distinct application)."""
     shapes = [program.tensors[i].shape for i in ins.inputs]
-    out = [sizes[i] for i in ins.outputs] if sizes is not None else \
-        [program.tensors[i].size for i in ins.outputs]
+    out = [program.tensors[i].size for i in ins.outputs]
     key = (ins.op, tuple(shapes), tuple(ins.attrs.items()),
            tuple(program.tensors[i].precision for i in ins.inputs))
     rules = memo.get(key) if memo is not None else None

@@ -131,7 +131,7 @@ def import_onnx(model, *, batch: int | None = None, shapes: dict | None = None,
     batched = batch_inputs(proto, shapes) if batch is None else {}
     if batched:
         return import_batched(
-            lambda dims: _import(proto, 1, {**(shapes or {}), **dims}, rounding, name),
+            lambda dims: _import(proto, 1, {**(shapes or {}), **dims}, rounding, name, limits),
             batched, maxima, limits)
     if maxima:
         raise InvalidError("--max: the model has no symbolic batch left to bound"

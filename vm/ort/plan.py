@@ -471,7 +471,7 @@ def region_step(facts: Facts, twin: Program, run: list[int], threads: int | None
             program.tensors[t].size >= GUARDED_SIZE}
     assumed = facts.assuming(wide)
     if wide and all(RULES[program.code[k].op][0](assumed, k) for k in run):
-        narrow, model2, names2 = _region_model(assumed, run, exports)
+        narrow, model2, _ = _region_model(assumed, run, exports)
         if [t for t, _, _ in narrow.inputs] == [t for t, _, _ in region.inputs]:
             position = {t: n for n, (t, _, _) in enumerate(region.inputs)}
             kernel.guarded = ([(position[t], lo, hi) for t, (lo, hi) in wide.items()],
