@@ -331,8 +331,11 @@ def _check_code(program: Program, types: list[int]) -> tuple[list[bool], Kinds]:
 def attrs_key(attrs: Mapping) -> tuple:
     """A memo key of an instruction's attributes that tells apart values equal across types
     (9 == 9.0 == True would let an attribute of the wrong type skip its check)."""
-    return tuple((k, v if type(v) is int or type(v) is str else _typed(v))
-                 for k, v in attrs.items())
+    for v in attrs.values():
+        t = type(v)
+        if not (t is int or t is str or t is tuple and all(type(x) is int for x in v)):
+            return tuple((k, _typed(v)) for k, v in attrs.items())
+    return tuple(attrs.items())         # ints, strings and tuples of ints: as they are
 
 
 def _typed(v):
