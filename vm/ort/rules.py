@@ -322,7 +322,9 @@ def check_requantize(facts, k: int) -> bool:
 
 def requantize_kind(facts, k: int) -> str | None:
     """How instruction k's requantize lowers (requant.how), decided once per facts; the
-    tables it makes are charged to the plan's table budget (``facts.tables``)."""
+    tables it would make are charged to the plan's table budget (``facts.tables``) when it is
+    checked: one checked but left unlowered still spends its share, so the budget errs on the
+    side of fewer tables."""
     key = ("requantize", k)
     if key not in facts.cache:
         kind, size = requant.how(facts.program.code[k].attrs, *_input_range(facts, k),
