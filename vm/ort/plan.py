@@ -96,8 +96,7 @@ class Facts:
     def __init__(self, program: Program, analysis, form: str, direct: bool = False):
         self.program, self.analysis, self.form, self.direct = program, analysis, form, direct
         self.cache: dict = {}
-        self.tables = {"left": requant.TABLE_BUDGET +
-                       sum(a.nbytes for a in program.consts.values())}
+        self.tables = {"left": requant.TABLE_BUDGET + const_bytes(program)}
         """Bytes of tables the plan may still make (shared with the guarded variants)."""
         self.ranges = Ranges(program)
         self.assumed: dict[int, tuple[int, int]] = {}
@@ -213,15 +212,19 @@ def select(facts: Facts, policy: Policy) -> set[int]:
     return chosen
 
 
+def const_bytes(program: Program) -> int:
+    """The bytes of the program's constants: what the weights a plan lowers and the tables it
+    makes at load are measured against (a load stays linear in the model's size)."""
+    return sum(a.nbytes for a in program.consts.values())
+
+
 def _over_weight_budget(program: Program, chosen: set[int]) -> set[int]:
     """The chosen GEMMs past the weight budget: a session holds its own copy of each weight
     its nodes read (converted, and prepacked by onnxruntime), so the weights of lowered GEMMs
     may add up to the program's constant bytes at most, in program order; a weight that many
     instructions share would otherwise multiply a load's memory by their number. Those past
     it run on numpy, which prepares a shared weight once."""
-    consts = program.consts
-    budget = sum(a.nbytes for a in consts.values())
-    over = set()
+    consts, budget, over = program.consts, const_bytes(program), set()
     for k in sorted(chosen):
         ins = program.code[k]
         if ins.op in LINEAR and ins.inputs[1] in consts:
