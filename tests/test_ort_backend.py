@@ -414,6 +414,21 @@ def test_only_graphs_computing_from_constants_get_graph_optimizations():
     assert level(model) == {levels.ORT_ENABLE_BASIC}
 
 
+def test_sessions_share_the_process_arena():
+    """Every session of a plan, small or large, allocates from the one arena registered in
+    onnxruntime's environment; runs after the first give the same bytes."""
+    assert sessions.shared_arena()
+    program = conv_program(1, 3, 8, 8, 4, (3, 3), (1, 1), (1, 1), (1, 1), "signed8", "shift")
+    x = extreme_feeds(program, 0)
+    model = same_as_reference(program, x)
+    options = [step.kernel.session.get_session_options() for step in model.plan.fast
+               if isinstance(step.kernel, plan.RegionKernel)]
+    assert options and all(o.get_session_config_entry("session.use_env_allocators") == "1"
+                           for o in options)
+    first = model.run(x)
+    assert all(model.run(x)[k].tobytes() == v.tobytes() for k, v in first.items())
+
+
 def test_a_wide_input_holding_bytes_runs_the_guarded_session():
     """A p9 input (values in [-255, 255]) into a convolution needs two bytes per value; when
     the values at hand are bytes, the narrower session runs; both give the reference's

@@ -39,7 +39,8 @@ from . import requant, selftest, session as sessions
 from .rules import LINEAR, NHWC, RULES, Region, linear_parts
 
 ARENA_SIZE = 1 << 22
-"""Sessions making arrays of this many elements (:func:`_footprint`) keep a memory arena (a
+"""Where no arena is shared by the process's sessions (vm/ort/session.py), sessions making
+arrays of this many elements (:func:`_footprint`) keep a memory arena of their own (a
 batch's im2col of tens of MB, allocated afresh at every run, page-faults: ResNet-18 batch 32
 took 1.8x as long without); below, freed memory goes back (ResNet-18 batch 1: 21 sessions,
 40 MB less peak RSS)."""
