@@ -17,13 +17,17 @@ from __future__ import annotations
 import numpy as np
 
 from .base import bound
-from .scratch import scratch, spread
+from .scratch import lane_count, parallel, scratch
 
 F32, F64 = 1 << 24, 1 << 53
+BLOCK = 1 << 17
+"""Elements per block: each block's temporaries (a float64 or float32 copy) stay in the
+cache through the kernel's passes over it, and lanes take blocks in turn."""
 
 
 class RequantizeKernel:
-    """requantize bound at load time (see the module doc); blocks spread over the lanes."""
+    """requantize bound at load time (see the module doc), on cache-sized blocks (spread over
+    the lanes)."""
 
     def __init__(self, attrs, in_precision: int, ndim: int, out_dtype):
         a = attrs
@@ -39,6 +43,7 @@ class RequantizeKernel:
         self.scale = np.ldexp(m, -s).astype(self.float).reshape(shape)
         self.half = np.where(s > 0, 0.5, 0.0).reshape(shape)           # 2^(s-1) / 2^s
         self.scale_c, self.half_c = self.scale.reshape(-1), self.half.reshape(-1)  # 1 or C
+        self._rows: dict[int, tuple] = {}
         self.zin, self.zp = a["zero_point_in"], a["zero_point"]
         self.lo, self.hi = a["qmin"] - self.zp, a["qmax"] - self.zp
         self.out_dtype = np.dtype(out_dtype)
@@ -49,20 +54,67 @@ class RequantizeKernel:
             and self.clip_span < self.limit
 
     def __call__(self, xp, x):
+        x = np.ascontiguousarray(x)
         out = np.empty(x.shape, self.out_dtype)
+        flat_x, flat_out = x.reshape(-1), out.reshape(-1)
+        direct = self.mode == "fp32" and self.zin == 0 and x.dtype.itemsize <= 4
 
-        def block(index):
-            if self.mode == "fp32" and self.zin == 0 and x.dtype.itemsize <= 4:
-                y = scratch("y", x[index].shape, np.float32)        # one rounding: float32(x)
-                np.multiply(x[index], self._sub(self.scale, index), out=y, dtype=np.float32)
-                np.rint(y, out=y)                                    # and one rounding here
-                self._clip_to(y, out[index], y)
+        def chunk(c) -> None:
+            start, stop, shape, scale, half = c
+            part, dst = flat_x[start:stop].reshape(shape), flat_out[start:stop].reshape(shape)
+            if direct:
+                y = scratch("y", shape, np.float32)
+                np.copyto(y, part, casting="unsafe")          # one rounding: float32(x)
+                np.multiply(y, scale, out=y)                  # one rounding
+                np.rint(y, out=y)                             # and one rounding here
+                self._clip_to(y, dst, y)
                 return
-            d = scratch("d", x[index].shape, np.float64)
-            np.subtract(x[index], self.zin, out=d, dtype=np.float64)   # exact: |d| < 2^53
-            self._apply(d, out[index], self._sub(self.scale, index), self._sub(self.half, index))
-        spread(block, x.shape, 8)
+            d = scratch("d", shape, np.float64)
+            np.subtract(part, self.zin, out=d, dtype=np.float64)   # exact: |d| < 2^53
+            self._apply(d, dst, scale, half)
+        chunks = self._chunks(x.shape)
+        if len(chunks) > 1 and lane_count(x.size * 8) > 1:
+            parallel(chunk, chunks)
+        else:
+            for c in chunks:
+                chunk(c)
         return out
+
+    def _chunks(self, shape) -> list:
+        """(start, stop, shape, scale, half) of the flat blocks of about BLOCK elements the
+        kernel runs on, the scale and half operands broadcasting against the block's shape:
+        whole channel planes (or parts of one) when channels lead their pixels; runs of
+        whole channels-last rows against a channel row tiled to the block's length (a
+        broadcast of a few channels per inner loop costs numpy twice as much)."""
+        n = int(np.prod(shape, dtype=np.int64))
+        if self.axis is None:
+            return [(a, min(n, a + BLOCK), (min(n, a + BLOCK) - a,), self.scale_c[0],
+                     self.half_c[0]) for a in range(0, max(n, 1), BLOCK)]
+        c = shape[self.axis]
+        post = int(np.prod(shape[self.axis + 1:], dtype=np.int64))
+        if post == 1:                        # channels last: rows of c
+            rows = max(1, BLOCK // c)
+            scale, half = self._tiled(rows)
+            return [(a, min(n, a + rows * c), (min(n, a + rows * c) - a,),
+                     scale[:min(n, a + rows * c) - a], half[:min(n, a + rows * c) - a])
+                    for a in range(0, n, rows * c)]
+        planes = n // post
+        if post >= BLOCK:                    # parts of one channel plane
+            return [(p * post + a, p * post + min(post, a + BLOCK),
+                     (min(post, a + BLOCK) - a,), self.scale_c[p % c], self.half_c[p % c])
+                    for p in range(planes) for a in range(0, post, BLOCK)]
+        k = max(1, BLOCK // post)            # whole planes, one scale each
+        return [(p * post, min(planes, p + k) * post, (min(planes, p + k) - p, post),
+                 self.scale_c[np.arange(p, min(planes, p + k)) % c][:, None],
+                 self.half_c[np.arange(p, min(planes, p + k)) % c][:, None])
+                for p in range(0, planes, k)]
+
+    def _tiled(self, rows: int):
+        """The channel scale and half rows repeated ``rows`` times (cached per count)."""
+        got = self._rows.get(rows)
+        if got is None:
+            got = self._rows[rows] = (np.tile(self.scale_c, rows), np.tile(self.half_c, rows))
+        return got
 
     def finish_float(self, y, out, view=None, residual=None, other=None, channels=None):
         """As the epilogue of a conv whose float accumulator ``y`` holds the exact integer
@@ -104,11 +156,6 @@ class RequantizeKernel:
             np.add(y, self.zp, out=y)                      # exact: small integers
         np.copyto(out, part, casting="unsafe")
 
-    @staticmethod
-    def _sub(a: np.ndarray, index) -> np.ndarray:
-        """The broadcast per-channel array restricted to a block of the two leading axes."""
-        return a[tuple(sl if a.shape[k] > 1 else slice(None) for k, sl in enumerate(index))]
-
 
 def prepare(attrs, in_precision: int, ndim: int, out_dtype, tail):
     """A RequantizeKernel, followed by ``tail`` when that is only clipping (relu, clip,
@@ -119,3 +166,57 @@ def prepare(attrs, in_precision: int, ndim: int, out_dtype, tail):
     kernel = RequantizeKernel({**attrs, "qmin": both.lo, "qmax": both.hi}, in_precision, ndim,
                               out_dtype)
     return kernel if kernel.ok else None
+
+
+class RequantizeLut(RequantizeKernel):
+    """requantize, then a lut of its result alone (one data input), in one pass over each
+    block: the requantized value, an integer in [qmin, qmax] held in float, becomes a byte
+    (exact: it fits one) whose bits index the lut's table composed with the clamp of its
+    index (``entries``: 256 of them); where the lut's result is a byte, pairs of bytes index
+    a table of the 65,536 pairs of entries (one gather per two elements)."""
+
+    def __init__(self, kernel: RequantizeKernel, byte: np.dtype, entries: np.ndarray):
+        self.__dict__.update(kernel.__dict__)
+        self._rows = {}
+        self.byte, self.entries, self.out_dtype = byte, entries, entries.dtype
+        self.pairs = None
+        if entries.dtype.itemsize == 1:
+            every = np.arange(1 << 16, dtype=np.uint16).view(np.uint8).reshape(-1, 2)
+            self.pairs = entries[every].reshape(-1).view(np.uint16)    # memory order kept
+
+    def _clip_to(self, y, out, part) -> None:
+        np.clip(y, self.lo, self.hi, out=y)
+        if self.zp:
+            np.add(y, self.zp, out=y)                      # exact: small integers
+        b = scratch("byte", part.shape, self.byte)
+        np.copyto(b, part, casting="unsafe")               # exact: y fits the byte type
+        bits = b.view(np.uint8)
+        if self.pairs is not None and bits.size % 2 == 0 and out.flags.c_contiguous and \
+                out.ctypes.data % 2 == 0:
+            np.take(self.pairs, bits.reshape(-1).view(np.uint16),
+                    out=out.reshape(-1).view(np.uint16), mode="clip")   # in range: no clip
+        else:
+            np.take(self.entries, bits, out=out, mode="clip")
+
+
+def prepare_lut(attrs, in_precision: int, ndim: int, tail, table: np.ndarray, low: int,
+                out_dtype):
+    """A RequantizeLut for requantize (then ``tail``, clips only) followed by lut(``table``,
+    low=[``low``]) with result dtype ``out_dtype``, when the float path is licensed, the
+    requantized values fit a byte and the table's entries fit ``out_dtype``; else None."""
+    kernel = prepare(attrs, in_precision, ndim, np.int64, tail)
+    if kernel is None or table.ndim != 1:
+        return None
+    first, last = kernel.lo + kernel.zp, kernel.hi + kernel.zp      # the requantized values
+    byte = next((np.dtype(t) for t in (np.uint8, np.int8)
+                 if np.iinfo(t).min <= first and last <= np.iinfo(t).max), None)
+    if byte is None or first > last:
+        return None
+    values = np.arange(256, dtype=np.int64).astype(np.uint8).view(byte).astype(np.int64)
+    values = np.clip(values, first, last)           # bit patterns no requantize gives: any
+    rows = np.clip(values - low, 0, table.size - 1)
+    wide = np.asarray(table, np.int64)[rows]
+    entries = wide.astype(out_dtype)
+    if not np.array_equal(entries.astype(np.int64), wide):
+        return None
+    return RequantizeLut(kernel, byte, entries)

@@ -16,6 +16,8 @@ instructions one by one. Heads, in order of preference:
 * elemwise_add / elemwise_sub (broadcast_add / broadcast_sub of equal shapes): in the
   narrowest integer type their proven bound allows;
 * requantize: in float32 / float64 where that is exact (ops/fastquant.py), tail clips composed;
+  a lut of its result alone (its only reader) joins it, one pass over cache-sized blocks
+  (:func:`lut_tails`, ops/fastquant.py RequantizeLut);
 * max_pool2d on several lanes: its own kernel on blocks of images or channels;
 * any other op: its kernel, then the tail in int64.
 
@@ -152,12 +154,23 @@ def fuse(program: Program, analysis, steps: list, lanes: int = 1,
 
 
 def _fused(program: Program, analysis, steps, lanes: int, groups, links, external) -> list:
-    """The steps of ``groups``, conv groups joined as ``links`` says (:func:`joins`), and the
+    """The steps of ``groups``, conv groups joined as ``links`` says (:func:`joins`), a
+    requantize chain and the lut that reads it as one step (:func:`lut_tails`), and the
     ``external`` steps in program order."""
     fast, waiting, pending, memo = [], {}, sorted(external.items()), {}
+    closing = {m for m, _ in links.values()}
+    luts, merged = lut_tails(program, groups, set(links) | closing), set()
     for n, (group, tail) in enumerate(groups):
         while pending and pending[0][0] < group[0]:
             fast.append(pending.pop(0)[1])
+        if n in merged:
+            continue
+        if n in luts:
+            step = _requantize_lut(program, group, tail, groups[luts[n]][0][0])
+            if step is not None:
+                fast.append(step)
+                merged.add(luts[n])
+                continue
         if n in links:                       # a conv group joined by a later group: wait
             waiting[links[n][0]] = (n, group, tail)
             continue
@@ -239,6 +252,44 @@ def _joined_step(program: Program, analysis, head, head_tail, group, tail, other
         return None
     return Step(head[0], kernel, inputs, out, tuple(program.tensors[i].dtype for i in out), {},
                 (), tuple(head + group))
+
+
+def lut_tails(program: Program, groups, skip=frozenset()) -> dict[int, int]:
+    """{requantize group n: lut group m} where group n's result (not a program output) is
+    read only by group m, a lut alone of that one data input and a constant table (groups
+    in ``skip``: none)."""
+    readers = readers_of(program)
+    head_of = {group[0]: m for m, (group, _) in enumerate(groups)}
+    outputs, found = set(program.outputs), {}
+    for n, (group, _) in enumerate(groups):
+        ins = program.code[group[0]]
+        if ins.op != "requantize" or n in skip or ins.inputs[0] in program.consts:
+            continue
+        t = program.code[group[-1]].outputs[0]
+        after = readers.get(t, ())
+        if t in outputs or len(after) != 1 or after[0] not in head_of:
+            continue
+        m = head_of[after[0]]
+        lut = program.code[after[0]]
+        if lut.op == "lut" and len(groups[m][0]) == 1 and m not in skip and \
+                len(lut.inputs) == 2 and lut.inputs[1] == t and lut.inputs[0] in program.consts:
+            found[n] = m
+    return found
+
+
+def _requantize_lut(program: Program, group, tail, k: int):
+    """One step for the requantize chain ``group`` and the lut instruction ``k`` reading it
+    (ops/fastquant.py RequantizeLut), or None where that is not licensed."""
+    ins, lut = program.code[group[0]], program.code[k]
+    x = program.tensors[ins.inputs[0]]
+    out = program.tensors[lut.outputs[0]]
+    kernel = fastquant.prepare_lut(ins.attrs, x.precision, len(x.shape), tail,
+                                   np.asarray(program.consts[lut.inputs[0]]),
+                                   lut.attrs["low"][0], out.dtype)
+    if kernel is None:
+        return None
+    return Step(group[0], kernel, (ins.inputs[0],), tuple(lut.outputs), (out.dtype,), {}, (),
+                tuple(group) + (k,))
 
 
 def residual_licence(program: Program, head, group, tail, other: int):

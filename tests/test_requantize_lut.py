@@ -1,0 +1,183 @@
+"""requantize on the CPU's float path in cache-sized blocks, and a requantize followed by a lut
+of its result fused into one pass (ops/fastquant.py, vm/fusion.py): the op kernels' bytes
+(themselves checked against the scalar rules) on every blocking branch, and whole programs
+against the reference executor."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, event, given, settings, strategies as st
+
+import ops
+import vm
+from compiler import Builder
+from ops import fastquant
+from ops.base import bound
+from ops.scratch import Lanes, Workspace, using
+from ops.tails import Requant
+
+SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+REQUANTIZE, LUT = ops.get("requantize"), ops.get("lut")
+
+
+@st.composite
+def requantizations(draw):
+    """(input array, attrs, tail): shapes that take every blocking branch at a small BLOCK
+    (channel planes, parts of one, channels-last rows, per tensor), every rounding."""
+    ndim = draw(st.integers(1, 4))
+    shape = tuple(draw(st.lists(st.integers(1, 9), min_size=ndim, max_size=ndim)))
+    rounding = draw(st.sampled_from(["fp32", "half_even", "half_up"]))
+    axis = draw(st.sampled_from([ndim - 1, ndim - 1, *range(ndim)]))   # channels last often
+    if draw(st.sampled_from([True, True, False])):                      # per channel
+        shape = shape[:axis] + (max(2, shape[axis]),) + shape[axis + 1:]
+        n = shape[axis]
+    else:
+        n = 1
+    top = (1 << 24) - 1 if rounding == "fp32" else (1 << 31) - 1
+    precision = draw(st.sampled_from([8, 16, 22, 32]))
+    attrs = dict(multiplier=draw(st.lists(st.integers(0, top), min_size=n, max_size=n)),
+                 shift=draw(st.lists(st.integers(0, 40), min_size=n, max_size=n)),
+                 axis=axis, rounding=rounding,
+                 zero_point_in=draw(st.sampled_from([0, 0, 3, -70000 >> 2])),
+                 zero_point=draw(st.integers(-20, 20)))
+    byte = draw(st.sampled_from([(0, 255), (-128, 127), (-1000, 1000)]))
+    attrs["qmin"], attrs["qmax"] = byte
+    rng = np.random.default_rng(draw(st.integers(0, 1 << 30)))
+    r = bound(precision)
+    x = rng.integers(-r, r + 1, shape)
+    x[rng.random(shape) < 0.2] = r
+    x[rng.random(shape) < 0.2] = -r
+    dtype = np.int8 if precision == 8 else np.int16 if precision == 16 else np.int32
+    tail = Requant().then_clip(0, None) if draw(st.booleans()) else Requant()
+    return x.astype(dtype), REQUANTIZE.check_attrs(attrs), precision, tail
+
+
+def branch(kernel, shape, block: int) -> str:
+    """Which blocking of RequantizeKernel._chunks a case takes."""
+    if kernel.axis is None:
+        return "per tensor"
+    post = int(np.prod(shape[kernel.axis + 1:]))
+    return "channels last" if post == 1 else "parts of a plane" if post >= block else "planes"
+
+
+def requantized(x, attrs, tail) -> np.ndarray:
+    """requantize's int64 kernel, then the tail's clip."""
+    y = REQUANTIZE.kernel(np, x, **attrs).astype(np.int64)
+    return np.clip(y, tail.lo, tail.hi)
+
+
+@SETTINGS
+@given(requantizations(), st.sampled_from([1, 5, 64, 1 << 17]), st.sampled_from([1, 2]))
+def test_blocked_requantize_equals_the_op_kernel(monkeypatch, case, block, lanes):
+    x, attrs, precision, tail = case
+    monkeypatch.setattr(fastquant, "BLOCK", block)
+    kernel = fastquant.prepare(attrs, precision, x.ndim, np.int64, tail)
+    if kernel is None:
+        return
+    event(branch(kernel, x.shape, block))
+    pool = Lanes(lanes) if lanes > 1 else None
+    try:
+        with using(Workspace(), pool):
+            got = kernel(np, x)
+    finally:
+        if pool is not None:
+            pool.close()
+    assert np.array_equal(got, requantized(x, attrs, tail))
+
+
+@SETTINGS
+@given(requantizations(), st.sampled_from([1, 5, 64, 1 << 17]), st.integers(-300, 300),
+       st.integers(1, 300), st.sampled_from([np.uint8, np.int8, np.int32]), st.data())
+def test_requantize_then_lut_equals_the_op_kernels(monkeypatch, case, block, low, size,
+                                                   out_dtype, data):
+    """Bytes of either kind, tables shorter or longer than the requantized range (clamped
+    indices), results of one byte (pairs gathered) or wider, odd block sizes."""
+    x, attrs, precision, tail = case
+    monkeypatch.setattr(fastquant, "BLOCK", block)
+    info = np.iinfo(out_dtype)
+    rng = np.random.default_rng(data.draw(st.integers(0, 1 << 30)))
+    table = rng.integers(max(info.min, -1 << 20), min(info.max, 1 << 20) + 1, size)
+    kernel = fastquant.prepare_lut(attrs, precision, x.ndim, tail, table, low, out_dtype)
+    if kernel is None:
+        assert attrs["qmin"] == -1000 or fastquant.prepare(attrs, precision, x.ndim,
+                                                            np.int64, tail) is None
+        return
+    event(branch(kernel, x.shape, block))
+    event(f"pairs: {kernel.pairs is not None}, even: {x.size % 2 == 0}")
+    with using(Workspace()):
+        got = kernel(np, x)
+    want = LUT.kernel(np, table, requantized(x, attrs, tail), low=[low])
+    assert got.dtype == np.dtype(out_dtype) and np.array_equal(got, want)
+
+
+def test_a_table_entry_wider_than_the_result_is_not_fused():
+    attrs = REQUANTIZE.check_attrs(dict(multiplier=[1], shift=[0], qmin=0, qmax=255))
+    table = np.arange(256) * 2
+    assert fastquant.prepare_lut(attrs, 8, 2, Requant(), table, 0, np.uint8) is None
+    assert fastquant.prepare_lut(attrs, 8, 2, Requant(), table, 0, np.int32) is not None
+
+
+def chain_program(shape, per_channel: bool, rounding: str, unsigned: bool, second_reader: bool,
+                  table_size: int = 256):
+    """x -> requantize -> relu -> lut (-> + the requantized value, with ``second_reader``)."""
+    rng = np.random.default_rng(7)
+    c = shape[1]
+    n = c if per_channel else 1
+    top = (1 << 24) - 1 if rounding == "fp32" else (1 << 31) - 1
+    b = Builder("requantize-lut")
+    x = b.input("x", shape, 22)
+    q = b.op("requantize", x, multiplier=[int(v) for v in rng.integers(1, top, n)],
+             shift=[int(v) for v in rng.integers(20, 34, n)], rounding=rounding,
+             qmin=0 if unsigned else -128, qmax=255 if unsigned else 127,
+             zero_point=5 if unsigned else -3)
+    q = b.op("relu", q)
+    table = rng.integers(-127, 128, table_size)
+    y = b.op("lut", b.const("t", table, precision=8), q, low=[0 if unsigned else -128])
+    if second_reader:
+        y = b.op("elemwise_add", y, q)
+    b.output(y)
+    return b.build()
+
+
+@pytest.mark.parametrize("backend", ["numpy", "auto"])
+@pytest.mark.parametrize("per_channel,rounding,unsigned,second_reader", [
+    (True, "fp32", True, False), (False, "half_even", False, False),
+    (True, "half_up", False, False), (True, "fp32", True, True)])
+def test_requantize_then_lut_programs_equal_the_reference(backend, per_channel, rounding,
+                                                          unsigned, second_reader):
+    """The fused step where the lut is the requantized value's only reader, the two steps
+    where it is not: the reference executor's bytes."""
+    program = chain_program((1, 3, 5, 7), per_channel, rounding, unsigned, second_reader)
+    blob = vm.encode(program)
+    model = vm.load(blob, vm.cpu(backend=backend))
+    x = np.random.default_rng(1).integers(-(1 << 21), 1 << 21, (1, 3, 5, 7)).astype(np.int32)
+    x[0, 0, 0, :3] = [bound(22), -bound(22), 0]
+    got, want = model.run(x), vm.load(blob, vm.reference()).run(x)
+    assert all(got[k].tobytes() == want[k].tobytes() for k in want)
+    if backend == "numpy":
+        fused = [type(s.kernel).__name__ for s in model.plan.fast]
+        assert ("RequantizeLut" in fused) == (not second_reader), fused
+
+
+@pytest.mark.parametrize("shape,axis", [((1, 2, 1, fastquant.BLOCK + 3), 1),
+                                        ((2, 3, 150, 151), 1), ((1, 97, 89, 16), 3)])
+def test_full_size_blocks_equal_the_op_kernels(shape, axis):
+    """At the real BLOCK: parts of a channel plane, whole planes, channels-last rows."""
+    rng = np.random.default_rng(3)
+    attrs = REQUANTIZE.check_attrs(dict(
+        multiplier=[int(v) for v in rng.integers(1, 1 << 24, shape[axis])],
+        shift=[int(v) for v in rng.integers(20, 30, shape[axis])], axis=axis, rounding="fp32",
+        qmin=-128, qmax=127, zero_point=-7))
+    x = rng.integers(-bound(22), bound(22) + 1, shape).astype(np.int32)
+    table = rng.integers(-128, 128, 256)
+    kernel = fastquant.prepare_lut(attrs, 22, x.ndim, Requant(), table, -128, np.int8)
+    lanes = Lanes(2)
+    try:
+        with using(Workspace(), lanes):
+            got = kernel(np, x)
+            alone = fastquant.prepare(attrs, 22, x.ndim, np.int64, Requant())(np, x)
+    finally:
+        lanes.close()
+    want = requantized(x, attrs, Requant())
+    assert np.array_equal(alone, want)
+    assert np.array_equal(got, LUT.kernel(np, table, want, low=[-128]))
