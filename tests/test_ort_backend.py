@@ -429,12 +429,13 @@ def test_sessions_share_the_process_arena():
     assert all(model.run(x)[k].tobytes() == v.tobytes() for k, v in first.items())
 
 
-def test_a_wide_input_holding_bytes_runs_the_guarded_session():
+@pytest.mark.parametrize("shape", [(1, 3, 80, 80), (1, 3, 8, 8)])
+def test_a_wide_input_holding_bytes_runs_the_guarded_session(shape):
     """A p9 input (values in [-255, 255]) into a convolution needs two bytes per value; when
-    the values at hand are bytes, the narrower session runs; both give the reference's
-    bytes."""
+    the values at hand are bytes, the narrower session runs (at any size); both give the
+    reference's bytes; a single negative value takes the wide one."""
     b = Builder("wide")
-    x = b.input("x", (1, 3, 80, 80), 9)
+    x = b.input("x", shape, 9)
     w = b.const("w", np.random.default_rng(0).integers(-127, 128, (8, 3, 3, 3)), precision=8)
     b.output(b.op("qconv2d", x, w, channels=8, kernel_size=(3, 3), padding=(1, 1),
                   use_bias=False))
@@ -452,11 +453,18 @@ def test_a_wide_input_holding_bytes_runs_the_guarded_session():
             pytest.skip("onnxruntime sessions cannot be wrapped here")
     rng = np.random.default_rng(1)
     for lo, hi, which in ((0, 255, step.kernel.guarded[1]), (-255, 255, step.kernel.session)):
-        x = rng.integers(lo, hi + 1, (1, 3, 80, 80)).astype(np.int32)
+        x = rng.integers(lo, hi + 1, shape).astype(np.int32)
         x.reshape(-1)[::5] = hi
         same_as_reference(program, {"x": x})
         model.run({"x": x})
         assert calls[-1] is which
+    for odd in (-1, -255):
+        x = rng.integers(0, 256, shape).astype(np.int32)
+        x.reshape(-1)[-1] = odd
+        same_as_reference(program, {"x": x})
+        model.run({"x": x})
+        assert calls[-1] is step.kernel.session
+    same_as_reference(program, {"x": rng.integers(0, 256, shape).astype(np.uint8)})
 
 
 @pytest.fixture

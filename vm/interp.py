@@ -38,6 +38,8 @@ class Plan:
         closes only lanes it made."""
         check_threads(threads)
         self.program, self.executor = program, executor
+        self.input_ids = program.inputs
+        """The program's input tensor ids, in order."""
         self.consts = consts if consts is not None else device_consts(program, executor)
         self.steps = BoundSteps(program, analysis, executor)
         self.threads = threads

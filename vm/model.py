@@ -6,7 +6,8 @@ import os
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
@@ -116,6 +117,7 @@ class Model:
                                     program.tensors[i].precision, program.tensors[i].dtype)
         self.inputs = [info(i) for i in program.inputs]
         self.outputs = [info(i) for i in program.outputs]
+        self._input_names = {t.name: None for t in self.inputs}      # in order
 
     # -- facts (known before running) -------------------------------------------------------
     @property
@@ -273,8 +275,7 @@ class Model:
         direct = {program.outputs[k]: b for k, b in buffers.items()} \
             if ex.name == "cpu" else None
         with ex.exclusive():
-            ids = program.inputs
-            device = {ids[k]: ex.from_host(a) for k, a in enumerate(feeds)}
+            device = dict(zip(inst.plan.input_ids, map(ex.from_host, feeds)))
             values = inst.plan.run(device, trace, out=direct)
             result = {}
             for k, (t, v) in enumerate(zip(self.outputs, values)):
@@ -306,7 +307,7 @@ class Model:
                 raise TrapError(f"model has {len(self.inputs)} inputs "
                                 f"({', '.join(t.name for t in self.inputs)}): pass a dict")
             inputs = {self.inputs[0].name: inputs}
-        names = [t.name for t in self.inputs]
+        names = self._input_names
         unknown = [key for key in inputs if key not in names]     # the caller's order
         if unknown:
             raise TrapError(f"unknown input {shown(unknown[0])} (inputs: {', '.join(names)})")
@@ -380,7 +381,7 @@ def _check_input(t: TensorInfo, value: Any, symbols: Mapping[str, int],
     if value is None:
         raise TrapError(f"missing input {t.name!r}")
     try:
-        array = np.asarray(value)
+        array = value if type(value) is np.ndarray else np.asarray(value)
     except MemoryError:
         raise EnvironmentFault(f"input {t.name!r}: out of memory reading it") from None
     except Exception as e:      # the caller's object failed to convert itself
@@ -403,7 +404,8 @@ def _check_input(t: TensorInfo, value: Any, symbols: Mapping[str, int],
                             f"{t.symbol} = {seen[0]}")
     r = bound(t.precision)
     low, high = _limits(array.dtype)
-    k = first_outside(array, max(-r, low), min(r, high))                # in array's dtype
+    k = None if -r <= low and high <= r else \
+        first_outside(array, max(-r, low), min(r, high))                # in array's dtype
     if k is not None:
         raise TrapError(f"input {t.name!r}: value {int(array.reshape(-1)[k])} at flat index "
                         f"{k} outside precision {t.precision} (|v| <= {r})")

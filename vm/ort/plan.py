@@ -44,9 +44,6 @@ arrays of this many elements (:func:`_footprint`) keep a memory arena of their o
 batch's im2col of tens of MB, allocated afresh at every run, page-faults: ResNet-18 batch 32
 took 1.8x as long without); below, freed memory goes back (ResNet-18 batch 1: 21 sessions,
 40 MB less peak RSS)."""
-GUARDED_SIZE = 1 << 14
-"""Inputs from this many elements get a guarded session (below, checking the values costs
-about what it saves)."""
 LAYOUT_OPS = ("reshape", "flatten", "expand_dims", "squeeze", "max_pool2d")
 TRANSPARENT = ("relu", "abs", "negative", "clip", "cvm_clip", "cvm_left_shift",
                "cvm_right_shift", "elemwise_add", "elemwise_sub", "broadcast_add",
@@ -422,26 +419,36 @@ def _rebind(step, twin: Program, k: int, analysis, changed: bool):
 class RegionKernel:
     """Runs one region's session: detvm values in, detvm values out (their held dtypes).
     ``constants``: the arrays the session reads as external initializers (kept alive).
-    ``guarded``: (checks, session) of a variant built for inputs in narrower ranges, run when
-    the inputs' values at hand are in them (checks: input position, lo, hi): both compute the
-    same bytes there; it only saves work (a program input declared wider than the bytes it
-    gets). Both sessions' outputs are the exported tensors in order (their names, ``outputs``
-    for the first, may differ)."""
+    ``guarded``: (positions, session, its output names) of a variant built for the inputs at
+    those positions holding bytes (values in [0, 255]), run when the values at hand are bytes:
+    both compute the same bytes there; it only saves work (a program input declared wider than
+    the bytes it gets). Both sessions' outputs are the exported tensors in order."""
 
-    def __init__(self, session, inputs: list[str], outputs: list[str], constants=None,
-                 guarded=None):
-        self.session, self.inputs, self.outputs = session, inputs, outputs
-        self.constants, self.guarded = constants, guarded
+    def __init__(self, session, inputs: list[str], constants=None):
+        self.session, self.inputs, self.constants = session, inputs, constants
+        self.names = [o.name for o in session.get_outputs()]
+        self.guarded = None
+
+    def guard(self, positions: list[int], session, constants) -> None:
+        """Run ``session`` when the inputs at ``positions`` hold bytes."""
+        self.guarded = (positions, session, [o.name for o in session.get_outputs()])
+        self.constants = constants
 
     def __call__(self, xp, *arrays):
-        session = self.session
-        if self.guarded is not None and all(
-                int(arrays[k].min()) >= lo and int(arrays[k].max()) <= hi
-                for k, lo, hi in self.guarded[0]):
-            session = self.guarded[1]
-        results = session.run(None, dict(zip(self.inputs, map(np.ascontiguousarray,
-                                                                       arrays))))
+        session, names = self.session, self.names
+        if self.guarded is not None and all(bytes_only(arrays[k]) for k in self.guarded[0]):
+            session, names = self.guarded[1:]
+        results = session.run(names, dict(zip(self.inputs, map(np.ascontiguousarray, arrays))))
         return results[0] if len(results) == 1 else tuple(results)
+
+
+def bytes_only(array: np.ndarray) -> bool:
+    """Whether every value of the integer ``array`` is in [0, 255]: one pass (a negative
+    value, seen as unsigned, is above 255), none for a byte dtype."""
+    if array.dtype == np.uint8:
+        return True
+    unsigned = array.view(f"u{array.dtype.itemsize}") if array.dtype.kind == "i" else array
+    return not array.size or int(unsigned.max()) <= 255
 
 
 def _footprint(program: Program, ins) -> int:
@@ -463,34 +470,33 @@ def region_step(facts: Facts, twin: Program, run: list[int], threads: int | None
     exports = [t for k in run for t in program.code[k].outputs if last_use[t] > run[-1]]
     if not exports:
         return None
-    region, model, names = _region_model(facts, run, exports)
+    region, model = _region_model(facts, run, exports)
     arena = max(_footprint(program, program.code[k]) for k in run) >= ARENA_SIZE
     kernel = RegionKernel(sessions.session(model, threads, region.g.externals, arena,
                                            bool(region.g.derived)),
-                          [n for _, _, n in region.inputs], names, region.g.externals)
+                          [n for _, _, n in region.inputs], region.g.externals)
     wide = {program.code[k].inputs[0] for k in run if program.code[k].op in LINEAR and
             (parts := linear_parts(facts, k)) is not None and parts[4]}
     wide = {t: (0, 255) for t in wide if program.tensors[t].kind == "input"
-            if facts.range(t)[0] < 0 <= 255 <= facts.range(t)[1] and
-            program.tensors[t].size >= GUARDED_SIZE}
+            if facts.range(t)[0] < 0 <= 255 <= facts.range(t)[1]}
     assumed = facts.assuming(wide)
     if wide and all(RULES[program.code[k].op][0](assumed, k) for k in run):
-        narrow, model2, _ = _region_model(assumed, run, exports)
+        narrow, model2 = _region_model(assumed, run, exports)
         if [t for t, _, _ in narrow.inputs] == [t for t, _, _ in region.inputs]:
             position = {t: n for n, (t, _, _) in enumerate(region.inputs)}
-            kernel.guarded = ([(position[t], lo, hi) for t, (lo, hi) in wide.items()],
-                              sessions.session(model2, threads, narrow.g.externals, arena,
-                                               bool(narrow.g.derived)))
-            kernel.constants = {**region.g.externals, **narrow.g.externals}
+            kernel.guard([position[t] for t in wide],
+                         sessions.session(model2, threads, narrow.g.externals, arena,
+                                          bool(narrow.g.derived)),
+                         {**region.g.externals, **narrow.g.externals})
     inputs = tuple(t for t, _, _ in region.inputs)
     return Step(run[0], kernel, inputs, tuple(exports),
                 tuple(twin.tensors[t].dtype for t in exports), {}, (), tuple(run))
 
 
 def _region_model(facts: Facts, run: list[int], exports: list[int]):
-    """(Region, ModelProto bytes, output names) of instructions ``run``."""
+    """(Region, ModelProto bytes) of instructions ``run``."""
     region = Region(facts, facts.form)
     for k in run:
         RULES[facts.program.code[k].op][1](region, k)
-    model, names = region.model([(t, facts.layout.get(t, "nchw")) for t in exports])
-    return region, model, names
+    model, _ = region.model([(t, facts.layout.get(t, "nchw")) for t in exports])
+    return region, model

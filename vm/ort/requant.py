@@ -4,8 +4,8 @@
   clipped;
 * **table**: requantize is monotone in x, so below some ``first`` it gives qmin and above some
   ``last`` qmax (:func:`window`, a binary search on the op's rule); x clipped to
-  [first, last] indexes a table of the op's own results (Gather), computed at load by its CPU
-  kernel: any rounding, when the table is small;
+  [first, last] indexes a table of the op's own results (GatherElements), computed at load
+  by its CPU kernel: any rounding, when the table is small;
 * **rounding in integers** (int64), x clipped to the same window, d = x - zin, p = |d| * M,
   q = floor(p / 2^s), f = p - q 2^s, H = 2^(s-1):
   ``half_even``: q + [f + (q mod 2) > H]; ``half_up``: floor((d M + H) / 2^s) (made >= 0 by a
@@ -162,7 +162,7 @@ def emit(region, t: int, x_t, out, a, lo: int, hi: int, layout: str,
                         region.scalar(0, dtype), region.scalar(span - 1, dtype))
         if channels > 1:
             v = region.g.op("Add", v, channel(span * np.arange(channels), dtype))
-        return region.g.op("Gather", region.g.const(table.reshape(-1)), v), table.dtype
+        return region.lookup(table, v, region.shape(t, layout)), table.dtype
     v = region.g.op("Clip", region.shifted(t, layout, I64, -first), region.scalar(0, I64),
                     region.scalar(last - first, I64))
     d = region.g.op("Add", v, region.scalar(first - a["zero_point_in"], I64))
@@ -184,7 +184,8 @@ def emit(region, t: int, x_t, out, a, lo: int, hi: int, layout: str,
         up = region.g.op("Greater", region.g.op("Add", frac, odd), half)
         g = region.g.op("Add", q, region.cast(up, np.bool_, I64))
     else:
-        g = region.g.op("Add", q, _fp32_step(region, q, frac, half, odd, a, first, last, channel))
+        g = region.g.op("Add", q, _fp32_step(region, q, frac, half, odd, a, first, last, channel,
+                                             region.shape(t, layout)))
     return _finish(region, region.g.op("Mul", g, region.g.op("Sign", d)), a, out)
 
 
@@ -194,11 +195,12 @@ def _powers_size(a, first: int, last: int) -> int:
     return 8 * (_q_top(a, top) + 2)
 
 
-def _fp32_step(region, q, frac, half, odd, a, first, last, channel) -> str:
-    """0 or 1 added to q by float32 rounding then rounding half to even (module doc)."""
+def _fp32_step(region, q, frac, half, odd, a, first, last, channel, shape) -> str:
+    """0 or 1 added to q (of ``shape``) by float32 rounding then rounding half to even (module
+    doc)."""
     top = max(abs(first - a["zero_point_in"]), abs(last - a["zero_point_in"]))
     powers = np.array([1 << bitlen(v) for v in range(_q_top(a, top) + 2)], np.int64)
-    ulp = region.g.op("Gather", region.g.const(powers), q)
+    ulp = region.lookup(powers, q, shape)
     shifts = a["shift"]
     if min(shifts) >= 25:
         ulp = region.g.op("Mul", ulp, channel([1 << (s - 25) for s in shifts]))

@@ -6,8 +6,8 @@ inside a region is held in its tensor's storage dtype (int8 for p <= 8, else int
 of two layouts, ``nchw`` (the program's order) or ``nhwc`` (channels last, 4-D only); rules ask
 for the layout they need and the region transposes. Rules only use integer ops on values the
 validated bounds prove fit their type, and pick int32 or int64 intermediates from those
-bounds; tables (Gather) hold values computed by detvm's own kernels. Ops without a rule run as
-detvm kernels between regions.
+bounds; tables (GatherElements) hold values computed by detvm's own kernels. Ops without a
+rule run as detvm kernels between regions.
 """
 from __future__ import annotations
 
@@ -120,6 +120,17 @@ class Region:
         if (name, dst) not in self.casts:
             self.casts[(name, dst)] = self.g.op("Cast", name, to=proto.ELEM_TYPES[dst])
         return self.casts[(name, dst)]
+
+    def lookup(self, table: np.ndarray, index: str, shape) -> str:
+        """``table[index]`` elementwise, ``index`` of ``shape`` in the table's range: a
+        GatherElements on the flattened index (onnxruntime's Gather copies element by element,
+        ~8 ns each; GatherElements ~0.7, less than numpy's take)."""
+        if len(shape) != 1:
+            index = self.g.op("Reshape", index, self.g.const(np.array([-1], np.int64)))
+        y = self.g.op("GatherElements", self.g.const(table.reshape(-1)), index, axis=0)
+        if len(shape) != 1:
+            y = self.g.op("Reshape", y, self.g.const(np.array(shape, np.int64)))
+        return y
 
     def scalar(self, v: int, dtype) -> str:
         return self.g.const(np.array(v, dtype=dtype))
@@ -364,6 +375,12 @@ def _byte_type(lo: int, hi: int):
     return None
 
 
+NCHW_POOL_SIZE = 1 << 10
+"""max_pool2d of a channels-first input of fewer elements runs as MaxPool in that layout:
+onnxruntime's MaxPool of NCHW bytes costs ~3 ns per element (ResNet-18's 64x112x112: 3.5 ms),
+NhwcMaxPool with the transposes around it ~0.5 ns, but its two extra nodes ~0.6 us a run."""
+
+
 def check_max_pool(facts, k: int) -> bool:
     return _byte_type(*_input_range(facts, k)) is not None
 
@@ -376,8 +393,9 @@ def emit_max_pool(region: Region, k: int) -> None:
     (ph, pw) = a["padding"]
     window = dict(kernel_shape=list(a["pool_size"]), strides=list(a["strides"]),
                   pads=[ph, pw, ph, pw])
-    if not a["ceil_mode"]:     # NhwcMaxPool, an NCHW input transposed first: onnxruntime's
-        # MaxPool of NCHW bytes took 3.5 ms for ResNet-18's 64x112x112, the two 0.8 ms
+    x = ins.inputs[0]
+    small = facts.program.tensors[x].size < NCHW_POOL_SIZE and region.layout_of(x) == "nchw"
+    if not a["ceil_mode"] and not small:
         y = region.g.op("NhwcMaxPool", region.value(ins.inputs[0], "nhwc", byte),
                         domain="com.microsoft", **window)
         region.put(ins.outputs[0], y, "nhwc", byte)
