@@ -477,7 +477,8 @@ def auto_lowers(monkeypatch):
 def heads_only(monkeypatch):
     """``auto`` lowers the convolutions alone: their results pass through numpy steps held
     channels last (the twin program)."""
-    monkeypatch.setattr(plan, "AUTO", plan.Policy(min_macs=0, small=0, small_requantize=0))
+    monkeypatch.setattr(plan, "AUTO", plan.Policy(min_macs=0, small=0, small_requantize=0,
+                                                  tables=False))
 
 
 def residual_program(seed=0, rounding="fp32", c=4):
@@ -590,6 +591,34 @@ def test_a_table_between_lowered_convolutions(heads_only, selections):
     if not selections:          # the lut's result (fused with the requantize before it)
         assert ("lut", (1, 8, 9, 9), np.uint8) in held
     same_as_reference(program, feeds)
+
+
+@pytest.mark.parametrize("two, low, side", [(False, 0, 256), (False, -128, 256),
+                                             (False, 3, 200), (True, 0, 16), (True, -5, 7)])
+def test_a_lowered_lut_equals_the_reference(two, low, side):
+    """lut inside a session (GatherElements on the flat index): one or two inputs, indices
+    clipped where the proven range exceeds the table, between two lowered convolutions and
+    alone; the values at both ends of every input."""
+    rng = np.random.default_rng(side)
+    b = Builder("lut")
+    x = b.input("x", (1, 4, 6, 6), 8)
+    w1 = b.const("w1", rng.integers(-127, 128, (8, 4, 3, 3)), precision=8)
+    z = b.op("qconv2d", x, w1, channels=8, kernel_size=(3, 3), padding=(1, 1), use_bias=False)
+    q = b.op("requantize", z, multiplier=rng.integers(1 << 22, 1 << 24, 8).tolist(),
+             shift=[31] * 8, axis=1, qmin=-128, qmax=127)
+    shape = (side, side) if two else (side,)
+    table = b.const("table", rng.integers(-127, 128, shape), precision=8)
+    a = b.op("lut", table, q, q, low=[low, low]) if two else b.op("lut", table, q, low=[low])
+    w2 = b.const("w2", rng.integers(-127, 128, (8, 8, 3, 3)), precision=8)
+    y = b.op("qconv2d", a, w2, channels=8, kernel_size=(3, 3), padding=(1, 1), use_bias=False)
+    b.output(y, b.op("lut", table, *([x, x] if two else [x]), low=[low] * (1 + two)))
+    program = b.build()
+    model = same_as_reference(program, extreme_feeds(program, 3))
+    luts = [k for k, ins in enumerate(program.code) if ins.op == "lut"]
+    assert set(luts) <= {k for s in model.plan.fast if isinstance(s.kernel, plan.RegionKernel)
+                         for k in s.covers}
+    for v in (-127, 127):
+        same_as_reference(program, {"x": np.full((1, 4, 6, 6), v, np.int8)})
 
 
 # ---------------------------------------------------------------------------------------------

@@ -3,11 +3,12 @@ regions (one session each), and the steps of the plan.
 
 * **Selection.** An instruction is lowered when it has a rule (vm/ort/rules.py) whose check
   passes and it pays: a conv2d / dense of at least ``Policy.min_macs`` multiply-adds, a
-  grouped (depthwise) convolution of any size, any op whose tensors have at most
-  ``Policy.small`` elements (there, one session call replaces several Python steps; a
-  requantize only up to ``Policy.small_requantize``), and the layout ops (reshape, flatten, ..., max_pool2d) next to a
-  lowered instruction (so they do not split a region). Elementwise work on large tensors stays
-  in numpy, whose integer kernels are faster than onnxruntime's per element.
+  grouped (depthwise) convolution of any size, a lut (table lookup) of any size, any op
+  whose tensors have at most ``Policy.small`` elements (there, one session call replaces
+  several Python steps; a requantize only up to ``Policy.small_requantize``), and the layout
+  ops (reshape, flatten, ..., max_pool2d) next to a lowered instruction (so they do not split
+  a region). Other elementwise work on large tensors stays in numpy, whose integer kernels
+  are faster than onnxruntime's per element.
 * **Regions.** Each maximal run of consecutive lowered instructions is one ONNX graph, one
   session and one step of the interpreter loop (vm/interp.py); its inputs and outputs are the
   tensors it shares with the rest of the program.
@@ -58,9 +59,10 @@ class Policy:
     """When lowering pays: conv2d / dense from ``min_macs`` multiply-adds, grouped
     convolutions of any size (``grouped``: numpy's grouped kernel is slow at any size,
     ConvInteger with its group attribute fast), and any op whose tensors have at most
-    ``small`` elements, a requantize at most ``small_requantize`` (its table lookup, a Gather,
-    costs onnxruntime about 8 ns per element against about 3 for numpy's float-licensed
-    kernel), as long as there is a conv2d / dense to lower or
+    ``small`` elements, a requantize at most ``small_requantize`` (its integer rounding costs
+    onnxruntime tens of nodes, numpy's float-licensed kernel about 3 ns per element), a lut of
+    any size where ``tables`` (a GatherElements, about 0.7 ns per element against about 3 for
+    numpy's take), as long as there is a conv2d / dense to lower or
     the whole program of at least ``whole`` and at most ``whole_max`` instructions becomes one
     session (docs/performance.md has the measurements; a long chain of small ops costs more to
     lower than it saves, and its sessions run slower than numpy)."""
@@ -71,6 +73,7 @@ class Policy:
     whole_max: int = 512
     small_requantize: int = 1 << 12
     grouped: bool = True
+    tables: bool = True
     small_max: int = 1 << 12
     """A program of more instructions lowers only its GEMMs worth it (``min_macs``,
     ``grouped``) and the layout ops next to them: a lowered instruction costs about 70 us of
@@ -78,7 +81,8 @@ class Policy:
     regions), so a long program of small ops would load in minutes (10^6 instructions)."""
 
 
-NOTHING = Policy(1 << 62, -1, 1 << 62, small_requantize=-1, grouped=False, small_max=-1)
+NOTHING = Policy(1 << 62, -1, 1 << 62, small_requantize=-1, grouped=False, tables=False,
+                 small_max=-1)
 """Lower nothing: the numpy executor."""
 AUTO = Policy()
 """The ``auto`` backend's policy."""
@@ -240,6 +244,8 @@ def _wanted(program: Program, ins, policy: Policy) -> bool:
             any(program.tensors[i].size == 0 for i in ins.inputs):
         return False
     size = _size(program, ins)
+    if ins.op == "lut" and policy.tables:
+        return True
     if ins.op == "requantize":
         return size <= policy.small_requantize
     if ins.op in LINEAR:

@@ -324,6 +324,40 @@ def emit_binary(region: Region, k: int) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# lut: a constant table indexed by one or two inputs of one shape
+# ---------------------------------------------------------------------------------------------
+
+def check_lut(facts, k: int) -> bool:
+    ins = facts.program.code[k]
+    shapes = {facts.program.tensors[i].shape for i in ins.inputs[1:]}
+    return ins.inputs[0] in facts.program.consts and len(shapes) == 1
+
+
+def emit_lut(region: Region, k: int) -> None:
+    """y = T[clip(a - low_0, 0, n - 1)] (two inputs: the flat index of the two clipped
+    indices, row-major), clipped only where the proven range of an input exceeds the
+    table's."""
+    facts = region.facts
+    ins = facts.program.code[k]
+    table = facts.program.consts[ins.inputs[0]]
+    data = ins.inputs[1:]
+    layout = "nhwc" if len(facts.program.tensors[data[0]].shape) == 4 and \
+        "nhwc" in [region.layout_of(t) for t in data] else "nchw"
+    index = None
+    for t, low, n in zip(data, ins.attrs["low"], table.shape):
+        lo, hi = facts.range(t)
+        dtype = work_dtype(max(abs(lo - low), abs(hi - low)))
+        v = region.shifted(t, layout, dtype, -low)
+        if lo - low < 0 or hi - low > n - 1:
+            v = region.g.op("Clip", v, region.scalar(0, dtype), region.scalar(n - 1, dtype))
+        v = region.cast(v, dtype, INT32)                              # now in [0, n - 1]
+        index = v if index is None else \
+            region.g.op("Add", region.g.op("Mul", index, region.scalar(n, INT32)), v)
+    y = region.lookup(table, index, region.shape(ins.outputs[0], layout))
+    region.put(ins.outputs[0], y, layout, table.dtype)
+
+
+# ---------------------------------------------------------------------------------------------
 # requantize (vm/ort/requant.py)
 # ---------------------------------------------------------------------------------------------
 
@@ -453,6 +487,7 @@ RULES = {
                                                "clip", "cvm_clip")},
     **{op: (_always, emit_binary) for op in BINARY},
     "requantize": (check_requantize, emit_requantize),
+    "lut": (check_lut, emit_lut),
     **{op: (_always, emit_reshape) for op in ("reshape", "flatten", "expand_dims", "squeeze")},
     "max_pool2d": (check_max_pool, emit_max_pool),
     "sum": (check_sum, emit_sum),
