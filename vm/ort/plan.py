@@ -3,7 +3,7 @@ regions (one session each), and the steps of the plan.
 
 * **Selection.** An instruction is lowered when it has a rule (vm/ort/rules.py) whose check
   passes and it pays: a conv2d / dense of at least ``Policy.min_macs`` multiply-adds, a
-  grouped (depthwise) convolution of any size, a lut (table lookup) of any size, any op
+  grouped (depthwise) convolution of any size, a lut of one input of any size, any op
   whose tensors have at most ``Policy.small`` elements (there, one session call replaces
   several Python steps; a requantize only up to ``Policy.small_requantize``), and the layout
   ops (reshape, flatten, ..., max_pool2d) next to a lowered instruction (so they do not split
@@ -61,8 +61,10 @@ class Policy:
     ConvInteger with its group attribute fast), and any op whose tensors have at most
     ``small`` elements, a requantize at most ``small_requantize`` (its integer rounding costs
     onnxruntime tens of nodes, numpy's float-licensed kernel about 3 ns per element), a lut of
-    any size where ``tables`` (a GatherElements, about 0.7 ns per element against about 3 for
-    numpy's take), as long as there is a conv2d / dense to lower or
+    one input of any size where ``tables`` (a GatherElements, about 0.7 ns per element
+    against about 3 for numpy's take; a lut of two inputs costs four more passes to make its
+    index, one in numpy: ResNet-18's residual additions, 0.5 ms more in sessions), as long as
+    there is a conv2d / dense to lower or
     the whole program of at least ``whole`` and at most ``whole_max`` instructions becomes one
     session (docs/performance.md has the measurements; a long chain of small ops costs more to
     lower than it saves, and its sessions run slower than numpy)."""
@@ -267,7 +269,7 @@ def _wanted(program: Program, ins, policy: Policy) -> bool:
             any(program.tensors[i].size == 0 for i in ins.inputs):
         return False
     size = _size(program, ins)
-    if ins.op == "lut" and policy.tables:
+    if ins.op == "lut" and policy.tables and len(ins.inputs) == 2:
         return True
     if ins.op == "requantize":
         return size <= policy.small_requantize
