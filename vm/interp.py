@@ -3,8 +3,9 @@
 ``Plan`` binds, per instruction, the executor's kernel, its keyword arguments (canonical
 attributes plus the licensed GEMM path) and the buffers that die after it (``steps``). The
 executor may also regroup them into prepared, fused steps (``fast``: vm/fusion.py on the CPU),
-which compute the same bytes. ``Plan.run`` is the only interpreter loop in detvm; it keeps no
-state between calls except per-thread scratch buffers, so it is thread-safe.
+which compute the same bytes. ``Plan.run`` (its ``_loop``) is the only interpreter loop in
+detvm; it keeps no state between calls except per-thread scratch buffers, so it is
+thread-safe.
 """
 from __future__ import annotations
 
@@ -51,6 +52,9 @@ class Plan:
             self.fast = list(self.steps)
         self.backend = executor.describe(program, self.fast)
         self._fast_limit = self._limit if executor.may_use_blas(self.fast) else nullcontext
+        self._bare = not executor.may_use_blas(self.fast) and \
+            type(executor).exclusive is Executor.exclusive
+        """Every fast step is an onnxruntime session: no scratch, BLAS limit or lock to hold."""
         read = {i for step in self.fast for i in step.inputs} | set(program.outputs)
         self._fast_consts = {i: v for i, v in self.consts.items() if i in read}
         """How this plan computes, in words (the CPU: numpy, or regions on onnxruntime)."""
@@ -70,32 +74,38 @@ class Plan:
         steps = self.fast if (trace is None if fused is None else fused) else self.steps
         env = dict(self._fast_consts if steps is self.fast else self.consts)
         env.update(inputs)
-        xp, narrow = self.executor.xp, self.executor.narrow
+        if self._bare and steps is self.fast:
+            return self._loop(steps, env, trace, out)
         ws = getattr(self._local, "ws", None)
         if ws is None:
             ws = self._local.ws = Workspace()
         limit = self._fast_limit if steps is self.fast else self._limit
         with using(ws, self.lanes), limit(), self._exclusive():
-            for step in steps:
-                try:
-                    result = step.kernel(xp, *[env[i] for i in step.inputs], **step.kwargs)
-                except MemoryError:
-                    raise EnvironmentFault(f"out of memory in "
-                                           f"{self.program.describe(step.index)}") from None
-                except Exception as e:  # a kernel failing after validation is a detvm bug
-                    raise InternalError(f"{self.program.describe(step.index)} failed: "
-                                        f"{type(e).__name__}: {e}") from e
-                results = (result,) if len(step.outputs) == 1 else tuple(result)
-                for i, value, dtype in zip(step.outputs, results, step.dtypes):
-                    if out and i in out:        # narrowed straight into the caller's buffer
-                        np.copyto(out[i], value, casting="unsafe")
-                        env[i] = out[i]
-                    else:
-                        env[i] = narrow(value, dtype)
-                if trace is not None:
-                    trace(step, [env[i] for i in step.outputs])
-                for i in step.frees:
-                    env.pop(i, None)
+            return self._loop(steps, env, trace, out)
+
+    def _loop(self, steps, env: dict, trace, out) -> list:
+        """Each step on ``env`` (tensor id -> value, updated in place); the outputs."""
+        xp, narrow = self.executor.xp, self.executor.narrow
+        for step in steps:
+            try:
+                result = step.kernel(xp, *[env[i] for i in step.inputs], **step.kwargs)
+            except MemoryError:
+                raise EnvironmentFault(f"out of memory in "
+                                       f"{self.program.describe(step.index)}") from None
+            except Exception as e:  # a kernel failing after validation is a detvm bug
+                raise InternalError(f"{self.program.describe(step.index)} failed: "
+                                    f"{type(e).__name__}: {e}") from e
+            results = (result,) if len(step.outputs) == 1 else tuple(result)
+            for i, value, dtype in zip(step.outputs, results, step.dtypes):
+                if out and i in out:        # narrowed straight into the caller's buffer
+                    np.copyto(out[i], value, casting="unsafe")
+                    env[i] = out[i]
+                else:
+                    env[i] = narrow(value, dtype)
+            if trace is not None:
+                trace(step, [env[i] for i in step.outputs])
+            for i in step.frees:
+                env.pop(i, None)
         return [env[i] for i in self.program.outputs]
 
     def close(self) -> None:
