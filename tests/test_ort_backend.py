@@ -429,6 +429,22 @@ def test_sessions_share_the_process_arena():
     assert all(model.run(x)[k].tobytes() == v.tobytes() for k, v in first.items())
 
 
+@SETTINGS
+@given(st.sampled_from(["i1", "i2", "<i4", ">i4", "i8", "u1", "u2", "u4", "u8"]),
+       st.sampled_from([1, 7, plan.SMALL_CHECK, plan.SMALL_CHECK + 1, 3000]), st.data())
+def test_bytes_only_is_every_value_in_0_255(dtype, n, data):
+    """The guard's check, on both of its paths (a Python integer of the bytes, a numpy pass),
+    on every integer dtype and byte order, contiguous or strided."""
+    info = np.iinfo(np.dtype(dtype))
+    x = np.random.default_rng(data.draw(st.integers(0, 99))).integers(
+        0, min(256, int(info.max) + 1), 2 * n).astype(dtype)
+    for _ in range(data.draw(st.integers(0, 2))):
+        x[data.draw(st.integers(0, 2 * n - 1))] = data.draw(
+            st.integers(max(int(info.min), -300), min(int(info.max), 300)))
+    for view in (x[:n], x[::2]):
+        assert plan.bytes_only(view) == bool(((view >= 0) & (view <= 255)).all())
+
+
 @pytest.mark.parametrize("shape", [(1, 3, 80, 80), (1, 3, 8, 8)])
 def test_a_wide_input_holding_bytes_runs_the_guarded_session(shape):
     """A p9 input (values in [-255, 255]) into a convolution needs two bytes per value; when
