@@ -141,3 +141,20 @@ def test_an_attribute_equal_across_types_does_not_skip_its_check(op, attr, first
     code = [Instr(op, (0,), (1,), attrs), Instr(op, (0,), (2,), {**attrs, attr: second})]
     with pytest.raises(InvalidError, match=f"instruction 1 .*{attr}"):
         validate(Program("p", tensors, {}, code, [1, 2]))
+
+
+@pytest.mark.parametrize("n", [1, 5, 256, 257, 70000])
+@pytest.mark.parametrize("dtype", [np.int8, np.int32, np.int64, np.uint16])
+def test_first_outside_finds_the_first_value_outside(n, dtype):
+    """first_outside on both of its paths (Python integers up to SMALL_SCAN elements, numpy
+    reductions chunk by chunk beyond): the first flat index outside [lo, hi], or None."""
+    from vm.validate import SMALL_SCAN, first_outside
+    assert SMALL_SCAN == 256
+    rng = np.random.default_rng(n)
+    lo, hi = (0, 100) if np.dtype(dtype).kind == "u" else (-100, 100)
+    x = rng.integers(lo, hi + 1, (n,)).astype(dtype)
+    assert first_outside(x.reshape(1, -1), lo, hi) is None
+    for k in sorted({0, n // 3, n - 1}, reverse=True):
+        x[k] = hi + 1 if k % 2 or lo == 0 else lo - 1
+        assert first_outside(x, lo, hi) == k
+    assert first_outside(x[:0], lo, hi) is None
