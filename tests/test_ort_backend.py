@@ -637,6 +637,47 @@ def test_a_lowered_lut_equals_the_reference(two, low, side):
         same_as_reference(program, {"x": np.full((1, 4, 6, 6), v, np.int8)})
 
 
+def split_program(c: int = 12, seed: int = 0):
+    """A YOLOv8 C2f-like block: conv -> requantize -> lut, split in two along the channels
+    (strided_slice, one with a stride), a conv on one half, the halves concatenated again
+    (axis -3) and a last conv."""
+    rng = np.random.default_rng(seed)
+    b = Builder("split")
+    x = b.input("x", (1, c, 7, 6), 8)
+
+    def conv(v, cin, cout, name):
+        w = b.const(name, rng.integers(-127, 128, (cout, cin, 3, 3)), precision=8)
+        z = b.op("qconv2d", v, w, channels=cout, kernel_size=(3, 3), padding=(1, 1),
+                 use_bias=False)
+        return b.op("requantize", z, multiplier=rng.integers(1 << 22, 1 << 24, cout).tolist(),
+                    shift=[31] * cout, axis=1, qmin=0, qmax=255, zero_point=90,
+                    rounding="fp32")
+    a = b.op("lut", b.const("table", rng.integers(2, 250, 256), precision=9),
+             conv(x, c, 2 * c, "w1"), low=[0])
+    left = b.op("strided_slice", a, begin=[0, 0, 0, 0], end=[1, c, 7, 6])
+    right = b.op("strided_slice", a, begin=[0, c, 6, 0], end=[1, 2 * c, -8, 6],
+                 stride=[1, 1, -1, 1])
+    both = b.op("concatenate", left, conv(right, c, c, "w2"), axis=-3)
+    b.output(conv(both, 2 * c, c, "w3"))
+    return b.build()
+
+
+def test_selections_between_channels_last_convolutions(heads_only):
+    """A split and a concatenation between MatMulInteger convolutions run on bytes held
+    channels last (their axes permuted): no tensor between the sessions is int32 or NCHW;
+    the bytes are the reference's."""
+    program = split_program()
+    feeds = extreme_feeds(program, 3)
+    model = same_as_reference(program, feeds, vm.cpu())
+    held = []
+    model.plan.run({i: feeds[program.tensors[i].name] for i in program.inputs}, fused=True,
+                   trace=lambda step, values: held.extend(
+                       (program.code[step.covers[-1]].op, v.shape, v.dtype) for v in values))
+    assert ("strided_slice", (1, 7, 6, 12), np.uint8) in held
+    assert ("concatenate", (1, 7, 6, 24), np.uint8) in held
+    same_as_reference(program, feeds)
+
+
 # ---------------------------------------------------------------------------------------------
 # Real models, thread counts
 # ---------------------------------------------------------------------------------------------

@@ -14,7 +14,8 @@ regions (one session each), and the steps of the plan.
   tensors it shares with the rest of the program.
 * **Layout.** MatMulInteger convolutions run channels last, ConvInteger ones (few channels,
   depthwise) NCHW. A 4-D tensor every numpy step of which is elementwise (``TRANSPARENT``:
-  the same op on a permuted array is the same function) is held in its convolutions' layout
+  the same op on a permuted array is the same function) or a selection whose axes can be
+  permuted with it (``SELECTIONS``: a split, a concatenation) is held in its convolutions' layout
   between steps (channels last if any of them is a MatMulInteger one), in bytes where its
   proven range allows, so the requantizations and residual additions between two lowered
   convolutions never transpose. The numpy steps run the *twin* program, the program with the
@@ -54,6 +55,9 @@ TRANSPARENT = ("relu", "abs", "negative", "clip", "cvm_clip", "cvm_left_shift",
 """Elementwise ops: on tensors of one shape, the op applied to permuted arrays is the permuted
 result (requantize's per-channel axis is moved with the layout); also lut, with its constant
 table, on data of one shape."""
+SELECTIONS = ("strided_slice", "concatenate")
+"""Selections of 4-D tensors, which run on permuted arrays with their axes permuted
+(strided_slice with begin, end (and stride) given for every axis)."""
 
 
 @dataclass(frozen=True)
@@ -330,6 +334,12 @@ def _transparent(program: Program, ins) -> bool:
         data = [i for i in ins.inputs[1:] if i not in program.consts]
         return ins.inputs[0] in program.consts and len(data) == len(ins.inputs) - 1 and \
             _one_4d_shape(program, (*data, *ins.outputs))
+    if ins.op in SELECTIONS:
+        a = ins.attrs
+        return all(len(program.tensors[i].shape) == 4 for i in (*ins.inputs, *ins.outputs)) \
+            and not any(i in program.consts for i in ins.inputs) and (
+                ins.op == "concatenate" or len(a["begin"]) == len(a["end"]) == 4 and
+                len(a["stride"]) in (0, 4))
     return ins.op in TRANSPARENT and _one_4d_shape(program, (*ins.inputs, *ins.outputs)) and \
         not any(i in program.consts for i in ins.inputs)
 
@@ -426,8 +436,18 @@ def twin_program(program: Program, facts: Facts) -> Program:
         if ins.op == "requantize" and layout.get(ins.inputs[0]) == "nhwc":
             ins = Instr(ins.op, ins.inputs, ins.outputs,
                         dict(ins.attrs, axis=NHWC.index(ins.attrs["axis"])))
+        elif ins.op in SELECTIONS and layout.get(ins.outputs[0]) == "nhwc":
+            ins = Instr(ins.op, ins.inputs, ins.outputs, _permuted(ins.op, ins.attrs))
         code.append(ins)
     return replace(program, tensors=tensors, code=code)
+
+
+def _permuted(op: str, a: dict) -> dict:
+    """A selection's attributes for channels-last arrays (:data:`SELECTIONS`)."""
+    if op == "concatenate":
+        return dict(a, axis=NHWC.index(a["axis"] % 4))
+    return {**a, **{k: tuple(a[k][i] for i in NHWC) for k in ("begin", "end", "stride")
+                    if a[k]}}
 
 
 def _rebind(step, twin: Program, k: int, analysis, changed: bool):
