@@ -717,6 +717,26 @@ def test_auto_lowers_grouped_convolutions_of_any_size_and_small_requantizes(auto
         assert "qconv2d" in ops_ and ("requantize" in ops_[1:]) == requantized, ops_
 
 
+@pytest.mark.parametrize("multiplier, shift, lowered", [(1 << 23, 29, True), (1 << 19, 31, False)])
+def test_auto_lowers_a_requantize_of_a_small_table(auto_lowers, multiplier, shift, lowered):
+    """A requantize beyond ``small_requantize`` elements (within ``small``) is lowered when its
+    table has at most ``small_table`` bytes (a scale of 1/64: ~16 K entries), not when it
+    would be larger (1/4096: ~1 M entries)."""
+    rng = np.random.default_rng(0)
+    b = Builder("rq")
+    x = b.input("x", (1, 4, 40, 40), 8)
+    w = b.const("w", rng.integers(-127, 128, (4, 4, 3, 3)), precision=8)
+    z = b.op("qconv2d", x, w, channels=4, kernel_size=(3, 3), padding=(1, 1), use_bias=False)
+    b.output(b.op("requantize", z, multiplier=[multiplier], shift=[shift], qmin=0, qmax=255,
+                  rounding="fp32"))
+    program = b.build()
+    assert plan.AUTO.small_requantize < program.tensors[-1].size <= plan.AUTO.small
+    model = same_as_reference(program, extreme_feeds(program, 0), vm.cpu())
+    ops_ = [program.code[k].op for s in model.plan.fast
+            if isinstance(s.kernel, plan.RegionKernel) for k in s.covers]
+    assert ("requantize" in ops_) == lowered, ops_
+
+
 def test_a_whole_program_of_small_ops_is_one_session_up_to_its_limit(auto_lowers):
     """``auto`` runs a chain of small ops as one session up to ``whole_max`` instructions,
     and a longer one in numpy (it costs more to lower than it saves); ``onnxruntime``

@@ -40,7 +40,8 @@ from ..program import Instr, Program, Tensor
 from ..steps import Step
 from ..ranges import Ranges
 from . import requant, selftest, session as sessions
-from .rules import LINEAR, NHWC, RULES, Region, linear_parts
+from .rules import LINEAR, NHWC, RULES, Region, linear_parts, requantize_kind, \
+    requantize_table_bytes
 
 ARENA_SIZE = 1 << 22
 """Where no arena is shared by the process's sessions (vm/ort/session.py), sessions making
@@ -66,7 +67,10 @@ class Policy:
     convolutions of any size (``grouped``: numpy's grouped kernel is slow at any size,
     ConvInteger with its group attribute fast), and any op whose tensors have at most
     ``small`` elements, a requantize at most ``small_requantize`` (its integer rounding costs
-    onnxruntime tens of nodes, numpy's float-licensed kernel about 3 ns per element), a lut of
+    onnxruntime tens of nodes, numpy's float-licensed kernel about 3 ns per element) or at most
+    ``small`` where it is a lookup in a table of at most ``small_table`` bytes (the digits CNN
+    at batch 32: 263 to 170 us a call, its per-tensor requantizes' tables of 42-120 KB; the
+    per-channel tables of the PP-OCR classifier, 400-800 KB, ran slower than numpy), a lut of
     one input of any size where ``tables`` (a GatherElements, about 0.7 ns per element
     against about 3 for numpy's take; a lut of two inputs costs four more passes to make its
     index, one in numpy: ResNet-18's residual additions, 0.5 ms more in sessions), as long as
@@ -82,6 +86,7 @@ class Policy:
     small_requantize: int = 1 << 12
     grouped: bool = True
     tables: bool = True
+    small_table: int = 1 << 18
     small_max: int = 1 << 12
     """A program of more instructions lowers only its GEMMs worth it (``min_macs``,
     ``grouped``) and the layout ops next to them: a lowered instruction costs about 70 us of
@@ -90,7 +95,7 @@ class Policy:
 
 
 NOTHING = Policy(1 << 62, -1, 1 << 62, small_requantize=-1, grouped=False, tables=False,
-                 small_max=-1)
+                 small_table=-1, small_max=-1)
 """Lower nothing: the numpy executor."""
 AUTO = Policy()
 """The ``auto`` backend's policy."""
@@ -205,7 +210,8 @@ def select(facts: Facts, policy: Policy) -> set[int]:
         rule = RULES.get(ins.op)
         if rule is None:
             continue
-        if _wanted(program, ins, policy) and rule[0](facts, k):
+        if _wanted(program, ins, policy) and rule[0](facts, k) or \
+                ins.op == "requantize" and _small_table(facts, k, policy):
             chosen.add(k)
         elif ins.op in LAYOUT_OPS and rule[0](facts, k):
             layout.append(k)
@@ -267,6 +273,17 @@ def _requantized_luts(program: Program, chosen: set[int]) -> set[int]:
                 readers[t] == [k] and t not in program.outputs:
             found.add(k)
     return found
+
+
+def _small_table(facts: Facts, k: int, policy: Policy) -> bool:
+    """Whether requantize k, beyond ``small_requantize`` elements but within ``small``, lowers
+    to a lookup in a table of at most ``small_table`` bytes (or to an exact multiply)."""
+    program = facts.program
+    if not policy.small_requantize < _size(program, program.code[k]) <= policy.small:
+        return False
+    kind = requantize_kind(facts, k)
+    return kind == "multiply" or \
+        kind == "table" and requantize_table_bytes(facts, k) <= policy.small_table
 
 
 def _wanted(program: Program, ins, policy: Policy) -> bool:

@@ -370,12 +370,21 @@ def requantize_kind(facts, k: int) -> str | None:
     tables it would make are charged to the plan's table budget (``facts.tables``) when it is
     checked: one checked but left unlowered still spends its share, so the budget errs on the
     side of fewer tables."""
+    return _requantize_how(facts, k)[0]
+
+
+def requantize_table_bytes(facts, k: int) -> int:
+    """The bytes of the tables instruction k's requantize lowers with (0: none)."""
+    return _requantize_how(facts, k)[1]
+
+
+def _requantize_how(facts, k: int) -> tuple[str | None, int]:
     key = ("requantize", k)
     if key not in facts.cache:
         kind, size = requant.how(facts.program.code[k].attrs, *_input_range(facts, k),
                                  facts.tables["left"])
         facts.tables["left"] -= size
-        facts.cache[key] = kind
+        facts.cache[key] = kind, size
     return facts.cache[key]
 
 
