@@ -23,6 +23,11 @@ F32, F64 = 1 << 24, 1 << 53
 BLOCK = 1 << 17
 """Elements per block: each block's temporaries (a float64 or float32 copy) stay in the
 cache through the kernel's passes over it, and lanes take blocks in turn."""
+LANE_WORK = 32
+"""Work per element lane_count weighs a tensor with: lanes from 2^17 elements (~0.15 ms of
+work here; a hand-off costs ~10 us), the tensor then split in at least one block per lane."""
+PLANS = 8
+"""Block plans a kernel keeps (one per input shape and lane count)."""
 
 
 class RequantizeKernel:
@@ -44,6 +49,7 @@ class RequantizeKernel:
         self.half = np.where(s > 0, 0.5, 0.0).reshape(shape)           # 2^(s-1) / 2^s
         self.scale_c, self.half_c = self.scale.reshape(-1), self.half.reshape(-1)  # 1 or C
         self._rows: dict[int, tuple] = {}
+        self._plans: dict[tuple, list] = {}
         self.zin, self.zp = a["zero_point_in"], a["zero_point"]
         self.lo, self.hi = a["qmin"] - self.zp, a["qmax"] - self.zp
         self.out_dtype = np.dtype(out_dtype)
@@ -72,38 +78,53 @@ class RequantizeKernel:
             d = scratch("d", shape, np.float64)
             np.subtract(part, self.zin, out=d, dtype=np.float64)   # exact: |d| < 2^53
             self._apply(d, dst, scale, half)
-        chunks = self._chunks(x.shape)
-        if len(chunks) > 1 and lane_count(x.size * 8) > 1:
+        lanes = lane_count(x.size * LANE_WORK)
+        chunks = self._chunks(x.shape, lanes)
+        if len(chunks) > 1 and lanes > 1:
             parallel(chunk, chunks)
         else:
             for c in chunks:
                 chunk(c)
         return out
 
-    def _chunks(self, shape) -> list:
-        """(start, stop, shape, scale, half) of the flat blocks of about BLOCK elements the
+    def _chunks(self, shape, lanes: int = 1) -> list:
+        """The blocks of :meth:`_plan` for ``shape`` on ``lanes`` lanes, made once per shape
+        (a few shapes kept: on small tensors making them cost a third of the kernel)."""
+        key = (tuple(shape), lanes)
+        got = self._plans.get(key)
+        if got is None:
+            if len(self._plans) >= PLANS:
+                self._plans.clear()
+            n = int(np.prod(shape, dtype=np.int64))
+            got = self._plans[key] = self._plan(shape, min(BLOCK, -(-n // lanes) if n else 1))
+        return got
+
+    def _plan(self, shape, block: int) -> list:
+        """(start, stop, shape, scale, half) of the flat blocks of about ``block`` elements the
         kernel runs on, the scale and half operands broadcasting against the block's shape:
         whole channel planes (or parts of one) when channels lead their pixels; runs of
         whole channels-last rows against a channel row tiled to the block's length (a
         broadcast of a few channels per inner loop costs numpy twice as much)."""
         n = int(np.prod(shape, dtype=np.int64))
+        if n == 0:
+            return []
         if self.axis is None:
-            return [(a, min(n, a + BLOCK), (min(n, a + BLOCK) - a,), self.scale_c[0],
-                     self.half_c[0]) for a in range(0, max(n, 1), BLOCK)]
+            return [(a, min(n, a + block), (min(n, a + block) - a,), self.scale_c[0],
+                     self.half_c[0]) for a in range(0, n, block)]
         c = shape[self.axis]
         post = int(np.prod(shape[self.axis + 1:], dtype=np.int64))
         if post == 1:                        # channels last: rows of c
-            rows = max(1, BLOCK // c)
+            rows = max(1, block // c)
             scale, half = self._tiled(rows)
             return [(a, min(n, a + rows * c), (min(n, a + rows * c) - a,),
                      scale[:min(n, a + rows * c) - a], half[:min(n, a + rows * c) - a])
                     for a in range(0, n, rows * c)]
         planes = n // post
-        if post >= BLOCK:                    # parts of one channel plane
-            return [(p * post + a, p * post + min(post, a + BLOCK),
-                     (min(post, a + BLOCK) - a,), self.scale_c[p % c], self.half_c[p % c])
-                    for p in range(planes) for a in range(0, post, BLOCK)]
-        k = max(1, BLOCK // post)            # whole planes, one scale each
+        if post >= block:                    # parts of one channel plane
+            return [(p * post + a, p * post + min(post, a + block),
+                     (min(post, a + block) - a,), self.scale_c[p % c], self.half_c[p % c])
+                    for p in range(planes) for a in range(0, post, block)]
+        k = max(1, block // post)            # whole planes, one scale each
         return [(p * post, min(planes, p + k) * post, (min(planes, p + k) - p, post),
                  self.scale_c[np.arange(p, min(planes, p + k)) % c][:, None],
                  self.half_c[np.arange(p, min(planes, p + k)) % c][:, None])
@@ -177,7 +198,7 @@ class RequantizeLut(RequantizeKernel):
 
     def __init__(self, kernel: RequantizeKernel, byte: np.dtype, entries: np.ndarray):
         self.__dict__.update(kernel.__dict__)
-        self._rows = {}
+        self._rows, self._plans = {}, {}
         self.byte, self.entries, self.out_dtype = byte, entries, entries.dtype
         self.pairs = None
         if entries.dtype.itemsize == 1:
