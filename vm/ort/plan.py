@@ -506,9 +506,15 @@ class RegionKernel:
 
     def __call__(self, xp, *arrays):
         session, names = self.session, self.names
-        if self.guarded is not None and all(bytes_only(arrays[k]) for k in self.guarded[0]):
-            session, names = self.guarded[1:]
-        results = session.run(names, dict(zip(self.inputs, map(np.ascontiguousarray, arrays))))
+        if self.guarded is not None:
+            for k in self.guarded[0]:
+                if not bytes_only(arrays[k]):
+                    break
+            else:
+                session, names = self.guarded[1:]
+        results = session.run(names, {name: a if a.flags.c_contiguous else
+                                      np.ascontiguousarray(a)
+                                      for name, a in zip(self.inputs, arrays)})
         return results[0] if len(results) == 1 else tuple(results)
 
 
