@@ -612,9 +612,9 @@ def test_a_table_between_lowered_convolutions(heads_only, selections):
 @pytest.mark.parametrize("two, low, side", [(False, 0, 256), (False, -128, 256),
                                              (False, 3, 200), (True, 0, 16), (True, -5, 7)])
 def test_a_lowered_lut_equals_the_reference(two, low, side):
-    """lut inside a session (GatherElements on the flat index): one or two inputs, indices
-    clipped where the proven range exceeds the table, between two lowered convolutions and
-    alone; the values at both ends of every input."""
+    """lut inside a session (GatherElements on the flat index): one or two inputs (of one
+    shape, or broadcasting), indices clipped where the proven range exceeds the table, between
+    two lowered convolutions and alone; the values at both ends of every input."""
     rng = np.random.default_rng(side)
     b = Builder("lut")
     x = b.input("x", (1, 4, 6, 6), 8)
@@ -627,7 +627,11 @@ def test_a_lowered_lut_equals_the_reference(two, low, side):
     a = b.op("lut", table, q, q, low=[low, low]) if two else b.op("lut", table, q, low=[low])
     w2 = b.const("w2", rng.integers(-127, 128, (8, 8, 3, 3)), precision=8)
     y = b.op("qconv2d", a, w2, channels=8, kernel_size=(3, 3), padding=(1, 1), use_bias=False)
-    b.output(y, b.op("lut", table, *([x, x] if two else [x]), low=[low] * (1 + two)))
+    outputs = [y, b.op("lut", table, *([x, x] if two else [x]), low=[low] * (1 + two))]
+    if two:                             # broadcasting: a value per channel as the column
+        per_channel = b.op("max_pool2d", q, pool_size=(6, 6))
+        outputs.append(b.op("lut", table, q, per_channel, low=[low, low]))
+    b.output(*outputs)
     program = b.build()
     model = same_as_reference(program, extreme_feeds(program, 3))
     luts = [k for k, ins in enumerate(program.code) if ins.op == "lut"]

@@ -324,19 +324,19 @@ def emit_binary(region: Region, k: int) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# lut: a constant table indexed by one or two inputs of one shape
+# lut: a constant table indexed by one or two inputs of one rank (broadcasting)
 # ---------------------------------------------------------------------------------------------
 
 def check_lut(facts, k: int) -> bool:
     ins = facts.program.code[k]
-    shapes = {facts.program.tensors[i].shape for i in ins.inputs[1:]}
-    return ins.inputs[0] in facts.program.consts and len(shapes) == 1
+    ranks = {len(facts.program.tensors[i].shape) for i in ins.inputs[1:]}
+    return ins.inputs[0] in facts.program.consts and len(ranks) == 1
 
 
 def emit_lut(region: Region, k: int) -> None:
     """y = T[clip(a - low_0, 0, n - 1)] (two inputs: the flat index of the two clipped
-    indices, row-major), clipped only where the proven range of an input exceeds the
-    table's."""
+    indices, row-major, broadcasting as numpy does), clipped only where the proven range of
+    an input exceeds the table's."""
     facts = region.facts
     ins = facts.program.code[k]
     table = facts.program.consts[ins.inputs[0]]
