@@ -682,6 +682,36 @@ def test_selections_between_channels_last_convolutions(heads_only):
     same_as_reference(program, feeds)
 
 
+@pytest.mark.parametrize("c", [6, 12])
+def test_a_broadcast_table_between_lowered_convolutions(heads_only, c):
+    """A two-input lut broadcasting a (1, C, 1, 1) scale over the feature map (squeeze and
+    excitation) between lowered convolutions runs on the bytes held in their layout (NCHW
+    around ConvInteger, channels last around MatMulInteger convolutions)."""
+    rng = np.random.default_rng(c)
+    b = Builder("se")
+    x = b.input("x", (1, c, 5, 7), 8)
+
+    def conv(v, name, k=(3, 3), pad=(1, 1)):
+        w = b.const(name, rng.integers(-127, 128, (c, c, *k)), precision=8)
+        z = b.op("qconv2d", v, w, channels=c, kernel_size=k, padding=pad, use_bias=False)
+        return b.op("requantize", z, multiplier=rng.integers(1 << 22, 1 << 24, c).tolist(),
+                    shift=[31] * c, axis=1, qmin=0, qmax=255, zero_point=77, rounding="fp32")
+    y = conv(x, "w1")
+    scale = conv(y, "pool", (5, 7), (0, 0))            # (1, C, 1, 1)
+    table = b.const("t", rng.integers(0, 256, (256, 256)), precision=9)
+    b.output(conv(b.op("lut", table, y, scale, low=[0, 0]), "w2"))
+    program = b.build()
+    feeds = extreme_feeds(program, 5)
+    model = same_as_reference(program, feeds, vm.cpu())
+    held = []
+    model.plan.run({i: feeds[program.tensors[i].name] for i in program.inputs}, fused=True,
+                   trace=lambda step, values: held.extend(
+                       (program.code[step.covers[-1]].op, v.shape, v.dtype) for v in values))
+    shape = (1, 5, 7, c) if c > 8 else (1, c, 5, 7)
+    assert ("lut", shape, np.uint8) in held, held
+    same_as_reference(program, feeds)
+
+
 # ---------------------------------------------------------------------------------------------
 # Real models, thread counts
 # ---------------------------------------------------------------------------------------------

@@ -55,7 +55,8 @@ TRANSPARENT = ("relu", "abs", "negative", "clip", "cvm_clip", "cvm_left_shift",
                "broadcast_sub", "broadcast_mul", "broadcast_max", "requantize")
 """Elementwise ops: on tensors of one shape, the op applied to permuted arrays is the permuted
 result (requantize's per-channel axis is moved with the layout); also lut, with its constant
-table, on data of one shape."""
+table, on 4-D data (broadcasting as before when every argument is permuted alike: a
+squeeze-and-excitation scale of shape (1, C, 1, 1))."""
 SELECTIONS = ("strided_slice", "concatenate")
 """Selections of 4-D tensors, which run on permuted arrays with their axes permuted
 (strided_slice with begin, end (and stride) given for every axis)."""
@@ -350,7 +351,7 @@ def _transparent(program: Program, ins) -> bool:
     if ins.op == "lut":                  # elementwise in its data, the table is no array axis
         data = [i for i in ins.inputs[1:] if i not in program.consts]
         return ins.inputs[0] in program.consts and len(data) == len(ins.inputs) - 1 and \
-            _one_4d_shape(program, (*data, *ins.outputs))
+            all(len(program.tensors[i].shape) == 4 for i in (*data, *ins.outputs))
     if ins.op in SELECTIONS:
         a = ins.attrs
         return all(len(program.tensors[i].shape) == 4 for i in (*ins.inputs, *ins.outputs)) \
