@@ -92,6 +92,22 @@ def _resize_kernel(xp, x, *, axes, index_h, weight_h, index_w, weight_w, bits, z
     return y
 
 
+def _resize_scratch(in_shapes, out_shapes, a) -> int:
+    """Bytes of the kernel's int64 temporaries: the widened input and its copy less the zero
+    point, then per axis its input and three arrays of its output (two gathers times their
+    weights, their sum) at once; the first axis's output is the input of the second."""
+    x = in_shapes[0]
+    axis = normalize_axis(a["axes"][0], len(x), "resize_linear")
+    size = 1
+    for d in x:
+        size *= d
+    middle = size // x[axis] * len(a["weight_h"]) if x[axis] else 0
+    out = 1
+    for d in out_shapes[0]:
+        out *= d
+    return 8 * max(2 * size, size + 3 * middle, middle + 3 * out)
+
+
 def _resize_z3(zx, x, **a):
     axes, taps = _axes(a, x.ndim), _taps(a)
     return build(_resize_shape([x.shape], a), lambda i: zx.sum(
@@ -117,5 +133,5 @@ register(OpDef(
            Attr("zero_point", "int", default=0, lo=-(1 << 16), hi=1 << 16)),
     shape=_resize_shape, precision=_resize_precision, cost=lambda shapes, a: 8,
     scalar=_resize_scalar, kernel=_resize_kernel, z3=_resize_z3,
-    batch=outside("axes"),
+    batch=outside("axes"), scratch=_resize_scratch,
 ))
