@@ -414,6 +414,19 @@ def test_only_graphs_computing_from_constants_get_graph_optimizations():
     assert level(model) == {levels.ORT_ENABLE_BASIC}
 
 
+def test_small_sessions_run_on_one_thread():
+    """A session of little work runs on one intra-op thread whatever the plan's threads; one
+    of at least THREADED_MACS multiply-adds on the plan's."""
+    threads = lambda model: {s.kernel.session.get_session_options().intra_op_num_threads
+                             for s in model.plan.fast if isinstance(s.kernel, plan.RegionKernel)}
+    small = conv_program(1, 3, 8, 8, 4, (3, 3), (1, 1), (1, 1), (1, 1), "signed8", "shift")
+    assert threads(same_as_reference(small, extreme_feeds(small, 0), threads=2)) == {1}
+    big = conv_program(1, 16, 64, 64, 16, (3, 3), (1, 1), (1, 1), (1, 1), "signed8", "raw")
+    assert plan._macs(big, big.code[-1]) >= plan.THREADED_MACS
+    model = vm.load(vm.encode(big), ORT, threads=2)
+    assert threads(model) == {2}
+
+
 def test_sessions_share_the_process_arena():
     """Every session of a plan, small or large, allocates from the one arena registered in
     onnxruntime's environment; runs after the first give the same bytes."""

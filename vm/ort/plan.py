@@ -49,6 +49,11 @@ arrays of this many elements (:func:`_footprint`) keep a memory arena of their o
 batch's im2col of tens of MB, allocated afresh at every run, page-faults: ResNet-18 batch 32
 took 1.8x as long without); below, freed memory goes back (ResNet-18 batch 1: 21 sessions,
 40 MB less peak RSS)."""
+THREADED_MACS, THREADED_SIZE = 1 << 22, 1 << 20
+"""Multiply-adds, or elements of its largest array, from which a session runs on the plan's
+intra-op threads; below, one thread: waking another for each node costs more than it saves
+(the PP-OCR classifier's six-conv slice on 2 threads, 0.5 M multiply-adds per session at most:
+0.40 ms with threaded sessions, 0.31 ms with one thread each)."""
 LAYOUT_OPS = ("reshape", "flatten", "expand_dims", "squeeze", "max_pool2d")
 TRANSPARENT = ("relu", "abs", "negative", "clip", "cvm_clip", "cvm_left_shift",
                "cvm_right_shift", "elemwise_add", "elemwise_sub", "broadcast_add",
@@ -561,6 +566,14 @@ def _footprint(program: Program, ins) -> int:
     return size
 
 
+def _session_threads(program: Program, run: list[int], footprint: int,
+                     threads: int | None) -> int | None:
+    """The intra-op threads of the session of ``run``: the plan's, or one where its work is
+    small (:data:`THREADED_MACS`, :data:`THREADED_SIZE`)."""
+    macs = sum(_macs(program, program.code[k]) for k in run if program.code[k].op in LINEAR)
+    return threads if macs >= THREADED_MACS or footprint >= THREADED_SIZE else 1
+
+
 def region_step(facts: Facts, twin: Program, run: list[int], threads: int | None):
     """The Step running instructions ``run`` as one onnxruntime session (None when none of
     their results is used); with a guarded variant when a program input the region reads
@@ -571,7 +584,9 @@ def region_step(facts: Facts, twin: Program, run: list[int], threads: int | None
     if not exports:
         return None
     region, model = _region_model(facts, run, exports)
-    arena = max(_footprint(program, program.code[k]) for k in run) >= ARENA_SIZE
+    footprint = max(_footprint(program, program.code[k]) for k in run)
+    arena = footprint >= ARENA_SIZE
+    threads = _session_threads(program, run, footprint, threads)
     kernel = RegionKernel(sessions.session(model, threads, region.g.externals, arena,
                                            bool(region.g.derived)),
                           [n for _, _, n in region.inputs], region.g.externals)
