@@ -560,6 +560,16 @@ def test_held_numpy_steps_between_lowered_convolutions(heads_only, rounding, c):
     assert lowered(everything) > lowered(model)
 
 
+def conv_requantized(b, rng, shape, qmin: int, qmax: int, zero_point: int = 0):
+    """(x, q): the p8 input ``x`` of ``shape`` through a 3x3 qconv2d to 8 channels and a
+    per-channel requantize to [qmin, qmax]."""
+    x = b.input("x", shape, 8)
+    w1 = b.const("w1", rng.integers(-127, 128, (8, shape[1], 3, 3)), precision=8)
+    z = b.op("qconv2d", x, w1, channels=8, kernel_size=(3, 3), padding=(1, 1), use_bias=False)
+    return x, b.op("requantize", z, multiplier=rng.integers(1 << 22, 1 << 24, 8).tolist(),
+                   shift=[31] * 8, axis=1, qmin=qmin, qmax=qmax, zero_point=zero_point)
+
+
 def lut_program(selections: bool, seed=0):
     """conv -> requantize -> lut (an activation table of bytes) -> conv, with the table's
     result split and concatenated again and max-pooled before the second conv where
@@ -567,11 +577,7 @@ def lut_program(selections: bool, seed=0):
     (and the selections') ranges (the table's entries lie in [3, 250])."""
     rng = np.random.default_rng(seed)
     b = Builder("lut")
-    x = b.input("x", (1, 4, 9, 9), 8)
-    w1 = b.const("w1", rng.integers(-127, 128, (8, 4, 3, 3)), precision=8)
-    z = b.op("qconv2d", x, w1, channels=8, kernel_size=(3, 3), padding=(1, 1), use_bias=False)
-    q = b.op("requantize", z, multiplier=rng.integers(1 << 22, 1 << 24, 8).tolist(),
-             shift=[31] * 8, axis=1, qmin=0, qmax=255, zero_point=100)
+    x, q = conv_requantized(b, rng, (1, 4, 9, 9), 0, 255, 100)
     table = b.const("table", rng.integers(3, 251, 256), precision=9)
     a = b.op("lut", table, q, low=[0])
     if selections:
@@ -630,11 +636,7 @@ def test_a_lowered_lut_equals_the_reference(two, low, side):
     two lowered convolutions and alone; the values at both ends of every input."""
     rng = np.random.default_rng(side)
     b = Builder("lut")
-    x = b.input("x", (1, 4, 6, 6), 8)
-    w1 = b.const("w1", rng.integers(-127, 128, (8, 4, 3, 3)), precision=8)
-    z = b.op("qconv2d", x, w1, channels=8, kernel_size=(3, 3), padding=(1, 1), use_bias=False)
-    q = b.op("requantize", z, multiplier=rng.integers(1 << 22, 1 << 24, 8).tolist(),
-             shift=[31] * 8, axis=1, qmin=-128, qmax=127)
+    x, q = conv_requantized(b, rng, (1, 4, 6, 6), -128, 127)
     shape = (side, side) if two else (side,)
     table = b.const("table", rng.integers(-127, 128, shape), precision=8)
     a = b.op("lut", table, q, q, low=[low, low]) if two else b.op("lut", table, q, low=[low])
