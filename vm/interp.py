@@ -51,13 +51,13 @@ class Plan:
         if self.fast is self.steps:             # every step runs: bind them all now
             self.fast = list(self.steps)
         self.backend = executor.describe(program, self.fast)
+        """How this plan computes, in words (the CPU: numpy, or regions on onnxruntime)."""
         self._fast_limit = self._limit if executor.may_use_blas(self.fast) else nullcontext
         self._bare = not executor.may_use_blas(self.fast) and \
             type(executor).exclusive is Executor.exclusive
         """Every fast step is an onnxruntime session: no scratch, BLAS limit or lock to hold."""
         read = {i for step in self.fast for i in step.inputs} | set(program.outputs)
         self._fast_consts = {i: v for i, v in self.consts.items() if i in read}
-        """How this plan computes, in words (the CPU: numpy, or regions on onnxruntime)."""
         self._own_lanes = lanes is None
         self.lanes = lanes if lanes is not None else make_lanes(threads)
         self._local = threading.local()
