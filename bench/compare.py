@@ -8,12 +8,12 @@ its int8 program; ORT runs the float ONNX graph of the same weights and that gra
 onnxruntime.quantization.quantize_static, QDQ, uint8 activations / int8 weights) and the digits
 CNN of examples/digits_cnn.py (float ONNX, the same quantization, imported into detvm with
 compiler.onnx at each batch size), and the first six convolutions of real models
-(bench/slices.py, batch 1; --no-slices skips them). Also: detvm on the ONNX-imported ResNet-18
-when the importer takes it; load time (the first load of a process includes the backend's
-self-test) and peak RSS of a fresh child process, for detvm and for ORT fp32 and int8; byte
-checks (threads 1 vs N, fused vs per-instruction path). Timed runs alternate in turns; every
-cell is the minimum (and median) of at least 15 runs; ORT's threads do not spin. Prints a
-markdown table; writes JSON.
+(bench/slices.py, batch 1; --no-slices skips them, --only-slices runs them alone). Also: detvm
+on the ONNX-imported ResNet-18 when the importer takes it; load time (the first load of a
+process includes the backend's self-test) and peak RSS of a fresh child process, for detvm and
+for ORT fp32 and int8; byte checks (threads 1 vs N, fused vs per-instruction path). Timed runs
+alternate in turns; every cell is the minimum (and median) of at least 15 runs; ORT's threads
+do not spin. Prints a markdown table; writes JSON.
 """
 from __future__ import annotations
 
@@ -269,6 +269,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--no-slices", action="store_true",
                     help="skip the real-model slices (bench/slices.py)")
+    ap.add_argument("--only-slices", action="store_true",
+                    help="run the real-model slices alone (no ResNet-18, digits, load/memory)")
     ap.add_argument("--json", default=str(ROOT / "bench" / "compare.json"))
     args = ap.parse_args()
     logging.disable(logging.WARNING)              # onnxruntime.quantization's advice
@@ -285,6 +287,10 @@ def main() -> None:
           "ORT int8 min / median ms | detvm / ORT fp32 | detvm / ORT int8 |")
     print("|---|---|---|---|---|---|---|---|")
 
+    if args.only_slices:
+        slice_rows(tmp, args, report)
+        finish(report, args)
+        return
     log = []
     resnet = {b: vm.encode(build_resnet18(b, log=log if b == args.batches[0] else None))
               for b in args.batches}
@@ -333,6 +339,11 @@ def main() -> None:
                                max(args.threads))
         report[f"resnet18_{kind}_memory"] = mem
         print(f"ResNet-18 batch {args.batches[0]} on {kind} (child process): {json.dumps(mem)}")
+    finish(report, args)
+
+
+def finish(report: dict, args) -> None:
+    """Print the byte checks; write the JSON report."""
     for k, v in report["checks"].items():
         print(f"check: {k}: {v}")
     Path(args.json).write_text(json.dumps(report, indent=2))
