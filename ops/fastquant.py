@@ -23,9 +23,11 @@ F32, F64 = 1 << 24, 1 << 53
 BLOCK = 1 << 17
 """Elements per block: each block's temporaries (a float64 or float32 copy) stay in the
 cache through the kernel's passes over it, and lanes take blocks in turn."""
-LANE_WORK = 32
-"""Work per element lane_count weighs a tensor with: lanes from 2^17 elements (~0.15 ms of
-work here; a hand-off costs ~10 us), the tensor then split in at least one block per lane."""
+LANE_WORK = 8
+"""Work per element lane_count weighs a tensor with: lanes from 2^19 elements, the tensor then
+split in at least one block per lane. From 2^17 (LANE_WORK 32) the YOLOv8n slice at threads=2
+took 5.6-7.0 ms against 5.1-5.6 (four alternating rounds, the machine's other core busy: a
+lane that waits for a core costs more than the block it takes)."""
 PLANS = 8
 """Block plans a kernel keeps (one per input shape and lane count)."""
 
