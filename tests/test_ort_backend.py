@@ -560,6 +560,31 @@ def test_held_numpy_steps_between_lowered_convolutions(heads_only, rounding, c):
     assert lowered(everything) > lowered(model)
 
 
+def test_a_conv_integer_accumulator_is_not_transposed_for_its_reader(heads_only):
+    """A ConvInteger stem (3 channels) whose requantized bytes feed a MatMulInteger
+    convolution: the int32 accumulator and the requantize after it stay NCHW (as ConvInteger
+    writes them); the next session transposes the bytes."""
+    rng = np.random.default_rng(3)
+    b = Builder("stem")
+    x = b.input("x", (1, 3, 12, 12), 8)
+    w1 = b.const("w1", rng.integers(-127, 128, (16, 3, 3, 3)), precision=8)
+    z = b.op("qconv2d", x, w1, channels=16, kernel_size=(3, 3), padding=(1, 1), use_bias=False)
+    q = b.op("requantize", z, multiplier=rng.integers(1 << 22, 1 << 24, 16).tolist(),
+             shift=[31] * 16, axis=1, qmin=0, qmax=255, zero_point=3)
+    w2 = b.const("w2", rng.integers(-127, 128, (16, 16, 3, 3)), precision=8)
+    b.output(b.op("qconv2d", q, w2, channels=16, kernel_size=(3, 3), padding=(1, 1),
+                  use_bias=False, zero_point=3))
+    program = b.build()
+    feeds = extreme_feeds(program, 4)
+    model = same_as_reference(program, feeds, vm.cpu())
+    held = []
+    model.plan.run({i: feeds[program.tensors[i].name] for i in program.inputs}, fused=True,
+                   trace=lambda step, values: held.extend(
+                       (program.code[step.covers[-1]].op, v.shape, v.dtype) for v in values))
+    assert ("qconv2d", (1, 16, 12, 12), np.int32) in held, held
+    assert ("requantize", (1, 16, 12, 12), np.uint8) in held, held
+
+
 def conv_requantized(b, rng, shape, qmin: int, qmax: int, zero_point: int = 0):
     """(x, q): the p8 input ``x`` of ``shape`` through a 3x3 qconv2d to 8 channels and a
     per-channel requantize to [qmin, qmax]."""

@@ -375,17 +375,26 @@ def _one_4d_shape(program: Program, tensors) -> bool:
 def held_layouts(facts: Facts, lowered: set[int]) -> dict[int, str]:
     """{tensor: layout} of the 4-D tensors held in a plan layout and dtype (Facts.dtype): every
     numpy step touching them is transparent (with all its tensors held too), and their group
-    touches a lowered convolution. ``nhwc`` (channels last) when the group touches a
-    MatMulInteger convolution, which reads and writes channels last; ``nchw`` when it
-    touches only ConvInteger ones (``direct``), which read and write NCHW: the transpose is
-    then left to a consumer that needs it, on bytes rather than on an int32 accumulator."""
+    touches a lowered convolution. ``nhwc`` (channels last) when a MatMulInteger convolution,
+    which reads and writes channels last, writes into the group, or reads it and no
+    ConvInteger one (``direct``, NCHW) writes into it; else ``nchw``: the transpose is then
+    left to a consumer that needs it, on bytes rather than on an int32 accumulator (the
+    YOLOv8n and PP-OCR stems' 3-channel ConvIntegers feed MatMulInteger convolutions)."""
     program = facts.program
     held = _held(program, lowered)
     convs = {k for k in lowered if program.code[k].op in ("conv2d", "qconv2d")}
     matmul = {k for k in convs if not linear_parts(facts, k)[5]}
-    return {t: "nhwc" if _group_touches(t, held, touch, matmul, program, lowered) else "nchw"
-            for touch in [_touches(program)] for t in held
-            if _group_touches(t, held, touch, convs, program, lowered)}
+    touch, layouts = _touches(program), {}
+    for t in held:
+        if t in layouts:
+            continue
+        group, touching = _group(t, held, touch, program, lowered)
+        if not touching & convs:
+            continue
+        writers = {k for k in touching & convs if group.intersection(program.code[k].outputs)}
+        how = "nhwc" if writers & matmul or not writers and touching & matmul else "nchw"
+        layouts.update(dict.fromkeys(group, how))
+    return layouts
 
 
 def _touches(program: Program) -> dict[int, list[int]]:
@@ -415,22 +424,21 @@ def _held(program: Program, lowered: set[int]) -> set[int]:
     return held
 
 
-def _group_touches(t, held, touch, convs, program, lowered) -> bool:
-    """Whether the group of ``t`` (tensors linked through numpy steps) touches a lowered
-    convolution."""
-    seen, todo = {t}, [t]
+def _group(t, held, touch, program, lowered) -> tuple[set[int], set[int]]:
+    """(the group of ``t``: held tensors linked through numpy steps, the lowered instructions
+    touching it)."""
+    seen, todo, lowered_touching = {t}, [t], set()
     while todo:
         u = todo.pop()
         for k in touch[u]:
-            if k in convs:
-                return True
             if k in lowered:
+                lowered_touching.add(k)
                 continue
             for v in (*program.code[k].inputs, *program.code[k].outputs):
                 if v in held and v not in seen:
                     seen.add(v)
                     todo.append(v)
-    return False
+    return seen, lowered_touching
 
 
 @dataclass(frozen=True)
