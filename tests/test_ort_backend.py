@@ -577,12 +577,19 @@ def test_a_conv_integer_accumulator_is_not_transposed_for_its_reader(heads_only)
     program = b.build()
     feeds = extreme_feeds(program, 4)
     model = same_as_reference(program, feeds, vm.cpu())
-    held = []
+    held = fused_values(model, feeds)
+    assert ("qconv2d", (1, 16, 12, 12), np.int32) in held, held
+    assert ("requantize", (1, 16, 12, 12), np.uint8) in held, held
+
+
+def fused_values(model, feeds) -> list[tuple[str, tuple, np.dtype]]:
+    """(the op of the last instruction a fused step covers, shape, dtype) of each value the
+    steps of ``model`` hand on, run on ``feeds``."""
+    program, held = model.program, []
     model.plan.run({i: feeds[program.tensors[i].name] for i in program.inputs}, fused=True,
                    trace=lambda step, values: held.extend(
                        (program.code[step.covers[-1]].op, v.shape, v.dtype) for v in values))
-    assert ("qconv2d", (1, 16, 12, 12), np.int32) in held, held
-    assert ("requantize", (1, 16, 12, 12), np.uint8) in held, held
+    return held
 
 
 def conv_requantized(b, rng, shape, qmin: int, qmax: int, zero_point: int = 0):
@@ -644,10 +651,7 @@ def test_a_table_between_lowered_convolutions(heads_only, selections):
     covered = {k for s in model.plan.fast if isinstance(s.kernel, plan.RegionKernel)
                for k in s.covers}
     assert set(convs) <= covered
-    held = []
-    model.plan.run({i: feeds[program.tensors[i].name] for i in program.inputs}, fused=True,
-                   trace=lambda step, values: held.extend(
-                       (program.code[step.covers[-1]].op, v.shape, v.dtype) for v in values))
+    held = fused_values(model, feeds)
     if not selections:          # the lut's result (fused with the requantize before it)
         assert ("lut", (1, 8, 9, 9), np.uint8) in held
     same_as_reference(program, feeds)
@@ -713,10 +717,7 @@ def test_selections_between_channels_last_convolutions(heads_only):
     program = split_program()
     feeds = extreme_feeds(program, 3)
     model = same_as_reference(program, feeds, vm.cpu())
-    held = []
-    model.plan.run({i: feeds[program.tensors[i].name] for i in program.inputs}, fused=True,
-                   trace=lambda step, values: held.extend(
-                       (program.code[step.covers[-1]].op, v.shape, v.dtype) for v in values))
+    held = fused_values(model, feeds)
     assert ("strided_slice", (1, 7, 6, 12), np.uint8) in held
     assert ("concatenate", (1, 7, 6, 24), np.uint8) in held
     same_as_reference(program, feeds)
@@ -743,10 +744,7 @@ def test_a_broadcast_table_between_lowered_convolutions(heads_only, c):
     program = b.build()
     feeds = extreme_feeds(program, 5)
     model = same_as_reference(program, feeds, vm.cpu())
-    held = []
-    model.plan.run({i: feeds[program.tensors[i].name] for i in program.inputs}, fused=True,
-                   trace=lambda step, values: held.extend(
-                       (program.code[step.covers[-1]].op, v.shape, v.dtype) for v in values))
+    held = fused_values(model, feeds)
     shape = (1, 5, 7, c) if c > 8 else (1, c, 5, 7)
     assert ("lut", shape, np.uint8) in held, held
     same_as_reference(program, feeds)
