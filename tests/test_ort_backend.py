@@ -809,6 +809,27 @@ def test_auto_lowers_a_requantize_of_a_small_table(auto_lowers, multiplier, shif
     assert ("requantize" in ops_) == lowered, ops_
 
 
+@pytest.mark.parametrize("side, lowered", [(80, False), (16, True)])
+def test_auto_leaves_a_large_lut_alone_in_numpy(auto_lowers, side, lowered):
+    """A lut whose session would hold luts only is lowered up to ``small`` elements, not
+    beyond (numpy's lookup is cheaper than a session of lookups and its copies); a
+    convolution elsewhere in the program is lowered either way."""
+    rng = np.random.default_rng(side)
+    b = Builder("lone")
+    x = b.input("x", (1, 16, side, side), 8)
+    table = b.const("t", rng.integers(-127, 128, 256), precision=8)
+    w = b.const("w", rng.integers(-127, 128, (16, 16, 3, 3)), precision=8)
+    z = b.op("qconv2d", x, w, channels=16, kernel_size=(3, 3), padding=(1, 1), use_bias=False)
+    n = b.op("negative", x)                         # numpy steps between the sessions
+    y = b.op("lut", table, x, low=[-128])
+    b.output(z, n, b.op("negative", y), b.op("lut", table, y, low=[-128]))
+    program = b.build()
+    model = same_as_reference(program, extreme_feeds(program, 0), vm.cpu())
+    ops_ = [program.code[k].op for s in model.plan.fast
+            if isinstance(s.kernel, plan.RegionKernel) for k in s.covers]
+    assert "qconv2d" in ops_ and ("lut" in ops_) == lowered, ops_
+
+
 def test_a_whole_program_of_small_ops_is_one_session_up_to_its_limit(auto_lowers):
     """``auto`` runs a chain of small ops as one session up to ``whole_max`` instructions,
     and a longer one in numpy (it costs more to lower than it saves); ``onnxruntime``

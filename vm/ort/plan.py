@@ -77,7 +77,8 @@ class Policy:
     ``small`` where it is a lookup in a table of at most ``small_table`` bytes (the digits CNN
     at batch 32: 263 to 170 us a call, its per-tensor requantizes' tables of 42-120 KB; the
     per-channel tables of the PP-OCR classifier, 400-800 KB, ran slower than numpy), a lut of
-    one input of any size where ``tables`` (a GatherElements, about 0.7 ns per element
+    one input of any size where ``tables``, in a session with other work (a GatherElements,
+    about 0.7 ns per element
     against about 3 for numpy's take; a lut of two inputs costs four more passes to make its
     index, one in numpy: ResNet-18's residual additions, 0.5 ms more in sessions), as long as
     there is a conv2d / dense to lower or
@@ -232,7 +233,21 @@ def select(facts: Facts, policy: Policy) -> set[int]:
             if j in layout and j not in chosen:
                 chosen.add(j)
                 todo.append(j)
-    return chosen
+    return chosen - _lone_tables(program, chosen, policy)
+
+
+def _lone_tables(program: Program, chosen: set[int], policy: Policy) -> set[int]:
+    """The runs of chosen instructions that are luts (and layout ops) alone, on more than
+    ``small`` elements: a session of luts only costs more than numpy's prepared lookups (its
+    results leave it as copies: YOLOv8n's three 16x80x80 activations, 0.35-0.41 ms in a
+    session, 0.08-0.10 ms each in numpy)."""
+    lone = set()
+    for run in runs(chosen):
+        ops_ = {program.code[k].op for k in run}
+        if "lut" in ops_ and ops_ <= {"lut", *LAYOUT_OPS} and \
+                max(_size(program, program.code[k]) for k in run) > policy.small:
+            lone.update(run)
+    return lone
 
 
 def const_bytes(program: Program) -> int:
