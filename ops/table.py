@@ -100,6 +100,54 @@ def _kernel(xp, table, *data, low):
     return out
 
 
+class PreparedLut:
+    """lut with a constant table, prepared once for a result dtype: the entries cast to it
+    where they fit (no narrowing after the gather; a smaller table in the cache). One input
+    of bytes that index the whole table as they are (uint8 from 0, int8 from -128) gathers
+    by their bits; two bytes at once where the result is a byte too (a table of the 65,536
+    pairs of entries, in memory order). Anything else: :func:`_kernel` on the cast table."""
+
+    PAIRS_BLOCK = 1 << 16
+    """Pairs per gather (numpy copies the uint16 indices to intp first)."""
+
+    def __init__(self, table, low, out_dtype):
+        wide = np.asarray(table)
+        cast = wide.astype(out_dtype)
+        self.table = cast if np.array_equal(cast.astype(wide.dtype), wide) else wide
+        self.low = tuple(low)
+        self._bits: dict = {}
+
+    def _by_bits(self, dtype):
+        """(entries by bit pattern, their pairs or None) for byte data of ``dtype``."""
+        got = self._bits.get(dtype)
+        if got is None:
+            values = np.arange(256, dtype=np.uint8).view(dtype).astype(np.int64)
+            entries = self.table.reshape(-1)[values - self.low[0]]
+            pairs = None
+            if entries.dtype.itemsize == 1:
+                every = np.arange(1 << 16, dtype=np.uint16).view(np.uint8).reshape(-1, 2)
+                pairs = entries[every].reshape(-1).view(np.uint16)
+            got = self._bits[dtype] = (entries, pairs)
+        return got
+
+    def __call__(self, xp, *data):
+        d = data[0]
+        if xp is not np or len(data) != 1 or self.table.ndim != 1 or \
+                not _indexes_as_bytes(d, self.low[0], self.table.shape[0]):
+            return _kernel(xp, self.table, *data, low=self.low)
+        entries, pairs = self._by_bits(d.dtype)
+        bits = np.ascontiguousarray(d).view(np.uint8)
+        out = np.empty(d.shape, entries.dtype)
+        if pairs is None or d.size % 2:
+            np.take(entries, bits, out=out, mode="clip")        # in range: clip never acts
+            return out
+        src, dst = bits.reshape(-1).view(np.uint16), out.reshape(-1).view(np.uint16)
+        for a in range(0, src.size, self.PAIRS_BLOCK):
+            np.take(pairs, src[a:a + self.PAIRS_BLOCK], out=dst[a:a + self.PAIRS_BLOCK],
+                    mode="clip")
+        return out
+
+
 BLOCK = 1 << 18
 """Elements per block of the numpy gather: 2 MiB of int64 indices, few enough Python calls
 that two lanes gather in parallel."""

@@ -14,6 +14,7 @@ from compiler import Builder
 from ops import fastquant
 from ops.base import bound
 from ops.scratch import Lanes, Workspace, using
+from ops.table import PreparedLut
 from ops.tails import Requant
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
@@ -181,3 +182,48 @@ def test_full_size_blocks_equal_the_op_kernels(shape, axis):
     want = requantized(x, attrs, Requant())
     assert np.array_equal(alone, want)
     assert np.array_equal(got, LUT.kernel(np, table, want, low=[-128]))
+
+
+@SETTINGS
+@given(st.data(), st.sampled_from([np.uint8, np.int8, np.uint8, np.int8, np.int16, np.int32]),
+       st.sampled_from([np.uint8, np.int8, np.int32]), st.sampled_from([False, False, True]),
+       st.booleans())
+def test_prepared_lut_equals_the_op_kernel(data, in_dtype, out_dtype, two, strided):
+    """ops/table.PreparedLut: bytes by their bits (pairs of them where the result is a byte,
+    odd sizes, strided data), any other data, one or two inputs, entries that fit the result
+    or not."""
+    rng = np.random.default_rng(data.draw(st.integers(0, 1 << 30)))
+    info = np.iinfo(in_dtype)
+    low = data.draw(st.sampled_from([int(info.min)] * 3 + [0, -3, 5]))
+    sizes = data.draw(st.lists(st.sampled_from([7, 256, 256, 300]), min_size=1 + two,
+                               max_size=1 + two))
+    o = np.iinfo(out_dtype)
+    wide = data.draw(st.booleans())
+    table = rng.integers(o.min if not wide else -70000, (o.max if not wide else 70000) + 1,
+                         sizes)
+    shape = tuple(data.draw(st.lists(st.integers(1, 9), min_size=1, max_size=3)))
+    args = []
+    for _ in range(1 + two):
+        x = rng.integers(info.min, int(info.max) + 1, (2 * shape[0], *shape[1:]))
+        x = x.astype(in_dtype)
+        args.append(x[::2] if strided else x[:shape[0]])
+    kernel = PreparedLut(table, [low] * (1 + two), out_dtype)
+    got, want = kernel(np, *args), LUT.kernel(np, table, *args, low=[low] * (1 + two))
+    assert np.array_equal(got, want)
+    assert got.dtype == (np.dtype(out_dtype) if not wide else table.dtype) or \
+        np.array_equal(table.astype(out_dtype), table)
+    event(f"bits: {len(args) == 1 and kernel._bits != {}}, pairs: "
+          f"{any(p is not None for _, p in kernel._bits.values())}")
+
+
+@pytest.mark.parametrize("in_dtype,low", [(np.uint8, 0), (np.int8, -128)])
+@pytest.mark.parametrize("n", [1, 6, 7, 2 * PreparedLut.PAIRS_BLOCK + 10])
+def test_prepared_lut_gathers_pairs_of_bytes(in_dtype, low, n):
+    rng = np.random.default_rng(n)
+    table = rng.integers(-128, 128, 256)
+    x = rng.integers(np.iinfo(in_dtype).min, int(np.iinfo(in_dtype).max) + 1, n)
+    x = x.astype(in_dtype)
+    kernel = PreparedLut(table, [low], np.int8)
+    got = kernel(np, x)
+    assert got.dtype == np.int8 and np.array_equal(got, LUT.kernel(np, table, x, low=[low]))
+    assert kernel._bits[np.dtype(in_dtype)][1] is not None

@@ -19,6 +19,8 @@ instructions one by one. Heads, in order of preference:
   a lut of its result alone (its only reader) joins it, one pass over cache-sized blocks
   (:func:`lut_tails`, ops/fastquant.py RequantizeLut);
 * max_pool2d on several lanes: its own kernel on blocks of images or channels;
+* lut with a constant table: the table cast to the result's dtype once, bytes gathered by
+  their bits, two at a time where the result is a byte (ops/table.py PreparedLut);
 * any other op: its kernel, then the tail in int64.
 
 A conv chain whose result only feeds the next group's head is also *joined* to that group
@@ -35,6 +37,7 @@ import numpy as np
 from ops import blas, fastquant, gemm, winograd
 from ops.base import bound
 from ops.scratch import scratch, spread
+from ops.table import PreparedLut
 from ops.tails import Requant, Residual
 
 from .islands import islands
@@ -45,7 +48,7 @@ from .validate import peak_bytes, tensor_bytes
 TAIL_OPS = ("cvm_right_shift", "relu", "clip", "cvm_clip")
 IDENTITY = Requant()
 PREPARED = frozenset((*gemm.LINEAR_OPS, *TAIL_OPS, "elemwise_add", "elemwise_sub", "broadcast_add",
-                      "broadcast_sub", "requantize", "max_pool2d"))
+                      "broadcast_sub", "requantize", "max_pool2d", "lut"))
 """The heads :func:`_prepare` may give a prepared kernel."""
 SMALL = 1 << 12
 """Elements up to which a pointwise step computes in one block without scratch buffers (its
@@ -341,6 +344,9 @@ def _prepare(program: Program, analysis, steps, index: int, tail, out_id: int, l
         x = program.tensors[ins.inputs[0]]
         kernel = fastquant.prepare(ins.attrs, x.precision, len(x.shape), dtype, tail)
         return kernel, ((ins.inputs[0],) if kernel is not None else ())
+    if ins.op == "lut" and consts[0] is not None and tail == IDENTITY and \
+            all(c is None for c in consts[1:]):
+        return PreparedLut(consts[0], ins.attrs["low"], dtype), tuple(ins.inputs[1:])
     if ins.op == "max_pool2d" and consts[0] is None and tail == Requant() and lanes > 1:
         out = program.tensors[ins.outputs[0]]
         return _PerImage(steps[index], out.shape, out.dtype), tuple(ins.inputs)
