@@ -636,5 +636,4 @@ def _region_model(facts: Facts, run: list[int], exports: list[int]):
     region = Region(facts, facts.form)
     for k in run:
         RULES[facts.program.code[k].op][1](region, k)
-    model, _ = region.model([(t, facts.layout.get(t, "nchw")) for t in exports])
-    return region, model
+    return region, region.model([(t, facts.layout.get(t, "nchw")) for t in exports])

@@ -144,9 +144,9 @@ class Region:
         shape[NHWC.index(axis) if layout == "nhwc" else axis] = values.size
         return self.g.const(values.reshape(shape))
 
-    def model(self, outputs: list[tuple[int, str]]) -> tuple[bytes, list[str]]:
+    def model(self, outputs: list[tuple[int, str]]) -> bytes:
         """The ModelProto with ``outputs`` ((tensor id, layout), each in the dtype it is held
-        in between steps: Facts.dtype); and the output names."""
+        in between steps: Facts.dtype)."""
         names, facts = [], self.facts
         given = {name for _, _, name in self.inputs} | self.g.constants
         for t, layout in outputs:
@@ -157,7 +157,7 @@ class Region:
         ins = [(name, facts.dtype(t), self.shape(t, layout)) for t, layout, name in self.inputs]
         outs = [(name, facts.dtype(t), self.shape(t, layout))
                 for name, (t, layout) in zip(names, outputs)]
-        return self.g.model(ins, outs), names
+        return self.g.model(ins, outs)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -439,11 +439,11 @@ def emit_max_pool(region: Region, k: int) -> None:
     x = ins.inputs[0]
     small = facts.program.tensors[x].size < NCHW_POOL_SIZE and region.layout_of(x) == "nchw"
     if not a["ceil_mode"] and not small:
-        y = region.g.op("NhwcMaxPool", region.value(ins.inputs[0], "nhwc", byte),
+        y = region.g.op("NhwcMaxPool", region.value(x, "nhwc", byte),
                         domain="com.microsoft", **window)
         region.put(ins.outputs[0], y, "nhwc", byte)
         return
-    y = region.g.op("MaxPool", region.value(ins.inputs[0], "nchw", byte),
+    y = region.g.op("MaxPool", region.value(x, "nchw", byte),
                     ceil_mode=int(a["ceil_mode"]), **window)
     region.put(ins.outputs[0], y, "nchw", byte)
 
