@@ -582,6 +582,25 @@ def test_a_conv_integer_accumulator_is_not_transposed_for_its_reader(heads_only)
     assert ("requantize", (1, 16, 12, 12), np.uint8) in held, held
 
 
+@pytest.mark.parametrize("n, side, direct", [(8, 4, True), (9, 4, False), (9, 8, True)])
+def test_a_batch_of_small_images_runs_as_one_matmul_integer(monkeypatch, n, side, direct):
+    """A convolution of few channels is ConvInteger up to DIRECT_IMAGES images, or for images
+    of at least DIRECT_POSITIONS output positions (8x8); a larger batch of smaller images runs
+    as one MatMulInteger on the im2col."""
+    selftest.verdict()                                   # its graphs made before
+    graphs = []
+    create = plan.sessions.session
+    monkeypatch.setattr(plan.sessions, "session",
+                        lambda model, *a, **k: graphs.append(model) or create(model, *a, **k))
+    rng = np.random.default_rng(n)
+    b = Builder("batch")
+    b.output(conv_requantized(b, rng, (n, 4, side, side), 0, 255)[1])
+    program = b.build()
+    same_as_reference(program, extreme_feeds(program, 2), vm.cpu())
+    convs = [op for op in (b"ConvInteger", b"MatMulInteger") if any(op in g for g in graphs)]
+    assert convs == [b"ConvInteger" if direct else b"MatMulInteger"]
+
+
 def fused_values(model, feeds) -> list[tuple[str, tuple, np.dtype]]:
     """(the op of the last instruction a fused step covers, shape, dtype) of each value the
     steps of ``model`` hand on, run on ``feeds``."""

@@ -17,7 +17,7 @@ from ops.base import bound
 from ops.reduce import reduce_axes
 
 from . import proto, requant
-from .graph import DIRECT_CHANNELS, Graph, LinearSpec, accumulator_fits
+from .graph import DIRECT_CHANNELS, DIRECT_IMAGES, DIRECT_POSITIONS, Graph, LinearSpec, accumulator_fits
 
 INT32, INT64 = np.dtype(np.int32), np.dtype(np.int64)
 LIMIT32 = (1 << 31) - 1
@@ -188,12 +188,19 @@ def _find_linear_parts(facts, k: int):
     zp = ins.attrs.get("zero_point", 0)
     lo, hi = facts.range(ins.inputs[0])
     choice = _offset(lo, hi, zp)
-    direct = facts.direct and weight.ndim == 4 and (weight.shape[1] <= DIRECT_CHANNELS or
-                                                    groups != 1)
+    direct = facts.direct and weight.ndim == 4 and (
+        groups != 1 or weight.shape[1] <= DIRECT_CHANNELS and
+        _few_images(program.tensors[ins.outputs[0]].shape))
     if choice is None or not accumulator_fits(weight, choice[1], "u8u8" if direct else
                                               facts.form):
         return None
     return weight, (consts[2] if len(consts) > 2 else None), choice[0], zp, choice[1], direct
+
+
+def _few_images(out_shape) -> bool:
+    """A batch ConvInteger's image-by-image loop runs fast enough (DIRECT_IMAGES)."""
+    n, _, h, w = out_shape
+    return n <= DIRECT_IMAGES or h * w >= DIRECT_POSITIONS
 
 
 def _offset(lo: int, hi: int, zp: int):
