@@ -416,7 +416,7 @@ def test_only_graphs_computing_from_constants_get_graph_optimizations():
 
 def test_small_sessions_run_on_one_thread():
     """A session of little work runs on one intra-op thread whatever the plan's threads; one
-    of at least THREADED_MACS multiply-adds on the plan's."""
+    of at least THREADED_MACS multiply-adds on the plan's, but a grouped convolution's."""
     threads = lambda model: {s.kernel.session.get_session_options().intra_op_num_threads
                              for s in model.plan.fast if isinstance(s.kernel, plan.RegionKernel)}
     small = conv_program(1, 3, 8, 8, 4, (3, 3), (1, 1), (1, 1), (1, 1), "signed8", "shift")
@@ -425,6 +425,11 @@ def test_small_sessions_run_on_one_thread():
     assert plan._macs(big, big.code[-1]) >= plan.THREADED_MACS
     model = vm.load(vm.encode(big), ORT, threads=2)
     assert threads(model) == {2}
+    # a depthwise convolution's session, however large, on one thread
+    depthwise = conv_program(1, 16, 256, 256, 16, (3, 3), (1, 1), (1, 1), (1, 1), "signed8",
+                             "raw", groups=16)
+    assert plan._footprint(depthwise, depthwise.code[-1]) >= plan.THREADED_SIZE
+    assert threads(vm.load(vm.encode(depthwise), ORT, threads=2)) == {1}
 
 
 def test_sessions_share_the_process_arena():
