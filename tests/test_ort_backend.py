@@ -17,7 +17,7 @@ from tests.test_text import programs
 import ops
 from ops import fastquant
 from ops.quant import requantize_value
-from vm.ort import plan, proto, requant, selftest
+from vm.ort import kernels, plan, proto, requant, selftest
 from vm.ort import session as sessions
 from vm.ort import rules
 from vm.ort.rules import RULES
@@ -395,6 +395,44 @@ def test_depthwise_convolutions_equal_the_reference(case, multiplier):
                if isinstance(s.kernel, plan.RegionKernel) for k in s.covers)
 
 
+def channel_cuts(model) -> list:
+    """The channel ranges of each ChannelSplitKernel step of ``model`` (and its input axis)."""
+    return [([(a, b) for _, a, b in s.kernel.parts], s.kernel.axis) for s in model.plan.fast
+            if isinstance(s.kernel, plan.ChannelSplitKernel)]
+
+
+@pytest.mark.parametrize("threads, c, stride", [(2, 16, 1), (3, 15, 2), (2, 3, 1)])
+def test_a_depthwise_convolution_is_cut_by_channels_over_the_lanes(monkeypatch, threads, c,
+                                                                    stride):
+    """A depthwise convolution of one image (here of any size: THREADED_MACS 0) runs as one
+    session per lane, each on its channels, writing its part of the one result."""
+    monkeypatch.setattr(plan, "THREADED_MACS", 0)
+    program = conv_program(1, c, 9, 8, c, (3, 3), (stride, stride), (1, 1), (1, 1), "signed8",
+                           "raw", True, c, groups=c)
+    model = same_as_reference(program, extreme_feeds(program, c), threads=threads)
+    cuts = [(c * j // threads, c * (j + 1) // threads) for j in range(threads)]
+    assert channel_cuts(model) == [(cuts, 1)]
+    assert channel_cuts(vm.load(vm.encode(program), ORT, threads=1)) == []
+    batch = conv_program(2, c, 9, 8, c, (3, 3), (stride, stride), (1, 1), (1, 1), "signed8",
+                         "raw", True, c, groups=c)
+    assert channel_cuts(vm.load(vm.encode(batch), ORT, threads=threads)) == []
+
+
+def test_a_depthwise_convolution_cuts_an_input_held_channels_last(heads_only, monkeypatch):
+    """A depthwise convolution reading the bytes of a MatMulInteger convolution (held channels
+    last) cuts them on their last axis."""
+    monkeypatch.setattr(plan, "THREADED_MACS", 0)
+    rng = np.random.default_rng(7)
+    b = Builder("dw")
+    x, q = conv_requantized(b, rng, (1, 12, 10, 10), 0, 255, zero_point=9)
+    w = b.const("w2", rng.integers(-127, 128, (8, 1, 3, 3)), precision=8)
+    b.output(b.op("qconv2d", q, w, channels=8, kernel_size=(3, 3), padding=(1, 1), groups=8,
+                  use_bias=False, zero_point=9))
+    program = b.build()
+    model = same_as_reference(program, extreme_feeds(program, 7), vm.cpu(), threads=2)
+    assert channel_cuts(model) == [([(0, 4), (4, 8)], 3)]
+
+
 def test_only_graphs_computing_from_constants_get_graph_optimizations():
     """onnxruntime's basic optimizations run only where a graph computes values from constants
     alone (they fold them once); a convolution's region has nothing for them."""
@@ -449,7 +487,7 @@ def test_sessions_share_the_process_arena():
 
 @SETTINGS
 @given(st.sampled_from(["i1", "i2", "<i4", ">i4", "i8", "u1", "u2", "u4", "u8"]),
-       st.sampled_from([1, 7, plan.SMALL_CHECK, plan.SMALL_CHECK + 1, 3000]), st.data())
+       st.sampled_from([1, 7, kernels.SMALL_CHECK, kernels.SMALL_CHECK + 1, 3000]), st.data())
 def test_bytes_only_is_every_value_in_0_255(dtype, n, data):
     """The guard's check, on both of its paths (a Python integer of the bytes, a numpy pass),
     on every integer dtype and byte order, contiguous or strided."""
@@ -460,7 +498,7 @@ def test_bytes_only_is_every_value_in_0_255(dtype, n, data):
         x[data.draw(st.integers(0, 2 * n - 1))] = data.draw(
             st.integers(max(int(info.min), -300), min(int(info.max), 300)))
     for view in (x[:n], x[::2]):
-        assert plan.bytes_only(view) == bool(((view >= 0) & (view <= 255)).all())
+        assert kernels.bytes_only(view) == bool(((view >= 0) & (view <= 255)).all())
 
 
 @pytest.mark.parametrize("shape", [(1, 3, 80, 80), (1, 3, 8, 8)])

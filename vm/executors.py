@@ -184,8 +184,8 @@ class OrtExecutor(Executor):
         return super().fast_steps(program, analysis, steps, threads) if fast is None else fast
 
     def may_use_blas(self, fast: list) -> bool:
-        from .ort.plan import RegionKernel
-        return not all(isinstance(step.kernel, RegionKernel) for step in fast)
+        from .ort.plan import RegionKernel             # a split one runs on the plan's lanes
+        return not all(type(step.kernel) is RegionKernel for step in fast)
 
     def describe(self, program, fast: list) -> str:
         from .ort.plan import describe

@@ -11,7 +11,9 @@ regions (one session each), and the steps of the plan.
   are faster than onnxruntime's per element.
 * **Regions.** Each maximal run of consecutive lowered instructions is one ONNX graph, one
   session and one step of the interpreter loop (vm/interp.py); its inputs and outputs are the
-  tensors it shares with the rest of the program.
+  tensors it shares with the rest of the program. A region that is one large depthwise
+  convolution of one image is cut by channels instead, one session per lane run at once
+  (vm/ort/kernels.py: ChannelSplitKernel).
 * **Layout.** MatMulInteger convolutions run channels last, ConvInteger ones (few channels,
   depthwise) NCHW. A 4-D tensor every numpy step of which is elementwise (``TRANSPARENT``:
   the same op on a permuted array is the same function) or a selection whose axes can be
@@ -28,8 +30,6 @@ Every step computes exactly the bytes of the program's own ops: regions by integ
 from __future__ import annotations
 
 import copy
-import functools
-import sys
 from collections import defaultdict
 from dataclasses import dataclass, replace
 
@@ -40,6 +40,7 @@ from ..program import Instr, Program, Tensor
 from ..steps import Step
 from ..ranges import Ranges
 from . import requant, selftest, session as sessions
+from .kernels import ChannelSplitKernel, RegionKernel
 from .rules import LINEAR, NHWC, RULES, Region, linear_parts, requantize_kind, \
     requantize_table_bytes
 
@@ -515,70 +516,6 @@ def _rebind(step, twin: Program, k: int, analysis, changed: bool):
 # Region steps
 # ---------------------------------------------------------------------------------------------
 
-class RegionKernel:
-    """Runs one region's session: detvm values in, detvm values out (their held dtypes).
-    ``constants``: the arrays the session reads as external initializers (kept alive).
-    ``guarded``: (positions, session, its output names) of a variant built for the inputs at
-    those positions holding bytes (values in [0, 255]), run when the values at hand are bytes:
-    both compute the same bytes there; it only saves work (a program input declared wider than
-    the bytes it gets). Both sessions' outputs are the exported tensors in order."""
-
-    def __init__(self, session, inputs: list[str], constants=None):
-        self.session, self.inputs, self.constants = session, inputs, constants
-        self.names = [o.name for o in session.get_outputs()]
-        self.guarded = None
-
-    def guard(self, positions: list[int], session, constants) -> None:
-        """Run ``session`` when the inputs at ``positions`` hold bytes."""
-        self.guarded = (positions, session, [o.name for o in session.get_outputs()])
-        self.constants = constants
-
-    def __call__(self, xp, *arrays):
-        session, names = self.session, self.names
-        if self.guarded is not None:
-            for k in self.guarded[0]:
-                if not bytes_only(arrays[k]):
-                    break
-            else:
-                session, names = self.guarded[1:]
-        results = session.run(names, {name: a if a.flags.c_contiguous else
-                                      np.ascontiguousarray(a)
-                                      for name, a in zip(self.inputs, arrays)})
-        return results[0] if len(results) == 1 else tuple(results)
-
-
-def bytes_only(array: np.ndarray) -> bool:
-    """Whether every value of the integer ``array`` is in [0, 255]: none for a byte dtype;
-    up to ``SMALL_CHECK`` values, their bytes as one Python integer masked to all but each
-    value's low byte; else one pass (a negative value, seen as unsigned, is above 255)."""
-    if array.dtype == np.uint8 or not array.size:
-        return True
-    if not array.dtype.isnative:
-        array = array.astype(array.dtype.newbyteorder("="))
-    if array.size <= SMALL_CHECK:
-        return not int.from_bytes(array.tobytes(), sys.byteorder) & \
-            _high_bits(array.size, array.dtype.itemsize, array.dtype.kind == "i")
-    if array.dtype == np.int8:
-        return int(array.min()) >= 0
-    unsigned = array.view(f"u{array.dtype.itemsize}") if array.dtype.kind == "i" else array
-    return int(unsigned.max()) <= 255
-
-
-SMALL_CHECK = 256
-"""Up to this many values :func:`bytes_only` reads their bytes: a numpy reduction costs ~1.2
-us and makes the session run after it ~1.5 us slower (measured on the digits CNN's input of
-64 values: 0.4 us in all the bytes' way)."""
-
-
-@functools.lru_cache(maxsize=64)
-def _high_bits(n: int, itemsize: int, signed: bool) -> int:
-    """The bytes of n native integers of ``itemsize`` bytes with every bit a value in [0, 255]
-    has clear set (all but the low byte; a signed byte's sign bit), as one integer
-    (int.from_bytes in the machine's byte order)."""
-    high = 0x80 if signed and itemsize == 1 else (1 << 8 * itemsize) - 256
-    return int.from_bytes(np.full(n, high, f"u{itemsize}").tobytes(), sys.byteorder)
-
-
 def _footprint(program: Program, ins) -> int:
     """Elements of the largest array a lowered instruction makes: its tensors, a linear op's
     im2col (output pixels x taps x channels)."""
@@ -613,17 +550,22 @@ def region_step(facts: Facts, twin: Program, run: list[int], threads: int | None
     exports = [t for k in run for t in program.code[k].outputs if last_use[t] > run[-1]]
     if not exports:
         return None
-    region, model = _region_model(facts, run, exports)
-    footprint = max(_footprint(program, program.code[k]) for k in run)
-    arena = footprint >= ARENA_SIZE
-    threads = _session_threads(program, run, footprint, threads)
-    kernel = RegionKernel(sessions.session(model, threads, region.g.externals, arena,
-                                           bool(region.g.derived)),
-                          [n for _, _, n in region.inputs], region.g.externals)
     wide = {program.code[k].inputs[0] for k in run if program.code[k].op in LINEAR and
             (parts := linear_parts(facts, k)) is not None and parts[4]}
     wide = {t: (0, 255) for t in wide if program.tensors[t].kind == "input"
             if facts.range(t)[0] < 0 <= 255 <= facts.range(t)[1]}
+    footprint = max(_footprint(program, program.code[k]) for k in run)
+    arena = footprint >= ARENA_SIZE
+    cuts = None if wide else _channel_cuts(facts, run, exports, threads)
+    if cuts:
+        step = _split_step(facts, twin, run, cuts, arena)
+        if step is not None:
+            return step
+    region, model = _region_model(facts, run, exports)
+    threads = _session_threads(program, run, footprint, threads)
+    kernel = RegionKernel(sessions.session(model, threads, region.g.externals, arena,
+                                           bool(region.g.derived)),
+                          [n for _, _, n in region.inputs], region.g.externals)
     assumed = facts.assuming(wide)
     if wide and all(RULES[program.code[k].op][0](assumed, k) for k in run):
         narrow, model2 = _region_model(assumed, run, exports)
@@ -636,6 +578,73 @@ def region_step(facts: Facts, twin: Program, run: list[int], threads: int | None
     inputs = tuple(t for t, _, _ in region.inputs)
     return Step(run[0], kernel, inputs, tuple(exports),
                 tuple(twin.tensors[t].dtype for t in exports), {}, (), tuple(run))
+
+
+def _channel_cuts(facts: Facts, run: list[int], exports: list[int],
+                  threads: int | None) -> list[tuple[int, int]] | None:
+    """The channel ranges, one per lane, of a region that is one depthwise convolution (one
+    input channel per group, multiplier 1) of one image, of at least THREADED_MACS
+    multiply-adds, whose result is held NCHW (each lane's channels a contiguous block of
+    it); else None. See ChannelSplitKernel."""
+    program = facts.program
+    ins = program.code[run[0]]
+    if threads is None or threads < 2 or len(run) != 1 or ins.op not in LINEAR:
+        return None
+    x, weight = program.tensors[ins.inputs[0]], program.consts.get(ins.inputs[1])
+    if weight is None or weight.ndim != 4 or x.shape[0] != 1 or \
+            ins.attrs.get("groups", 1) != x.shape[1] or weight.shape[:2] != (x.shape[1], 1) or \
+            exports != [ins.outputs[0]] or facts.layout.get(ins.outputs[0]) == "nhwc" or \
+            _macs(program, ins) < THREADED_MACS:
+        return None
+    channels, parts = x.shape[1], min(threads, x.shape[1])
+    bounds = [channels * j // parts for j in range(parts + 1)]
+    return list(zip(bounds, bounds[1:]))
+
+
+def _channels(facts: Facts, k: int, start: int, stop: int) -> Facts:
+    """The facts of a program whose depthwise convolution k computes channels [start, stop)
+    alone: its input, output, weight and bias cut; every proven range as before (a range of
+    the whole tensor bounds its part)."""
+    program = facts.program
+    ins = program.code[k]
+    tensors, consts, count = list(program.tensors), dict(program.consts), stop - start
+    for t in ins.inputs:                                  # data, weight, bias
+        if t in consts:
+            consts[t] = consts[t][start:stop]
+        axis = 1 if t == ins.inputs[0] else 0
+        shape = list(tensors[t].shape)
+        shape[axis] = count
+        tensors[t] = replace(tensors[t], shape=tuple(shape))
+    out = ins.outputs[0]
+    tensors[out] = replace(tensors[out], shape=(1, count, *tensors[out].shape[2:]))
+    code = list(program.code)
+    code[k] = replace(ins, attrs={**ins.attrs, "channels": count, "groups": count})
+    part = copy.copy(facts)
+    part.program, part.cache = replace(program, tensors=tensors, consts=consts, code=code), {}
+    return part
+
+
+def _split_step(facts: Facts, twin: Program, run: list[int], cuts, arena: bool):
+    """The Step of a ChannelSplitKernel for the depthwise convolution ``run`` (None when a
+    part does not lower)."""
+    k, parts, constants = run[0], [], {}
+    ins = facts.program.code[k]
+    for start, stop in cuts:
+        part = _channels(facts, k, start, stop)
+        if not RULES[ins.op][0](part, k):
+            return None
+        region, model = _region_model(part, run, list(ins.outputs))
+        if len(region.inputs) != 1:
+            return None
+        constants.update(region.g.externals)
+        parts.append((sessions.session(model, 1, region.g.externals, arena,
+                                       bool(region.g.derived)), start, stop))
+    out = ins.outputs[0]
+    axis = 3 if facts.layout.get(ins.inputs[0]) == "nhwc" else 1
+    kernel = ChannelSplitKernel(parts, [region.inputs[0][2]], axis,
+                                facts.program.tensors[out].shape, facts.dtype(out), constants)
+    return Step(k, kernel, (ins.inputs[0],), (out,), (twin.tensors[out].dtype,), {}, (),
+                tuple(run))
 
 
 def _region_model(facts: Facts, run: list[int], exports: list[int]):
