@@ -418,7 +418,8 @@ def test_a_depthwise_convolution_is_cut_by_channels_over_the_lanes(monkeypatch, 
     assert channel_cuts(vm.load(vm.encode(batch), ORT, threads=threads)) == []
 
 
-def test_a_depthwise_convolution_cuts_an_input_held_channels_last(heads_only, monkeypatch):
+def test_a_depthwise_convolution_cuts_an_input_held_channels_last(heads_only, matmul_from_9,
+                                                                  monkeypatch):
     """A depthwise convolution reading the bytes of a MatMulInteger convolution (held channels
     last) cuts them on their last axis."""
     monkeypatch.setattr(plan, "THREADED_MACS", 0)
@@ -546,6 +547,13 @@ def auto_lowers(monkeypatch):
 
 
 @pytest.fixture
+def matmul_from_9(monkeypatch):
+    """Convolutions of more than 8 input channels run as MatMulInteger (channels last): the
+    layout tests put small channel counts on both sides of DIRECT_CHANNELS."""
+    monkeypatch.setattr(rules, "DIRECT_CHANNELS", 8)
+
+
+@pytest.fixture
 def heads_only(monkeypatch):
     """``auto`` lowers the convolutions alone: their results pass through numpy steps held
     channels last (the twin program)."""
@@ -583,7 +591,8 @@ def residual_program(seed=0, rounding="fp32", c=4):
 
 
 @pytest.mark.parametrize("rounding, c", [("fp32", 4), ("half_even", 4), ("fp32", 12)])
-def test_held_numpy_steps_between_lowered_convolutions(heads_only, rounding, c):
+def test_held_numpy_steps_between_lowered_convolutions(heads_only, matmul_from_9, rounding,
+                                                       c):
     """Between lowered convolutions the numpy steps run on tensors held as bytes, channels
     last around MatMulInteger convolutions (more than 8 channels), NCHW around ConvInteger
     ones."""
@@ -603,7 +612,7 @@ def test_held_numpy_steps_between_lowered_convolutions(heads_only, rounding, c):
     assert lowered(everything) > lowered(model)
 
 
-def test_a_conv_integer_accumulator_is_not_transposed_for_its_reader(heads_only):
+def test_a_conv_integer_accumulator_is_not_transposed_for_its_reader(heads_only, matmul_from_9):
     """A ConvInteger stem (3 channels) whose requantized bytes feed a MatMulInteger
     convolution: the int32 accumulator and the requantize after it stay NCHW (as ConvInteger
     writes them); the next session transposes the bytes."""
@@ -772,7 +781,7 @@ def split_program(c: int = 12, seed: int = 0):
     return b.build()
 
 
-def test_selections_between_channels_last_convolutions(heads_only):
+def test_selections_between_channels_last_convolutions(heads_only, matmul_from_9):
     """A split and a concatenation between MatMulInteger convolutions run on bytes held
     channels last (their axes permuted): no tensor between the sessions is int32 or NCHW;
     the bytes are the reference's."""
@@ -786,7 +795,7 @@ def test_selections_between_channels_last_convolutions(heads_only):
 
 
 @pytest.mark.parametrize("c", [6, 12])
-def test_a_broadcast_table_between_lowered_convolutions(heads_only, c):
+def test_a_broadcast_table_between_lowered_convolutions(heads_only, matmul_from_9, c):
     """A two-input lut broadcasting a (1, C, 1, 1) scale over the feature map (squeeze and
     excitation) between lowered convolutions runs on the bytes held in their layout (NCHW
     around ConvInteger, channels last around MatMulInteger convolutions)."""

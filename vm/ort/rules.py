@@ -17,7 +17,8 @@ from ops.base import bound
 from ops.reduce import reduce_axes
 
 from . import proto, requant
-from .graph import DIRECT_CHANNELS, DIRECT_IMAGES, DIRECT_POSITIONS, Graph, LinearSpec, accumulator_fits
+from .graph import DIRECT_CHANNELS, DIRECT_IMAGES, DIRECT_POSITIONS, Graph, LinearSpec, \
+    accumulator_fits
 
 INT32, INT64 = np.dtype(np.int32), np.dtype(np.int64)
 LIMIT32 = (1 << 31) - 1
