@@ -127,6 +127,18 @@ def test_a_wrong_pointwise_encoding_changes_the_formal_output(monkeypatch):
     assert wrong.tolist() != right.tolist() and wrong.min() == 1
 
 
+def test_packed_slots_hold_the_weights_they_carry():
+    """Where the equations run by column the weights are packed: their slots must hold the
+    largest weight even when every product is 0 (zero data, a weight of 128)."""
+    attrs = ops.get("qconv2d").check_attrs(dict(channels=3, kernel_size=(1, 1),
+                                                strides=(1, 3), use_bias=False))
+    arrays = [np.zeros((2, 1, 1, 3), np.int64), np.array([0, 0, 128]).reshape(3, 1, 1, 1)]
+    want = np.zeros((2, 3, 1, 1), np.int64)
+    assert packed_holds("qconv2d", arrays, attrs, want)
+    want[1, 2] = 1
+    assert not packed_holds("qconv2d", arrays, attrs, want)
+
+
 def test_a_wrong_conv_encoding_is_caught_by_the_packed_equations(monkeypatch):
     """A deliberately wrong conv2d encoding (one tap dropped) no longer agrees with the packed
     equations that the formal executor checks the CPU's conv against."""

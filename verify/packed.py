@@ -97,7 +97,8 @@ def slot_bits(g: Product) -> int:
     data = int(np.abs(g.x - g.zp).max(initial=0))
     weights = max((int(v) for v in np.abs(g.w).sum(axis=1)), default=0)
     top = weights * data + (int(np.abs(g.b).max(initial=0)) if g.b is not None else 0)
-    top = max(top, int(np.abs(g.y).max(initial=0)), int(np.abs(g.x).max(initial=0)))
+    top = max(top, int(np.abs(g.y).max(initial=0)), int(np.abs(g.x).max(initial=0)),
+              int(np.abs(g.w).max(initial=0)))         # the weights, packed by column
     return 8 * -(-(bitlen(top) + 2) // 8)
 
 
