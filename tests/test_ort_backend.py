@@ -397,7 +397,7 @@ def test_depthwise_convolutions_equal_the_reference(case, multiplier):
 
 def channel_cuts(model) -> list:
     """The channel ranges of each ChannelSplitKernel step of ``model`` (and its input axis)."""
-    return [([(a, b) for _, a, b in s.kernel.parts], s.kernel.axis) for s in model.plan.fast
+    return [([part[-2:] for part in s.kernel.parts], s.kernel.axis) for s in model.plan.fast
             if isinstance(s.kernel, plan.ChannelSplitKernel)]
 
 
@@ -962,7 +962,7 @@ def test_tables_made_at_load_stay_within_the_table_budget():
     feeds = {"x": np.array([-(1 << 23) + 1, -5000, 77777, (1 << 23) - 1])}
     model = same_as_reference(program, feeds)
     tables = sum(a.nbytes for s in model.plan.fast if isinstance(s.kernel, plan.RegionKernel)
-                 for a in (s.kernel.constants or {}).values())
+                 for arrays in s.kernel.constants for a in arrays.values())
     assert requant.TABLE_BUDGET < 12 << 20          # the twelve tables would not fit
     assert requant.TABLE_BUDGET // 2 < tables <= requant.TABLE_BUDGET
     assert lowered(model) == len(program.code)      # past the budget: rounding in int64

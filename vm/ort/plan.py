@@ -565,7 +565,7 @@ def region_step(facts: Facts, twin: Program, run: list[int], threads: int | None
     threads = _session_threads(program, run, footprint, threads)
     kernel = RegionKernel(sessions.session(model, threads, region.g.externals, arena,
                                            bool(region.g.derived)),
-                          [n for _, _, n in region.inputs], region.g.externals)
+                          [n for _, _, n in region.inputs], [region.g.externals])
     assumed = facts.assuming(wide)
     if wide and all(RULES[program.code[k].op][0](assumed, k) for k in run):
         narrow, model2 = _region_model(assumed, run, exports)
@@ -574,7 +574,7 @@ def region_step(facts: Facts, twin: Program, run: list[int], threads: int | None
             kernel.guard([position[t] for t in wide],
                          sessions.session(model2, threads, narrow.g.externals, arena,
                                           bool(narrow.g.derived)),
-                         {**region.g.externals, **narrow.g.externals})
+                         narrow.g.externals)
     inputs = tuple(t for t, _, _ in region.inputs)
     return Step(run[0], kernel, inputs, tuple(exports),
                 tuple(twin.tensors[t].dtype for t in exports), {}, (), tuple(run))
@@ -627,7 +627,7 @@ def _channels(facts: Facts, k: int, start: int, stop: int) -> Facts:
 def _split_step(facts: Facts, twin: Program, run: list[int], cuts, arena: bool):
     """The Step of a ChannelSplitKernel for the depthwise convolution ``run`` (None when a
     part does not lower)."""
-    k, parts, constants = run[0], [], {}
+    k, parts, constants = run[0], [], []
     ins = facts.program.code[k]
     for start, stop in cuts:
         part = _channels(facts, k, start, stop)
@@ -636,13 +636,13 @@ def _split_step(facts: Facts, twin: Program, run: list[int], cuts, arena: bool):
         region, model = _region_model(part, run, list(ins.outputs))
         if len(region.inputs) != 1:
             return None
-        constants.update(region.g.externals)
+        constants.append(region.g.externals)
         parts.append((sessions.session(model, 1, region.g.externals, arena,
                                        bool(region.g.derived)), start, stop))
     out = ins.outputs[0]
     axis = 3 if facts.layout.get(ins.inputs[0]) == "nhwc" else 1
-    kernel = ChannelSplitKernel(parts, [region.inputs[0][2]], axis,
-                                facts.program.tensors[out].shape, facts.dtype(out), constants)
+    kernel = ChannelSplitKernel(parts, axis, facts.program.tensors[out].shape,
+                                facts.dtype(out), constants)
     return Step(k, kernel, (ins.inputs[0],), (out,), (twin.tensors[out].dtype,), {}, (),
                 tuple(run))
 
