@@ -1,7 +1,7 @@
-"""requantize on the CPU's float path in cache-sized blocks, and a requantize followed by a lut
-of its result fused into one pass (ops/fastquant.py, vm/fusion.py): the op kernels' bytes
-(themselves checked against the scalar rules) on every blocking branch, and whole programs
-against the reference executor."""
+"""requantize on the CPU's float path in cache-sized blocks, a requantize followed by a lut of
+its result fused into one pass, and a lut of a lut as one composed table (ops/fastquant.py,
+vm/fusion.py): the op kernels' bytes (themselves checked against the scalar rules) on every
+blocking branch, and whole programs against the reference executor."""
 from __future__ import annotations
 
 import numpy as np
@@ -158,6 +158,36 @@ def test_requantize_then_lut_programs_equal_the_reference(backend, per_channel, 
     if backend == "numpy":
         fused = [type(s.kernel).__name__ for s in model.plan.fast]
         assert ("RequantizeLut" in fused) == (not second_reader), fused
+
+
+@pytest.mark.parametrize("backend", ["numpy", "auto"])
+@pytest.mark.parametrize("two, second_reader", [(True, False), (False, False), (True, True)])
+def test_a_lut_of_a_lut_is_one_gather_with_the_reference_bytes(backend, two, second_reader):
+    """A lut of one input reading a lut's result alone runs as one gather in the composed
+    table (the first table's entries outside the second's window clamped, as lut clamps);
+    with another reader of the first result, as two. Bytes: the reference executor's."""
+    rng = np.random.default_rng(2 * two + second_reader)
+    b = Builder("luts")
+    data, low, dims = [b.input("x", (3, 40), 8)], [-127], (255,)
+    if two:                                              # broadcasting a second argument
+        data, low, dims = data + [b.input("y", (40,), 8)], low + [-127], dims + (255,)
+    first = b.op("lut", b.const("t1", rng.integers(-300, 300, dims), precision=10), *data,
+                 low=low)
+    b.output(b.op("lut", b.const("t2", rng.integers(-128, 128, 200), precision=8), first,
+                  low=[-100]))
+    if second_reader:
+        b.output(b.op("relu", first))
+    program = b.build()
+    blob = vm.encode(program)
+    model = vm.load(blob, vm.cpu(backend=backend))
+    feeds = {"x": rng.integers(-127, 128, (3, 40)).astype(np.int8),
+             "y": rng.integers(-127, 128, 40).astype(np.int8)}
+    feeds = {t.name: feeds[t.name] for t in model.inputs}
+    got, want = model.run(feeds), vm.load(blob, vm.reference()).run(feeds)
+    assert all(got[k].tobytes() == want[k].tobytes() for k in want)
+    if backend == "numpy":
+        covers = [s.covers for s in model.plan.fast]
+        assert ((0, 1) in covers) == (not second_reader), covers
 
 
 @pytest.mark.parametrize("shape,axis", [((1, 2, 1, fastquant.BLOCK + 3), 1),

@@ -20,7 +20,8 @@ instructions one by one. Heads, in order of preference:
   (:func:`lut_tails`, ops/fastquant.py RequantizeLut);
 * max_pool2d on several lanes: its own kernel on blocks of images or channels;
 * lut with a constant table: the table cast to the result's dtype once, bytes gathered by
-  their bits, two at a time where the result is a byte (ops/table.py PreparedLut);
+  their bits, two at a time where the result is a byte (ops/table.py PreparedLut); a lut of
+  one input reading its result alone composed into its table (one gather for both);
 * any other op: its kernel, then the tail in int64.
 
 A conv chain whose result only feeds the next group's head is also *joined* to that group
@@ -169,7 +170,9 @@ def _fused(program: Program, analysis, steps, lanes: int, groups, links, externa
         if n in merged:
             continue
         if n in luts:
-            step = _requantize_lut(program, group, tail, groups[luts[n]][0][0])
+            k = groups[luts[n]][0][0]
+            step = _composed_lut(program, group[0], k) if program.code[group[0]].op == "lut" \
+                else _requantize_lut(program, group, tail, k)
             if step is not None:
                 fast.append(step)
                 merged.add(luts[n])
@@ -258,15 +261,19 @@ def _joined_step(program: Program, analysis, head, head_tail, group, tail, other
 
 
 def lut_tails(program: Program, groups, skip=frozenset()) -> dict[int, int]:
-    """{requantize group n: lut group m} where group n's result (not a program output) is
-    read only by group m, a lut alone of that one data input and a constant table (groups
-    in ``skip``: none)."""
+    """{group n: lut group m} where group n is a requantize chain, or a lut alone with a
+    constant table and its own data, whose result (not a program output) is read only by
+    group m, a lut alone of that one data input and a constant table (groups in ``skip``:
+    none)."""
     readers = readers_of(program)
     head_of = {group[0]: m for m, (group, _) in enumerate(groups)}
-    outputs, found = set(program.outputs), {}
-    for n, (group, _) in enumerate(groups):
+    outputs, found, consts = set(program.outputs), {}, program.consts
+    for n, (group, tail) in enumerate(groups):
         ins = program.code[group[0]]
-        if ins.op != "requantize" or n in skip or ins.inputs[0] in program.consts:
+        if n in skip or not (
+                ins.op == "requantize" and ins.inputs[0] not in consts or
+                ins.op == "lut" and len(group) == 1 and tail == IDENTITY and
+                ins.inputs[0] in consts and not any(i in consts for i in ins.inputs[1:])):
             continue
         t = program.code[group[-1]].outputs[0]
         after = readers.get(t, ())
@@ -278,6 +285,18 @@ def lut_tails(program: Program, groups, skip=frozenset()) -> dict[int, int]:
                 len(lut.inputs) == 2 and lut.inputs[1] == t and lut.inputs[0] in program.consts:
             found[n] = m
     return found
+
+
+def _composed_lut(program: Program, first: int, k: int) -> Step:
+    """One step for lut ``first`` and the lut ``k`` of one input reading its result alone: a
+    lut of the first's arguments whose table is the second's composed with the first's,
+    T2[clamp(T1 - low2, 0, n2 - 1)] (lut's own index rule), exact."""
+    a, b = program.code[first], program.code[k]
+    inner, outer = program.consts[a.inputs[0]], program.consts[b.inputs[0]]
+    index = np.clip(inner.astype(np.int64) - b.attrs["low"][0], 0, outer.shape[0] - 1)
+    out = program.tensors[b.outputs[0]]
+    return Step(first, PreparedLut(outer[index], a.attrs["low"], out.dtype),
+                tuple(a.inputs[1:]), tuple(b.outputs), (out.dtype,), {}, (), (first, k))
 
 
 def _requantize_lut(program: Program, group, tail, k: int):
