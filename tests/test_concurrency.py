@@ -8,10 +8,12 @@ import threading
 from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
+import pytest
 
 import vm
 from compiler import Builder
 from detvm.common import DEMO_DIR
+from vm.ort.kernels import ChannelSplitKernel
 from tests.conftest import random_input, small_cnn
 
 THREADS, RUNS, FEEDS = 8, 1000, 4
@@ -103,3 +105,35 @@ def test_processes_give_the_same_bytes():
     here = digest()
     with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
         assert list(pool.map(digest, [200] * 2)) == [here] * 2
+
+
+def test_threads_share_a_model_cut_over_its_lanes():
+    """A depthwise convolution large enough to be cut by channels over the plan's lanes
+    (vm/ort/kernels.py ChannelSplitKernel), run by 4 threads at once: each run's bytes are
+    the single-threaded run's."""
+    rng = np.random.default_rng(6)
+    b = Builder("depthwise")
+    x = b.input("x", (1, 16, 176, 176), 8)
+    w = b.const("w", rng.integers(-127, 128, (16, 1, 3, 3)), 8)
+    b.output(b.op("conv2d", x, w, channels=16, kernel_size=(3, 3), padding=(1, 1), groups=16,
+                  use_bias=False))
+    model = vm.load(b.build(), threads=2)
+    if not any(isinstance(s.kernel, ChannelSplitKernel) for s in model.plan.fast):
+        pytest.skip(f"not cut over lanes here: {model.backend}")
+    feeds = [{"x": rng.integers(-127, 128, (1, 16, 176, 176)).astype(np.int8)}
+             for _ in range(3)]
+    expected = [_bytes(model.run(f)) for f in feeds]
+    wrong = []
+
+    def thread(t: int) -> None:
+        for k in range(40):
+            if _bytes(model.run(feeds[(k + t) % 3])) != expected[(k + t) % 3]:
+                wrong.append((t, k))
+    threads = [threading.Thread(target=thread, args=(t,)) for t in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not wrong
+    numpy_model = vm.load(b.build(), vm.cpu(backend="numpy"))
+    assert [_bytes(numpy_model.run(f)) for f in feeds] == expected
