@@ -8,6 +8,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from hypothesis import given, settings, strategies as st
 
 import vm
 from vm.errors import InvalidError
@@ -141,6 +142,33 @@ def test_an_attribute_equal_across_types_does_not_skip_its_check(op, attr, first
     code = [Instr(op, (0,), (1,), attrs), Instr(op, (0,), (2,), {**attrs, attr: second})]
     with pytest.raises(InvalidError, match=f"instruction 1 .*{attr}"):
         validate(Program("p", tensors, {}, code, [1, 2]))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(["i1", "u1", "i2", "u2", "i4", "u4", "i8", "u8", ">i4", "<u2"]),
+       st.integers(1, 256), st.sampled_from([(0, 255), (-511, 511), (-127, 127), (0, 65535),
+                                              (-1, 0), (3, 300), (-32767, 32767)]),
+       st.integers(0, 2 ** 32 - 1))
+def test_the_small_scan_matches_the_values(dtype, n, window, seed):
+    """Up to SMALL_SCAN values, first_outside first asks whether every value's bytes lie in
+    [0, 2^k) (one masked Python integer; vm/ort's bytes_only asks the same for k = 8): every
+    dtype and byte order, windows whose 2^k is and is not the top, values on both sides."""
+    from vm.ort.kernels import bytes_only
+    from vm.validate import first_outside
+    dt, rng = np.dtype(dtype), np.random.default_rng(seed)
+    info = np.iinfo(dt.newbyteorder("="))
+    lo, hi = window
+    if lo < info.min or hi > info.max:
+        return
+    values = rng.integers(max(info.min, lo - 3), min(info.max, hi + 3) + 1, n)
+    if rng.random() < 0.5:                    # mostly inside, a stray value or none
+        values = np.clip(values, lo, hi)
+        values[rng.integers(n)] = rng.integers(max(info.min, -300), min(info.max, 300) + 1)
+    x = values.astype(dt)
+    wide = x.astype(np.int64)
+    outside = np.flatnonzero((wide < lo) | (wide > hi))
+    assert first_outside(x, lo, hi) == (int(outside[0]) if outside.size else None)
+    assert bytes_only(x) == bool(((wide >= 0) & (wide <= 255)).all())
 
 
 @pytest.mark.parametrize("n", [1, 5, 256, 257, 70000])

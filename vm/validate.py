@@ -6,7 +6,9 @@ that fails raises :class:`InvalidError` naming the tensor or quoting the instruc
 """
 from __future__ import annotations
 
+import functools
 import math
+import sys
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from typing import Any, Mapping, Sequence
@@ -272,6 +274,28 @@ reductions cost about as much alone and slow an onnxruntime session run right af
 ~1.5 us (a model's input check before its first session)."""
 
 
+def below_power_of_two(data: np.ndarray, k: int) -> bool:
+    """Whether every value of the integer array ``data`` (at most SMALL_SCAN of them) is in
+    [0, 2^k): its bytes, as one Python integer, have none of the bits of a value >= 2^k or
+    below 0 set (a mask made once per size, dtype and k)."""
+    dtype = data.dtype
+    if not dtype.isnative:
+        return False
+    return not int.from_bytes(data.tobytes(), sys.byteorder) & \
+        _high_bits(data.size, dtype.itemsize, k, dtype.kind == "i")
+
+
+@functools.lru_cache(maxsize=64)
+def _high_bits(n: int, itemsize: int, k: int, signed: bool) -> int:
+    """The bytes of n native integers of ``itemsize`` bytes with the bits of 2^k and up set
+    (and a signed integer's sign bit), as one integer in the machine's byte order."""
+    width = 8 * itemsize
+    high = ((1 << width) - 1) & ~((1 << min(k, width)) - 1)
+    if signed:
+        high |= 1 << (width - 1)
+    return int.from_bytes(np.full(n, high, f"u{itemsize}").tobytes(), sys.byteorder)
+
+
 def first_outside(data: np.ndarray, lo: int, hi: int) -> int | None:
     """The flat index of the first element of the integer array ``data`` outside [lo, hi], or
     None. Compares in the array's own dtype (lo and hi must be representable in it), chunk by
@@ -280,6 +304,9 @@ def first_outside(data: np.ndarray, lo: int, hi: int) -> int | None:
     if not flat.size:
         return None
     if flat.size <= SMALL_SCAN:             # in Python: a numpy reduction costs more here
+        k = (hi + 1).bit_length() - 1       # [0, 2^k) within [lo, hi] when lo <= 0
+        if lo <= 0 and k and below_power_of_two(flat, k):
+            return None
         values = flat.tolist()
         if min(values) >= lo and max(values) <= hi:
             return None

@@ -2,12 +2,11 @@
 convolution's sessions cut by channels over the plan's lanes."""
 from __future__ import annotations
 
-import functools
-import sys
-
 import numpy as np
 
 from ops.scratch import parallel
+
+from ..validate import SMALL_SCAN, below_power_of_two
 
 
 class RegionKernel:
@@ -47,33 +46,24 @@ class RegionKernel:
 def bytes_only(array: np.ndarray) -> bool:
     """Whether every value of the integer ``array`` is in [0, 255]: none for a byte dtype;
     up to ``SMALL_CHECK`` values, their bytes as one Python integer masked to all but each
-    value's low byte; else one pass (a negative value, seen as unsigned, is above 255)."""
+    value's low byte (vm/validate.py); else one pass (a negative value, seen as unsigned, is
+    above 255)."""
     if array.dtype == np.uint8 or not array.size:
         return True
     if not array.dtype.isnative:
         array = array.astype(array.dtype.newbyteorder("="))
     if array.size <= SMALL_CHECK:
-        return not int.from_bytes(array.tobytes(), sys.byteorder) & \
-            _high_bits(array.size, array.dtype.itemsize, array.dtype.kind == "i")
+        return below_power_of_two(array, 8)
     if array.dtype == np.int8:
         return int(array.min()) >= 0
     unsigned = array.view(f"u{array.dtype.itemsize}") if array.dtype.kind == "i" else array
     return int(unsigned.max()) <= 255
 
 
-SMALL_CHECK = 256
+SMALL_CHECK = SMALL_SCAN
 """Up to this many values :func:`bytes_only` reads their bytes: a numpy reduction costs ~1.2
 us and makes the session run after it ~1.5 us slower (measured on the digits CNN's input of
 64 values: 0.4 us in all the bytes' way)."""
-
-
-@functools.lru_cache(maxsize=64)
-def _high_bits(n: int, itemsize: int, signed: bool) -> int:
-    """The bytes of n native integers of ``itemsize`` bytes with every bit a value in [0, 255]
-    has clear set (all but the low byte; a signed byte's sign bit), as one integer
-    (int.from_bytes in the machine's byte order)."""
-    high = 0x80 if signed and itemsize == 1 else (1 << 8 * itemsize) - 256
-    return int.from_bytes(np.full(n, high, f"u{itemsize}").tobytes(), sys.byteorder)
 
 
 class ChannelSplitKernel(RegionKernel):
