@@ -247,8 +247,9 @@ DIRECT_CHANNELS = 32
 below, onnxruntime's own im2col beats ours (channels last, a Concat copying C bytes per tap
 and output position: 150 us for a 16-channel 3x3 at 80x80), and the numpy steps between
 run on NCHW tensors (a per-channel requantize on whole planes, a channel split or
-concatenation on contiguous blocks): the YOLOv8n slice 4.0-4.3 -> 3.6 ms (1 thread), with 8
-here. From 64 channels MatMulInteger's GEMM wins (ResNet-18 16.5 ms, 21.1 with 64 here)..."""
+concatenation on contiguous blocks): the YOLOv8n slice on 1 thread took 4.0-4.3 ms with 8
+here, 3.6 with 32. From 64 channels MatMulInteger's GEMM wins (ResNet-18: 16.5 ms, 21.1 with
+64 here)..."""
 DIRECT_IMAGES, DIRECT_POSITIONS = 8, 64
 """...unless more than DIRECT_IMAGES images of fewer than DIRECT_POSITIONS output positions
 each: ConvInteger multiplies image by image (about 1.9 us per image for the digits CNN's
