@@ -412,6 +412,7 @@ def test_a_depthwise_convolution_is_cut_by_channels_over_the_lanes(monkeypatch, 
     model = same_as_reference(program, extreme_feeds(program, c), threads=threads)
     cuts = [(c * j // threads, c * (j + 1) // threads) for j in range(threads)]
     assert channel_cuts(model) == [(cuts, 1)]
+    assert f"in 1 session (1 cut by channels over {threads} lanes)" in model.backend
     assert channel_cuts(vm.load(vm.encode(program), ORT, threads=1)) == []
     batch = conv_program(2, c, 9, 8, c, (3, 3), (stride, stride), (1, 1), (1, 1), "signed8",
                          "raw", True, c, groups=c)

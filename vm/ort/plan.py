@@ -185,14 +185,18 @@ def plan(program: Program, analysis, steps: list, threads: int | None,
 
 def describe(program: Program, fast: list) -> str:
     """The backend of a plan in words: how many instructions run in how many onnxruntime
-    sessions, or that the numpy executor runs (and why, when the self-test refused)."""
+    sessions (those of a region cut over the lanes counted once), or that the numpy executor
+    runs (and why, when the self-test refused)."""
     regions = [s for s in fast if isinstance(s.kernel, RegionKernel)]
     verdict = selftest.known()
     if regions:
         covered = sum(len(s.covers) for s in regions)
+        cut = [s.kernel for s in regions if isinstance(s.kernel, ChannelSplitKernel)]
+        cut = f" ({len(cut)} cut by channels over {max(len(k.parts) for k in cut)} lanes)" \
+            if cut else ""
         rest = ", the rest numpy" if covered < len(program.code) else ""
         return (f"onnxruntime ({verdict}): {covered} of {len(program.code)} instructions in "
-                f"{len(regions)} session{'s' * (len(regions) > 1)}{rest}")
+                f"{len(regions)} session{'s' * (len(regions) > 1)}{cut}{rest}")
     return "numpy" if verdict is None or verdict.form is not None else f"numpy ({verdict})"
 
 
