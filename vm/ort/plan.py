@@ -613,9 +613,9 @@ def _channels(facts: Facts, k: int, start: int, stop: int) -> Facts:
     ins = program.code[k]
     tensors, consts, count = list(program.tensors), dict(program.consts), stop - start
     for t in ins.inputs:                                  # data, weight, bias
-        if t in consts:
-            consts[t] = consts[t][start:stop]
         axis = 1 if t == ins.inputs[0] else 0
+        if t in consts:
+            consts[t] = consts[t][(slice(None),) * axis + (slice(start, stop),)]
         shape = list(tensors[t].shape)
         shape[axis] = count
         tensors[t] = replace(tensors[t], shape=tuple(shape))
