@@ -20,6 +20,8 @@ from __future__ import annotations
 
 from fractions import Fraction
 
+import numpy as np
+
 from .base import bitlen
 from .quant import _bitlen_xp as bitlen_xp, _round_shift_xp as round_shift_xp
 
@@ -115,6 +117,24 @@ def to_int(xp, a, limit: int = 40):
     up = xp.left_shift(m, xp.maximum(e, 0))
     down = round_shift_xp(xp, m, xp.minimum(xp.maximum(-e, 0), limit), "half_even")
     return xp.where(e >= 0, up, down)
+
+
+def native_float32() -> bool:
+    """Whether this thread's numpy float32 arithmetic is IEEE-754 binary32 as ``fl`` says:
+    ties to even, subnormal operands and results kept (no flush- or denormals-to-zero, which a
+    library may switch on in a thread's floating-point control register). Probed with the
+    array loops the kernels use, on operands whose exact results are known."""
+    with np.errstate(all="ignore"):
+        tiny = np.array([2.0 ** -149, 2.0 ** -126], np.float32)
+        sums = np.add(tiny, tiny)                       # denormals-are-zero: 0, 0
+        halves = np.multiply(tiny, np.float32(0.5))     # flush-to-zero: 0; 2^-150: tie to 0
+        ties = np.add(np.array([1.0, 1.0], np.float32),
+                      np.array([2.0 ** -24, 3 * 2.0 ** -24], np.float32))
+        quotient = np.divide(np.float32(1.0), np.array([3.0], np.float32))
+    return sums.tolist() == [2.0 ** -148, 2.0 ** -125] and \
+        halves.tolist() == [0.0, 2.0 ** -127] and \
+        ties.tolist() == [1.0, 1.0 + 2.0 ** -22] and \
+        quotient.tolist() == [11184811 * 2.0 ** -25]
 
 
 # ---------------------------------------------------------------------------------------------

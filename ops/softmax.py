@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from fractions import Fraction
 
+import numpy as np
+
 from . import softfloat as sf
 from .base import Attr, OpDef, Ref, clip_ints, precision_for, require, size_of, wide
 from .batch import along
@@ -102,6 +104,9 @@ def _kernel(xp, x, *, axis, mantissa, exponent, numerator, zero_point, qmin, qma
     axis = normalize_axis(axis, x.ndim, "qsoftmax")
     rows = xp.moveaxis(wide(xp, x), axis, -1)
     k = clip_ints(xp, rows - rows.max(axis=-1, keepdims=True) + (TABLE - 1), 0, TABLE - 1)
+    if xp is np and sf.native_float32():
+        y = _native(k, mantissa, exponent, numerator) + zero_point
+        return np.moveaxis(clip_ints(np, y, qmin, qmax), -1, axis)
     t = (xp.asarray(mantissa, dtype=xp.int64)[k], xp.asarray(exponent, dtype=xp.int64)[k])
     total = (xp.zeros(k.shape[:-1], dtype=xp.int64), xp.full(k.shape[:-1], sf.EMIN, xp.int64))
     for j in range(k.shape[-1]):
@@ -110,6 +115,21 @@ def _kernel(xp, x, *, axis, mantissa, exponent, numerator, zero_point, qmin, qma
     p = sf.mul(xp, t, (q[0][..., None], q[1][..., None]))
     y = sf.to_int(xp, p) + zero_point
     return xp.moveaxis(clip_ints(xp, y, qmin, qmax), -1, axis)
+
+
+def _native(k, mantissa, exponent, numerator):
+    """The same float32 steps on this thread's IEEE float32 (sf.native_float32 checked it
+    rounds as ``fl`` does): the table's values exactly as float32, each row summed in order
+    (``add.accumulate`` adds one element at a time, unlike a reduction's pairwise sum), one
+    quotient, one product per element (a product below 2^-126 rounds to a subnormal here and
+    to 24 bits in sf.mul: both give the integer 0), rounded half to even; int64."""
+    table = np.ldexp(np.asarray(mantissa, np.float64),
+                     np.asarray(exponent, np.int64)).astype(np.float32)   # exact
+    t = table[k]
+    with np.errstate(all="ignore"):
+        total = np.add.accumulate(t, axis=-1, dtype=np.float32)[..., -1:]
+        q = np.divide(np.float32(numerator), total, dtype=np.float32)   # numerator < 2^24
+        return np.rint(np.multiply(t, q, dtype=np.float32)).astype(np.int64)
 
 
 # ---------------------------------------------------------------------------------------------
