@@ -21,6 +21,8 @@ from __future__ import annotations
 
 from fractions import Fraction
 
+import numpy as np
+
 from . import softfloat as sf
 from .base import Attr, OpDef, Ref, bitlen, bound, clip_ints, precision_for, require, size_of
 from .base import wide
@@ -167,6 +169,9 @@ def _kernel(xp, x, *, pool_size, strides, padding, count_include_pad, zero_point
              count_include_pad=count_include_pad)
     n, c, oh, ow = _sum_pool_shape([x.shape], a)
     (kh, kw), (sh, sw), (ph, pw) = pool_size, strides, padding
+    if xp is np and sf.native_float32():
+        y = _native(x, a, zero_point, scale_m, scale_e, out_m, out_e, zero_point_out)
+        return clip_ints(np, y, qmin, qmax)
     cells = xp.zeros((n, c, x.shape[2] + 2 * ph, x.shape[3] + 2 * pw), dtype=xp.int64)
     cells[:, :, ph:ph + x.shape[2], pw:pw + x.shape[3]] = _r24(
         xp, (wide(xp, x) - zero_point) * scale_m)
@@ -180,6 +185,28 @@ def _kernel(xp, x, *, pool_size, strides, padding, count_include_pad, zero_point
     z = xp.where(total < 0, -m2, m2)
     return clip_ints(xp, _plus_round(xp, z, e1 + e2 + scale_e - out_e, zero_point_out),
                      qmin, qmax)
+
+
+def _native(x, a, zero_point, scale_m, scale_e, out_m, out_e, zero_point_out):
+    """The float32 steps of the module doc on this thread's IEEE float32 (sf.native_float32
+    checked it rounds as ``fl`` does; the attributes keep every value normal): each cell one
+    product (v - zp exact in float32), each window's cells added in row-major order, the two
+    quotients and the zero point's sum, rounded half to even; int64."""
+    n, c, oh, ow = _sum_pool_shape([x.shape], a)
+    (kh, kw), (sh, sw), (ph, pw) = a["pool_size"], a["strides"], a["padding"]
+    s_x = np.float32(np.ldexp(float(scale_m), scale_e))              # exact: m < 2^24
+    s_y = np.float32(np.ldexp(float(out_m), out_e))
+    cells = np.zeros((n, c, x.shape[2] + 2 * ph, x.shape[3] + 2 * pw), dtype=np.float32)
+    np.multiply((wide(np, x) - zero_point).astype(np.float32), s_x,
+                out=cells[:, :, ph:ph + x.shape[2], pw:pw + x.shape[3]])
+    total = np.zeros((n, c, oh, ow), dtype=np.float32)
+    for r in range(kh):                  # a padded cell adds +0: A + 0 = A
+        for s in range(kw):
+            np.add(total, cells[:, :, r:r + sh * (oh - 1) + 1:sh, s:s + sw * (ow - 1) + 1:sw],
+                   out=total)
+    y = np.divide(total, _counts(np, x.shape, a, oh, ow).astype(np.float32))
+    w = np.add(np.divide(y, s_y), np.float32(zero_point_out))
+    return np.rint(w).astype(np.int64)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,7 +1,8 @@
-"""qsoftmax's numpy kernel on the machine's IEEE float32 (ops/softmax.py ``_native``) against
-its soft-float kernel (every float32 step in integers) and the exact-rational reference: long
-rows whose in-order sums round at every step, tables with subnormal entries, ties at the final
-rounding; the float32 probe (ops/softfloat.native_float32) and the fall-back it guards."""
+"""The numpy kernels of qsoftmax and qavg_pool2d on the machine's IEEE float32 (``_native`` in
+ops/softmax.py, ops/qpool.py) against their soft-float kernels (every float32 step in
+integers) and the exact-rational reference: long rows whose in-order sums round at every
+step, tables with subnormal entries, ties at the final rounding; the float32 probe
+(ops/softfloat.native_float32) and the fall-back it guards."""
 from __future__ import annotations
 
 import numpy as np
@@ -10,9 +11,9 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 import ops
 from ops import softfloat as sf
-from ops.base import Ref
+from ops.base import Ref, bound
 
-QSOFTMAX = ops.get("qsoftmax")
+QSOFTMAX, QAVG_POOL = ops.get("qsoftmax"), ops.get("qavg_pool2d")
 
 
 def table(scale: float, d: int):
@@ -27,11 +28,11 @@ def attrs(scale: float, d: int, numerator: int, zero_point: int = 0, axis: int =
                                      qmax=70000))
 
 
-def soft(monkeypatch, x, a):
+def soft(monkeypatch, x, a, op=QSOFTMAX):
     """The soft-float kernel (the probe said no)."""
     with monkeypatch.context() as m:
         m.setattr(sf, "native_float32", lambda: False)
-        return QSOFTMAX.kernel(np, x, **a)
+        return op.kernel(np, x, **a)
 
 
 def test_the_probe_sees_ieee_float32_here():
@@ -61,3 +62,24 @@ def test_native_rows_equal_the_exact_reference(scale, numerator):
     a = attrs(scale, 600, numerator, zero_point=-7, axis=1)
     want = QSOFTMAX.scalar([Ref.from_array(x)], a).to_array()
     assert np.array_equal(QSOFTMAX.kernel(np, x, **a), want)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.data())
+def test_native_average_pools_equal_the_soft_float_kernel_and_the_reference(monkeypatch,
+                                                                            data):
+    """qavg_pool2d's cases (one scale for input and output among them: the ties of real
+    models), on larger planes too: native, soft-float and exact-rational kernels agree."""
+    from tests.cases.kernels import qavg_pool2d
+    case = data.draw(qavg_pool2d())
+    a = QAVG_POOL.check_attrs(case.attrs)
+    (shape, precision), = [(i.shape, i.precision) for i in case.inputs]
+    if data.draw(st.booleans()):                        # a plane of a real model's size
+        shape = shape[:2] + (shape[2] + 12, shape[3] + 40)
+    r = bound(precision)
+    rng = np.random.default_rng(data.draw(st.integers(0, 2 ** 32 - 1)))
+    x = rng.integers(-r, r + 1, shape).astype(np.int16)
+    got = QAVG_POOL.kernel(np, x, **a)
+    assert np.array_equal(got, soft(monkeypatch, x, a, QAVG_POOL))
+    if x.size <= 64:
+        assert np.array_equal(got, QAVG_POOL.scalar([Ref.from_array(x)], a).to_array())
