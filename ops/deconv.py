@@ -10,6 +10,8 @@ its every float32 rounding reproduced in integers; the output is then the quanti
 """
 from __future__ import annotations
 
+import numpy as np
+
 from . import deconv32 as fp32
 from . import softfloat as sf
 from .base import Attr, OpDef, Ref, bound, precision_for, require, size_of, wide
@@ -142,8 +144,10 @@ def _kernel(xp, x, w, b=None, *, channels, kernel_size, strides, dilation, group
     if rounding == "fp32":
         a = dict(fp32_attrs, channels=channels, kernel_size=kernel_size, strides=strides,
                  dilation=dilation, groups=groups, zero_point=zero_point)
-        full = fp32.kernel(xp, x, w, a, shape)
         crop = (slice(None), slice(None), slice(top, fh - bottom), slice(left, fw - right))
+        if xp is np and sf.native_float32():
+            return fp32.native_quantize(fp32.native(x, w, a, shape)[crop], a)
+        full = fp32.kernel(xp, x, w, a, shape)
         return fp32.quantize(xp, (full[0][crop], full[1][crop]), a)
     full = xp.zeros(shape, dtype=xp.int64)
     xs = (wide(xp, x) - zero_point).astype(dt).reshape(n, groups, cg, h * wd)

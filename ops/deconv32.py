@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from fractions import Fraction
 
+import numpy as np
+
 from . import softfloat as sf
 from .base import Ref, precision_for, require, size_of, wide
 from .quant import MAX_DATA_PRECISION
@@ -128,6 +130,76 @@ def kernel(xp, x, w, a, full_shape):
                               (col[0][:, :, r, s], col[1][:, :, r, s]))
                 full[0][cells], full[1][cells] = got
     return full
+
+
+def native(x, w, a, full_shape):
+    """:func:`kernel` on this thread's IEEE arithmetic (sf.native_float32 checked it rounds to
+    nearest, ties to even, subnormals kept): the same steps on float32 arrays, in the same
+    order, each fused multiply-add rounded once (:func:`_fma`); the uncropped sums, float32."""
+    n, c, h, wd = x.shape
+    (kh, kw), (sh, sw), (dh, dw) = a["kernel_size"], a["strides"], a["dilation"]
+    g, m = a["groups"], a["channels"]
+    cg, mg = c // g, m // g
+    s_x = np.float32(np.ldexp(float(a["x_scale"][0]), a["x_scale"][1]))          # exact
+    s_w = np.ldexp(np.asarray(a["w_mantissa"], np.float64),
+                   np.asarray(a["w_exponent"], np.int64)).astype(np.float32)
+    with np.errstate(all="ignore"):
+        xf = np.multiply((wide(np, x) - a["zero_point"]).astype(np.float32), s_x)
+        wf = np.multiply(wide(np, w).astype(np.float32), s_w.reshape(1, -1, 1, 1))
+        x64, w64 = xf.astype(np.float64), wf.astype(np.float64)                # exact
+        full = np.zeros(full_shape, np.float32)
+        rows = max(1, CHUNK // max(1, n * mg * kh * kw * wd))
+        for grp in range(g):
+            col = np.empty((n, mg, kh, kw, h, wd), np.float32)
+            for y0 in range(0, h, rows):                  # row blocks that stay in cache
+                col[..., y0:y0 + rows, :] = _native_columns(x64, w64, grp * cg, cg,
+                                                            slice(y0, y0 + rows))
+            chans = slice(grp * mg, (grp + 1) * mg)
+            for r in range(kh):
+                for s in range(kw):
+                    cells = (slice(None), chans, slice(r * dh, r * dh + sh * (h - 1) + 1, sh),
+                             slice(s * dw, s * dw + sw * (wd - 1) + 1, sw))
+                    full[cells] = np.add(full[cells], col[:, :, r, s])
+    return full
+
+
+def _native_columns(x64, w64, first: int, count: int, rows: slice):
+    """:func:`_columns` on float32 arrays (float64 copies of the dequantized values in)."""
+    col = None
+    for start in range(0, count, K_BLOCK):
+        acc = None
+        for ch in range(first + start, first + min(count, start + K_BLOCK)):
+            wk, xk = w64[ch][None, :, :, :, None, None], x64[:, ch, rows][:, None, None, None]
+            if acc is None:
+                acc = np.zeros((xk.shape[0],) + wk.shape[1:4] + xk.shape[4:], np.float32)
+            acc = _fma(wk, xk, acc)
+        col = acc if col is None else np.add(col, acc)
+    return col
+
+
+def _fma(a, b, c):
+    """fl(a * b + c) for float32 values (a, b as float64, c float32), rounded once: the product
+    is exact in float64 (24-bit significands), the sum s = RN64(a b + c) with its exact error
+    e (TwoSum: s + e = a b + c); s moved to its odd neighbour towards e when e != 0 and s is
+    even is the sum rounded to odd in 53 bits, and rounding that to float32 (24 bits, 53 >=
+    24 + 2) is the one rounding to nearest of the exact sum (Boldo and Melquiond)."""
+    p = a * b
+    c = c.astype(np.float64)
+    s = p + c
+    t = s - p
+    e = (p - (s - t)) + (c - t)
+    bits = s.view(np.int64)
+    odd = bits + np.where((e > 0) == (s > 0), 1, -1)
+    return np.where((e != 0) & (bits & 1 == 0), odd, bits).view(np.float64).astype(np.float32)
+
+
+def native_quantize(v, a):
+    """:func:`quantize` of float32 sums ``v`` on this thread's IEEE float32."""
+    s_y = np.float32(np.ldexp(float(a["y_scale"][0]), a["y_scale"][1]))
+    with np.errstate(all="ignore"):
+        q = np.clip(np.rint(np.divide(v, s_y)), -sf.SATURATE, sf.SATURATE)
+    y = q.astype(np.int64) + a["y_zero_point"]
+    return np.minimum(np.maximum(y, a["qmin"]), a["qmax"])
 
 
 def no_subnormals(a) -> bool:

@@ -1,7 +1,8 @@
-"""The numpy kernels of qsoftmax and qavg_pool2d on the machine's IEEE float32 (``_native`` in
-ops/softmax.py, ops/qpool.py) against their soft-float kernels (every float32 step in
-integers) and the exact-rational reference: long rows whose in-order sums round at every
-step, tables with subnormal entries, ties at the final rounding; the float32 probe
+"""The numpy kernels of qsoftmax, qavg_pool2d and qconv2d_transpose's ``fp32`` rounding on the
+machine's IEEE float32 (ops/softmax.py, ops/qpool.py, ops/deconv32.py) against their
+soft-float kernels (every float32 step in integers) and the exact-rational reference: long
+rows whose in-order sums round at every step, tables with subnormal entries, subnormal
+products, fused multiply-adds at ties, more channels than one SGEMM block; the float32 probe
 (ops/softfloat.native_float32) and the fall-back it guards."""
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from ops import softfloat as sf
 from ops.base import Ref, bound
 
 QSOFTMAX, QAVG_POOL = ops.get("qsoftmax"), ops.get("qavg_pool2d")
+DECONV = ops.get("qconv2d_transpose")
 
 
 def table(scale: float, d: int):
@@ -28,11 +30,11 @@ def attrs(scale: float, d: int, numerator: int, zero_point: int = 0, axis: int =
                                      qmax=70000))
 
 
-def soft(monkeypatch, x, a, op=QSOFTMAX):
+def soft(monkeypatch, x, a, op=QSOFTMAX, *more):
     """The soft-float kernel (the probe said no)."""
     with monkeypatch.context() as m:
         m.setattr(sf, "native_float32", lambda: False)
-        return op.kernel(np, x, **a)
+        return op.kernel(np, x, *more, **a)
 
 
 def test_the_probe_sees_ieee_float32_here():
@@ -83,3 +85,51 @@ def test_native_average_pools_equal_the_soft_float_kernel_and_the_reference(monk
     assert np.array_equal(got, soft(monkeypatch, x, a, QAVG_POOL))
     if x.size <= 64:
         assert np.array_equal(got, QAVG_POOL.scalar([Ref.from_array(x)], a).to_array())
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.data())
+def test_native_transposed_convolutions_equal_the_soft_float_kernel(monkeypatch, data):
+    """qconv2d_transpose's fp32 cases (scales whose products tie or are subnormal), with up
+    to 140 input channels per group (two SGEMM blocks of K_BLOCK 128) on some: native and
+    soft-float kernels agree, and the exact-rational rule on small ones."""
+    from tests.cases.kernels import deconv_fp32_attrs, qconv2d_transpose
+    case = data.draw(qconv2d_transpose())
+    if "x_scale" not in case.attrs:
+        case.attrs.update(deconv_fp32_attrs(data.draw, case.attrs["channels"] //
+                                            case.attrs["groups"]))
+        case.attrs["use_bias"] = False
+        case.inputs = case.inputs[:2]
+    (xs, xp_), (ws, wp) = [(i.shape, i.precision) for i in case.inputs]
+    if data.draw(st.booleans()):                         # many channels: two K blocks
+        g = case.attrs["groups"]
+        c = g * data.draw(st.sampled_from([127, 128, 129, 140]))
+        xs, ws = (xs[0], c) + xs[2:], (c,) + ws[1:]
+    a = DECONV.check_attrs(case.attrs)
+    rng = np.random.default_rng(data.draw(st.integers(0, 2 ** 32 - 1)))
+    x = rng.integers(-bound(xp_), bound(xp_) + 1, xs).astype(np.int16)
+    w = rng.integers(-bound(wp), bound(wp) + 1, ws).astype(np.int16)
+    got = DECONV.kernel(np, x, w, **a)
+    assert np.array_equal(got, soft(monkeypatch, x, a, DECONV, w))
+    if x.size * w.shape[1] <= 64:
+        want = DECONV.scalar([Ref.from_array(x), Ref.from_array(w)], a).to_array()
+        assert np.array_equal(got, want)
+
+
+def test_the_fused_multiply_add_rounds_once():
+    """ops/deconv32._fma on products that put a*b + c just off a float32 tie, where rounding
+    to float64 first lands on the tie and a second rounding to float32 goes the wrong way
+    (hundreds of these among the cases; checked to occur): the exact sum rounded once."""
+    from fractions import Fraction
+    from ops.deconv32 import _fma
+    f32 = np.float32
+    k = np.arange(1, 400, dtype=np.float64)
+    a = np.concatenate([1 + k * 2.0 ** -23, 1 - k * 2.0 ** -23]).astype(f32)
+    b = (2.0 ** -24 * np.concatenate([1 - k * 2.0 ** -23, 1 + k * 2.0 ** -23])).astype(f32)
+    a, b = np.concatenate([a, a, -a]), np.concatenate([b, b, b])
+    c = np.repeat(np.array([1.0, 1 + 2.0 ** -23, 1 + 2.0 ** -23], f32), k.size * 2)
+    exact = np.array([float(sf.sfl32(Fraction(float(x)) * Fraction(float(y)) +
+                                     Fraction(float(z)))) for x, y, z in zip(a, b, c)], f32)
+    twice = (a.astype(np.float64) * b.astype(np.float64) + c.astype(np.float64)).astype(f32)
+    assert (twice != exact).sum() > 100                  # the cases do tie
+    assert np.array_equal(_fma(a.astype(np.float64), b.astype(np.float64), c), exact)
