@@ -140,9 +140,7 @@ def native(x, w, a, full_shape):
     (kh, kw), (sh, sw), (dh, dw) = a["kernel_size"], a["strides"], a["dilation"]
     g, m = a["groups"], a["channels"]
     cg, mg = c // g, m // g
-    s_x = np.float32(np.ldexp(float(a["x_scale"][0]), a["x_scale"][1]))          # exact
-    s_w = np.ldexp(np.asarray(a["w_mantissa"], np.float64),
-                   np.asarray(a["w_exponent"], np.int64)).astype(np.float32)
+    s_x, s_w = sf.float32_of(*a["x_scale"]), sf.float32_of(a["w_mantissa"], a["w_exponent"])
     with np.errstate(all="ignore"):
         xf = np.multiply((wide(np, x) - a["zero_point"]).astype(np.float32), s_x)
         wf = np.multiply(wide(np, w).astype(np.float32), s_w.reshape(1, -1, 1, 1))
@@ -195,7 +193,7 @@ def _fma(a, b, c):
 
 def native_quantize(v, a):
     """:func:`quantize` of float32 sums ``v`` on this thread's IEEE float32."""
-    s_y = np.float32(np.ldexp(float(a["y_scale"][0]), a["y_scale"][1]))
+    s_y = sf.float32_of(*a["y_scale"])
     with np.errstate(all="ignore"):
         q = np.clip(np.rint(np.divide(v, s_y)), -sf.SATURATE, sf.SATURATE)
     y = q.astype(np.int64) + a["y_zero_point"]

@@ -194,8 +194,7 @@ def _native(x, a, zero_point, scale_m, scale_e, out_m, out_e, zero_point_out):
     quotients and the zero point's sum, rounded half to even; int64."""
     n, c, oh, ow = _sum_pool_shape([x.shape], a)
     (kh, kw), (sh, sw), (ph, pw) = a["pool_size"], a["strides"], a["padding"]
-    s_x = np.float32(np.ldexp(float(scale_m), scale_e))              # exact: m < 2^24
-    s_y = np.float32(np.ldexp(float(out_m), out_e))
+    s_x, s_y = sf.float32_of(scale_m, scale_e), sf.float32_of(out_m, out_e)
     cells = np.zeros((n, c, x.shape[2] + 2 * ph, x.shape[3] + 2 * pw), dtype=np.float32)
     np.multiply((wide(np, x) - zero_point).astype(np.float32), s_x,
                 out=cells[:, :, ph:ph + x.shape[2], pw:pw + x.shape[3]])

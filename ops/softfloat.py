@@ -119,6 +119,12 @@ def to_int(xp, a, limit: int = 40):
     return xp.where(e >= 0, up, down)
 
 
+def float32_of(m, e) -> np.ndarray:
+    """The float32 values m * 2^e of (mantissa, exponent) pairs (scalars or sequences), exact:
+    float64 holds m * 2^e exactly and the value is a float32."""
+    return np.ldexp(np.asarray(m, np.float64), np.asarray(e, np.int64)).astype(np.float32)
+
+
 def native_float32() -> bool:
     """Whether this thread's numpy float32 arithmetic is IEEE-754 binary32 as ``fl`` says:
     ties to even, subnormal operands and results kept (no flush- or denormals-to-zero, which a

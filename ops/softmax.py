@@ -123,9 +123,7 @@ def _native(k, mantissa, exponent, numerator):
     (``add.accumulate`` adds one element at a time, unlike a reduction's pairwise sum), one
     quotient, one product per element (a product below 2^-126 rounds to a subnormal here and
     to 24 bits in sf.mul: both give the integer 0), rounded half to even; int64."""
-    table = np.ldexp(np.asarray(mantissa, np.float64),
-                     np.asarray(exponent, np.int64)).astype(np.float32)   # exact
-    t = table[k]
+    t = sf.float32_of(mantissa, exponent)[k]
     with np.errstate(all="ignore"):
         total = np.add.accumulate(t, axis=-1, dtype=np.float32)[..., -1:]
         q = np.divide(np.float32(numerator), total, dtype=np.float32)   # numerator < 2^24
