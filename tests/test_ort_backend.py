@@ -518,26 +518,23 @@ def test_a_wide_input_holding_bytes_runs_the_guarded_session(shape):
     (step,) = model.plan.fast
     assert step.kernel.guarded is not None
     calls = []
-    for session in (step.kernel.session, step.kernel.guarded[1]):
-        run = session.run
-        session_calls = lambda *a, run=run, s=session: calls.append(s) or run(*a)
-        try:
-            session.run = session_calls
-        except AttributeError:
-            pytest.skip("onnxruntime sessions cannot be wrapped here")
+    kernel = step.kernel
+    wide, (positions, narrow, names) = kernel._run, kernel.guarded
+    kernel._run = lambda *a: calls.append("wide") or wide(*a)
+    kernel.guarded = (positions, lambda *a: calls.append("bytes") or narrow(*a), names)
     rng = np.random.default_rng(1)
-    for lo, hi, which in ((0, 255, step.kernel.guarded[1]), (-255, 255, step.kernel.session)):
+    for lo, hi, which in ((0, 255, "bytes"), (-255, 255, "wide")):
         x = rng.integers(lo, hi + 1, shape).astype(np.int32)
         x.reshape(-1)[::5] = hi
         same_as_reference(program, {"x": x})
         model.run({"x": x})
-        assert calls[-1] is which
+        assert calls[-1] == which
     for odd in (-1, -255):
         x = rng.integers(0, 256, shape).astype(np.int32)
         x.reshape(-1)[-1] = odd
         same_as_reference(program, {"x": x})
         model.run({"x": x})
-        assert calls[-1] is step.kernel.session
+        assert calls[-1] == "wide"
     same_as_reference(program, {"x": rng.integers(0, 256, shape).astype(np.uint8)})
 
 
@@ -921,6 +918,71 @@ def test_a_whole_program_of_small_ops_is_one_session_up_to_its_limit(auto_lowers
     model = same_as_reference(chain(2 * plan.REGION_MAX + 1), feeds)
     regions = [s for s in model.plan.fast if isinstance(s.kernel, plan.RegionKernel)]
     assert [len(s.covers) for s in regions] == [plan.REGION_MAX, plan.REGION_MAX, 1]
+
+
+def two_outputs_program():
+    """A convolution, its requantized bytes and their max: two outputs from one session."""
+    b = Builder("two")
+    x = b.input("x", (1, 3, 6, 6), 8)
+    w = b.const("w", np.random.default_rng(3).integers(-127, 128, (4, 3, 3, 3)), precision=8)
+    y = b.op("qconv2d", x, w, channels=4, kernel_size=(3, 3), padding=(1, 1), use_bias=False)
+    q = b.op("requantize", y, multiplier=[11], shift=[12], zero_point=0, zero_point_in=0,
+             qmin=-128, qmax=127, rounding="half_even", axis=1)
+    b.output(y)
+    b.output(b.op("relu", q))
+    return b.build()
+
+
+def test_a_model_that_is_one_session_runs_it_without_the_loop():
+    """A plan of one session reading the inputs and writing the outputs calls it directly
+    (``Plan.single``): the loop's bytes, dtypes and shapes; fresh arrays each run, shared with
+    nothing; ``out=`` and traced runs still take the loop."""
+    program = two_outputs_program()
+    x = np.random.default_rng(4).integers(-128, 128, (1, 3, 6, 6)).astype(np.int8)
+    model = same_as_reference(program, {"x": x})
+    assert model.plan.single is not None and len(model.plan.fast) == 1
+    first = model.run({"x": x})
+    looped = dict(zip(first, model.plan.run({model.plan.input_ids[0]: x},
+                                            fused=True)))
+    for k, v in first.items():
+        assert v.tobytes() == looped[k].tobytes() and v.dtype == looped[k].dtype
+        assert v.flags.writeable and not np.shares_memory(v, x)
+    a, b = first.values()
+    assert not np.shares_memory(a, b)
+    want = {k: v.copy() for k, v in first.items()}
+    for v in first.values():
+        v[...] = 7
+    again = model.run({"x": x})
+    assert all(again[k].tobytes() == want[k].tobytes() for k in want)
+    out = {k: np.empty_like(v) for k, v in want.items()}
+    assert all(model.run({"x": x}, out=out)[k] is out[k] for k in out)
+    assert all(out[k].tobytes() == want[k].tobytes() for k in want)
+    assert model.trace({"x": x}).results.keys() == want.keys()
+
+
+def test_a_plan_of_numpy_steps_or_several_sessions_has_no_shortcut():
+    program = two_outputs_program()
+    assert vm.load(program, vm.cpu(backend="numpy")).plan.single is None
+    assert vm.load(program, vm.reference()).plan.single is None
+    passthrough = Builder("pass")
+    x = passthrough.input("x", (4,), 8)
+    passthrough.output(x)
+    passthrough.output(passthrough.op("relu", x))
+    assert vm.load(passthrough.build(), ORT).plan.single is None      # an input is an output
+
+
+@pytest.mark.parametrize("raised, error", [(RuntimeError("boom"), vm.InternalError),
+                                           (MemoryError(), vm.EnvironmentFault)])
+def test_a_session_failing_in_the_shortcut_names_the_instruction(raised, error):
+    model = vm.load(two_outputs_program(), ORT)
+    (step,) = model.plan.fast
+
+    def fail(*args):
+        raise raised
+    step.kernel._run = fail
+    x = np.zeros((1, 3, 6, 6), np.int8)
+    with pytest.raises(error, match="qconv2d"):
+        model.run({"x": x})
 
 
 # ---------------------------------------------------------------------------------------------

@@ -39,7 +39,7 @@ class TensorInfo:
     precision: int
     dtype: np.dtype
 
-    @property
+    @functools.cached_property
     def symbol(self) -> str | None:
         return self.shape[0] if self.shape and isinstance(self.shape[0], str) else None
 
@@ -113,11 +113,12 @@ class Model:
             with self._executor.exclusive():      # the formal executor builds z3 terms here
                 self.plan = Plan(program, self.analysis, self._executor, threads)
             self._instances[()] = Instance({}, program, self.analysis, self.plan)
-        info = lambda i: TensorInfo(program.tensors[i].name, program.tensors[i].shape,
+        info = lambda i: TensorInfo(program.tensors[i].name, tuple(program.tensors[i].shape),
                                     program.tensors[i].precision, program.tensors[i].dtype)
         self.inputs = [info(i) for i in program.inputs]
         self.outputs = [info(i) for i in program.outputs]
         self._input_names = {t.name: None for t in self.inputs}      # in order
+        self._output_names = [t.name for t in self.outputs]
 
     # -- facts (known before running) -------------------------------------------------------
     @property
@@ -270,6 +271,9 @@ class Model:
         """:meth:`run` on inputs ``_check_inputs`` returned (storage dtypes, input order)."""
         inst = self.instance(**dims) if dims or self.closed or not self.plan else \
             self._instances[()]
+        single = inst.plan.single
+        if single is not None and trace is None and not out:
+            return dict(zip(self._output_names, single(feeds)))
         buffers = self._check_out(out or {}, inst) if out else {}
         ex, program = inst.plan.executor, inst.program
         direct = {program.outputs[k]: b for k, b in buffers.items()} \
@@ -302,18 +306,18 @@ class Model:
         return trace(self, inputs, keep, strict)
 
     def _check_inputs(self, inputs: Any) -> tuple[list[np.ndarray], dict[str, int]]:
-        if not isinstance(inputs, Mapping):
+        if type(inputs) is not dict and not isinstance(inputs, Mapping):
             if len(self.inputs) != 1:
                 raise TrapError(f"model has {len(self.inputs)} inputs "
                                 f"({', '.join(t.name for t in self.inputs)}): pass a dict")
             inputs = {self.inputs[0].name: inputs}
         names = self._input_names
-        unknown = [key for key in inputs if key not in names]     # the caller's order
-        if unknown:
-            raise TrapError(f"unknown input {shown(unknown[0])} (inputs: {', '.join(names)})")
+        if not names.keys() >= inputs.keys():
+            unknown = next(key for key in inputs if key not in names)   # the caller's order
+            raise TrapError(f"unknown input {shown(unknown)} (inputs: {', '.join(names)})")
         dims: dict[str, tuple[int, str]] = {}
         feeds = [_check_input(t, inputs.get(t.name), self.symbols, dims) for t in self.inputs]
-        return feeds, {s: n for s, (n, _) in dims.items()}
+        return feeds, {s: n for s, (n, _) in dims.items()} if dims else {}
 
     def _check_out(self, out: Mapping, inst: Instance) -> dict[int, np.ndarray]:
         """Output index -> caller buffer, each checked (TrapError) before anything runs."""
@@ -389,33 +393,37 @@ def _check_input(t: TensorInfo, value: Any, symbols: Mapping[str, int],
                         f"({type(e).__name__}: {shown(str(e))})") from None
     if array.dtype.kind not in "iu":
         raise TrapError(f"input {t.name!r}: dtype {array.dtype} is not an integer type")
-    fixed = t.shape[1:] if t.symbol else t.shape
-    if array.ndim != len(t.shape) or tuple(array.shape[len(t.shape) - len(fixed):]) != fixed:
-        want = ", ".join(map(str, t.shape))
-        raise TrapError(f"input {t.name!r}: shape {tuple(array.shape)} != ({want})"
-                        + (f" ({t.symbol} <= {symbols[t.symbol]})" if t.symbol else ""))
-    if t.symbol:
-        n, limit = array.shape[0], symbols[t.symbol]
+    symbol = t.symbol
+    if symbol is None:
+        if array.shape != t.shape:
+            raise TrapError(f"input {t.name!r}: shape {tuple(array.shape)} != "
+                            f"({', '.join(map(str, t.shape))})")
+    else:
+        if array.ndim != len(t.shape) or array.shape[1:] != t.shape[1:]:
+            raise TrapError(f"input {t.name!r}: shape {tuple(array.shape)} != "
+                            f"({', '.join(map(str, t.shape))}) ({symbol} <= {symbols[symbol]})")
+        n, limit = array.shape[0], symbols[symbol]
         if not 1 <= n <= limit:
-            raise TrapError(f"input {t.name!r}: {t.symbol} = {n} outside [1, {limit}]")
-        seen = dims.setdefault(t.symbol, (n, t.name))
+            raise TrapError(f"input {t.name!r}: {symbol} = {n} outside [1, {limit}]")
+        seen = dims.setdefault(symbol, (n, t.name))
         if seen[0] != n:
-            raise TrapError(f"input {t.name!r}: {t.symbol} = {n}, but input {seen[1]!r} has "
-                            f"{t.symbol} = {seen[0]}")
-    r = bound(t.precision)
-    low, high = _limits(array.dtype)
-    k = None if -r <= low and high <= r else \
-        first_outside(array, max(-r, low), min(r, high))                # in array's dtype
+            raise TrapError(f"input {t.name!r}: {symbol} = {n}, but input {seen[1]!r} has "
+                            f"{symbol} = {seen[0]}")
+    scan = _scan_bounds(t.precision, array.dtype)
+    k = None if scan is None else first_outside(array, *scan)
     if k is not None:
         raise TrapError(f"input {t.name!r}: value {int(array.reshape(-1)[k])} at flat index "
-                        f"{k} outside precision {t.precision} (|v| <= {r})")
+                        f"{k} outside precision {t.precision} (|v| <= {bound(t.precision)})")
     return array.astype(t.dtype, copy=False)
 
 
 @functools.lru_cache(maxsize=None)
-def _limits(dtype: np.dtype) -> tuple[int, int]:
-    info = np.iinfo(dtype)
-    return int(info.min), int(info.max)
+def _scan_bounds(precision: int, dtype: np.dtype) -> tuple[int, int] | None:
+    """The bounds to check values of ``dtype`` against for ``precision`` (|v| <= 2^(p-1) - 1),
+    each representable in ``dtype``; None when every value of ``dtype`` is within."""
+    r, info = bound(precision), np.iinfo(dtype)
+    low, high = int(info.min), int(info.max)
+    return None if -r <= low and high <= r else (max(-r, low), min(r, high))
 
 
 def open_model(source: Any, ctx: Context | None = None, limits: Limits | None = None,

@@ -18,29 +18,41 @@ class RegionKernel:
     both compute the same bytes there; it only saves work (a program input declared wider than
     the bytes it gets). Both sessions' outputs are the exported tensors in order."""
 
+    fresh_results = True
+    """Each call returns new arrays (onnxruntime's), shared with nothing (vm/interp.py)."""
+
     def __init__(self, session, inputs: list[str], constants: list[dict]):
         self.session, self.inputs, self.constants = session, inputs, constants
         self.names = [o.name for o in session.get_outputs()]
+        self._run = binding_run(session)
         self.guarded = None
 
     def guard(self, positions: list[int], session, constants) -> None:
         """Run ``session`` when the inputs at ``positions`` hold bytes (``constants``: its
         external initializers)."""
-        self.guarded = (positions, session, [o.name for o in session.get_outputs()])
+        self.guarded = (positions, binding_run(session), [o.name for o in session.get_outputs()])
         self.constants = [*self.constants, constants]
 
     def __call__(self, xp, *arrays):
-        session, names = self.session, self.names
+        run, names = self._run, self.names
         if self.guarded is not None:
             for k in self.guarded[0]:
                 if not bytes_only(arrays[k]):
                     break
             else:
-                session, names = self.guarded[1:]
-        results = session.run(names, {name: a if a.flags.c_contiguous else
-                                      np.ascontiguousarray(a)
-                                      for name, a in zip(self.inputs, arrays)})
+                run, names = self.guarded[1:]
+        results = run(names, {name: a if a.flags.c_contiguous else np.ascontiguousarray(a)
+                              for name, a in zip(self.inputs, arrays)}, None)
         return results[0] if len(results) == 1 else tuple(results)
+
+
+def binding_run(session):
+    """``session.run``, as onnxruntime's compiled binding where its Python wrapper exposes it
+    (``_sess``): the wrapper only checks the feed's names (ours are the session's own) and
+    fills in default output names (we pass them), ~1.8 us a call (measured on the digits
+    CNN's session: 18.3 -> 16.5 us). Called as ``run(output names, feeds, None)``."""
+    binding = getattr(session, "_sess", None)
+    return binding.run if callable(getattr(binding, "run", None)) else session.run
 
 
 def bytes_only(array: np.ndarray) -> bool:
