@@ -971,6 +971,44 @@ def test_a_plan_of_numpy_steps_or_several_sessions_has_no_shortcut():
     assert vm.load(passthrough.build(), ORT).plan.single is None      # an input is an output
 
 
+def test_the_direct_run_takes_what_the_checked_run_takes_with_the_same_bytes():
+    """``Model.run``'s shortcut for a one-session model (vm/model.py ``_direct_run``): exact
+    storage dtype and shape, values tested for bytes first (the guarded session's choice) or
+    against the precision; anything else goes through the full check: the same bytes for
+    every accepted input, the same errors for the rest."""
+    b = Builder("wide")
+    x = b.input("x", (1, 3, 8, 8), 9)
+    w = b.const("w", np.random.default_rng(0).integers(-127, 128, (4, 3, 3, 3)), precision=8)
+    b.output(b.op("qconv2d", x, w, channels=4, kernel_size=(3, 3), padding=(1, 1),
+                  use_bias=False))
+    program = b.build()
+    model = vm.load(program, ORT)
+    assert model._direct is not None and model.plan.single_bytes == (0,)
+    reference = vm.load(program, vm.reference())
+    rng = np.random.default_rng(5)
+    dtype = model.inputs[0].dtype
+    feeds = [rng.integers(0, 256, (1, 3, 8, 8)), rng.integers(-255, 256, (1, 3, 8, 8)),
+             np.full((1, 3, 8, 8), 255), np.full((1, 3, 8, 8), -255)]
+    for values in feeds:
+        (want,) = reference.run({"x": values}).values()
+        for given in (values.astype(dtype), values.astype(np.int64), values.tolist(),
+                      values.astype(dtype).astype(dtype.newbyteorder(">")),
+                      np.asfortranarray(values.astype(dtype))):
+            (got,) = model.run({"x": given}).values()
+            assert got.tobytes() == want.tobytes() and got.dtype == want.dtype
+    bad = [({"x": np.full((1, 3, 8, 8), 256, dtype)}, "outside precision 9"),
+           ({"x": np.zeros((1, 3, 8, 9), dtype)}, "shape"),
+           ({"x": np.zeros((1, 3, 8, 8), np.float32)}, "not an integer type"),
+           ({"x": np.zeros((1, 3, 8, 8), dtype), "z": 1}, "unknown input"),
+           ({}, "missing input")]
+    for inputs, message in bad:
+        with pytest.raises(vm.TrapError, match=message):
+            model.run(inputs)
+    model.close()
+    with pytest.raises(vm.TrapError, match="closed"):
+        model.run({"x": np.zeros((1, 3, 8, 8), dtype)})
+
+
 @pytest.mark.parametrize("raised, error", [(RuntimeError("boom"), vm.InternalError),
                                            (MemoryError(), vm.EnvironmentFault)])
 def test_a_session_failing_in_the_shortcut_names_the_instruction(raised, error):

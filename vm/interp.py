@@ -63,9 +63,13 @@ class Plan:
         self._local = threading.local()
         self.single = self._single_step()
         """A plan that is one bare step reading the program's inputs and writing its outputs
-        (a model that is one onnxruntime session): the function of the host input arrays, in
-        order, that returns the output arrays, fresh, in their storage dtypes: :meth:`run`
-        without the loop, the same bytes (the digits CNN: ~5 us of 32 a call). Else None."""
+        (a model that is one onnxruntime session): ``single(feeds, narrow=None)``, of the host
+        input arrays in order, returns the output arrays, fresh, in their storage dtypes:
+        :meth:`run` without the loop, the same bytes.
+        ``narrow``: whether the inputs at :attr:`single_bytes` hold bytes, when the caller
+        knows (vm/ort/kernels.py RegionKernel.call). Else None."""
+        self.single_bytes = self.fast[0].kernel.byte_positions if self.single else ()
+        """The input positions whose holding bytes selects the session's narrow variant."""
 
     def run(self, inputs: dict[int, Any], trace: Callable | None = None,
             fused: bool | None = None, out: dict[int, Any] | None = None) -> list:
@@ -113,9 +117,9 @@ class Plan:
     def _single_step(self) -> Callable | None:
         """:attr:`single`, where it applies: a host executor, no lock, scratch or BLAS limit to
         hold, one step without keyword arguments whose kernel returns arrays of its own
-        (``fresh_results``), whose inputs are the program's inputs and whose outputs (results
-        it computes) are the program's outputs, in order. The function holds no reference to
-        the plan."""
+        (``fresh_results``: a session kernel, with ``call`` and ``byte_positions``), whose
+        inputs are the program's inputs and whose outputs (results it computes) are the
+        program's outputs, in order. The function holds no reference to the plan."""
         program, steps = self.program, self.fast
         if not self._bare or self.executor.name != "cpu" or len(steps) != 1:
             return None
@@ -124,13 +128,13 @@ class Plan:
         if step.kwargs or not getattr(step.kernel, "fresh_results", False) or \
                 step.inputs != tuple(self.input_ids) or step.outputs != outputs:
             return None
-        kernel, xp = step.kernel, self.executor.xp
+        kernel = step.kernel
         dtypes = [program.tensors[i].dtype for i in outputs]
         one = len(outputs) == 1
 
-        def single(feeds: list) -> list:
+        def single(feeds: list, narrow: bool | None = None) -> list:
             try:
-                result = kernel(xp, *feeds)
+                result = kernel.call(feeds, narrow)
             except Exception as e:
                 raise failure(program, step, e) from \
                     (None if isinstance(e, MemoryError) else e)

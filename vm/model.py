@@ -7,7 +7,7 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -23,7 +23,7 @@ from .interp import Plan, device_consts, make_lanes
 from .memory import lanes_memory
 from .program import Program
 from .symbolic import instantiate, shape_at
-from .validate import Analysis, Limits, first_outside, validate
+from .validate import SMALL_SCAN, Analysis, Limits, below_power_of_two, first_outside, validate
 
 INSTANCES = 4
 """How many instances (one per set of symbol values) a model with symbols keeps bound."""
@@ -119,6 +119,8 @@ class Model:
         self.outputs = [info(i) for i in program.outputs]
         self._input_names = {t.name: None for t in self.inputs}      # in order
         self._output_names = [t.name for t in self.outputs]
+        self._direct = _direct_run(self) if self.plan is not None and self.plan.single \
+            else None
 
     # -- facts (known before running) -------------------------------------------------------
     @property
@@ -258,6 +260,10 @@ class Model:
         ``float_io``: float inputs are quantized and outputs dequantized with the scales and
         zero points in the metadata (vm/floatio.py, the float boundary outside the VM).
         """
+        if self._direct is not None and trace is None and not float_io and not out:
+            result = self._direct(inputs)
+            if result is not None:
+                return result
         if float_io:
             if out:
                 raise TrapError("out= holds integer outputs: it cannot be used with float_io")
@@ -356,7 +362,7 @@ class Model:
     def close(self) -> None:
         """Release the executor's resources (idempotent); running afterwards is a TrapError,
         the facts (hash, gas, inputs, outputs) stay readable."""
-        self.closed = True
+        self.closed, self._direct = True, None
         with self._lock:
             instances, self._instances = list(self._instances.values()), OrderedDict()
         for inst in instances:
@@ -376,6 +382,46 @@ class Model:
         state = " (closed)" if self.closed else ""
         return (f"<detvm.Model {self.name!r} {self.hash[:12]} on {self.ctx}{state}: "
                 f"{len(self.inputs)} in, {len(self.outputs)} out, {gas}>")
+
+
+def _direct_run(model: Model) -> Callable:
+    """:meth:`Model.run`'s shortcut for a fixed-shape model whose plan is one session
+    (:attr:`Plan.single`): a dict of exactly the input names holding numpy arrays of exactly
+    the inputs' storage dtypes and shapes, whose values pass the range test of
+    :func:`_check_input`, runs with nothing else in between (the digits CNN at batch 1, in a
+    tight loop: 25.1 -> 20.4 us a call, the session alone 16.7). Any other call returns None
+    and takes the general path, which checks it and says what is wrong. A small input whose
+    bytes select the session's narrow variant (:attr:`Plan.single_bytes`) is tested for
+    bytes first: bytes are within its precision (its range straddles [0, 255]), and the
+    session is told which variant to run."""
+    plan, names = model.plan, model._output_names
+    single = plan.single
+    gates = []
+    for k, t in enumerate(model.inputs):
+        scan = _scan_bounds(t.precision, t.dtype)
+        bytes_test = k in plan.single_bytes and t.size <= SMALL_SCAN and \
+            (scan is None or scan[0] <= 0 and scan[1] >= 255)
+        gates.append((t.name, t.dtype, t.shape, scan, bytes_test))
+    known = bool(plan.single_bytes) and all(gates[k][4] for k in plan.single_bytes)
+    count = len(gates)
+
+    def direct(inputs) -> dict[str, np.ndarray] | None:
+        if type(inputs) is not dict or len(inputs) != count:
+            return None
+        feeds, narrow = [], known or None
+        for name, dtype, shape, scan, bytes_test in gates:
+            array = inputs.get(name)
+            if type(array) is not np.ndarray or array.dtype != dtype or array.shape != shape:
+                return None
+            if bytes_test and below_power_of_two(array, 8):
+                pass                                            # bytes: within precision
+            elif scan is not None and first_outside(array, *scan) is not None:
+                return None
+            elif bytes_test:
+                narrow = False
+            feeds.append(array)
+        return dict(zip(names, single(feeds, narrow)))
+    return direct
 
 
 def _check_input(t: TensorInfo, value: Any, symbols: Mapping[str, int],

@@ -34,16 +34,34 @@ class RegionKernel:
         self.constants = [*self.constants, constants]
 
     def __call__(self, xp, *arrays):
-        run, names = self._run, self.names
-        if self.guarded is not None:
-            for k in self.guarded[0]:
-                if not bytes_only(arrays[k]):
-                    break
-            else:
-                run, names = self.guarded[1:]
-        results = run(names, {name: a if a.flags.c_contiguous else np.ascontiguousarray(a)
-                              for name, a in zip(self.inputs, arrays)}, None)
+        return self.call(arrays)
+
+    @property
+    def byte_positions(self) -> tuple[int, ...]:
+        """The input positions whose values, all bytes, select the guarded variant."""
+        return tuple(self.guarded[0]) if self.guarded is not None else ()
+
+    def call(self, arrays, narrow: bool | None = None):
+        """The session on ``arrays`` (in input order): the guarded variant when the inputs at
+        :attr:`byte_positions` hold bytes, which ``narrow`` says when the caller knows it
+        already (None: tested here)."""
+        if narrow is None:
+            narrow = self.guarded is not None and self._bytes_at(arrays)
+        run, names = (self.guarded[1], self.guarded[2]) if narrow else (self._run, self.names)
+        if len(arrays) == 1:
+            a = arrays[0]
+            feeds = {self.inputs[0]: a if a.flags.c_contiguous else np.ascontiguousarray(a)}
+        else:
+            feeds = {name: a if a.flags.c_contiguous else np.ascontiguousarray(a)
+                     for name, a in zip(self.inputs, arrays)}
+        results = run(names, feeds, None)
         return results[0] if len(results) == 1 else tuple(results)
+
+    def _bytes_at(self, arrays) -> bool:
+        for k in self.guarded[0]:
+            if not bytes_only(arrays[k]):
+                return False
+        return True
 
 
 def binding_run(session):
@@ -93,6 +111,9 @@ class ChannelSplitKernel(RegionKernel):
         self.parts = [(session, session.get_inputs()[0].name, session.get_outputs()[0].name,
                        start, stop) for session, start, stop in parts]
         self.axis, self.shape, self.dtype = axis, shape, np.dtype(dtype)
+
+    def call(self, arrays, narrow: bool | None = None):
+        return self(None, *arrays)
 
     def __call__(self, xp, x):
         out = np.empty(self.shape, self.dtype)
