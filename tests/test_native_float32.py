@@ -117,11 +117,12 @@ def test_native_transposed_convolutions_equal_the_soft_float_kernel(monkeypatch,
 
 
 def test_the_fused_multiply_add_rounds_once():
-    """ops/deconv32._fma on products that put a*b + c just off a float32 tie, where rounding
-    to float64 first lands on the tie and a second rounding to float32 goes the wrong way
-    (hundreds of these among the cases; checked to occur): the exact sum rounded once."""
+    """ops/deconv32._fma and _fma_normal on products that put a*b + c just off a float32 tie,
+    where rounding to float64 first lands on the tie and a second rounding to float32 goes the
+    wrong way (hundreds of these among the cases; checked to occur), and on exact ties: the
+    exact sum rounded once; c broadcast against the product too."""
     from fractions import Fraction
-    from ops.deconv32 import _fma
+    from ops.deconv32 import _fma, _fma_normal
     f32 = np.float32
     k = np.arange(1, 400, dtype=np.float64)
     a = np.concatenate([1 + k * 2.0 ** -23, 1 - k * 2.0 ** -23]).astype(f32)
@@ -132,4 +133,15 @@ def test_the_fused_multiply_add_rounds_once():
                                      Fraction(float(z)))) for x, y, z in zip(a, b, c)], f32)
     twice = (a.astype(np.float64) * b.astype(np.float64) + c.astype(np.float64)).astype(f32)
     assert (twice != exact).sum() > 100                  # the cases do tie
-    assert np.array_equal(_fma(a.astype(np.float64), b.astype(np.float64), c), exact)
+    for fma in (_fma, _fma_normal):
+        assert np.array_equal(fma(a.astype(np.float64), b.astype(np.float64), c), exact)
+    ties = np.array([1 + 2.0 ** -24, -(1 + 3 * 2.0 ** -24), 2.0 ** -23], np.float64)
+    one = np.ones(1, np.float64)                          # a*b exact, c = 0: RN32 of a tie
+    assert np.array_equal(_fma_normal(ties, one, np.zeros(3, f32)), ties.astype(f32))
+    column = c.reshape(-1, 1)[:4]                         # c broadcast over the products
+    rows = np.broadcast_shapes(column.shape, a[:6].shape)
+    want = np.array([[float(sf.sfl32(Fraction(float(x)) * Fraction(float(y)) +
+                                     Fraction(float(z)))) for x, y in zip(a[:6], b[:6])]
+                     for z in column[:, 0]], f32)
+    got = _fma_normal(a[:6].astype(np.float64), b[:6].astype(np.float64), column)
+    assert got.shape == rows and np.array_equal(got, want)
