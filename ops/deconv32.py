@@ -17,6 +17,7 @@ import numpy as np
 from . import softfloat as sf
 from .base import Ref, precision_for, require, size_of, wide
 from .quant import MAX_DATA_PRECISION
+from .scratch import lane_count, parallel
 from .z3util import build
 
 CHUNK = 1 << 16
@@ -149,11 +150,18 @@ def native(x, w, a, full_shape):
         full = np.zeros(full_shape, np.float32)
         rows = max(1, CHUNK // max(1, n * mg * kh * kw * wd))
         fma = _fma_normal if no_subnormals(a) else _fma
+        lanes = _native_lanes(n * mg * kh * kw * h * wd * cg)
         for grp in range(g):
             col = np.empty((n, mg, kh, kw, h, wd), np.float32)
-            for y0 in range(0, h, rows):                  # row blocks that stay in cache
+
+            def block(y0: int) -> None:                   # row blocks that stay in cache
                 col[..., y0:y0 + rows, :] = _native_columns(x64, w64, grp * cg, cg,
                                                             slice(y0, y0 + rows), fma)
+            if lanes > 1:
+                parallel(block, list(range(0, h, rows)))
+            else:
+                for y0 in range(0, h, rows):
+                    block(y0)
             chans = slice(grp * mg, (grp + 1) * mg)
             for r in range(kh):
                 for s in range(kw):
@@ -161,6 +169,19 @@ def native(x, w, a, full_shape):
                              slice(s * dw, s * dw + sw * (wd - 1) + 1, sw))
                     full[cells] = np.add(full[cells], col[:, :, r, s])
     return full
+
+
+def _native_lanes(work: int) -> int:
+    """The lanes the row blocks of :func:`native` spread over (ops/scratch.py): those of this
+    thread's plan for ``work`` fused multiply-adds, when each lane's thread passes the same
+    IEEE float32 probe as this one (a lane's floating-point control register is its own);
+    else 1."""
+    lanes = lane_count(work)
+    if lanes > 1:
+        passed = [False] * lanes
+        parallel(lambda k: passed.__setitem__(k, sf.native_float32()), list(range(lanes)))
+        lanes = lanes if all(passed) else 1
+    return lanes
 
 
 def _native_columns(x64, w64, first: int, count: int, rows: slice, fma):

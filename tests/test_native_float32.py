@@ -145,3 +145,40 @@ def test_the_fused_multiply_add_rounds_once():
                      for z in column[:, 0]], f32)
     got = _fma_normal(a[:6].astype(np.float64), b[:6].astype(np.float64), column)
     assert got.shape == rows and np.array_equal(got, want)
+
+
+@pytest.mark.parametrize("lane_probe", [True, False])
+def test_native_transposed_convolution_rows_spread_over_lanes(monkeypatch, lane_probe):
+    """The row blocks of a large fp32 transposed convolution run on the plan's lanes when
+    every lane's thread passes the float32 probe (else all on the calling thread): the bytes
+    of the run on one thread either way."""
+    import threading
+    from ops import deconv32
+    from ops.scratch import Lanes, Workspace, using
+    from tests.cases.kernels import _float32
+    rng = np.random.default_rng(7)
+    c, m, side = 16, 16, 64                               # 4M multiply-adds: two lanes
+    ws = [_float32(v) for v in rng.uniform(0.001, 0.01, m)]
+    a = DECONV.check_attrs(dict(
+        channels=m, kernel_size=(2, 2), strides=(2, 2), dilation=(1, 1), groups=1,
+        crop_begin=[0, 0], crop_end=[0, 0], use_bias=False, zero_point=3, rounding="fp32",
+        x_scale=_float32(0.02), w_mantissa=[v for v, _ in ws], w_exponent=[e for _, e in ws],
+        y_scale=_float32(0.017884752), y_zero_point=5, qmin=-128, qmax=127))
+    x = rng.integers(-128, 128, (1, c, side, side)).astype(np.int16)
+    w = rng.integers(-127, 128, (c, m, 2, 2)).astype(np.int16)
+    alone = DECONV.kernel(np, x, w, **a)
+    main, seen = threading.get_ident(), set()
+    probe = sf.native_float32
+
+    def lane_probe_result():
+        seen.add(threading.get_ident())
+        return probe() and (lane_probe or threading.get_ident() == main)
+    monkeypatch.setattr(sf, "native_float32", lane_probe_result)
+    lanes = Lanes(2)
+    try:
+        with using(Workspace(), lanes):
+            assert deconv32._native_lanes(1 << 22) == (2 if lane_probe else 1)
+            spread = DECONV.kernel(np, x, w, **a)
+    finally:
+        lanes.close()
+    assert len(seen) == 2 and np.array_equal(spread, alone)
