@@ -55,6 +55,26 @@ def test_native_rows_equal_the_soft_float_kernel(monkeypatch, scale, d, numerato
     assert np.array_equal(got, soft(monkeypatch, x, a))
 
 
+@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.sampled_from([0.004, 0.0911, 1.7, 40.0]), st.integers(1, 40),
+       st.sampled_from([(1, 300), (4, 70), (2, 1), (1, 8400)]), st.integers(0, 3),
+       st.sampled_from([255, 65535, (1 << 24) - 1]), st.integers(0, 2 ** 32 - 1))
+def test_native_short_rows_along_any_axis_equal_the_soft_float_kernel(
+        monkeypatch, scale, d, lead_and_rows, axis, numerator, seed):
+    """Many short rows (YOLOv8n's 16-bin softmax over 8,400 boxes) summed a plane at a time
+    (ops.softmax.ROWS_AT_ONCE), along the first, an inner or the last axis, and few rows
+    through add.accumulate: the soft-float kernel's values (a numerator up to 2^24 - 1 makes
+    every rounding of a sum show in the integers)."""
+    lead, rows = lead_and_rows
+    shape = [lead, rows, 1]
+    shape.insert(axis, d)
+    rng = np.random.default_rng(seed)
+    x = rng.integers(-300, 300, shape).astype(np.int32)
+    a = attrs(scale, d, numerator, axis=axis)
+    got = QSOFTMAX.kernel(np, x, **a)
+    assert np.array_equal(got, soft(monkeypatch, x, a))
+
+
 @pytest.mark.parametrize("scale, numerator", [(0.0911, 255), (40.0, 65535), (0.004, 1)])
 def test_native_rows_equal_the_exact_reference(scale, numerator):
     """The exact-rational rule (ops' scalar form) on rows of 600, another axis than the
