@@ -139,3 +139,21 @@ def test_yolov8n_detector(tmp_path_factory):
     assert samples.agreement(ours, theirs, scale)["identical"] >= 0.99
     found = [samples.detections(t) for t in theirs]
     assert [samples.detections(o) for o in ours] == found and any(found)
+
+
+def test_yolov8n_keeps_a_symbolic_batch(tmp_path_factory):
+    """Quantized with its batch symbolic, YOLOv8n's anchor grid (shape arithmetic the same at
+    every batch) is folded before quantization: it imports with the batch as a symbol and
+    gives onnxruntime's values at batches 1 and 2."""
+    import onnxruntime as ort
+    from compiler.onnx import samples
+    photos = samples.photos(320, names=("astronaut", "camera"))
+    path = quantized(tmp_path_factory, "yolov8n-320", "images", ("N", 3, 320, 320),
+                     photos[:, :, ::-1].copy())
+    model = vm.load(import_onnx(path))
+    assert list(model.symbols) == ["N"]
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    out = model.outputs[0].name
+    for n in (1, 2):
+        ours = model.run({"images": photos[:n]}, float_io=True)[out]
+        assert np.array_equal(ours, session.run(None, {"images": photos[:n]})[0])

@@ -275,3 +275,90 @@ def test_a_channel_of_vanishing_weights_is_imported_exactly(tmp_path, calib):
     model = vm.load(import_onnx(path, batch=8))
     ours = model.run({"x": calib}, float_io=True)["y"]
     assert np.array_equal(ours, ort_session(path).run(None, {"x": calib})[0])
+
+
+def anchors_model():
+    """A detector's head in small: a convolution plus an anchor grid computed from its shape
+    (Shape -> Gather -> Range -> Add -> Reshape -> Expand, the same at every batch), then
+    flattened by a reshape to the batch (Shape -> Gather 0 -> Concat, which depends on it)."""
+    from onnx import TensorProto, helper, numpy_helper
+    c = lambda name, v, dtype=np.int64: numpy_helper.from_array(np.array(v, dtype), name)
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("Shape", ["c"], ["shape"]),
+             helper.make_node("Gather", ["shape", "three"], ["width"]),
+             helper.make_node("Cast", ["width"], ["widthf"], to=TensorProto.FLOAT),
+             helper.make_node("Range", ["zero", "widthf", "one"], ["xs"]),
+             helper.make_node("Add", ["xs", "half"], ["centres"]),
+             helper.make_node("Reshape", ["centres", "row"], ["grid"]),
+             helper.make_node("Expand", ["grid", "planes"], ["anchors"]),
+             helper.make_node("Add", ["c", "anchors"], ["y"]),
+             helper.make_node("Gather", ["shape", "first"], ["n"]),
+             helper.make_node("Concat", ["n", "minus_one"], ["flat"], axis=0),
+             helper.make_node("Reshape", ["y", "flat"], ["out"])]
+    inits = [numpy_helper.from_array(np.random.default_rng(0).normal(0, .5, (2, 3, 3, 3))
+                                     .astype(np.float32), "w"),
+             c("three", 3), c("zero", 0.0, np.float32), c("one", 1.0, np.float32),
+             c("half", 0.5, np.float32), c("row", [1, 1, 1, -1]), c("planes", [1, 2, 6, 10]),
+             c("first", [0]), c("minus_one", [-1])]
+    graph = helper.make_graph(
+        nodes, "anchors", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 6, 10])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["N", 120])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_shape_arithmetic_the_same_at_every_batch_is_folded_before_quantization(
+        tmp_path, calib, monkeypatch):
+    """Under a symbolic batch the anchor grid is folded into an initializer before
+    onnxruntime quantizes (which would wrap its Add in QuantizeLinear / DequantizeLinear, and
+    the importer could not fold it any more); the reshape to the batch stays, so the model
+    imports with its batch symbolic and agrees with onnxruntime at batches 1 and 3."""
+    from compiler.onnx import prepare
+    onnx.save(anchors_model(), tmp_path / "m.onnx")
+    notes = []
+    path = quantize_onnx(tmp_path / "m.onnx", {"x": calib}, tmp_path / "q.onnx",
+                         activation="uint8", op_types=None, notify=notes.append)
+    assert any("6 nodes computing constants from shapes" in n for n in notes), notes
+    folded = onnx.load(path)
+    assert {"Shape", "Concat"} <= {n.op_type for n in folded.graph.node}
+    assert not {"Range", "Expand"} & {n.op_type for n in folded.graph.node}
+    model = vm.load(import_onnx(path))
+    assert model.symbols
+    session = ort_session(path)
+    for n in (1, 3):
+        ours = model.run({"x": calib[:n]}, float_io=True)["out"]
+        assert ours.shape == (n, 120)
+        assert np.array_equal(ours, session.run(None, {"x": calib[:n]})[0])
+    monkeypatch.setattr(prepare, "fold_batch_constants", lambda model, dims, notify: model)
+    path = quantize_onnx(tmp_path / "m.onnx", {"x": calib}, tmp_path / "q2.onnx",
+                         activation="uint8", op_types=None)
+    with pytest.raises(vm.InvalidError, match="Expand"):
+        import_onnx(path)
+
+
+def test_a_value_that_only_happens_to_agree_at_two_batches_is_not_folded():
+    """N // 4 is 0 at batches 1 and 2: what decides is where the batch flows (the shape's
+    element 0 into the division), not that two values agree."""
+    from onnx import TensorProto, helper, numpy_helper
+    from compiler.onnx import prepare
+    from compiler.onnx.graph import read_graph
+    c = lambda name, v: numpy_helper.from_array(np.array(v, np.int64), name)
+    graph = helper.make_graph(
+        [helper.make_node("Shape", ["x"], ["shape"]),
+         helper.make_node("Gather", ["shape", "first"], ["n"]),
+         helper.make_node("Div", ["n", "four"], ["quarter"]),
+         helper.make_node("Gather", ["shape", "last"], ["w"]),
+         helper.make_node("Mul", ["w", "four"], ["w4"]),
+         helper.make_node("Slice", ["shape", "one", "big"], ["tail"]),
+         helper.make_node("Concat", ["quarter", "tail"], ["mixed"], axis=0)],
+        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 5])],
+        [helper.make_tensor_value_info(o, TensorProto.INT64, None)
+         for o in ("quarter", "w4", "tail", "mixed")],
+        [c("first", [0]), c("last", 2), c("four", 4), c("one", [1]), c("big", [9])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    dims = {"x": (None, 3, 5)}
+    g = read_graph(model, 1)
+    names = ["shape", "n", "quarter", "w", "w4", "tail", "mixed"]
+    at = [prepare._evaluated(model, names, dims, b) for b in (1, 2)]
+    assert at[0]["quarter"] == at[1]["quarter"] == 0
+    free = prepare._batch_free(g, set(names), at)
+    assert free == {"w", "w4", "tail"}

@@ -6,6 +6,12 @@
 * **Opset**: a model below opset 13 is converted to 13 (onnx's version converter) when the
   weights are quantized per channel: DequantizeLinear has an ``axis`` only from opset 13, and
   onnxruntime cannot load the per-channel model it writes for opset 11 or 12.
+* **Shape arithmetic under a symbolic batch**: nodes computing constants from shapes (a
+  detector's anchor grid: Shape -> Gather -> Range -> Add -> Expand) are folded into
+  initializers where the batch does not flow into them (onnxruntime's pre-processing folds
+  them only when every dim is fixed; left in the graph, the quantizer wraps them in
+  QuantizeLinear / DequantizeLinear and they no longer fold at import). What depends on the
+  batch stays, for the importer to keep as the symbol.
 * **Split outputs**: a graph output made by a Concat (a detector's boxes and class scores)
   is left float, so each of its inputs keeps its own scale; one scale for all of them would
   leave the scores (0..1) with one or two levels next to boxes in pixels. The importer
@@ -16,6 +22,8 @@ Every change is announced through ``notify`` (the library never prints).
 from __future__ import annotations
 
 from typing import Callable, Mapping, Sequence
+
+import numpy as np
 
 from vm.errors import InvalidError
 
@@ -46,6 +54,121 @@ def prepared(model, shapes=None, *, per_channel: bool = True,
         notify(f"the model's opset {version} was converted to {PER_CHANNEL_OPSET} (per-channel "
                "weights need it; --per-tensor keeps the opset)")
     return model, dims
+
+
+def fold_batch_constants(model, dims: Mapping[str, tuple],
+                         notify: Callable[[str], None] = lambda message: None):
+    """``model`` with the constants its nodes compute from initializers and shapes (the
+    importer's rule: compiler/onnx/support.py) replaced by initializers where the batch does
+    not flow into them (:func:`_batch_free`; values by onnxruntime on zero inputs of ``dims``,
+    a symbolic batch as None, at batches 1 and 2). Unchanged when no batch is symbolic,
+    nothing folds, or the model cannot be read or run (the quantizer then says why)."""
+    if not any(d and d[0] is None for d in dims.values()):
+        return model
+    from . import foldable                              # compiler/onnx: the importer's rule
+    from .graph import read_graph
+    from .support import constant_tensors
+    try:
+        graph = read_graph(model, 1)
+        const = constant_tensors(graph, foldable)
+        computed = [o for n in graph.nodes for o in n.outputs
+                    if o in const and o not in graph.consts]
+        at = [_evaluated(model, computed, dims, batch) for batch in (1, 2)] if computed else []
+    except Exception:               # an optional step: the quantizer reports what fails
+        return model
+    same = _batch_free(graph, set(computed), at) if computed else set()
+    nodes = [n for n in model.graph.node
+             if not (n.output and all(o in same for o in n.output if o))]
+    if len(nodes) == len(model.graph.node):
+        return model
+    read = {i for n in nodes for i in n.input} | {o.name for o in model.graph.output}
+    from onnx import numpy_helper
+    folded = onnx_module().ModelProto()
+    folded.CopyFrom(model)
+    del folded.graph.node[:]
+    folded.graph.node.extend(nodes)
+    folded.graph.initializer.extend(numpy_helper.from_array(at[0][t], t)
+                                    for t in sorted(same & read))
+    notify(f"{len(model.graph.node) - len(nodes)} nodes computing constants from shapes (the "
+           "same at every batch) were folded before quantization")
+    return folded
+
+
+def _batch_free(graph, computed: set[str], at: list[dict]) -> set[str]:
+    """The tensors of ``computed`` that do not depend on the batch, from their values ``at``
+    batches 1 and 2. A dim a Shape node reports is the batch's when it differs between the
+    two; selections of a shape's elements by constant indices (Gather, a 1-D Slice, Concat,
+    Unsqueeze, Squeeze, Cast, Identity) keep which elements are; any other node's result
+    depends on the batch wherever one of its inputs does (no value is trusted to be
+    independent because two batches happened to give the same one)."""
+    taint: dict[str, np.ndarray] = {}          # tensor -> per element: depends on the batch
+    tainted = lambda t: t is not None and bool(t.any())
+    value = lambda name: np.asarray(at[0][name] if name in at[0] else graph.consts[name])
+    for n in graph.nodes:
+        outs = [o for o in n.outputs if o in computed]
+        if not outs:
+            continue
+        shape = np.shape(at[0][outs[0]])
+        ins = [taint.get(i) if i in computed else None for i in n.inputs]
+        if n.op_type == "Shape":
+            a, b = np.asarray(at[0][outs[0]]), np.asarray(at[1][outs[0]])
+            taint[outs[0]] = a != b if a.shape == b.shape else np.ones(shape, bool)
+            continue
+        try:
+            got = _selected(n, ins, value, shape)
+        except Exception:                       # a form not followed here: all of it
+            got = None
+        if got is None or got.shape != shape:
+            got = np.full(shape, any(tainted(t) for t in ins))
+        for o in outs:
+            taint[o] = got if o == outs[0] else np.full(np.shape(at[0][o]), tainted(got))
+    return {t for t in computed if t in taint and not taint[t].any()}
+
+
+def _selected(n, ins: list, value, shape: tuple) -> np.ndarray | None:
+    """Which elements of node ``n``'s result (of ``shape``) depend on the batch, when ``n``
+    selects elements of 1-D tensors (``ins``: its inputs' per-element dependence, None where
+    none) by constant indices, or only reshapes or casts one; else None."""
+    constant = lambda k: ins[k] is None or not ins[k].any()
+    if n.op_type == "Concat" and all(t is None or t.ndim == 1 for t in ins):
+        return np.concatenate([np.zeros(value(i).size, bool) if t is None else t
+                               for i, t in zip(n.inputs, ins)])
+    data = ins[0] if ins else None
+    if data is None:
+        return None
+    if n.op_type in ("Unsqueeze", "Squeeze", "Cast", "Identity"):
+        return data.reshape(shape)
+    if data.ndim != 1:
+        return None
+    if n.op_type == "Gather" and constant(1):
+        return np.take(data, value(n.inputs[1]).astype(np.int64), axis=0)
+    if n.op_type == "Slice" and all(constant(k) for k in range(1, len(ins))) and \
+            (len(n.inputs) < 5 or not n.inputs[4] or int(value(n.inputs[4])[0]) == 1):
+        return data[int(value(n.inputs[1])[0]):int(value(n.inputs[2])[0])]   # clamped alike
+    return None
+
+
+def _evaluated(model, names: list[str], dims: Mapping[str, tuple], batch: int) -> dict:
+    """{name: value} of the tensors ``names`` of ``model`` run by onnxruntime on zero inputs
+    of ``dims`` with the symbolic batch ``batch``."""
+    import onnxruntime
+    from onnx import helper
+    probe = onnx_module().ModelProto()
+    probe.CopyFrom(model)
+    del probe.graph.output[:]
+    probe.graph.output.extend(helper.make_empty_tensor_value_info(n) for n in names)
+    options = onnxruntime.SessionOptions()
+    options.log_severity_level = 3
+    session = onnxruntime.InferenceSession(probe.SerializeToString(), options,
+                                           providers=["CPUExecutionProvider"])
+    types = {"tensor(float)": np.float32, "tensor(double)": np.float64,
+             "tensor(float16)": np.float16, "tensor(int64)": np.int64,
+             "tensor(int32)": np.int32, "tensor(int8)": np.int8, "tensor(uint8)": np.uint8,
+             "tensor(bool)": np.bool_}
+    shape = lambda d: (batch, *d[1:]) if d and d[0] is None else tuple(d)
+    feeds = {i.name: np.zeros(shape(dims[i.name]), types[i.type])
+             for i in session.get_inputs()}
+    return dict(zip(names, session.run(names, feeds)))
 
 
 def _converted(model, version: int):

@@ -124,6 +124,7 @@ def quantize_onnx(model, calibration: Mapping[str, np.ndarray], output_path, *,
     notify = notify or (lambda message: None)
     model, dims = prepare.prepared(load_model(model), shapes,
                                    per_channel=per_channel, notify=notify)
+    model = prepare.fold_batch_constants(model, dims, notify)
     n = prepare.check_calibration(calibration, dims)
     static = {d[0] for d in dims.values() if d and d[0] is not None}
     exclude = prepare.split_outputs(model, notify) if split_outputs else []
