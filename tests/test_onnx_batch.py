@@ -104,6 +104,22 @@ def test_a_batch_beyond_the_default_ceiling_imports_and_runs_under_given_limits(
         main(["info", str(out), "--max-memory", "lots"])
 
 
+def test_a_ceiling_reached_between_the_probe_batches_bounds_the_symbol(models):
+    """A symbolic batch is derived from builds at batches 2 and 3, which are not held to the
+    ceilings (they grow with the batch): a model whose peak memory passes the ceiling between
+    batch 2 and batch 3 imports with N <= 2, and N = 3 is refused when it runs."""
+    path, shape = models["cnn"]
+    memory = vm.validate(import_onnx(path, maxima={"N": 1})).memory_formula
+    ceiling = (memory.at({"N": 2}) + memory.at({"N": 3})) // 2
+    program = import_onnx(path, limits=vm.Limits(max_memory=ceiling))
+    assert program.symbols == {"N": 2}
+    model = vm.load(program, limits=vm.Limits(max_memory=ceiling))
+    x = RNG.normal(0, 1, (2, *shape)).astype(np.float32)
+    assert model.run({"x": x}, float_io=True)
+    with pytest.raises(vm.TrapError, match="outside"):
+        model.run({"x": np.concatenate([x, x[:1]])}, float_io=True)
+
+
 def test_a_batch_that_moves_is_refused(tmp_path):
     from onnx import TensorProto, helper, numpy_helper
     nodes = [helper.make_node("Reshape", ["x", "s"], ["y"])]      # [N, 4] -> [2, 2N]

@@ -13,6 +13,8 @@ onnx (and, for ``quantize``, onnxruntime) are optional: ``pip install 'detvm[onn
 """
 from __future__ import annotations
 
+import dataclasses
+
 from vm.errors import InvalidError
 from compiler.fold import fold_tables
 from vm.program import Program
@@ -130,13 +132,22 @@ def import_onnx(model, *, batch: int | None = None, shapes: dict | None = None,
     proto = load_model(model)
     batched = batch_inputs(proto, shapes) if batch is None else {}
     if batched:
+        probe = _probe_limits(limits)
         return import_batched(
-            lambda dims: _import(proto, 1, {**(shapes or {}), **dims}, rounding, name, limits),
+            lambda dims: _import(proto, 1, {**(shapes or {}), **dims}, rounding, name, probe),
             batched, maxima, limits)
     if maxima:
         raise InvalidError("--max: the model has no symbolic batch left to bound"
                            + (" (--batch fixes it)" if batch is not None else ""))
     return _import(proto, 1 if batch is None else batch, shapes, rounding, name, limits)
+
+
+def _probe_limits(limits: Limits | None) -> Limits:
+    """The ceilings of the fixed-batch builds a symbolic batch is derived from: gas and peak
+    memory grow with the batch, so they are lifted there (a model whose ceiling is reached
+    between batches 2 and 3 gets N <= 2); the program with symbols is validated under
+    ``limits`` itself (compiler/onnx/batch.py with_maxima)."""
+    return dataclasses.replace(limits or Limits(), max_gas=1 << 62, max_memory=1 << 62)
 
 
 def _import(proto, batch: int, shapes, rounding: str, name, limits=None) -> Program:
