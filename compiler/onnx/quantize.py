@@ -83,13 +83,27 @@ def _preprocessed(source: Path, target: Path) -> str:
     for skip_symbolic in (False, True):
         try:
             with contextlib.redirect_stdout(io.StringIO()), \
-                    contextlib.redirect_stderr(io.StringIO()):
+                    contextlib.redirect_stderr(io.StringIO()), _working_dir(target.parent):
                 quant_pre_process(os.fspath(source), os.fspath(target),
                                   skip_symbolic_shape=skip_symbolic)
             return os.fspath(target)
         except Exception:           # optional step: e.g. symbolic shape inference refuses
             continue
     return os.fspath(source)
+
+
+@contextlib.contextmanager
+def _working_dir(path: Path):
+    """Run in ``path``: onnxruntime's symbolic shape inference, when it cannot finish, saves
+    the model (sym_shape_infer_temp.onnx and a <uuid>.data of its weights) into the working
+    directory before it raises; there they go with the temporary directory instead of
+    being left in the caller's."""
+    previous = os.getcwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(previous)
 
 
 @contextlib.contextmanager
