@@ -358,7 +358,7 @@ def test_a_value_that_only_happens_to_agree_at_two_batches_is_not_folded():
     dims = {"x": (None, 3, 5)}
     g = read_graph(model, 1)
     names = ["shape", "n", "quarter", "w", "w4", "tail", "mixed"]
-    at = [prepare._evaluated(model, names, dims, b) for b in (1, 2)]
+    at = [prepare._evaluated(model, names, g.inputs, dims, b) for b in (1, 2)]
     assert at[0]["quarter"] == at[1]["quarter"] == 0
     free = prepare._batch_free(g, set(names), at)
     assert free == {"w", "w4", "tail"}

@@ -18,6 +18,7 @@ import ops
 from ops import fastquant
 from ops.quant import requantize_value
 from vm.ort import kernels, plan, proto, requant, selftest
+from vm.validate import SMALL_SCAN
 from vm.ort import session as sessions
 from vm.ort import rules
 from vm.ort.rules import RULES
@@ -489,7 +490,7 @@ def test_sessions_share_the_process_arena():
 
 @SETTINGS
 @given(st.sampled_from(["i1", "i2", "<i4", ">i4", "i8", "u1", "u2", "u4", "u8"]),
-       st.sampled_from([1, 7, kernels.SMALL_CHECK, kernels.SMALL_CHECK + 1, 3000]), st.data())
+       st.sampled_from([1, 7, SMALL_SCAN, SMALL_SCAN + 1, 3000]), st.data())
 def test_bytes_only_is_every_value_in_0_255(dtype, n, data):
     """The guard's check, on both of its paths (a Python integer of the bytes, a numpy pass),
     on every integer dtype and byte order, contiguous or strided."""

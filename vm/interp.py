@@ -128,7 +128,7 @@ class Plan:
         if step.kwargs or not getattr(step.kernel, "fresh_results", False) or \
                 step.inputs != tuple(self.input_ids) or step.outputs != outputs:
             return None
-        kernel = step.kernel
+        kernel, narrow_to = step.kernel, self.executor.narrow
         dtypes = [program.tensors[i].dtype for i in outputs]
         one = len(outputs) == 1
 
@@ -139,7 +139,7 @@ class Plan:
                 raise failure(program, step, e) from \
                     (None if isinstance(e, MemoryError) else e)
             results = (result,) if one else result
-            return [v if v.dtype == d else v.astype(d) for v, d in zip(results, dtypes)]
+            return [narrow_to(v, d) for v, d in zip(results, dtypes)]
         return single
 
     def close(self) -> None:

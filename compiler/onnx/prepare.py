@@ -73,7 +73,8 @@ def fold_batch_constants(model, dims: Mapping[str, tuple],
         const = constant_tensors(graph, foldable)
         computed = [o for n in graph.nodes for o in n.outputs
                     if o in const and o not in graph.consts]
-        at = [_evaluated(model, computed, dims, batch) for batch in (1, 2)] if computed else []
+        at = [_evaluated(model, computed, graph.inputs, dims, batch) for batch in (1, 2)] \
+            if computed else []
     except Exception:               # an optional step: the quantizer reports what fails
         return model
     same = _batch_free(graph, set(computed), at) if computed else set()
@@ -148,9 +149,10 @@ def _selected(n, ins: list, value, shape: tuple) -> np.ndarray | None:
     return None
 
 
-def _evaluated(model, names: list[str], dims: Mapping[str, tuple], batch: int) -> dict:
-    """{name: value} of the tensors ``names`` of ``model`` run by onnxruntime on zero inputs
-    of ``dims`` with the symbolic batch ``batch``."""
+def _evaluated(model, names: list[str], inputs, dims: Mapping[str, tuple],
+               batch: int) -> dict:
+    """{name: value} of the tensors ``names`` of ``model`` run by onnxruntime on zeros for
+    ``inputs`` (Graph.inputs: name, dtype, shape) of ``dims``, the symbolic batch ``batch``."""
     import onnxruntime
     from onnx import helper
     probe = onnx_module().ModelProto()
@@ -161,13 +163,8 @@ def _evaluated(model, names: list[str], dims: Mapping[str, tuple], batch: int) -
     options.log_severity_level = 3
     session = onnxruntime.InferenceSession(probe.SerializeToString(), options,
                                            providers=["CPUExecutionProvider"])
-    types = {"tensor(float)": np.float32, "tensor(double)": np.float64,
-             "tensor(float16)": np.float16, "tensor(int64)": np.int64,
-             "tensor(int32)": np.int32, "tensor(int8)": np.int8, "tensor(uint8)": np.uint8,
-             "tensor(bool)": np.bool_}
     shape = lambda d: (batch, *d[1:]) if d and d[0] is None else tuple(d)
-    feeds = {i.name: np.zeros(shape(dims[i.name]), types[i.type])
-             for i in session.get_inputs()}
+    feeds = {name: np.zeros(shape(dims[name]), dtype) for name, dtype, _ in inputs}
     return dict(zip(names, session.run(names, feeds)))
 
 

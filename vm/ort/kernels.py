@@ -48,13 +48,8 @@ class RegionKernel:
         if narrow is None:
             narrow = self.guarded is not None and self._bytes_at(arrays)
         run, names = (self.guarded[1], self.guarded[2]) if narrow else (self._run, self.names)
-        if len(arrays) == 1:
-            a = arrays[0]
-            feeds = {self.inputs[0]: a if a.flags.c_contiguous else np.ascontiguousarray(a)}
-        else:
-            feeds = {name: a if a.flags.c_contiguous else np.ascontiguousarray(a)
-                     for name, a in zip(self.inputs, arrays)}
-        results = run(names, feeds, None)
+        results = run(names, {name: a if a.flags.c_contiguous else np.ascontiguousarray(a)
+                              for name, a in zip(self.inputs, arrays)}, None)
         return results[0] if len(results) == 1 else tuple(results)
 
     def _bytes_at(self, arrays) -> bool:
@@ -75,25 +70,20 @@ def binding_run(session):
 
 def bytes_only(array: np.ndarray) -> bool:
     """Whether every value of the integer ``array`` is in [0, 255]: none for a byte dtype;
-    up to ``SMALL_CHECK`` values, their bytes as one Python integer masked to all but each
-    value's low byte (vm/validate.py); else one pass (a negative value, seen as unsigned, is
-    above 255)."""
+    up to SMALL_SCAN values, their bytes as one Python integer masked to all but each value's
+    low byte (vm/validate.py below_power_of_two: a numpy reduction costs more and slows the
+    session run after it); else one pass (a negative value, seen as unsigned, is above
+    255)."""
     if array.dtype == np.uint8 or not array.size:
         return True
     if not array.dtype.isnative:
         array = array.astype(array.dtype.newbyteorder("="))
-    if array.size <= SMALL_CHECK:
+    if array.size <= SMALL_SCAN:
         return below_power_of_two(array, 8)
     if array.dtype == np.int8:
         return int(array.min()) >= 0
     unsigned = array.view(f"u{array.dtype.itemsize}") if array.dtype.kind == "i" else array
     return int(unsigned.max()) <= 255
-
-
-SMALL_CHECK = SMALL_SCAN
-"""Up to this many values :func:`bytes_only` reads their bytes: a numpy reduction costs ~1.2
-us and makes the session run after it ~1.5 us slower (measured on the digits CNN's input of
-64 values: 0.4 us in all the bytes' way)."""
 
 
 class ChannelSplitKernel(RegionKernel):
@@ -113,9 +103,7 @@ class ChannelSplitKernel(RegionKernel):
         self.axis, self.shape, self.dtype = axis, shape, np.dtype(dtype)
 
     def call(self, arrays, narrow: bool | None = None):
-        return self(None, *arrays)
-
-    def __call__(self, xp, x):
+        (x,) = arrays
         out = np.empty(self.shape, self.dtype)
 
         def run(part) -> None:
