@@ -389,7 +389,7 @@ def _direct_run(model: Model) -> Callable:
     (:attr:`Plan.single`): a dict of exactly the input names holding numpy arrays of exactly
     the inputs' storage dtypes and shapes, whose values pass the range test of
     :func:`_check_input`, runs with nothing else in between (the digits CNN at batch 1, in a
-    tight loop: 25.1 -> 20.4 us a call, the session alone 16.7). Any other call returns None
+    tight loop: 25.1 -> 20-21 us a call, the session alone 16.7). Any other call returns None
     and takes the general path, which checks it and says what is wrong. A small input whose
     bytes select the session's narrow variant (:attr:`Plan.single_bytes`) is tested for
     bytes first: bytes are within its precision (its range straddles [0, 255]), and the
