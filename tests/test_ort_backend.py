@@ -820,6 +820,43 @@ def test_a_broadcast_table_between_lowered_convolutions(heads_only, matmul_from_
     same_as_reference(program, feeds)
 
 
+@pytest.mark.parametrize("c", [6, 12])
+def test_bytes_between_lowered_convolutions_through_any_numpy_step(heads_only, matmul_from_9,
+                                                                   c):
+    """A feature-pyramid merge (the PP-OCR detector's neck): a max pool, nearest upsampling, a
+    two-input lut adding the lateral map, a global sum pool, none of them elementwise, between
+    lowered convolutions. Every tensor they touch whose range fits a byte is held in bytes
+    (in NCHW), so the lut gathers bytes and the second convolution reads one byte per value;
+    the bytes are the reference's."""
+    rng = np.random.default_rng(c)
+    b = Builder("neck")
+    x = b.input("x", (1, 4, 8, 8), 8)
+
+    def conv(v, name, cin):
+        w = b.const(name, rng.integers(-127, 128, (c, cin, 3, 3)), precision=8)
+        z = b.op("qconv2d", v, w, channels=c, kernel_size=(3, 3), padding=(1, 1),
+                 use_bias=False, zero_point=0 if v == x else 3)
+        return b.op("requantize", z, multiplier=rng.integers(1 << 22, 1 << 24, c).tolist(),
+                    shift=[31] * c, axis=1, qmin=0, qmax=255, zero_point=90, rounding="fp32")
+    lateral = conv(x, "w1", 4)
+    coarse = b.op("upsampling", b.op("max_pool2d", lateral, pool_size=(2, 2), strides=(2, 2)),
+                  scale=2)
+    table = b.const("add", rng.integers(0, 256, (256, 256)), precision=9)
+    merged = b.op("lut", table, lateral, coarse, low=[0, 0])
+    pooled = b.op("sum_pool2d", merged, pool_size=(8, 8), zero_point=90)
+    b.output(b.op("requantize", pooled, multiplier=[1 << 23], shift=[30], qmin=0, qmax=255))
+    b.output(conv(merged, "w2", c))
+    program = b.build()
+    for seed in (1, 2):
+        feeds = extreme_feeds(program, seed)
+        model = same_as_reference(program, feeds, vm.cpu())
+    held = fused_values(model, feeds)
+    for op, shape in (("max_pool2d", (1, c, 4, 4)), ("upsampling", (1, c, 8, 8)),
+                      ("lut", (1, c, 8, 8))):
+        assert (op, shape, np.uint8) in held, (op, held)
+    same_as_reference(program, feeds)
+
+
 # ---------------------------------------------------------------------------------------------
 # Real models, thread counts
 # ---------------------------------------------------------------------------------------------

@@ -20,9 +20,12 @@ regions (one session each), and the steps of the plan.
   permuted with it (``SELECTIONS``: a split, a concatenation) is held in its convolutions' layout
   between steps (channels last if any of them is a MatMulInteger one), in bytes where its
   proven range allows, so the requantizations and residual additions between two lowered
-  convolutions never transpose. The numpy steps run the *twin* program, the program with the
-  channels-last tensors' shapes permuted and per-channel axes moved and the held tensors'
-  dtypes, fused as on the numpy executor (vm/fusion.py).
+  convolutions never transpose. Any other 4-D tensor that only lowered regions and numpy
+  kernels reading any integer dtype exactly (``BYTE_SAFE``: pools, upsampling, tables,
+  selections) touch is held in bytes too, NCHW, where its proven range allows. The numpy
+  steps run the *twin* program, the program with the channels-last tensors' shapes permuted
+  and per-channel axes moved and the held tensors' dtypes, fused as on the numpy executor
+  (vm/fusion.py).
 
 Every step computes exactly the bytes of the program's own ops: regions by integer ONNX ops
 (rules.py, graph.py), the rest by detvm's kernels.
@@ -130,12 +133,17 @@ class Facts:
         proven range fits a byte is held in that byte type (it is private to this plan),
         every other tensor in its storage dtype."""
         if t in self.layout:
-            lo, hi = self.range(t)
-            if 0 <= lo and hi <= 255:
-                return np.dtype(np.uint8)
-            if -128 <= lo and hi <= 127:
-                return np.dtype(np.int8)
+            return self.byte(t) or self.program.tensors[t].dtype
         return self.program.tensors[t].dtype
+
+    def byte(self, t: int) -> np.dtype | None:
+        """uint8 or int8 where tensor t's proven range fits one, else None."""
+        lo, hi = self.range(t)
+        if 0 <= lo and hi <= 255:
+            return np.dtype(np.uint8)
+        if -128 <= lo and hi <= 127:
+            return np.dtype(np.int8)
+        return None
 
     def range(self, t: int) -> tuple[int, int]:
         """Proven [lo, hi] of tensor t's values (or, for a region built for inputs checked
@@ -172,6 +180,7 @@ def plan(program: Program, analysis, steps: list, threads: int | None,
     inside = _internal(program, regions)
     facts.layout = {t: how for t, how in held_layouts(facts, lowered).items()
                     if t not in inside}
+    facts.layout.update(dict.fromkeys(byte_held(facts, lowered, inside), "nchw"))
     twin = twin_program(program, facts)
     twin_steps = [_rebind(step, twin, k, analysis, twin.code[k] is not program.code[k])
                   for k, step in enumerate(steps)]
@@ -415,6 +424,36 @@ def held_layouts(facts: Facts, lowered: set[int]) -> dict[int, str]:
         how = "nhwc" if writers & matmul or not writers and touching & matmul else "nchw"
         layouts.update(dict.fromkeys(group, how))
     return layouts
+
+
+BYTE_SAFE = (*TRANSPARENT, *SELECTIONS, "lut", "upsampling", "max_pool2d", "sum_pool2d",
+             "qavg_pool2d", "qsoftmax", "qmatmul", "qconv2d", "qconv2d_transpose", "reshape",
+             "flatten", "expand_dims", "squeeze", "transpose")
+"""Ops whose numpy kernels read integer data of any dtype exactly (they widen it before any
+arithmetic, or only select and compare it; max_pool2d pads with the dtype's minimum, which
+no window's maximum is below) and whose results the executor narrows to any dtype their range
+fits: a tensor that only these read and write on the numpy side may be held in bytes, in its
+own layout."""
+
+
+def byte_held(facts: Facts, lowered: set[int], inside: set[int]) -> list[int]:
+    """The 4-D value tensors, beyond those held in a layout group, held in bytes between
+    steps (NCHW, as made): their proven range fits a byte and every numpy step touching
+    them is in :data:`BYTE_SAFE` (a lut's constant table not among them). The PP-OCRv4
+    detector's neck (pooled and upsampled maps, their sums with the lateral maps, the
+    squeeze-and-excitation inputs), held in int32, made its tables gather from int32 and its
+    sessions take four bytes a value: the whole model 236 to 206 ms."""
+    program = facts.program
+    touch, outputs = _touches(program), set(program.outputs)
+
+    def safe(k: int, t: int) -> bool:
+        ins = program.code[k]
+        return k in lowered or ins.op in BYTE_SAFE and (
+            ins.op != "lut" or ins.inputs[0] in program.consts and t != ins.inputs[0])
+    return [t for t, tensor in enumerate(program.tensors)
+            if tensor.kind == "value" and len(tensor.shape) == 4 and t not in outputs and
+            t not in facts.layout and t not in inside and
+            facts.byte(t) is not None and all(safe(k, t) for k in touch[t])]
 
 
 def _touches(program: Program) -> dict[int, list[int]]:
