@@ -17,11 +17,13 @@ import numpy as np
 from . import softfloat as sf
 from .base import Ref, precision_for, require, size_of, wide
 from .quant import MAX_DATA_PRECISION
-from .scratch import lane_count, parallel
+from .scratch import lane_count, parallel, scratch as temporary
 from .z3util import build
 
-CHUNK = 1 << 16
-"""Elements of the column array computed at once (the chains of a block of rows)."""
+CHUNK = 1 << 17
+"""Elements of the column array computed at once (the chains of a block of rows): the
+PP-OCRv4 detector's 24x320x320 transposed convolution takes 145 ms in blocks of 2^16, 125-132
+in blocks of 2^17 (numpy's per-call cost against the cache)."""
 K_BLOCK = 128
 """Input channels per SGEMM block (MLAS's K stride): each block's chain starts from zero."""
 MAX_MAGNITUDE = Fraction(2) ** 100
@@ -185,23 +187,34 @@ def _native_lanes(work: int) -> int:
 
 
 def _native_columns(x64, w64, first: int, count: int, rows: slice, fma):
-    """:func:`_columns` on float32 arrays (float64 copies of the dequantized values in)."""
+    """:func:`_columns` on float32 arrays (float64 copies of the dequantized values in); each
+    step writes the other of two scratch accumulators (the result is scratch: copy it)."""
     col = None
     for start in range(0, count, K_BLOCK):
         acc = None
-        for ch in range(first + start, first + min(count, start + K_BLOCK)):
+        for k, ch in enumerate(range(first + start, first + min(count, start + K_BLOCK))):
             wk, xk = w64[ch][None, :, :, :, None, None], x64[:, ch, rows][:, None, None, None]
             if acc is None:
-                acc = np.zeros((xk.shape[0],) + wk.shape[1:4] + xk.shape[4:], np.float32)
-            acc = fma(wk, xk, acc)
-        col = acc if col is None else np.add(col, acc)
+                shape = (xk.shape[0],) + wk.shape[1:4] + xk.shape[4:]
+                acc = temporary("fma.zero", shape, np.float32)
+                acc.fill(0)
+            acc = fma(wk, xk, acc, temporary(f"fma.acc{k % 2}", shape, np.float32))
+        if col is None:
+            col = acc if start + K_BLOCK >= count else acc.copy()
+        else:
+            np.add(col, acc, out=col)                       # float32: one rounding
     return col
 
 
-def _fma(a, b, c):
+def _fma(a, b, c, out=None):
     """fl(a * b + c) for float32 values (a, b as float64, c float32), rounded once: the product
-    is exact in float64 (24-bit significands); :func:`_round_once` rounds its sum with c."""
-    return _round_once(np.multiply(a, b), c.astype(np.float64))
+    is exact in float64 (24-bit significands); :func:`_round_once` rounds its sum with c.
+    Into ``out`` when given (not c)."""
+    y = _round_once(np.multiply(a, b), c.astype(np.float64))
+    if out is None:
+        return y
+    np.copyto(out, y)
+    return out
 
 
 HALF_BITS, HALF = (1 << 29) - 1, 1 << 28
@@ -209,25 +222,32 @@ HALF_BITS, HALF = (1 << 29) - 1, 1 << 28
 halfway between two float32 neighbours (in float32's normal range)."""
 
 
-def _fma_normal(a, b, c):
+def _fma_normal(a, b, c, out=None):
     """:func:`_fma` where every nonzero sum is in float32's normal range
     (:func:`no_subnormals`): s = RN64(a b + c) rounded to float32 is already the exact sum
     rounded once unless s is a float32 midpoint (a second rounding can only go wrong at
     one: RN64 is monotone and keeps any other value on the side of each midpoint the exact
-    sum is on); only those few are rounded by :func:`_round_once`. 6 array passes a step,
-    against 20 (the PP-OCRv4 detector's 24x320x320 transposed convolution, profiled in the
-    whole model: 333 -> 112 ms)."""
-    s = np.multiply(a, b)                                  # exact: 24 + 24 bits
-    if s.shape == c.shape:
-        np.add(s, c, out=s, dtype=np.float64)              # c widened exactly
-    else:                                                  # c broadcasts the products
-        s = np.add(s, c, dtype=np.float64)
-    y = s.astype(np.float32)
-    ties = (s.view(np.int64) & HALF_BITS) == HALF
-    if ties.any():
-        at = np.unravel_index(np.flatnonzero(ties), s.shape)
-        y[at] = _round_once(np.broadcast_to(a, s.shape)[at] * np.broadcast_to(b, s.shape)[at],
-                            np.broadcast_to(c, s.shape)[at].astype(np.float64))
+    sum is on); only those (about 0.5% of the sums of quantized data, in nearly every step)
+    are rounded again by :func:`_round_once`, picked by their flat index. Into ``out`` when
+    given (not c); the product, sum and test live in scratch."""
+    shape = np.broadcast_shapes(a.shape, b.shape, c.shape)
+    p = temporary("fma.product", shape, np.float64)
+    np.multiply(a, b, out=p)                               # exact: 24 + 24 bits
+    s = temporary("fma.sum", shape, np.float64)
+    np.add(p, c, out=s)                                    # c widened exactly, one rounding
+    y = np.empty(shape, np.float32) if out is None else out
+    np.copyto(y, s, casting="same_kind")                   # one rounding
+    bits = temporary("fma.bits", shape, np.int64)
+    np.bitwise_and(s.view(np.int64), HALF_BITS, out=bits)
+    ties = temporary("fma.ties", shape, np.bool_)
+    np.equal(bits, HALF, out=ties)
+    at = np.flatnonzero(ties)
+    if at.size:
+        if c.shape == shape and c.flags.c_contiguous:
+            near = c.reshape(-1)[at]
+        else:
+            near = np.broadcast_to(c, shape)[np.unravel_index(at, shape)]
+        y.reshape(-1)[at] = _round_once(p.reshape(-1)[at], near.astype(np.float64))
     return y
 
 
