@@ -857,6 +857,52 @@ def test_bytes_between_lowered_convolutions_through_any_numpy_step(heads_only, m
     same_as_reference(program, feeds)
 
 
+BYTE_CHAIN = ("max_pool2d", "upsampling", "lut", "concatenate", "strided_slice")
+
+
+@SETTINGS
+@given(signed=st.booleans(), chain=st.lists(st.sampled_from(BYTE_CHAIN), min_size=1,
+                                            max_size=3), seed=st.integers(0, 1 << 16))
+def test_random_byte_chains_between_lowered_convolutions(heads_only, signed, chain, seed):
+    """A random chain of the numpy ops a byte-held tensor may pass through (BYTE_SAFE), on
+    uint8 or int8 ranges, between two lowered convolutions, with a sum pool reading the
+    chain's end too: the bytes are the reference's, and the chain's values are held in the
+    byte type of their range."""
+    rng = np.random.default_rng(seed)
+    b = Builder("chain")
+    x = b.input("x", (1, 3, 6, 6), 8)
+    lo, hi = (-128, 127) if signed else (0, 255)
+    w1 = b.const("w1", rng.integers(-127, 128, (4, 3, 3, 3)), precision=8)
+    z = b.op("qconv2d", x, w1, channels=4, kernel_size=(3, 3), padding=(1, 1), use_bias=False)
+    v = b.op("requantize", z, multiplier=rng.integers(1 << 22, 1 << 24, 4).tolist(),
+             shift=[29] * 4, axis=1, qmin=lo, qmax=hi, rounding="fp32")
+    c, side = 4, 6
+    for k, op in enumerate(chain):
+        if op == "max_pool2d":
+            v = b.op(op, v, pool_size=(2, 2), padding=(1, 1))
+            side += 1
+        elif op == "upsampling" and side <= 8:
+            v, side = b.op(op, v, scale=2), side * 2
+        elif op == "lut":
+            table = b.const(f"t{k}", rng.integers(lo, hi + 1, 256), precision=9)
+            v = b.op(op, table, v, low=[lo])
+        elif op == "concatenate":
+            v, c = b.op(op, v, v, axis=1), c * 2
+        elif op == "strided_slice" and c > 1:
+            v, c = b.op(op, v, begin=[0, 1, 0, 0], end=[1, c, side, side],
+                        stride=[1, 1, 1, 1]), c - 1
+    w2 = b.const("w2", rng.integers(-127, 128, (5, c, 3, 3)), precision=8)
+    b.output(b.op("qconv2d", v, w2, channels=5, kernel_size=(3, 3), padding=(1, 1),
+                  use_bias=False, zero_point=int(rng.integers(lo, hi + 1))))
+    b.output(b.op("sum_pool2d", v, pool_size=(side, side), zero_point=3))
+    program = b.build()
+    feeds = extreme_feeds(program, seed)
+    model = same_as_reference(program, feeds, vm.cpu())
+    byte = np.int8 if signed else np.uint8
+    held = fused_values(model, feeds)
+    assert all(dtype == byte for op, shape, dtype in held if op in BYTE_CHAIN), held
+
+
 # ---------------------------------------------------------------------------------------------
 # Real models, thread counts
 # ---------------------------------------------------------------------------------------------
@@ -926,7 +972,8 @@ def test_auto_leaves_a_large_lut_alone_in_numpy(auto_lowers, side, lowered):
     x = b.input("x", (1, 16, side, side), 8)
     table = b.const("t", rng.integers(-127, 128, 256), precision=8)
     w = b.const("w", rng.integers(-127, 128, (16, 16, 3, 3)), precision=8)
-    z = b.op("qconv2d", x, w, channels=16, kernel_size=(3, 3), padding=(1, 1), use_bias=False)
+    z = b.op("qconv2d", b.input("c", (1, 16, 8, 8), 8), w, channels=16, kernel_size=(3, 3),
+             padding=(1, 1), use_bias=False)       # small: the reference computes it quickly
     n = b.op("negative", x)                         # numpy steps between the sessions
     y = b.op("lut", table, x, low=[-128])
     b.output(z, n, b.op("negative", y), b.op("lut", table, y, low=[-128]))

@@ -3,8 +3,8 @@
 Every tensor's values lie in [-R(p), R(p)] for its precision p; tensors proved >= 0 start at
 0; a requantize output lies in [qmin, qmax], a clip output in [a_min, a_max] and a table
 lookup's (lut, cvm_lut) between its constant table's least and greatest entries, a selection's
-(reshape, concatenate, strided_slice, max_pool2d, ...) within its inputs' ranges; a constant
-in [min, max] of its values. Executors use the ranges to hold tensors in narrow types and to
+(reshape, concatenate, strided_slice, max_pool2d, upsampling, ...) within its inputs'
+ranges; a constant in [min, max] of its values. Executors use the ranges to hold tensors in narrow types and to
 tabulate functions of them.
 """
 from __future__ import annotations
@@ -17,7 +17,7 @@ from .validate import nonnegative
 TABLES = {"lut": 0, "cvm_lut": 1}
 """Lookup ops and the position of their table: each output value is an entry of it."""
 SELECTIONS = ("reshape", "flatten", "transpose", "expand_dims", "squeeze", "concatenate",
-              "strided_slice", "repeat", "tile", "max_pool2d")
+              "strided_slice", "repeat", "tile", "max_pool2d", "upsampling")
 """Ops each output value of which is a value of one of their inputs (max_pool2d: windows
 skip the padding)."""
 
