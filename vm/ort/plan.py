@@ -180,7 +180,8 @@ def plan(program: Program, analysis, steps: list, threads: int | None,
     inside = _internal(program, regions)
     facts.layout = {t: how for t, how in held_layouts(facts, lowered).items()
                     if t not in inside}
-    facts.layout.update(dict.fromkeys(byte_held(facts, lowered, inside), "nchw"))
+    live = {k for run in regions if _exports(facts, run) for k in run}
+    facts.layout.update(dict.fromkeys(byte_held(facts, live, inside), "nchw"))
     twin = twin_program(program, facts)
     twin_steps = [_rebind(step, twin, k, analysis, twin.code[k] is not program.code[k])
                   for k, step in enumerate(steps)]
@@ -439,7 +440,8 @@ own layout."""
 def byte_held(facts: Facts, lowered: set[int], inside: set[int]) -> list[int]:
     """The 4-D value tensors, beyond those held in a layout group, held in bytes between
     steps (NCHW, as made): their proven range fits a byte and every numpy step touching
-    them is in :data:`BYTE_SAFE` (a lut's constant table not among them). The PP-OCRv4
+    them is in :data:`BYTE_SAFE` (a lut's constant table not among them); ``lowered``: the
+    instructions that run in sessions (a region none of whose results is read runs none). The PP-OCRv4
     detector's neck (pooled and upsampled maps, their sums with the lateral maps, the
     squeeze-and-excitation inputs), held in int32, made its tables gather from int32 and its
     sessions take four bytes a value: the whole model 236 to 206 ms."""
@@ -584,13 +586,18 @@ def _session_threads(program: Program, run: list[int], footprint: int,
     return threads if macs >= THREADED_MACS or footprint >= THREADED_SIZE else 1
 
 
+def _exports(facts: Facts, run: list[int]) -> list[int]:
+    """The results of instructions ``run`` read after it (the program's outputs included)."""
+    last_use = facts.analysis.last_use         # len(code) for the program's outputs
+    return [t for k in run for t in facts.program.code[k].outputs if last_use[t] > run[-1]]
+
+
 def region_step(facts: Facts, twin: Program, run: list[int], threads: int | None):
     """The Step running instructions ``run`` as one onnxruntime session (None when none of
     their results is used); with a guarded variant when a program input the region reads
     would be split into two bytes by a convolution but may well hold bytes."""
     program = facts.program
-    last_use = facts.analysis.last_use         # len(code) for the program's outputs
-    exports = [t for k in run for t in program.code[k].outputs if last_use[t] > run[-1]]
+    exports = _exports(facts, run)
     if not exports:
         return None
     wide = {program.code[k].inputs[0] for k in run if program.code[k].op in LINEAR and
