@@ -4,8 +4,8 @@ Every tensor's values lie in [-R(p), R(p)] for its precision p; tensors proved >
 0; a requantize output lies in [qmin, qmax], a clip output in [a_min, a_max] and a table
 lookup's (lut, cvm_lut) between its constant table's least and greatest entries, a selection's
 (reshape, concatenate, strided_slice, max_pool2d, upsampling, ...) within its inputs'
-ranges; a constant in [min, max] of its values. Executors use the ranges to hold tensors in narrow types and to
-tabulate functions of them.
+ranges; a constant in [min, max] of its values. Executors use the ranges to hold tensors in
+narrow types and to tabulate functions of them.
 """
 from __future__ import annotations
 

@@ -441,10 +441,10 @@ def byte_held(facts: Facts, lowered: set[int], inside: set[int]) -> list[int]:
     """The 4-D value tensors, beyond those held in a layout group, held in bytes between
     steps (NCHW, as made): their proven range fits a byte and every numpy step touching
     them is in :data:`BYTE_SAFE` (a lut's constant table not among them); ``lowered``: the
-    instructions that run in sessions (a region none of whose results is read runs none). The PP-OCRv4
-    detector's neck (pooled and upsampled maps, their sums with the lateral maps, the
-    squeeze-and-excitation inputs), held in int32, made its tables gather from int32 and its
-    sessions take four bytes a value: the whole model 236 to 206 ms."""
+    instructions that run in sessions (a region none of whose results is read runs none).
+    The PP-OCRv4 detector's neck (pooled and upsampled maps, their sums with the lateral
+    maps, the squeeze-and-excitation inputs), held in int32, made its tables gather from
+    int32 and its sessions take four bytes a value: the whole model 236 to 206 ms."""
     program = facts.program
     touch, outputs = _touches(program), set(program.outputs)
 
