@@ -136,3 +136,98 @@ def test_table_index_of_bytes_and_of_wider_storage_agree():
     x, y = rng.integers(-50, 150, (4, 6)), rng.integers(7, 307, (4, 6))
     assert np.array_equal(shifted(np, x.astype(np.int32), y.astype(np.int16)),
                           table[(x + 50) * 300 + (y - 7)])
+
+
+@st.composite
+def per_channel(draw):
+    """An island member reading a constant of one value per channel (or one value), a
+    per-channel requantize, or a table."""
+    c = 3
+    vals = lambda lo, hi: draw(st.lists(st.integers(lo, hi), min_size=c, max_size=c))
+    return draw(st.sampled_from([
+        ("requantize", {"multiplier": vals(1, (1 << 24) - 1), "shift": vals(8, 30),
+                        "axis": 1, "qmin": -(1 << 12), "qmax": 1 << 12,
+                        "zero_point_in": draw(st.integers(-9, 9)),
+                        "rounding": draw(st.sampled_from(["fp32", "half_even", "half_up"]))},
+         None),
+        ("broadcast_add", {}, np.array(vals(-900, 900)).reshape(1, c, 1, 1)),
+        ("broadcast_sub", {}, np.array(vals(-900, 900)).reshape(1, c, 1, 1)),
+        ("broadcast_mul", {}, np.array(vals(-3, 3)).reshape(1, c, 1, 1)),
+        ("broadcast_max", {}, np.array([[[[draw(st.integers(-50, 50))]]]])),
+        ("lut", {"low": [draw(st.integers(-300, 0))]},
+         np.array(draw(st.lists(st.integers(-2000, 2000), min_size=1, max_size=600))))]))
+
+
+@SETTINGS
+@given(st.sampled_from(["int8", "relu", "bytes"]), st.lists(per_channel(), min_size=1,
+                                                            max_size=4), st.data())
+def test_islands_of_channel_constants_equal_the_reference(kind, chain, data):
+    """Islands whose members read constants of one value per channel ((1, C, 1, 1)) or
+    requantize per channel: a table per channel; the bytes of the instructions one by one."""
+    b = Builder("channels")
+    y = byte_input(b, "a", kind)
+    try:
+        for n, (op, attrs, const) in enumerate(chain):
+            if op == "lut":
+                y = b.op(op, b.const(f"t{n}", const, precision=12), y, **attrs)
+            elif const is None:
+                y = b.op(op, y, **attrs)
+            else:
+                y = b.op(op, y, b.const(f"c{n}", const, precision=12), **attrs)
+        b.output(b.op("requantize", y, multiplier=[3 << 21], shift=[22], qmin=-100, qmax=100,
+                      rounding="fp32"))
+        program = b.build()
+    except vm.InvalidError:
+        return                                    # a precision above 32 on the way
+    t = program.tensors[program.inputs[0]]
+    feeds = {t.name: np.array(data.draw(values_for(t.shape, t.precision))).reshape(t.shape)}
+    want = vm.load(program, vm.reference()).run(feeds)
+    for ctx in (NUMPY, vm.cpu()):
+        got = vm.load(program, ctx).run(feeds)
+        assert all(got[k].tobytes() == want[k].tobytes() for k in want), ctx
+    from vm.ranges import Ranges
+    ranges = Ranges(program)
+    covered = {k for s in vm.load(program, NUMPY).plan.fast if isinstance(s.kernel, TableKernel)
+               for k in s.covers}
+    span = lambda k: -np.subtract(*ranges.of(program.code[k].outputs[0])) + 1
+    chained = []                 # the final requantize and the wide results it reads, back
+    for k in range(len(program.code) - 1, -1, -1):  # to a result of at most 256 values
+        if chained and span(k) <= 256 or program.code[k].op not in {op for op, _, _ in chain} \
+                | {"requantize"}:
+            break
+        chained.append(k)
+    assert set(chained) <= covered, (chain, chained, covered)
+
+
+def test_a_batch_normalization_after_a_table_is_one_table_per_channel():
+    """The PP-OCRv4 detector's head after its transposed convolution: a per-channel table's
+    result rescaled, a per-channel constant added, requantized to bytes: one table step of 4
+    channels x 256 values."""
+    rng = np.random.default_rng(3)
+    b = Builder("bn")
+    x = byte_input(b, "x", "bytes")                      # (2, 3, 4, 5)
+    y = b.op("requantize", x, multiplier=[1 << 30], shift=[14], zero_point_in=7,
+             qmin=-(1 << 24), qmax=1 << 24)
+    y = b.op("broadcast_add", y, b.const("bias", rng.integers(-(1 << 20), 1 << 20,
+                                                             (1, 3, 1, 1)), precision=22))
+    b.output(b.op("requantize", y, multiplier=[15170247], shift=[36], qmin=0, qmax=255,
+                  rounding="fp32"))
+    program = b.build()
+    model = vm.load(program, NUMPY)
+    tables = [s for s in model.plan.fast if isinstance(s.kernel, TableKernel)]
+    assert [len(s.covers) for s in tables] == [3] and tables[0].kernel.table.size == 3 * 256
+    feeds = {"x": rng.integers(-bound(12), bound(12) + 1, (2, 3, 4, 5))}
+    want = vm.load(program, vm.reference()).run(feeds)
+    for ctx in (NUMPY, vm.cpu()):
+        assert all(vm.load(program, ctx).run(feeds)[k].tobytes() == want[k].tobytes()
+                   for k in want)
+
+
+def test_channel_tables_index_by_channel():
+    rng = np.random.default_rng(4)
+    table = rng.integers(-100, 100, 4 * 10).astype(np.int16)
+    kernel = TableKernel(table, [-3], [10], np.int16, channels=4)
+    a = rng.integers(-3, 7, (2, 4, 5, 6))
+    want = table.reshape(4, 10)[np.arange(4)[None, :, None, None], a + 3]
+    for dtype in (np.int8, np.int32):
+        assert np.array_equal(kernel(np, a.astype(dtype)), want)

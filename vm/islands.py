@@ -3,11 +3,14 @@
 A chain of elementwise instructions whose only inputs from outside are one or two tensors of
 at most 256 values each (proven ranges, vm/ranges.py), and whose intermediates nothing else
 reads, is a function of at most 65,536 input pairs: a quantized model's residual addition
-(two requantizes, an add, a requantize) or a requantize of bytes. Islands with a requantize
-(several passes over the data each) become tables; shifts and clips alone are cheaper as
-they are (vm/fusion.py). At load the island's own
-kernels run once on every pair, and the step becomes one table lookup per element. The table
-holds the kernels' results, so the bytes are those of the instructions run one by one.
+(two requantizes, an add, a requantize) or a requantize of bytes. Constant operands of one
+value per channel ((1, C, 1, 1)) and per-channel requantizes make it a function of the
+channel too: one table per channel (the PP-OCRv4 detector's batch normalization after its
+transposed convolution: a requantize, a per-channel addition, a requantize; the whole model
+191 to 181 ms). Islands with a requantize (several passes over the data each) become
+tables; shifts and clips alone are cheaper as they are (vm/fusion.py). At load the island's
+own kernels run once on every pair, and the step becomes one table lookup per element. The
+table holds the kernels' results, so the bytes are those of the instructions run one by one.
 """
 from __future__ import annotations
 
@@ -24,7 +27,10 @@ from .steps import Step
 
 ELEMENTWISE = ("relu", "abs", "negative", "clip", "cvm_clip", "cvm_left_shift",
                "cvm_right_shift", "elemwise_add", "elemwise_sub", "broadcast_add",
-               "broadcast_sub", "broadcast_mul", "broadcast_max", "requantize")
+               "broadcast_sub", "broadcast_mul", "broadcast_max", "requantize", "lut")
+"""Ops an island may hold (lut with a constant table)."""
+MAX_ENTRIES = 1 << 20
+"""Entries of an island's table at most (channels times input pairs)."""
 MAX_VALUES = 256
 """The most values an input of an island may take."""
 MAX_MEMBERS = 64
@@ -54,7 +60,8 @@ def islands(program: Program, steps: list, skip=frozenset()) -> dict[int, Step]:
         inputs = _inputs(program, members)
         worth = any(program.code[k].op == "requantize" for k in members)  # the costly one
         if worth and 1 <= len(inputs) <= 2 and \
-                not any(_wide(program, ranges, t) for t in inputs):
+                not any(_wide(program, ranges, t) for t in inputs) and \
+                _channels(program, members) * _pairs(ranges, inputs) <= MAX_ENTRIES:
             found[sink] = _table_step(program, steps, sorted(members), inputs, ranges,
                                       tables)
             taken |= members
@@ -75,7 +82,7 @@ def _sinks(program: Program, ranges: Ranges) -> list[int]:
             continue
         length, hot = 1, ins.op == "requantize"
         for t in ins.inputs:
-            if _wide(program, ranges, t):
+            if t not in program.consts and _wide(program, ranges, t):
                 if t not in reach or t in outputs:
                     break                   # a wide input no island can absorb
                 length, hot = max(length, reach[t][0] + 1), hot or reach[t][1]
@@ -87,15 +94,54 @@ def _sinks(program: Program, ranges: Ranges) -> list[int]:
 
 
 def _elementwise(program: Program, k: int) -> bool:
-    ins = program.code[k]
-    shapes = {program.tensors[t].shape for t in (*ins.inputs, *ins.outputs)}
-    return ins.op in ELEMENTWISE and len(shapes) == 1 and len(ins.outputs) == 1 and \
-        not any(t in program.consts for t in ins.inputs) and \
-        (ins.op != "requantize" or len(ins.attrs["multiplier"]) == 1)
+    """Whether instruction k may be an island's member: one output, every non-constant
+    operand of its shape (a lut's table constant), constant operands of one value per
+    channel or one value, a requantize per tensor or per channel of a 4-D tensor."""
+    ins, consts = program.code[k], program.consts
+    if ins.op not in ELEMENTWISE or len(ins.outputs) != 1:
+        return False
+    shape = program.tensors[ins.outputs[0]].shape
+    data = ins.inputs[1:] if ins.op == "lut" else ins.inputs
+    if ins.op == "lut" and ins.inputs[0] not in consts or all(t in consts for t in data):
+        return False
+    if ins.op == "requantize" and len(ins.attrs["multiplier"]) > 1 and \
+            not (len(shape) == 4 and ins.attrs["axis"] % 4 == 1):
+        return False
+    return all(program.tensors[t].shape == shape if t not in consts else
+               _channel_shape(program.tensors[t].shape, shape) for t in data)
+
+
+def _channel_shape(const: tuple, shape: tuple) -> bool:
+    """Whether a constant of shape ``const`` holds one value, or one per channel of a 4-D
+    ``shape`` ((1, C, 1, 1)), broadcasting against it."""
+    if all(d == 1 for d in const):
+        return len(const) <= len(shape)
+    return len(shape) == 4 and len(const) == 4 and const[1] == shape[1] and \
+        const[0] == const[2] == const[3] == 1
+
+
+def _channels(program: Program, members) -> int:
+    """C where a member reads a constant per channel or requantizes per channel (its table
+    then depends on the channel), else 1."""
+    for k in members:
+        ins = program.code[k]
+        if ins.op == "requantize" and len(ins.attrs["multiplier"]) > 1 or any(
+                t in program.consts and program.tensors[t].size > 1
+                for t in (ins.inputs[1:] if ins.op == "lut" else ins.inputs)):
+            return program.tensors[ins.outputs[0]].shape[1]
+    return 1
 
 
 def _span(r: tuple[int, int]) -> int:
     return r[1] - r[0] + 1
+
+
+def _pairs(ranges: Ranges, inputs) -> int:
+    """The input values (pairs) an island's table covers."""
+    n = 1
+    for t in inputs:
+        n *= _span(ranges.of(t))
+    return n
 
 
 def _wide(program: Program, ranges: Ranges, t: int) -> bool:
@@ -127,7 +173,7 @@ def _inputs(program: Program, members) -> list[int]:
     out = []
     for k in sorted(members):
         for t in program.code[k].inputs:
-            if t not in written and t not in out:
+            if t not in written and t not in out and t not in program.consts:
                 out.append(t)
     return out
 
@@ -169,26 +215,35 @@ def _table_key(program: Program, members: list[int], inputs: list[int], spans) -
 
 
 def _table(program: Program, steps, members: list[int], inputs: list[int], spans):
-    """The TableKernel of an island: its members' kernels run once on every input pair."""
+    """The TableKernel of an island: its members' kernels run once on every input pair (of
+    every channel: on (1, C, pairs, 1) arrays where a member reads constants)."""
     grids = np.meshgrid(*[np.arange(lo, hi + 1, dtype=np.int64) for lo, hi in spans],
                         indexing="ij")
-    env = {t: g.reshape(-1).astype(program.tensors[t].dtype) for t, g in zip(inputs, grids)}
+    channels = _channels(program, members)
+    shaped = any(t in program.consts for k in members for t in program.code[k].inputs
+                 if program.code[k].op != "lut" or t != program.code[k].inputs[0])
+    shape = (1, channels, grids[0].size, 1) if shaped or channels > 1 else (grids[0].size,)
+    env = {t: np.broadcast_to(g.reshape((1, 1, -1, 1) if len(shape) == 4 else -1), shape)
+           .astype(program.tensors[t].dtype) for t, g in zip(inputs, grids)}
+    env.update({t: program.consts[t] for k in members for t in program.code[k].inputs
+                if t in program.consts})
     for k in members:
         ins = program.code[k]
-        value = _kernel(program, steps, k)(np, *[env[t] for t in ins.inputs])
-        env[ins.outputs[0]] = np.asarray(value).astype(program.tensors[ins.outputs[0]].dtype)
+        value = _kernel(program, steps, k, len(shape))(np, *[env[t] for t in ins.inputs])
+        env[ins.outputs[0]] = np.broadcast_to(value, shape).astype(
+            program.tensors[ins.outputs[0]].dtype)
     out = program.code[members[-1]].outputs[0]
-    return TableKernel(env[out], [lo for lo, _ in spans], [_span(s) for s in spans],
-                       program.tensors[out].dtype)
+    return TableKernel(env[out].reshape(-1), [lo for lo, _ in spans],
+                       [_span(s) for s in spans], program.tensors[out].dtype, channels)
 
 
-def _kernel(program: Program, steps, k: int):
-    """Instruction k's CPU computation on flat arrays: requantize's float path where it is
-    licensed (ops/fastquant.py), else the op's kernel."""
+def _kernel(program: Program, steps, k: int, ndim: int = 1):
+    """Instruction k's CPU computation on ``ndim``-D arrays: requantize's float path where it
+    is licensed (ops/fastquant.py), else the op's kernel."""
     ins = program.code[k]
     if ins.op == "requantize":
         x = program.tensors[ins.inputs[0]]
-        fast = fastquant.RequantizeKernel(ins.attrs, x.precision, 1,
+        fast = fastquant.RequantizeKernel(ins.attrs, x.precision, ndim,
                                           program.tensors[ins.outputs[0]].dtype)
         if fast.ok:
             return fast
@@ -197,18 +252,24 @@ def _kernel(program: Program, steps, k: int):
 
 
 class TableKernel:
-    """out = table[(a - lo_a) * span_b + (b - lo_b)] (one input: table[a - lo_a]), on blocks
-    spread over the lanes; the index is computed in int32 (at most 65,536 entries)."""
+    """out = table[(a - lo_a) * span_b + (b - lo_b)] (one input: table[a - lo_a]), plus
+    c * pairs on channel c where the table has ``channels`` parts (4-D data), on blocks
+    spread over the lanes; the index is computed in int32 (at most MAX_ENTRIES entries)."""
 
-    def __init__(self, table: np.ndarray, lows: list[int], spans: list[int], out_dtype):
+    def __init__(self, table: np.ndarray, lows: list[int], spans: list[int], out_dtype,
+                 channels: int = 1):
         self.table, self.lows, self.spans = np.ascontiguousarray(table), lows, spans
         self.out_dtype = np.dtype(out_dtype)
+        self.offsets = None
+        if channels > 1:
+            self.offsets = (np.arange(channels, dtype=np.int32) *
+                            np.int32(self.table.size // channels)).reshape(1, -1, 1, 1)
 
     def __call__(self, xp, a, b=None):
         out = np.empty(a.shape, self.out_dtype)
 
         bytes_ = b is not None and a.dtype == b.dtype == np.uint8 and self.lows == [0, 0] and \
-            self.spans[1] == 256
+            self.spans[1] == 256 and self.offsets is None
 
         def block(index):
             if bytes_:                                   # (a << 8) | b, in uint16
@@ -223,6 +284,9 @@ class TableKernel:
                     np.add(idx, b[index], out=idx, dtype=np.int32)
                     if self.lows[1]:
                         np.subtract(idx, self.lows[1], out=idx)
+                if self.offsets is not None:                 # the channel's table
+                    np.add(idx, self.offsets[:, index[1]] if len(index) > 1 else
+                           self.offsets, out=idx)
             np.take(self.table, idx, out=out[index], mode="clip")
         spread(block, a.shape, 8)
         return out

@@ -1,7 +1,8 @@
 """Proven value ranges of a program's tensors (a plan fact, like vm.validate.nonnegative).
 
 Every tensor's values lie in [-R(p), R(p)] for its precision p; tensors proved >= 0 start at
-0; a requantize output lies in [qmin, qmax], a clip output in [a_min, a_max] and a table
+0; the output of an op that clips to [qmin, qmax] (requantize, the quantized pools, softmax
+and norms, an fp32 transposed convolution) lies there, a clip output in [a_min, a_max], a table
 lookup's (lut, cvm_lut) between its constant table's least and greatest entries, a selection's
 (reshape, concatenate, strided_slice, max_pool2d, upsampling, ...) within its inputs'
 ranges; a constant in [min, max] of its values. Executors use the ranges to hold tensors in
@@ -13,6 +14,17 @@ from ops.base import bound
 
 from .program import Program
 from .validate import nonnegative
+
+CLIPPED = ("requantize", "qavg_pool2d", "qsoftmax", "qvariance", "qnorm")
+"""Ops whose every output value is clipped to their [qmin, qmax] (qconv2d_transpose too, with
+``rounding="fp32"``: :func:`clipped`)."""
+
+
+def clipped(ins) -> bool:
+    """Whether every output value of ``ins`` lies in its [qmin, qmax]."""
+    return ins.op in CLIPPED or ins.op == "qconv2d_transpose" and \
+        ins.attrs.get("rounding") == "fp32"
+
 
 TABLES = {"lut": 0, "cvm_lut": 1}
 """Lookup ops and the position of their table: each output value is an entry of it."""
@@ -60,7 +72,7 @@ class Ranges:
         k = self.producer.get(t)
         if k is not None:
             ins = self.program.code[k]
-            if ins.op == "requantize":
+            if clipped(ins):
                 lo, hi = max(lo, ins.attrs["qmin"]), min(hi, ins.attrs["qmax"])
             elif ins.op == "clip":
                 lo, hi = max(lo, ins.attrs["a_min"]), min(hi, ins.attrs["a_max"])
