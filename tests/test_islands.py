@@ -231,3 +231,30 @@ def test_channel_tables_index_by_channel():
     want = table.reshape(4, 10)[np.arange(4)[None, :, None, None], a + 3]
     for dtype in (np.int8, np.int32):
         assert np.array_equal(kernel(np, a.astype(dtype)), want)
+
+
+def test_channel_tables_stay_within_their_budget():
+    """Four islands of two byte inputs and 16 channels, 4 MB of int32 tables each, in a small
+    program: the tables of one part per channel a plan makes total at most CHANNEL_BYTES, the
+    other islands run as instructions; the bytes stay the reference's."""
+    from vm import islands
+    rng = np.random.default_rng(5)
+    b = Builder("budget")
+    a, c = (b.op("requantize", b.input(n, (1, 16, 2, 2), 12), multiplier=[5 << 20],
+                 shift=[24], qmin=0, qmax=255) for n in ("a", "c"))
+    outs = []
+    for n in range(4):
+        y = b.op("broadcast_add", b.op("elemwise_add", a, c),
+                 b.const(f"k{n}", rng.integers(-999, 999, (1, 16, 1, 1)), precision=12))
+        outs.append(b.op("requantize", y, multiplier=[int(rng.integers(1, 1 << 24))],
+                         shift=[8], qmin=-(1 << 20), qmax=1 << 20))
+    b.output(*outs)
+    program = b.build()
+    model = vm.load(program, NUMPY)
+    tables = [s.kernel.table.nbytes for s in model.plan.fast
+              if isinstance(s.kernel, TableKernel) and s.kernel.offsets is not None]
+    assert 0 < sum(tables) <= islands.CHANNEL_BYTES < 4 * 16 * 65536 * 4
+    assert len(tables) < 4
+    feeds = {n: rng.integers(-bound(12), bound(12) + 1, (1, 16, 2, 2)) for n in ("a", "c")}
+    want = vm.load(program, vm.reference()).run(feeds)
+    assert all(model.run(feeds)[k].tobytes() == want[k].tobytes() for k in want)

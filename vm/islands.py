@@ -31,6 +31,11 @@ ELEMENTWISE = ("relu", "abs", "negative", "clip", "cvm_clip", "cvm_left_shift",
 """Ops an island may hold (lut with a constant table)."""
 MAX_ENTRIES = 1 << 20
 """Entries of an island's table at most (channels times input pairs)."""
+CHANNEL_BYTES = 1 << 23
+"""Bytes of the tables of islands with one part per channel a plan makes at most: past them
+the instructions run as they are (a small program of many such islands cannot make its load
+take gigabytes; the islands of one value per input pair, 64 K entries, need a requantize
+each)."""
 MAX_VALUES = 256
 """The most values an input of an island may take."""
 MAX_MEMBERS = 64
@@ -52,19 +57,25 @@ def islands(program: Program, steps: list, skip=frozenset()) -> dict[int, Step]:
     for k, ins in enumerate(program.code):
         for t in ins.inputs:
             readers[t].append(k)
-    taken, found, tables = set(skip), {}, {}
+    taken, found, tables, spent = set(skip), {}, {}, 0
     for sink in reversed(sinks):
         if sink in taken:
             continue
         members = _grow(program, sink, readers, producer, ranges, taken)
         inputs = _inputs(program, members)
         worth = any(program.code[k].op == "requantize" for k in members)  # the costly one
-        if worth and 1 <= len(inputs) <= 2 and \
-                not any(_wide(program, ranges, t) for t in inputs) and \
-                _channels(program, members) * _pairs(ranges, inputs) <= MAX_ENTRIES:
-            found[sink] = _table_step(program, steps, sorted(members), inputs, ranges,
-                                      tables)
-            taken |= members
+        if not (worth and 1 <= len(inputs) <= 2) or \
+                any(_wide(program, ranges, t) for t in inputs):
+            continue
+        channels = _channels(program, members)
+        if channels > 1:                    # one table part per channel: within the budget
+            entries = channels * _pairs(ranges, inputs)
+            size = entries * program.tensors[program.code[sink].outputs[0]].dtype.itemsize
+            if entries > MAX_ENTRIES or spent + size > CHANNEL_BYTES:
+                continue
+            spent += size
+        found[sink] = _table_step(program, steps, sorted(members), inputs, ranges, tables)
+        taken |= members
     return found
 
 
