@@ -191,13 +191,10 @@ def _native_columns(x64, w64, first: int, count: int, rows: slice, fma):
     step writes the other of two scratch accumulators (the result is scratch: copy it)."""
     col = None
     for start in range(0, count, K_BLOCK):
-        acc = None
+        acc = np.float32(0)                                 # each block's chain from zero
         for k, ch in enumerate(range(first + start, first + min(count, start + K_BLOCK))):
             wk, xk = w64[ch][None, :, :, :, None, None], x64[:, ch, rows][:, None, None, None]
-            if acc is None:
-                shape = (xk.shape[0],) + wk.shape[1:4] + xk.shape[4:]
-                acc = temporary("fma.zero", shape, np.float32)
-                acc.fill(0)
+            shape = (xk.shape[0],) + wk.shape[1:4] + xk.shape[4:]
             acc = fma(wk, xk, acc, temporary(f"fma.acc{k % 2}", shape, np.float32))
         if col is None:
             col = acc if start + K_BLOCK >= count else acc.copy()

@@ -44,7 +44,7 @@ from ..steps import Step
 from ..ranges import Ranges
 from . import requant, selftest, session as sessions
 from .kernels import ChannelSplitKernel, RegionKernel
-from .rules import LINEAR, NHWC, RULES, Region, linear_parts, requantize_kind, \
+from .rules import LINEAR, NHWC, RULES, Region, byte_type, linear_parts, requantize_kind, \
     requantize_table_bytes
 
 ARENA_SIZE = 1 << 22
@@ -138,12 +138,7 @@ class Facts:
 
     def byte(self, t: int) -> np.dtype | None:
         """uint8 or int8 where tensor t's proven range fits one, else None."""
-        lo, hi = self.range(t)
-        if 0 <= lo and hi <= 255:
-            return np.dtype(np.uint8)
-        if -128 <= lo and hi <= 127:
-            return np.dtype(np.int8)
-        return None
+        return byte_type(*self.range(t))
 
     def range(self, t: int) -> tuple[int, int]:
         """Proven [lo, hi] of tensor t's values (or, for a region built for inputs checked

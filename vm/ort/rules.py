@@ -418,7 +418,8 @@ def emit_reshape(region: Region, k: int) -> None:
                "nchw", region.dtype(ins.inputs[0]))
 
 
-def _byte_type(lo: int, hi: int):
+def byte_type(lo: int, hi: int):
+    """uint8 or int8 where [lo, hi] fits one, else None."""
     if 0 <= lo and hi <= 255:
         return np.dtype(np.uint8)
     if -128 <= lo and hi <= 127:
@@ -433,14 +434,14 @@ NhwcMaxPool with the transposes around it ~0.5 ns, but its two extra nodes ~0.6 
 
 
 def check_max_pool(facts, k: int) -> bool:
-    return _byte_type(*_input_range(facts, k)) is not None
+    return byte_type(*_input_range(facts, k)) is not None
 
 
 def emit_max_pool(region: Region, k: int) -> None:
     facts = region.facts
     ins = facts.program.code[k]
     a = ins.attrs
-    byte = _byte_type(*_input_range(facts, k))
+    byte = byte_type(*_input_range(facts, k))
     (ph, pw) = a["padding"]
     window = dict(kernel_shape=list(a["pool_size"]), strides=list(a["strides"]),
                   pads=[ph, pw, ph, pw])
