@@ -18,6 +18,7 @@ import numpy as np
 
 from .base import bound
 from .scratch import lane_count, parallel, scratch
+from .table import translate
 
 F32, F64 = 1 << 24, 1 << 53
 BLOCK = 1 << 17
@@ -45,7 +46,7 @@ class RequantizeKernel:
             shape[a["axis"]] = m.size
         self.mode = a["rounding"]
         self.axis = a["axis"] if m.size > 1 else None                  # per channel: where
-        top = bound(in_precision) + abs(a["zero_point_in"])
+        self.top = top = bound(in_precision) + abs(a["zero_point_in"])
         self.float = np.float32 if self.mode == "fp32" else np.float64
         self.scale = np.ldexp(m, -s).astype(self.float).reshape(shape)
         self.half = np.where(s > 0, 0.5, 0.0).reshape(shape)           # 2^(s-1) / 2^s
@@ -64,22 +65,18 @@ class RequantizeKernel:
     def __call__(self, xp, x):
         x = np.ascontiguousarray(x)
         out = np.empty(x.shape, self.out_dtype)
-        flat_x, flat_out = x.reshape(-1), out.reshape(-1)
-        direct = self.mode == "fp32" and self.zin == 0 and x.dtype.itemsize <= 4
+        self._blocks(x, out.reshape(-1), self._block)
+        return out
+
+    def _blocks(self, x, flat_out, block) -> None:
+        """block(part, dst, scale, half) on the blocks of ``x`` (C-contiguous) and the same
+        blocks of ``flat_out``, spread over the lanes when x is large."""
+        flat_x = x.reshape(-1)
 
         def chunk(c) -> None:
             start, stop, shape, scale, half = c
-            part, dst = flat_x[start:stop].reshape(shape), flat_out[start:stop].reshape(shape)
-            if direct:
-                y = scratch("y", shape, np.float32)
-                np.copyto(y, part, casting="unsafe")          # one rounding: float32(x)
-                np.multiply(y, scale, out=y)                  # one rounding
-                np.rint(y, out=y)                             # and one rounding here
-                self._clip_to(y, dst, y)
-                return
-            d = scratch("d", shape, np.float64)
-            np.subtract(part, self.zin, out=d, dtype=np.float64)   # exact: |d| < 2^53
-            self._apply(d, dst, scale, half)
+            block(flat_x[start:stop].reshape(shape), flat_out[start:stop].reshape(shape),
+                  scale, half)
         lanes = lane_count(x.size * LANE_WORK)
         chunks = self._chunks(x.shape, lanes)
         if len(chunks) > 1 and lanes > 1:
@@ -87,7 +84,18 @@ class RequantizeKernel:
         else:
             for c in chunks:
                 chunk(c)
-        return out
+
+    def _block(self, part, dst, scale, half) -> None:
+        if self.mode == "fp32" and self.zin == 0 and part.dtype.itemsize <= 4:
+            y = scratch("y", part.shape, np.float32)
+            np.copyto(y, part, casting="unsafe")              # one rounding: float32(x)
+            np.multiply(y, scale, out=y)                      # one rounding
+            np.rint(y, out=y)                                 # and one rounding here
+            self._clip_to(y, dst, y)
+            return
+        d = scratch("d", part.shape, np.float64)
+        np.subtract(part, self.zin, out=d, dtype=np.float64)  # exact: |d| < 2^53
+        self._apply(d, dst, scale, half)
 
     def _chunks(self, shape, lanes: int = 1) -> list:
         """The blocks of :meth:`_plan` for ``shape`` on ``lanes`` lanes, made once per shape
@@ -191,35 +199,72 @@ def prepare(attrs, in_precision: int, ndim: int, out_dtype, tail):
     return kernel if kernel.ok else None
 
 
+ROUNDER = np.float32(3 << 22)
+"""1.5 * 2^23: for a float32 p with |p| < 2^22, p + ROUNDER lies in (2^23, 2^24), where the
+float32 spacing is 1, so its one rounding (to nearest, ties to even; ROUNDER is even) gives
+exactly ROUNDER + rint(p), whose bits are 0x4B400000 + rint(p): their low byte is rint(p)
+mod 256."""
+
+
 class RequantizeLut(RequantizeKernel):
     """requantize, then a lut of its result alone (one data input), in one pass over each
-    block: the requantized value, an integer in [qmin, qmax] held in float, becomes a byte
-    (exact: it fits one) whose bits index the lut's table composed with the clamp of its
-    index (``entries``: 256 of them); where the lut's result is a byte, pairs of bytes index
-    a table of the 65,536 pairs of entries (one gather per two elements)."""
+    block. Where the lut's result is a byte, the blocks leave a byte per element and one
+    :func:`ops.table.translate` of the whole tensor maps them:
+
+    * ``rounder`` (the clip bounds of ROUNDER + v): the rounded value v in [lo, hi] (hi - lo
+      < 256) leaves as the low byte of ROUNDER + v in float32, exact for the fp32 rounding of
+      an input of at most 4 bytes with zin = 0 while the input's bound times the scale stays
+      below 2^21; ``rotated`` (256 bytes) is the lut's table composed with the clamp of its
+      index, rotated by zp;
+    * else the requantized byte v + zp leaves as its bits, which index ``by_bits`` (the
+      entries' bytes).
+
+    A wider result: the byte's bits index ``entries`` (numpy's take)."""
 
     def __init__(self, kernel: RequantizeKernel, byte: np.dtype, entries: np.ndarray):
         self.__dict__.update(kernel.__dict__)
         self._rows, self._plans = {}, {}
         self.byte, self.entries, self.out_dtype = byte, entries, entries.dtype
-        self.pairs = None
-        if entries.dtype.itemsize == 1:
-            every = np.arange(1 << 16, dtype=np.uint16).view(np.uint8).reshape(-1, 2)
-            self.pairs = entries[every].reshape(-1).view(np.uint16)    # memory order kept
+        self.by_bits = entries.view(np.uint8).tobytes() if entries.dtype.itemsize == 1 \
+            else None
+        self.rotated, self.rounder = None, None
+        if self.by_bits is not None and self.mode == "fp32" and self.zin == 0 and \
+                self.top * float(np.abs(self.scale).max(initial=0)) < 1 << 21:
+            v = self.lo + (np.arange(256) - self.lo) % 256       # v = i (mod 256), from lo
+            bits = (np.clip(v, self.lo, self.hi) + self.zp).astype(byte).view(np.uint8)
+            self.rotated = entries.view(np.uint8)[bits].tobytes()
+            self.rounder = (ROUNDER + np.float32(self.lo), ROUNDER + np.float32(self.hi))
+
+    def __call__(self, xp, x):
+        if self.by_bits is None:
+            return super().__call__(xp, x)
+        x = np.ascontiguousarray(x)
+        low = bytearray(x.size)
+        rounded = self.rounder is not None and x.dtype.itemsize <= 4
+        self._blocks(x, np.frombuffer(low, np.uint8), self._low_byte if rounded else
+                     self._block)
+        return translate(low, self.rotated if rounded else self.by_bits, self.out_dtype,
+                         x.shape)
+
+    def _low_byte(self, part, dst, scale, half) -> None:
+        """dst <- clip(rint(float32(float32(part) * scale)), lo, hi) mod 256."""
+        y = scratch("y", part.shape, np.float32)
+        np.copyto(y, part, casting="unsafe")               # one rounding: float32(x)
+        np.multiply(y, scale, out=y)                       # one rounding: p, |p| < 2^21
+        np.add(y, ROUNDER, out=y)                          # ROUNDER + rint(p), exactly
+        np.clip(y, *self.rounder, out=y)                   # exact: integers below 2^24
+        np.copyto(dst, y.view(np.uint32), casting="unsafe")   # the low byte of the bits
 
     def _clip_to(self, y, out, part) -> None:
         np.clip(y, self.lo, self.hi, out=y)
         if self.zp:
             np.add(y, self.zp, out=y)                      # exact: small integers
+        if self.by_bits is not None:                       # out: the bytes, translated later
+            np.copyto(out.view(self.byte), part, casting="unsafe")   # exact: y fits a byte
+            return
         b = scratch("byte", part.shape, self.byte)
         np.copyto(b, part, casting="unsafe")               # exact: y fits the byte type
-        bits = b.view(np.uint8)
-        if self.pairs is not None and bits.size % 2 == 0 and out.flags.c_contiguous and \
-                out.ctypes.data % 2 == 0:
-            np.take(self.pairs, bits.reshape(-1).view(np.uint16),
-                    out=out.reshape(-1).view(np.uint16), mode="clip")   # in range: no clip
-        else:
-            np.take(self.entries, bits, out=out, mode="clip")
+        np.take(self.entries, b.view(np.uint8), out=out, mode="clip")   # in range: no clip
 
 
 def prepare_lut(attrs, in_precision: int, ndim: int, tail, table: np.ndarray, low: int,

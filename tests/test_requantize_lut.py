@@ -104,11 +104,31 @@ def test_requantize_then_lut_equals_the_op_kernels(monkeypatch, case, block, low
                                                             np.int64, tail) is None
         return
     event(branch(kernel, x.shape, block))
-    event(f"pairs: {kernel.pairs is not None}, even: {x.size % 2 == 0}")
+    event(f"translated: {kernel.by_bits is not None}, rounder: {kernel.rounder is not None}")
     with using(Workspace()):
         got = kernel(np, x)
     want = LUT.kernel(np, table, requantized(x, attrs, tail), low=[low])
     assert got.dtype == np.dtype(out_dtype) and np.array_equal(got, want)
+
+
+@pytest.mark.parametrize("zero_point,qmin,qmax", [(130, 0, 255), (-3, -128, 127), (7, 0, 100)])
+def test_the_rounder_path_on_ties_and_clip_edges(zero_point, qmin, qmax):
+    """Every input in [-5000, 5000] and the bound's extremes at scales 1/2 and 3/8 (ties
+    rounding to even, up and down), per tensor and per channel, through the low byte of
+    ROUNDER + v: the op kernels' bytes, and the path taken."""
+    row = np.concatenate([np.arange(-5000, 5001), [-(1 << 20) + 1, (1 << 20) - 1]])
+    x = np.stack([row, row[::-1]]).astype(np.int32).reshape(1, 2, -1, 1)
+    table = np.random.default_rng(qmax).integers(-128, 128, 256)
+    for multiplier, shift in (([1 << 23], [24]), ([1 << 23, 3 << 21], [24, 24])):
+        attrs = REQUANTIZE.check_attrs(dict(multiplier=multiplier, shift=shift, axis=1,
+                                            rounding="fp32", zero_point=zero_point,
+                                            qmin=qmin, qmax=qmax))
+        kernel = fastquant.prepare_lut(attrs, 21, 4, Requant(), table, qmin, np.int8)
+        assert kernel.rounder is not None
+        with using(Workspace()):
+            got = kernel(np, x)
+        want = LUT.kernel(np, table, REQUANTIZE.kernel(np, x, **attrs), low=[qmin])
+        assert got.dtype == np.int8 and np.array_equal(got, want)
 
 
 def test_a_table_entry_wider_than_the_result_is_not_fused():
@@ -242,13 +262,13 @@ def test_prepared_lut_equals_the_op_kernel(data, in_dtype, out_dtype, two, strid
     assert np.array_equal(got, want)
     assert got.dtype == (np.dtype(out_dtype) if not wide else table.dtype) or \
         np.array_equal(table.astype(out_dtype), table)
-    event(f"bits: {len(args) == 1 and kernel._bits != {}}, pairs: "
-          f"{any(p is not None for _, p in kernel._bits.values())}")
+    event(f"bits: {len(args) == 1 and kernel._bits != {}}, translated: "
+          f"{any(t is not None for _, t in kernel._bits.values())}")
 
 
 @pytest.mark.parametrize("in_dtype,low", [(np.uint8, 0), (np.int8, -128)])
-@pytest.mark.parametrize("n", [1, 6, 7, 2 * PreparedLut.PAIRS_BLOCK + 10])
-def test_prepared_lut_gathers_pairs_of_bytes(in_dtype, low, n):
+@pytest.mark.parametrize("n", [0, 1, 6, 7, 3 * (1 << 16) + 10])
+def test_prepared_lut_translates_bytes(in_dtype, low, n):
     rng = np.random.default_rng(n)
     table = rng.integers(-128, 128, 256)
     x = rng.integers(np.iinfo(in_dtype).min, int(np.iinfo(in_dtype).max) + 1, n)
