@@ -33,6 +33,13 @@ PLANS = 8
 """Block plans a kernel keeps (one per input shape and lane count)."""
 
 
+ROUNDER = np.float32(3 << 22)
+"""1.5 * 2^23: for a float32 p with |p| < 2^21 and an even integer e with |e| < 2^20,
+p + ROUNDER + e lies in (2^23, 2^24), where the float32 spacing is 1, so its one rounding (to
+nearest, ties to even; ROUNDER + e is even) gives exactly ROUNDER + e + rint(p), whose bits
+are 0x4B400000 + e + rint(p): their low byte is e + rint(p) mod 256."""
+
+
 class RequantizeKernel:
     """requantize bound at load time (see the module doc), on cache-sized blocks (spread over
     the lanes)."""
@@ -61,12 +68,28 @@ class RequantizeKernel:
         self.clip_span = max(abs(self.lo), abs(self.hi), abs(a["qmin"]), abs(a["qmax"]))
         self.ok = (self.mode == "fp32" or top * int(m.max()) + (1 << int(s.max())) < F64) \
             and self.clip_span < self.limit
+        self.even = self.zp - (self.zp & 1)     # the zero point's even part, in the rounder
+        self.rounder = None
+        if self.mode == "fp32" and self.zin == 0 and self.clip_span < 1 << 20 and \
+                top * float(np.abs(self.scale).max(initial=0)) < 1 << 21:
+            base = ROUNDER + np.float32(self.even)
+            self.rounder = (base, base + np.float32(self.lo), base + np.float32(self.hi))
 
     def __call__(self, xp, x):
         x = np.ascontiguousarray(x)
         out = np.empty(x.shape, self.out_dtype)
+        if self.out_dtype.itemsize == 1 and self._rounds(x):
+            bits = out.reshape(-1).view(np.uint8)
+            self._blocks(x, bits, self._low_byte)
+            if self.zp & 1:
+                np.add(bits, np.uint8(1), out=bits)         # modulo 256: the byte's bits
+            return out
         self._blocks(x, out.reshape(-1), self._block)
         return out
+
+    def _rounds(self, x) -> bool:
+        """Whether x's blocks take :meth:`_low_byte`."""
+        return self.rounder is not None and x.dtype.itemsize <= 4
 
     def _blocks(self, x, flat_out, block) -> None:
         """block(part, dst, scale, half) on the blocks of ``x`` (C-contiguous) and the same
@@ -96,6 +119,19 @@ class RequantizeKernel:
         d = scratch("d", part.shape, np.float64)
         np.subtract(part, self.zin, out=d, dtype=np.float64)  # exact: |d| < 2^53
         self._apply(d, dst, scale, half)
+
+    def _low_byte(self, part, dst, scale, half) -> None:
+        """dst <- (clip(rint(float32(float32(part) * scale)), lo, hi) + even) mod 256, by
+        ROUNDER: exact for the fp32 rounding with zin = 0 while the input's bound times the
+        scale stays below 2^21 and zp, qmin, qmax below 2^20 (``rounder``: ROUNDER + even and
+        the clip bounds of the sum)."""
+        base, low, high = self.rounder
+        y = scratch("y", part.shape, np.float32)
+        np.copyto(y, part, casting="unsafe")               # one rounding: float32(x)
+        np.multiply(y, scale, out=y)                       # one rounding: p, |p| < 2^21
+        np.add(y, base, out=y)                             # base + rint(p), exactly
+        np.clip(y, low, high, out=y)                       # exact: integers below 2^24
+        np.copyto(dst, y.view(np.uint32), casting="unsafe")   # the low byte of the bits
 
     def _chunks(self, shape, lanes: int = 1) -> list:
         """The blocks of :meth:`_plan` for ``shape`` on ``lanes`` lanes, made once per shape
@@ -199,27 +235,14 @@ def prepare(attrs, in_precision: int, ndim: int, out_dtype, tail):
     return kernel if kernel.ok else None
 
 
-ROUNDER = np.float32(3 << 22)
-"""1.5 * 2^23: for a float32 p with |p| < 2^22, p + ROUNDER lies in (2^23, 2^24), where the
-float32 spacing is 1, so its one rounding (to nearest, ties to even; ROUNDER is even) gives
-exactly ROUNDER + rint(p), whose bits are 0x4B400000 + rint(p): their low byte is rint(p)
-mod 256."""
-
-
 class RequantizeLut(RequantizeKernel):
     """requantize, then a lut of its result alone (one data input), in one pass over each
     block. Where the lut's result is a byte, the blocks leave a byte per element and one
-    :func:`ops.table.translate` of the whole tensor maps them:
-
-    * ``rounder`` (the clip bounds of ROUNDER + v): the rounded value v in [lo, hi] (hi - lo
-      < 256) leaves as the low byte of ROUNDER + v in float32, exact for the fp32 rounding of
-      an input of at most 4 bytes with zin = 0 while the input's bound times the scale stays
-      below 2^21; ``rotated`` (256 bytes) is the lut's table composed with the clamp of its
-      index, rotated by zp;
-    * else the requantized byte v + zp leaves as its bits, which index ``by_bits`` (the
-      entries' bytes).
-
-    A wider result: the byte's bits index ``entries`` (numpy's take)."""
+    :func:`ops.table.translate` of the whole tensor maps them: the low byte of the rounder
+    (:meth:`RequantizeKernel._low_byte`) through ``rotated`` (256 bytes: the lut's table
+    composed with the clamp of its index, rotated by the zero point's even part), else the
+    requantized byte's bits through ``by_bits`` (the entries' bytes). A wider result: the
+    byte's bits index ``entries`` (numpy's take)."""
 
     def __init__(self, kernel: RequantizeKernel, byte: np.dtype, entries: np.ndarray):
         self.__dict__.update(kernel.__dict__)
@@ -227,33 +250,21 @@ class RequantizeLut(RequantizeKernel):
         self.byte, self.entries, self.out_dtype = byte, entries, entries.dtype
         self.by_bits = entries.view(np.uint8).tobytes() if entries.dtype.itemsize == 1 \
             else None
-        self.rotated, self.rounder = None, None
-        if self.by_bits is not None and self.mode == "fp32" and self.zin == 0 and \
-                self.top * float(np.abs(self.scale).max(initial=0)) < 1 << 21:
-            v = self.lo + (np.arange(256) - self.lo) % 256       # v = i (mod 256), from lo
+        if self.by_bits is not None and self.rounder is not None:
+            v = self.lo + (np.arange(256) - self.even - self.lo) % 256   # v + even = i mod 256
             bits = (np.clip(v, self.lo, self.hi) + self.zp).astype(byte).view(np.uint8)
             self.rotated = entries.view(np.uint8)[bits].tobytes()
-            self.rounder = (ROUNDER + np.float32(self.lo), ROUNDER + np.float32(self.hi))
 
     def __call__(self, xp, x):
         if self.by_bits is None:
             return super().__call__(xp, x)
         x = np.ascontiguousarray(x)
         low = bytearray(x.size)
-        rounded = self.rounder is not None and x.dtype.itemsize <= 4
+        rounded = self._rounds(x)
         self._blocks(x, np.frombuffer(low, np.uint8), self._low_byte if rounded else
                      self._block)
         return translate(low, self.rotated if rounded else self.by_bits, self.out_dtype,
                          x.shape)
-
-    def _low_byte(self, part, dst, scale, half) -> None:
-        """dst <- clip(rint(float32(float32(part) * scale)), lo, hi) mod 256."""
-        y = scratch("y", part.shape, np.float32)
-        np.copyto(y, part, casting="unsafe")               # one rounding: float32(x)
-        np.multiply(y, scale, out=y)                       # one rounding: p, |p| < 2^21
-        np.add(y, ROUNDER, out=y)                          # ROUNDER + rint(p), exactly
-        np.clip(y, *self.rounder, out=y)                   # exact: integers below 2^24
-        np.copyto(dst, y.view(np.uint32), casting="unsafe")   # the low byte of the bits
 
     def _clip_to(self, y, out, part) -> None:
         np.clip(y, self.lo, self.hi, out=y)

@@ -68,14 +68,25 @@ def requantized(x, attrs, tail) -> np.ndarray:
 
 
 @SETTINGS
-@given(requantizations(), st.sampled_from([1, 5, 64, 1 << 17]), st.sampled_from([1, 2]))
-def test_blocked_requantize_equals_the_op_kernel(monkeypatch, case, block, lanes):
+@given(requantizations(), st.sampled_from([1, 5, 64, 1 << 17]), st.sampled_from([1, 2]),
+       st.booleans())
+def test_blocked_requantize_equals_the_op_kernel(monkeypatch, case, block, lanes, narrow):
+    """Into int64, or (``narrow``) into the byte type the clipped results fit when there is
+    one (the rounder's low bytes, odd zero points included)."""
     x, attrs, precision, tail = case
     monkeypatch.setattr(fastquant, "BLOCK", block)
-    kernel = fastquant.prepare(attrs, precision, x.ndim, np.int64, tail)
+    want = requantized(x, attrs, tail)
+    lo = min(attrs["qmin"] if tail.lo is None else max(attrs["qmin"], tail.lo), want.min())
+    hi = max(attrs["qmax"] if tail.hi is None else min(attrs["qmax"], tail.hi), want.max())
+    byte = next((t for t in (np.uint8, np.int8) if np.iinfo(t).min <= lo and
+                 hi <= np.iinfo(t).max), None)
+    out_dtype = byte if narrow and byte is not None else np.int64
+    kernel = fastquant.prepare(attrs, precision, x.ndim, out_dtype, tail)
     if kernel is None:
         return
     event(branch(kernel, x.shape, block))
+    event(f"{np.dtype(out_dtype)}, rounder: {kernel.rounder is not None}, odd zero point: "
+          f"{attrs['zero_point'] % 2}")
     pool = Lanes(lanes) if lanes > 1 else None
     try:
         with using(Workspace(), pool):
@@ -83,7 +94,7 @@ def test_blocked_requantize_equals_the_op_kernel(monkeypatch, case, block, lanes
     finally:
         if pool is not None:
             pool.close()
-    assert np.array_equal(got, requantized(x, attrs, tail))
+    assert got.dtype == out_dtype and np.array_equal(got, want)
 
 
 @SETTINGS
@@ -111,11 +122,13 @@ def test_requantize_then_lut_equals_the_op_kernels(monkeypatch, case, block, low
     assert got.dtype == np.dtype(out_dtype) and np.array_equal(got, want)
 
 
-@pytest.mark.parametrize("zero_point,qmin,qmax", [(130, 0, 255), (-3, -128, 127), (7, 0, 100)])
+@pytest.mark.parametrize("zero_point,qmin,qmax", [(130, 0, 255), (-3, -128, 127), (7, 0, 100),
+                                                  (-8, -128, 127)])
 def test_the_rounder_path_on_ties_and_clip_edges(zero_point, qmin, qmax):
     """Every input in [-5000, 5000] and the bound's extremes at scales 1/2 and 3/8 (ties
-    rounding to even, up and down), per tensor and per channel, through the low byte of
-    ROUNDER + v: the op kernels' bytes, and the path taken."""
+    rounding to even, up and down), per tensor and per channel, odd and even zero points,
+    through the low byte of ROUNDER + v, then a lut or not: the op kernels' bytes, and the
+    path taken."""
     row = np.concatenate([np.arange(-5000, 5001), [-(1 << 20) + 1, (1 << 20) - 1]])
     x = np.stack([row, row[::-1]]).astype(np.int32).reshape(1, 2, -1, 1)
     table = np.random.default_rng(qmax).integers(-128, 128, 256)
@@ -123,12 +136,15 @@ def test_the_rounder_path_on_ties_and_clip_edges(zero_point, qmin, qmax):
         attrs = REQUANTIZE.check_attrs(dict(multiplier=multiplier, shift=shift, axis=1,
                                             rounding="fp32", zero_point=zero_point,
                                             qmin=qmin, qmax=qmax))
+        requantized = REQUANTIZE.kernel(np, x, **attrs)
         kernel = fastquant.prepare_lut(attrs, 21, 4, Requant(), table, qmin, np.int8)
-        assert kernel.rounder is not None
+        plain = fastquant.prepare(attrs, 21, 4, np.uint8 if qmin == 0 else np.int8, Requant())
+        assert kernel.rounder is not None and plain.rounder is not None
         with using(Workspace()):
-            got = kernel(np, x)
-        want = LUT.kernel(np, table, REQUANTIZE.kernel(np, x, **attrs), low=[qmin])
+            got, bytes_ = kernel(np, x), plain(np, x)
+        want = LUT.kernel(np, table, requantized, low=[qmin])
         assert got.dtype == np.int8 and np.array_equal(got, want)
+        assert bytes_.dtype == plain.out_dtype and np.array_equal(bytes_, requantized)
 
 
 def test_a_table_entry_wider_than_the_result_is_not_fused():
