@@ -21,6 +21,7 @@ from .z3util import fold_max
 
 TABLE = 256
 MAX_NUMERATOR = (1 << 24) - 1
+F24 = 1 << 24
 
 
 # ---------------------------------------------------------------------------------------------
@@ -103,8 +104,8 @@ def _scalar(args, a):
 def _kernel(xp, x, *, axis, mantissa, exponent, numerator, zero_point, qmin, qmax):
     axis = normalize_axis(axis, x.ndim, "qsoftmax")
     if xp is np and sf.native_float32():
-        y = _native(_indices(np, wide(np, x), axis), mantissa, exponent, numerator, axis)
-        return clip_ints(np, y + zero_point, qmin, qmax)
+        y = _native(_distances(x, axis), mantissa, exponent, numerator, axis)
+        return _offset_clip(y, zero_point, qmin, qmax)
     k = _indices(xp, xp.moveaxis(wide(xp, x), axis, -1), -1)
     t = (xp.asarray(mantissa, dtype=xp.int64)[k], xp.asarray(exponent, dtype=xp.int64)[k])
     total = (xp.zeros(k.shape[:-1], dtype=xp.int64), xp.full(k.shape[:-1], sf.EMIN, xp.int64))
@@ -143,17 +144,41 @@ def _indices(xp, x, axis: int):
     return clip_ints(xp, x - x.max(axis=axis, keepdims=True) + (TABLE - 1), 0, TABLE - 1)
 
 
-def _native(k, mantissa, exponent, numerator, axis: int):
+def _distances(x, axis: int):
+    """min(max(x along ``axis``) - x, 255): 255 - the table index of every element (uint8
+    for byte data, whose distances are at most 255: their difference modulo 256 as bytes)."""
+    top = x.max(axis=axis, keepdims=True)
+    if x.dtype.itemsize == 1:
+        return np.subtract(top.view(np.uint8), x.view(np.uint8))      # modulo 256: exact
+    d = np.subtract(top, x, dtype=np.int32 if x.dtype.itemsize == 2 else np.int64)
+    return np.minimum(d, TABLE - 1, out=d)
+
+
+def _native(distance, mantissa, exponent, numerator, axis: int):
     """The same float32 steps on this thread's IEEE float32 (sf.native_float32 checked it
     rounds as ``fl`` does), on the rows along ``axis`` where they lie: the table's values
-    exactly as float32, each row summed in order (:func:`_row_sums`), one quotient, one
-    product per element (a product below 2^-126 rounds to a subnormal here and to 24 bits in
-    sf.mul: both give the integer 0), rounded half to even; int64."""
-    t = sf.float32_of(mantissa, exponent)[k]
+    exactly as float32 (by ``distance``, 255 - the index), each row summed in order
+    (:func:`_row_sums`), one quotient, one product per element (a product below 2^-126
+    rounds to a subnormal here and to 24 bits in sf.mul: both give the integer 0), rounded
+    half to even; float32 integers in [0, numerator]."""
+    t = sf.float32_of(mantissa, exponent)[::-1].take(distance)
     with np.errstate(all="ignore"):
         total = _row_sums(t, axis)
         q = np.divide(np.float32(numerator), total, dtype=np.float32)   # numerator < 2^24
-        return np.rint(np.multiply(t, q, dtype=np.float32)).astype(np.int64)
+        np.multiply(t, q, out=t, dtype=np.float32)
+        return np.rint(t, out=t)
+
+
+def _offset_clip(y, zero_point: int, qmin: int, qmax: int):
+    """clip(y + zero_point, qmin, qmax) of float32 integers y in [0, 2^24), as int32 (the
+    bounds are within it): the clip first, in float32 where its bounds minus the zero point
+    are exact (|.| <= 2^24), else on the int64 sums."""
+    lo, hi = qmin - zero_point, qmax - zero_point
+    if -F24 <= lo and hi <= F24:
+        np.clip(y, np.float32(lo), np.float32(hi), out=y)             # exact: integers
+        out = y.astype(np.int32)                                       # exact: |y| <= 2^24
+        return np.add(out, zero_point, out=out) if zero_point else out
+    return clip_ints(np, y.astype(np.int64) + zero_point, qmin, qmax).astype(np.int32)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -75,6 +75,34 @@ def test_native_short_rows_along_any_axis_equal_the_soft_float_kernel(
     assert np.array_equal(got, soft(monkeypatch, x, a))
 
 
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.sampled_from([np.uint8, np.int8, np.int16, np.int32, np.int64]),
+       st.sampled_from([0.0911, 1.7]), st.integers(1, 300), st.integers(0, 2),
+       st.sampled_from([255, 65535, (1 << 24) - 1]), st.integers(-(1 << 16), 1 << 16),
+       st.sampled_from([(0, 255), (-128, 127), (-300, 70000), (-(1 << 31) + 1, (1 << 31) - 1),
+                        (1 << 25, 1 << 26), (-(1 << 26), -(1 << 25)), (5, 5)]),
+       st.integers(0, 2 ** 32 - 1))
+def test_native_distances_and_clips_equal_the_soft_float_kernel(monkeypatch, dtype, scale, d,
+                                                                axis, numerator, zero_point,
+                                                                bounds, seed):
+    """Every input dtype (bytes: distances to the row maximum as bytes, modulo 256; wider:
+    clipped at 255), zero points and [qmin, qmax] within 2^24 of them (the clip in float32)
+    or not (on int64), bounds every value lands outside of: the soft-float kernel's
+    values, as int32."""
+    info = np.iinfo(dtype)
+    shape = [2, 3]
+    shape.insert(axis, d)
+    rng = np.random.default_rng(seed)
+    x = rng.integers(max(info.min, -1000), min(info.max, 1000) + 1, shape).astype(dtype)
+    x.reshape(-1)[::7] = max(info.min, -(1 << 31))      # distances over 255 where wider
+    mantissa, exponent = table(scale, d)
+    a = QSOFTMAX.check_attrs(dict(axis=axis, mantissa=mantissa, exponent=exponent,
+                                  numerator=numerator, zero_point=zero_point,
+                                  qmin=bounds[0], qmax=bounds[1]))
+    got = QSOFTMAX.kernel(np, x, **a)
+    assert got.dtype == np.int32 and np.array_equal(got, soft(monkeypatch, x, a))
+
+
 @pytest.mark.parametrize("scale, numerator", [(0.0911, 255), (40.0, 65535), (0.004, 1)])
 def test_native_rows_equal_the_exact_reference(scale, numerator):
     """The exact-rational rule (ops' scalar form) on rows of 600, another axis than the
