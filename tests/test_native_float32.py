@@ -230,3 +230,17 @@ def test_native_transposed_convolution_rows_spread_over_lanes(monkeypatch, lane_
     finally:
         lanes.close()
     assert len(seen) == 2 and np.array_equal(spread, alone)
+
+
+def test_the_integer_square_root_corrects_the_float64_root():
+    """ops.norm's floor(sqrt(m)) for 0 <= m < 2^62 (qnorm's radicands): squares k^2 and
+    k^2 - 1 (where float64's root rounds up to k), k^2 + 1, up to 2^62 - 1: math.isqrt's."""
+    from math import isqrt
+    from ops.norm import _isqrt_xp
+    k = np.unique(np.concatenate([np.arange(0, 5000), np.geomspace(1, (1 << 31) - 1, 5000)
+                                  .astype(np.int64), [(1 << 31) - 1]]))
+    m = (k[:, None] * k[:, None] + np.array([-1, 0, 1])).reshape(-1)
+    m = np.concatenate([m, [(1 << 62) - 1], np.random.default_rng(0).integers(0, 1 << 62,
+                                                                               10000)])
+    m = m[(m >= 0) & (m < 1 << 62)]
+    assert _isqrt_xp(np, m).tolist() == [isqrt(int(v)) for v in m]
