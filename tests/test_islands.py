@@ -233,6 +233,24 @@ def test_channel_tables_index_by_channel():
         assert np.array_equal(kernel(np, a.astype(dtype)), want)
 
 
+@pytest.mark.parametrize("channels", [1, 4])
+@pytest.mark.parametrize("dtype,low", [(np.uint8, 0), (np.uint8, 17), (np.int8, -128),
+                                       (np.int8, -3)])
+def test_one_byte_input_tables_translate(channels, dtype, low):
+    """One byte input and a byte result: each part's 256 entries by bit pattern through
+    bytearray.translate, per channel plane (batch 2): the int32 index's values."""
+    rng = np.random.default_rng(low + 200)
+    span = 40
+    table = rng.integers(-128, 128, channels * span).astype(np.int8)
+    kernel = TableKernel(table, [low], [span], np.int8, channels=channels)
+    a = rng.integers(low, low + span, (2, 4, 5, 6))
+    want = table.reshape(channels, span)[np.arange(4)[None, :, None, None] % channels,
+                                         a - low]
+    got = kernel(np, a.astype(dtype))
+    assert kernel._bytes and got.dtype == np.int8 and np.array_equal(got, want)
+    assert np.array_equal(kernel(np, a.astype(np.int32)), want)
+
+
 def test_channel_tables_stay_within_their_budget():
     """Four islands of two byte inputs and 16 channels, 4 MB of int32 tables each, in a small
     program: the tables of one part per channel a plan makes total at most CHANNEL_BYTES, the

@@ -293,3 +293,27 @@ def test_prepared_lut_translates_bytes(in_dtype, low, n):
     got = kernel(np, x)
     assert got.dtype == np.int8 and np.array_equal(got, LUT.kernel(np, table, x, low=[low]))
     assert kernel._bits[np.dtype(in_dtype)][1] is not None
+
+
+@pytest.mark.parametrize("dtypes", [(np.uint8, np.uint8), (np.int8, np.uint8),
+                                    (np.uint8, np.int8), (np.int8, np.int8)])
+@pytest.mark.parametrize("lanes", [1, 2])
+def test_pairs_of_bytes_gather_in_blocks(dtypes, lanes):
+    """Two byte arguments of one shape over a 256 x 256 table (a residual addition's):
+    uint16 indices of their two bytes, int8 sign bits flipped, in blocks over the lanes; the
+    table's rows and columns by numpy's own indexing."""
+    rng = np.random.default_rng(7)
+    shape = (1, 3, 257, 257)                                  # more than two blocks
+    a, b = (rng.integers(np.iinfo(t).min, int(np.iinfo(t).max) + 1, shape).astype(t)
+            for t in dtypes)
+    low = [np.iinfo(t).min for t in dtypes]
+    table = rng.integers(-128, 128, (256, 256)).astype(np.int8)
+    pool = Lanes(lanes) if lanes > 1 else None
+    try:
+        with using(Workspace(), pool):
+            got = LUT.kernel(np, table, a, b, low=low)
+    finally:
+        if pool is not None:
+            pool.close()
+    want = table[a.astype(np.int64) - low[0], b.astype(np.int64) - low[1]]
+    assert got.dtype == np.int8 and np.array_equal(got, want)

@@ -20,6 +20,7 @@ import numpy as np
 
 from ops import fastquant
 from ops.scratch import scratch, spread
+from ops.table import by_bits, translate
 
 from .program import Program
 from .ranges import Ranges
@@ -271,12 +272,27 @@ class TableKernel:
                  channels: int = 1):
         self.table, self.lows, self.spans = np.ascontiguousarray(table), lows, spans
         self.out_dtype = np.dtype(out_dtype)
+        self.channels = channels
         self.offsets = None
         if channels > 1:
             self.offsets = (np.arange(channels, dtype=np.int32) *
                             np.int32(self.table.size // channels)).reshape(1, -1, 1, 1)
+        self._bytes: dict = {}
+
+    def _byte_tables(self, dtype) -> list[bytes]:
+        """Per channel part, its 256 entries by the bit patterns of byte data of ``dtype``
+        (the lookup of one byte input with a byte result: :func:`ops.table.translate`)."""
+        got = self._bytes.get(dtype)
+        if got is None:
+            parts = self.table.reshape(self.channels, -1)
+            got = self._bytes[dtype] = [by_bits(p, self.lows[0], dtype).tobytes()
+                                        for p in parts]
+        return got
 
     def __call__(self, xp, a, b=None):
+        if b is None and a.dtype.itemsize == 1 and self.out_dtype.itemsize == 1 and \
+                (self.offsets is None or a.ndim == 4):
+            return self._translate(np.ascontiguousarray(a))
         out = np.empty(a.shape, self.out_dtype)
 
         bytes_ = b is not None and a.dtype == b.dtype == np.uint8 and self.lows == [0, 0] and \
@@ -300,4 +316,17 @@ class TableKernel:
                            self.offsets, out=idx)
             np.take(self.table, idx, out=out[index], mode="clip")
         spread(block, a.shape, 8)
+        return out
+
+    def _translate(self, a):
+        """One byte input, a byte result: the whole array (one part) or each channel's plane
+        through its part's table, by bytearray.translate."""
+        tables = self._byte_tables(a.dtype)
+        if self.offsets is None:
+            return translate(a.view(np.uint8), tables[0], self.out_dtype, a.shape)
+        out = np.empty(a.shape, self.out_dtype)
+        for n in range(a.shape[0]):
+            for c in range(a.shape[1]):
+                out[n, c] = translate(a[n, c].view(np.uint8), tables[c], self.out_dtype,
+                                      a.shape[2:])
         return out
