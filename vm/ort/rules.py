@@ -189,8 +189,9 @@ def _find_linear_parts(facts, k: int):
     zp = ins.attrs.get("zero_point", 0)
     lo, hi = facts.range(ins.inputs[0])
     choice = _offset(lo, hi, zp)
+    pointwise = weight.ndim == 4 and weight.shape[2] * weight.shape[3] == 1
     direct = facts.direct and weight.ndim == 4 and (
-        groups != 1 or weight.shape[1] <= DIRECT_CHANNELS and
+        groups != 1 or weight.shape[1] <= DIRECT_CHANNELS * (2 if pointwise else 1) and
         _few_images(program.tensors[ins.outputs[0]].shape))
     if choice is None or not accumulator_fits(weight, choice[1], "u8u8" if direct else
                                               facts.form):
