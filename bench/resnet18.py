@@ -163,9 +163,10 @@ def resnet18_onnx(layers: list, size: int = 224, opset: int = 17, ir_version: in
     return model
 
 
-def profile(model, feeds, repeat: int) -> list[tuple[str, float, int]]:
+def profile(model, feeds, repeat: int, grouped: bool = True) -> list[tuple[str, float, int]]:
     """(step kind, seconds, count): the fused steps grouped by ops, output shape and kernel,
-    summed per run, the run with the smallest total of ``repeat`` runs."""
+    summed per run, the run with the smallest total of ``repeat`` runs, slowest first; with
+    ``grouped`` False, each step alone, in plan order."""
     code, tensors = model.program.code, model.program.tensors
     best, rows = None, None
     for _ in range(repeat):
@@ -179,14 +180,15 @@ def profile(model, feeds, repeat: int) -> list[tuple[str, float, int]]:
         if best is None or sum(times) < best:
             best, rows = sum(times), times
     groups: dict[str, list] = {}
-    for step, seconds in zip(model.plan.fast, rows):
+    for k, (step, seconds) in enumerate(zip(model.plan.fast, rows)):
         ops_ = "+".join(dict.fromkeys(code[i].op for i in step.covers))
         shape = "x".join(map(str, tensors[step.outputs[0]].shape[1:]))
-        key = f"{ops_} -> {shape} [{type(step.kernel).__name__}]"
+        key = f"{'' if grouped else f'{k:3d} '}{ops_} -> {shape} [{type(step.kernel).__name__}]"
         g = groups.setdefault(key, [0.0, 0])
         g[0] += seconds
         g[1] += 1
-    return sorted(((k, s, n) for k, (s, n) in groups.items()), key=lambda r: -r[1])
+    found = [(k, s, n) for k, (s, n) in groups.items()]
+    return sorted(found, key=lambda r: -r[1]) if grouped else found
 
 
 def main() -> None:
