@@ -112,8 +112,10 @@ def test_a_wide_input_keeps_the_instructions():
 
 
 @pytest.mark.parametrize("threads", [None, 2])
-def test_tables_on_lanes(threads):
+def test_tables_on_lanes(monkeypatch, threads):
+    """On two lanes the channel blocks spread over both whatever the size (MIN_WORK 0)."""
     pytest.importorskip("threadpoolctl")
+    monkeypatch.setattr("ops.scratch.MIN_WORK", 0)
     b = Builder("lanes")
     y = byte_input(b, "y", "bytes")
     b.output(b.op("requantize", y, multiplier=[12345678], shift=[27], qmin=-128, qmax=127))

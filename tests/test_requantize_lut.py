@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, event, given, settings, strategies as st
 import ops
 import vm
 from compiler import Builder
-from ops import fastquant
+from ops import fastquant, scratch
 from ops.base import bound
 from ops.scratch import Lanes, Workspace, using
 from ops.table import PreparedLut
@@ -72,9 +72,11 @@ def requantized(x, attrs, tail) -> np.ndarray:
        st.booleans())
 def test_blocked_requantize_equals_the_op_kernel(monkeypatch, case, block, lanes, narrow):
     """Into int64, or (``narrow``) into the byte type the clipped results fit when there is
-    one (the rounder's low bytes, odd zero points included)."""
+    one (the rounder's low bytes, odd zero points included); on two lanes the blocks are
+    spread over them whatever the tensor's size (MIN_WORK 0)."""
     x, attrs, precision, tail = case
     monkeypatch.setattr(fastquant, "BLOCK", block)
+    monkeypatch.setattr(scratch, "MIN_WORK", 0)
     want = requantized(x, attrs, tail)
     lo = min(attrs["qmin"] if tail.lo is None else max(attrs["qmin"], tail.lo), want.min())
     hi = max(attrs["qmax"] if tail.hi is None else min(attrs["qmax"], tail.hi), want.max())
@@ -99,13 +101,16 @@ def test_blocked_requantize_equals_the_op_kernel(monkeypatch, case, block, lanes
 
 @SETTINGS
 @given(requantizations(), st.sampled_from([1, 5, 64, 1 << 17]), st.integers(-300, 300),
-       st.integers(1, 300), st.sampled_from([np.uint8, np.int8, np.int32]), st.data())
+       st.integers(1, 300), st.sampled_from([np.uint8, np.int8, np.int32]),
+       st.sampled_from([1, 2]), st.data())
 def test_requantize_then_lut_equals_the_op_kernels(monkeypatch, case, block, low, size,
-                                                   out_dtype, data):
+                                                   out_dtype, lanes, data):
     """Bytes of either kind, tables shorter or longer than the requantized range (clamped
-    indices), results of one byte (pairs gathered) or wider, odd block sizes."""
+    indices), results of one byte (pairs gathered) or wider, odd block sizes, blocks on one
+    lane or spread over two."""
     x, attrs, precision, tail = case
     monkeypatch.setattr(fastquant, "BLOCK", block)
+    monkeypatch.setattr(scratch, "MIN_WORK", 0)
     info = np.iinfo(out_dtype)
     rng = np.random.default_rng(data.draw(st.integers(0, 1 << 30)))
     table = rng.integers(max(info.min, -1 << 20), min(info.max, 1 << 20) + 1, size)
@@ -116,8 +121,13 @@ def test_requantize_then_lut_equals_the_op_kernels(monkeypatch, case, block, low
         return
     event(branch(kernel, x.shape, block))
     event(f"translated: {kernel.by_bits is not None}, rounder: {kernel.rounder is not None}")
-    with using(Workspace()):
-        got = kernel(np, x)
+    pool = Lanes(lanes) if lanes > 1 else None
+    try:
+        with using(Workspace(), pool):
+            got = kernel(np, x)
+    finally:
+        if pool is not None:
+            pool.close()
     want = LUT.kernel(np, table, requantized(x, attrs, tail), low=[low])
     assert got.dtype == np.dtype(out_dtype) and np.array_equal(got, want)
 
@@ -298,10 +308,11 @@ def test_prepared_lut_translates_bytes(in_dtype, low, n):
 @pytest.mark.parametrize("dtypes", [(np.uint8, np.uint8), (np.int8, np.uint8),
                                     (np.uint8, np.int8), (np.int8, np.int8)])
 @pytest.mark.parametrize("lanes", [1, 2])
-def test_pairs_of_bytes_gather_in_blocks(dtypes, lanes):
+def test_pairs_of_bytes_gather_in_blocks(monkeypatch, dtypes, lanes):
     """Two byte arguments of one shape over a 256 x 256 table (a residual addition's):
-    uint16 indices of their two bytes, int8 sign bits flipped, in blocks over the lanes; the
-    table's rows and columns by numpy's own indexing."""
+    uint16 indices of their two bytes, int8 sign bits flipped, in blocks over the lanes (all
+    of them: MIN_WORK 0); the table's rows and columns by numpy's own indexing."""
+    monkeypatch.setattr(scratch, "MIN_WORK", 0)
     rng = np.random.default_rng(7)
     shape = (1, 3, 257, 257)                                  # more than two blocks
     a, b = (rng.integers(np.iinfo(t).min, int(np.iinfo(t).max) + 1, shape).astype(t)
@@ -311,6 +322,7 @@ def test_pairs_of_bytes_gather_in_blocks(dtypes, lanes):
     pool = Lanes(lanes) if lanes > 1 else None
     try:
         with using(Workspace(), pool):
+            assert scratch.lane_count(a.size) == lanes
             got = LUT.kernel(np, table, a, b, low=low)
     finally:
         if pool is not None:
