@@ -77,7 +77,8 @@ def test_backend_graphs_pass_the_onnx_checker():
     for form in selftest.FORMS:
         for spec, _ in selftest.cases(form):
             onnx.checker.check_model(onnx.load_from_string(spec.graph()), full_check=True)
-    for todo in (selftest.cases("u8s8"), selftest.direct_cases()):
+    for todo in (selftest.cases("u8s8"), selftest.direct_cases(),
+                 selftest.direct_cases(signed=True)):
         model, externals = selftest.suite_graph([spec for spec, _ in todo])
         assert not externals
         onnx.checker.check_model(onnx.load_from_string(model), full_check=True)
@@ -108,7 +109,8 @@ def per_case(accumulators):
 def test_the_self_test_session_computes_each_case_as_its_own_graph():
     """All cases of a form share one session: its accumulators are those of each case's own
     graph in its own session, data set by data set."""
-    for todo in (selftest.cases("u8s8"), selftest.direct_cases()):
+    for todo in (selftest.cases("u8s8"), selftest.direct_cases(),
+                 selftest.direct_cases(signed=True)):
         together = selftest.accumulators(todo)
         for (spec, xs), gots in zip(todo, together, strict=True):
             alone = sessions.session(spec.graph(), 1)
@@ -151,6 +153,54 @@ def test_an_inexact_conv_integer_is_not_used(monkeypatch, fresh_verdict):
     program = conv_program(1, 3, 8, 8, 4, (3, 3), (1, 1), (1, 1), (1, 1), "signed8", "shift")
     model = same_as_reference(program, {"x": np.full((1, 3, 8, 8), 127, np.int8)})
     assert lowered(model) == len(program.code)
+
+
+def stem_and_conv_program(seed=3):
+    """A 3-channel stem whose requantized bytes (zero point 3) feed a 16-channel 3x3
+    convolution: both ConvInteger ones."""
+    rng = np.random.default_rng(seed)
+    b = Builder("stem")
+    x = b.input("x", (1, 3, 12, 12), 8)
+    w1 = b.const("w1", rng.integers(-127, 128, (16, 3, 3, 3)), precision=8)
+    z = b.op("qconv2d", x, w1, channels=16, kernel_size=(3, 3), padding=(1, 1), use_bias=False)
+    q = b.op("requantize", z, multiplier=rng.integers(1 << 22, 1 << 24, 16).tolist(),
+             shift=[31] * 16, axis=1, qmin=0, qmax=255, zero_point=3)
+    w2 = b.const("w2", rng.integers(-127, 128, (16, 16, 3, 3)), precision=8)
+    b.output(b.op("qconv2d", q, w2, channels=16, kernel_size=(3, 3), padding=(1, 1),
+                  use_bias=False, zero_point=3))
+    return b.build()
+
+
+def test_a_saturating_conv_integer_on_int8_data_keeps_the_bytes(monkeypatch, fresh_verdict,
+                                                                heads_only):
+    """ConvInteger on int8 data (onnxruntime's uint8 x int8 kernel) has cases of its own: a
+    kernel wrong there leaves ConvInteger on bytes, with the reference's bytes."""
+    monkeypatch.setattr(selftest, "accumulators", per_case(lambda spec, xs: [
+        selftest.reference(spec, x) + spec.signed for x in xs]))
+    v = selftest.verdict()
+    assert v.form == "u8s8" and v.direct and not v.signed and "int8 data" not in str(v)
+    program = stem_and_conv_program()
+    model = same_as_reference(program, extreme_feeds(program, 4), vm.cpu())
+    regions = [s.kernel for s in model.plan.fast if isinstance(s.kernel, plan.RegionKernel)]
+    assert len(regions) == 2 and not any(k.flips for k in regions)
+
+
+def test_a_conv_integer_reads_held_bytes_as_int8(heads_only):
+    """Where ConvInteger on int8 data is exact, a convolution reading bytes a numpy step
+    holds (uint8, offset 0) gets them XOR 0x80 as int8 (value - 128), flipped before its
+    session; the program input (int8 range, offset 128) goes in as it is."""
+    assert selftest.verdict().signed
+    program = stem_and_conv_program()
+    feeds = extreme_feeds(program, 4)
+    model = same_as_reference(program, feeds, vm.cpu())
+    regions = [s.kernel for s in model.plan.fast if isinstance(s.kernel, plan.RegionKernel)]
+    assert [k.flips for k in regions] == [(), (0,)]
+    assert [i.type for r in regions for i in r.session.get_inputs()][1] == "tensor(int8)"
+    values = np.arange(256, dtype=np.uint8).reshape(16, 16)
+    for array in (values, values.astype(np.int32), values.T):
+        got = kernels.flipped(array)
+        assert got.dtype == np.int8 and got.flags.c_contiguous
+        assert np.array_equal(got, array.astype(np.int64) - 128)
 
 
 def test_a_conv_integer_that_does_not_build_leaves_the_matmul_form(monkeypatch, fresh_verdict):

@@ -116,11 +116,13 @@ EVERYTHING = Policy(0, 1 << 62, 1, 1 << 62, small_requantize=1 << 62, small_max=
 
 class Facts:
     """What the rules read: the program, its analysis, the MatMulInteger form and whether
-    ConvInteger is exact (``direct``), proven value ranges, and the layout each tensor is
-    held in between steps."""
+    ConvInteger is exact (``direct``; on int8 data too: ``signed``), proven value ranges, and
+    the layout each tensor is held in between steps."""
 
-    def __init__(self, program: Program, analysis, form: str, direct: bool = False):
+    def __init__(self, program: Program, analysis, form: str, direct: bool = False,
+                 signed: bool = False):
         self.program, self.analysis, self.form, self.direct = program, analysis, form, direct
+        self.signed = signed
         self.cache: dict = {}
         self.tables = {"left": requant.TABLE_BUDGET + const_bytes(program)}
         """Bytes of tables the plan may still make (shared with the guarded variants)."""
@@ -167,7 +169,7 @@ def plan(program: Program, analysis, steps: list, threads: int | None,
     verdict = selftest.verdict()
     if verdict.form is None:
         return None
-    facts = Facts(program, analysis, verdict.form, verdict.direct)
+    facts = Facts(program, analysis, verdict.form, verdict.direct, verdict.signed)
     lowered = select(facts, policy)
     if not lowered:
         return None
@@ -610,11 +612,12 @@ def region_step(facts: Facts, twin: Program, run: list[int], threads: int | None
     threads = _session_threads(program, run, footprint, threads)
     kernel = RegionKernel(sessions.session(model, threads, region.g.externals, arena,
                                            bool(region.g.derived)),
-                          [n for _, _, n in region.inputs], [region.g.externals])
+                          [n for _, _, n in region.inputs], [region.g.externals], region.flips)
     assumed = facts.assuming(wide)
     if wide and all(RULES[program.code[k].op][0](assumed, k) for k in run):
         narrow, model2 = _region_model(assumed, run, exports)
-        if [t for t, _, _ in narrow.inputs] == [t for t, _, _ in region.inputs]:
+        if [t for t, _, _ in narrow.inputs] == [t for t, _, _ in region.inputs] and \
+                narrow.flips == region.flips:
             position = {t: n for n, (t, _, _) in enumerate(region.inputs)}
             kernel.guard([position[t] for t in wide],
                          sessions.session(model2, threads, narrow.g.externals, arena,

@@ -20,7 +20,7 @@ from . import proto, requant
 from .graph import DIRECT_CHANNELS, DIRECT_IMAGES, DIRECT_POSITIONS, Graph, LinearSpec, \
     accumulator_fits
 
-INT32, INT64 = np.dtype(np.int32), np.dtype(np.int64)
+INT8, INT32, INT64 = np.dtype(np.int8), np.dtype(np.int32), np.dtype(np.int64)
 LIMIT32 = (1 << 31) - 1
 NHWC, NCHW = (0, 2, 3, 1), (0, 3, 1, 2)
 
@@ -40,6 +40,7 @@ class Region:
         self.offsets: dict[int, tuple[str, np.ndarray]] = {}    # t: (layout, constant)
         self.casts: dict[tuple[str, np.dtype], str] = {}
         self.inputs: list[tuple[int, str, str]] = []        # (tensor id, layout, name)
+        self.flips: list[int] = []          # positions in inputs fed as int8 bytes XOR 0x80
 
     # -- values -----------------------------------------------------------------------------
     def value(self, t: int, layout: str = "nchw", dtype=None) -> str:
@@ -83,6 +84,20 @@ class Region:
         name = f"in{len(self.inputs)}"
         self.inputs.append((t, layout, name))
         self.vals[(t, layout)], self.dtypes[t] = name, self.facts.dtype(t)
+
+    def flipped(self, t: int) -> str | None:
+        """Tensor t, held as uint8 between steps and not made in this region, as an input of
+        its own fed as int8, its bytes XOR 0x80 (t - 128: RegionKernel flips them before the
+        session, a numpy pass far cheaper than onnxruntime's BitwiseXor and Cast), in the
+        layout it is held in; None for any other t."""
+        program = self.facts.program
+        if t in program.consts or any(key[0] == t for key in self.vals) or \
+                t not in self.facts.layout or self.facts.dtype(t) != np.uint8:
+            return None
+        name = f"in{len(self.inputs)}"
+        self.flips.append(len(self.inputs))
+        self.inputs.append((t, self.facts.layout[t], name))
+        return name
 
     def put(self, t: int, name: str, layout: str, dtype, offset=None) -> None:
         """``name`` holds tensor t's values, in ``layout`` and ``dtype``; with ``offset`` (a
@@ -155,7 +170,8 @@ class Region:
             if name in given or name in names:      # an output is a node's own, named once
                 name = self.g.op("Identity", name)
             names.append(name)
-        ins = [(name, facts.dtype(t), self.shape(t, layout)) for t, layout, name in self.inputs]
+        ins = [(name, INT8 if k in self.flips else facts.dtype(t), self.shape(t, layout))
+               for k, (t, layout, name) in enumerate(self.inputs)]
         outs = [(name, facts.dtype(t), self.shape(t, layout))
                 for name, (t, layout) in zip(names, outputs)]
         return self.g.model(ins, outs)
@@ -234,11 +250,17 @@ def emit_linear(region: Region, k: int) -> None:
         else "nhwc"
     out_layout = "nhwc" if conv and (not direct or facts.layout.get(ins.outputs[0]) == "nhwc") \
         else "nchw"
-    x = region.value(ins.inputs[0], layout)
-    spec = LinearSpec(region.shape(ins.inputs[0], layout), region.dtype(ins.inputs[0]), weight,
+    signed = direct and facts.signed and not split and ins.attrs["groups"] == 1
+    flipped = region.flipped(ins.inputs[0]) if signed and offset == 0 else None
+    if flipped is not None:
+        layout = facts.layout[ins.inputs[0]]
+    x = flipped or region.value(ins.inputs[0], layout)
+    x_dtype = facts.dtype(ins.inputs[0]) if flipped else region.dtype(ins.inputs[0])
+    spec = LinearSpec(region.shape(ins.inputs[0], layout), x_dtype, weight,
                       attrs, offset, zp, region.form, split, nhwc_in=layout == "nhwc",
                       nchw_out=conv and out_layout == "nchw", direct=direct,
-                      groups=ins.attrs["groups"] if conv else 1)
+                      groups=ins.attrs["groups"] if conv else 1, signed=signed,
+                      flipped=flipped is not None)
     acc = spec.emit(region.g, x)
     off = spec.offset_row(bias)
     out = facts.program.tensors[ins.outputs[0]]

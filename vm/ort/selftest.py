@@ -8,9 +8,12 @@ padding, strides, dilation, transposes, the split of wide data) run on adversari
 (all 255 against +127 / -128 pairs, the extremes of each range) and random ones, and every
 accumulator must equal the exact int64 result. The first form that passes is used: ``u8s8``,
 else ``u8u8`` (weights + 128 as bytes with zero point 128: no saturating pair sum); when none
-passes, or onnxruntime is missing, the numpy executor runs instead. The verdict is computed
-once per process (:func:`verdict`): the cases of the first form and ConvInteger's run in one
-session.
+passes, or onnxruntime is missing, the numpy executor runs instead. ConvInteger (``direct``)
+multiplies the weights + 128 by the data's bytes, or (``signed``) by the data as int8, which
+takes onnxruntime's uint8 x int8 kernel (its weight bytes against the int8 im2col: the same
+saturating pairs on plain AVX2): each is used only where its own cases are exact. The verdict
+is computed once per process (:func:`verdict`): the cases of the first form and ConvInteger's
+run in one session.
 """
 from __future__ import annotations
 
@@ -31,12 +34,13 @@ _LOCK = threading.Lock()
 class Verdict:
     """What the self-test found: onnxruntime's ``version`` (None: not importable), the exact
     MatMulInteger ``form`` (None: none), whether ConvInteger (``direct``) is exact too, and
-    ``reason`` in words."""
+    on int8 data (``signed``), and ``reason`` in words."""
 
     version: str | None
     form: str | None
     reason: str
     direct: bool = False
+    signed: bool = False
 
     def __str__(self) -> str:
         return self.reason
@@ -65,33 +69,38 @@ def _cached() -> Verdict:
     version = sessions.version()
     if version is None:
         return Verdict(None, None, "onnxruntime is not installed: the numpy executor runs")
-    failures, direct = [], None
+    failures, direct, signed = [], None, False
     for form in FORMS:
         if direct is None:                  # the first form: ConvInteger's cases ride along
-            problem, direct = _with_direct(form)
+            problem, direct, signed = _with_direct(form)
         else:
             problem = _safely(lambda: first_difference(form))
         if problem is None:
+            conv = " and ConvInteger (int8 data too)" if direct and signed else \
+                " and ConvInteger" if direct else ""
             return Verdict(version, form, f"onnxruntime {version}: MatMulInteger "
                            f"{'uint8 x int8' if form == 'u8s8' else 'uint8 x uint8'}"
-                           f"{' and ConvInteger' if direct else ''} exact in the self-test",
-                           direct)
+                           f"{conv} exact in the self-test", direct, direct and signed)
         failures.append(f"{form}: {problem}")
     return Verdict(version, None, f"onnxruntime {version} failed the self-test "
                    f"({'; '.join(failures)}): the numpy executor runs")
 
 
-def _with_direct(form: str) -> tuple[str | None, bool]:
-    """(:func:`first_difference` of ``form``, whether every ConvInteger case is exact), both
-    from one session; where that session does not build or run, each from its own."""
-    linear, direct = cases(form), direct_cases()
+def _with_direct(form: str) -> tuple[str | None, bool, bool]:
+    """(:func:`first_difference` of ``form``, whether every ConvInteger case on bytes is
+    exact, whether every one on int8 data is), all from one session; where that session does
+    not build or run, each from its own."""
+    linear, direct, signed = cases(form), direct_cases(), direct_cases(signed=True)
     try:
-        gots = accumulators(linear + direct)
+        gots = accumulators(linear + direct + signed)
     except Exception:
         return (_safely(lambda: first_difference(form)),
-                _safely(lambda: first_difference(form, direct=True)) is None)
-    return (_first_difference(linear, gots[:len(linear)]),
-            _first_difference(direct, gots[len(linear):]) is None)
+                _safely(lambda: first_difference(form, direct=True)) is None,
+                _safely(lambda: _first_difference(signed, accumulators(signed))) is None)
+    ends = (len(linear), len(linear) + len(direct))
+    return (_first_difference(linear, gots[:ends[0]]),
+            _first_difference(direct, gots[ends[0]:ends[1]]) is None,
+            _first_difference(signed, gots[ends[1]:]) is None)
 
 
 def _safely(check):
@@ -221,10 +230,14 @@ def adversarial_weight(shape, rng: Noise) -> np.ndarray:
     return w.reshape(shape)
 
 
-def direct_cases():
+def direct_cases(signed: bool = False):
     """The convolution cases as ConvInteger (``direct``: few input channels), and depthwise
     (one input channel per group, two outputs each) on bytes and on split bytes, in both
-    attribute sets."""
+    attribute sets; ``signed``: the cases of int8 data, every conversion to it (none of split
+    bytes)."""
+    if signed:
+        return [(replace(spec, direct=True, signed=True), xs) for spec, xs in cases("u8u8")
+                if spec.conv and not spec.split]
     plain = [(replace(spec, direct=True), xs) for spec, xs in cases("u8u8") if spec.conv]
     grouped = []
     for spec, xs in plain:
@@ -246,13 +259,14 @@ def cases(form: str):
         out.append((LinearSpec((m, k), np.uint8, adversarial_weight((n, k), rng), {}, 0, 0,
                                form), xs))
     # conv: x in [0, 255] (int32), int8 (the XOR conversion), a generic offset, split bytes,
-    # in the two layouts and attribute sets in turn: every conversion and every layout runs,
-    # and the kernels see the same adversarial operands in each
+    # bytes as they are, in the two layouts and attribute sets in turn: every conversion and
+    # every layout runs, and the kernels see the same adversarial operands in each
     layouts = ((conv, False, False), (odd, True, True))
     for n, (lo, hi, dtype, offset, zp, split) in enumerate(((0, 255, np.int32, 0, 7, False),
                                                            (-128, 127, np.int8, 128, 0, False),
                                                            (-60, 190, np.int32, 60, 3, False),
-                                                           (-255, 255, np.int32, 255, 0, True))):
+                                                           (-255, 255, np.int32, 255, 0, True),
+                                                           (0, 255, np.uint8, 0, 5, False))):
         attrs, nhwc_in, nchw_out = layouts[n % 2]
         w = adversarial_weight((16, 8) + attrs["kernel_size"], rng)
         shape = (2, 9, 10, 8) if nhwc_in else (2, 8, 9, 10)
