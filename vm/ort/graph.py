@@ -271,14 +271,15 @@ def _combine(g: Graph, accs: list[str]) -> str:
 DIRECT_CHANNELS = 16
 """Convolutions of at most this many input channels (pointwise ones: twice as many) run as
 ConvInteger (``direct``), NCHW: below, onnxruntime's own im2col beats ours (channels last,
-a Concat copying C bytes per tap and output position: a 16-channel 3x3 at 80x80 0.27 ms
-either way, 16 to 32 channels with stride 2 from 160x160 0.39-0.49 against 0.55), and the
-numpy steps between run on NCHW tensors (a per-channel requantize on whole planes, a channel
-split or concatenation on contiguous blocks: the YOLOv8n slice on 1 thread took 4.0-4.3 ms
-with 8 here, 3.6 with 32). A 3x3 of 32 channels at 40x40 takes ConvInteger 0.25 ms and
-MatMulInteger 0.13 (YOLOv8n whole at 2 threads: 17.8 -> 17.3 ms with 16 here), while a
-pointwise one of 32 needs no im2col (the slice's at 80x80 stays NCHW). From 64 channels
-MatMulInteger's GEMM wins (ResNet-18: 16.5 ms, 21.1 with 64 here)..."""
+a Concat copying C bytes per tap and output position: a 16-channel 3x3 at 80x80 0.17 ms on
+int8 data against 0.27, 16 to 32 channels with stride 2 from 160x160 0.29 against 0.63),
+and the numpy steps between run on NCHW tensors (a per-channel requantize on whole planes,
+a channel split or concatenation on contiguous blocks: the YOLOv8n slice on 1 thread took
+4.0-4.3 ms with 8 here, 3.6 with 32). A 3x3 of 32 channels at 40x40 takes ConvInteger 0.25
+ms on bytes (0.15 on int8 data) and MatMulInteger 0.13-0.14 (YOLOv8n whole at 2 threads:
+17.8 -> 17.3 ms with 16 here, ConvInteger on bytes), while a pointwise one of 32 needs no
+im2col (the slice's at 80x80 stays NCHW). From 64 channels MatMulInteger's GEMM wins
+(ResNet-18: 16.5 ms, 21.1 with 64 here)..."""
 DIRECT_IMAGES, DIRECT_POSITIONS = 8, 64
 """...unless more than DIRECT_IMAGES images of fewer than DIRECT_POSITIONS output positions
 each: ConvInteger multiplies image by image (about 1.9 us per image for the digits CNN's
