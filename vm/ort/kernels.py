@@ -17,24 +17,25 @@ class RegionKernel:
     those positions holding bytes (values in [0, 255]), run when the values at hand are bytes:
     both compute the same bytes there; it only saves work (a program input declared wider than
     the bytes it gets). Both sessions' outputs are the exported tensors in order.
-    ``flips``: the input positions both sessions read as int8, the held bytes XOR 0x80 (values
-    in [0, 255] become value - 128), made here: a numpy pass far cheaper than onnxruntime's
-    BitwiseXor and Cast."""
+    ``flips``: the input positions the session reads as int8, values in [0, 255] as value -
+    128 (their low bytes XOR 0x80), made here: a numpy pass far cheaper than onnxruntime's
+    BitwiseXor and Cast; the guarded variant has its own (``guarded_flips``)."""
 
     fresh_results = True
     """Each call returns new arrays (onnxruntime's), shared with nothing (vm/interp.py)."""
 
     def __init__(self, session, inputs: list[str], constants: list[dict], flips=()):
         self.session, self.inputs, self.constants = session, inputs, constants
-        self.flips = tuple(flips)
+        self.flips, self.guarded_flips = tuple(flips), ()
         self.names = [o.name for o in session.get_outputs()]
         self._run = binding_run(session)
         self.guarded = None
 
-    def guard(self, positions: list[int], session, constants) -> None:
+    def guard(self, positions: list[int], session, constants, flips=()) -> None:
         """Run ``session`` when the inputs at ``positions`` hold bytes (``constants``: its
-        external initializers)."""
+        external initializers; ``flips``: the positions it reads flipped)."""
         self.guarded = (positions, binding_run(session), [o.name for o in session.get_outputs()])
+        self.guarded_flips = tuple(flips)
         self.constants = [*self.constants, constants]
 
     def __call__(self, xp, *arrays):
@@ -54,7 +55,7 @@ class RegionKernel:
         run, names = (self.guarded[1], self.guarded[2]) if narrow else (self._run, self.names)
         feeds = {name: a if a.flags.c_contiguous else np.ascontiguousarray(a)
                  for name, a in zip(self.inputs, arrays)}
-        for k in self.flips:
+        for k in self.guarded_flips if narrow else self.flips:
             feeds[self.inputs[k]] = flipped(arrays[k])
         results = run(names, feeds, None)
         return results[0] if len(results) == 1 else tuple(results)

@@ -616,13 +616,12 @@ def region_step(facts: Facts, twin: Program, run: list[int], threads: int | None
     assumed = facts.assuming(wide)
     if wide and all(RULES[program.code[k].op][0](assumed, k) for k in run):
         narrow, model2 = _region_model(assumed, run, exports)
-        if [t for t, _, _ in narrow.inputs] == [t for t, _, _ in region.inputs] and \
-                narrow.flips == region.flips:
+        if [t for t, _, _ in narrow.inputs] == [t for t, _, _ in region.inputs]:
             position = {t: n for n, (t, _, _) in enumerate(region.inputs)}
             kernel.guard([position[t] for t in wide],
                          sessions.session(model2, threads, narrow.g.externals, arena,
                                           bool(narrow.g.derived)),
-                         narrow.g.externals)
+                         narrow.g.externals, narrow.flips)
     inputs = tuple(t for t, _, _ in region.inputs)
     return Step(run[0], kernel, inputs, tuple(exports),
                 tuple(twin.tensors[t].dtype for t in exports), {}, (), tuple(run))

@@ -85,19 +85,20 @@ class Region:
         self.inputs.append((t, layout, name))
         self.vals[(t, layout)], self.dtypes[t] = name, self.facts.dtype(t)
 
-    def flipped(self, t: int) -> str | None:
-        """Tensor t, held as uint8 between steps and not made in this region, as an input of
-        its own fed as int8, its bytes XOR 0x80 (t - 128: RegionKernel flips them before the
-        session, a numpy pass far cheaper than onnxruntime's BitwiseXor and Cast), in the
-        layout it is held in; None for any other t."""
-        program = self.facts.program
-        if t in program.consts or any(key[0] == t for key in self.vals) or \
-                t not in self.facts.layout or self.facts.dtype(t) != np.uint8:
+    def flipped(self, t: int) -> tuple[str, str] | None:
+        """(name, layout) of tensor t, not made in this region, whose values are in [0, 255]
+        (proven, or checked at run time for a guarded region), as an input of its own fed as
+        int8, t - 128 (RegionKernel flips the low bytes before the session: a numpy pass,
+        8 us for 300 KB of bytes, 50 us from int32, where onnxruntime's BitwiseXor or Add
+        and Cast take 0.15 ms), in the layout it is held in; None for any other t."""
+        lo, hi = self.facts.range(t)
+        if t in self.facts.program.consts or any(key[0] == t for key in self.vals) or \
+                not 0 <= lo <= hi <= 255:
             return None
-        name = f"in{len(self.inputs)}"
+        name, layout = f"in{len(self.inputs)}", self.facts.layout.get(t, "nchw")
         self.flips.append(len(self.inputs))
-        self.inputs.append((t, self.facts.layout[t], name))
-        return name
+        self.inputs.append((t, layout, name))
+        return name, layout
 
     def put(self, t: int, name: str, layout: str, dtype, offset=None) -> None:
         """``name`` holds tensor t's values, in ``layout`` and ``dtype``; with ``offset`` (a
@@ -253,8 +254,9 @@ def emit_linear(region: Region, k: int) -> None:
     signed = direct and facts.signed and not split and ins.attrs["groups"] == 1
     flipped = region.flipped(ins.inputs[0]) if signed and offset == 0 else None
     if flipped is not None:
-        layout = facts.layout[ins.inputs[0]]
-    x = flipped or region.value(ins.inputs[0], layout)
+        x, layout = flipped
+    else:
+        x = region.value(ins.inputs[0], layout)
     x_dtype = facts.dtype(ins.inputs[0]) if flipped else region.dtype(ins.inputs[0])
     spec = LinearSpec(region.shape(ins.inputs[0], layout), x_dtype, weight,
                       attrs, offset, zp, region.form, split, nhwc_in=layout == "nhwc",
