@@ -203,6 +203,26 @@ def test_a_conv_integer_reads_held_bytes_as_int8(heads_only):
         assert np.array_equal(got, array.astype(np.int64) - 128)
 
 
+def test_two_convolutions_of_one_region_share_the_flipped_input(heads_only):
+    """Two ConvInteger convolutions in one session reading the same held bytes: one input,
+    flipped once."""
+    rng = np.random.default_rng(5)
+    b = Builder("two")
+    x = b.input("x", (1, 3, 10, 10), 8)
+    w = b.const("w", rng.integers(-127, 128, (8, 3, 3, 3)), precision=8)
+    z = b.op("qconv2d", x, w, channels=8, kernel_size=(3, 3), padding=(1, 1), use_bias=False)
+    q = b.op("requantize", z, multiplier=rng.integers(1 << 22, 1 << 24, 8).tolist(),
+             shift=[30] * 8, axis=1, qmin=0, qmax=255, zero_point=9)
+    for name in ("a", "b"):
+        w = b.const(name, rng.integers(-127, 128, (4, 8, 3, 3)), precision=8)
+        b.output(b.op("qconv2d", q, w, channels=4, kernel_size=(3, 3), padding=(1, 1),
+                      use_bias=False, zero_point=9))
+    program = b.build()
+    model = same_as_reference(program, extreme_feeds(program, 6), vm.cpu())
+    regions = [s.kernel for s in model.plan.fast if isinstance(s.kernel, plan.RegionKernel)]
+    assert [(len(k.inputs), k.flips) for k in regions] == [(1, ()), (1, (0,))]
+
+
 def test_a_conv_integer_that_does_not_build_leaves_the_matmul_form(monkeypatch, fresh_verdict):
     """ConvInteger's cases share the first form's session; where that session fails, each
     set of cases runs alone, so only ConvInteger is given up."""

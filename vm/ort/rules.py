@@ -41,6 +41,7 @@ class Region:
         self.casts: dict[tuple[str, np.dtype], str] = {}
         self.inputs: list[tuple[int, str, str]] = []        # (tensor id, layout, name)
         self.flips: list[int] = []          # positions in inputs fed as int8 bytes XOR 0x80
+        self.flipped_inputs: dict[int, tuple[str, str]] = {}    # t: (name, layout)
 
     # -- values -----------------------------------------------------------------------------
     def value(self, t: int, layout: str = "nchw", dtype=None) -> str:
@@ -91,6 +92,8 @@ class Region:
         int8, t - 128 (RegionKernel flips the low bytes before the session: a numpy pass,
         8 us for 300 KB of bytes, 50 us from int32, where onnxruntime's BitwiseXor or Add
         and Cast take 0.15 ms), in the layout it is held in; None for any other t."""
+        if t in self.flipped_inputs:
+            return self.flipped_inputs[t]
         lo, hi = self.facts.range(t)
         if t in self.facts.program.consts or any(key[0] == t for key in self.vals) or \
                 not 0 <= lo <= hi <= 255:
@@ -98,6 +101,7 @@ class Region:
         name, layout = f"in{len(self.inputs)}", self.facts.layout.get(t, "nchw")
         self.flips.append(len(self.inputs))
         self.inputs.append((t, layout, name))
+        self.flipped_inputs[t] = name, layout
         return name, layout
 
     def put(self, t: int, name: str, layout: str, dtype, offset=None) -> None:
