@@ -155,9 +155,9 @@ def test_an_inexact_conv_integer_is_not_used(monkeypatch, fresh_verdict):
     assert lowered(model) == len(program.code)
 
 
-def stem_and_conv_program(seed=3):
-    """A 3-channel stem whose requantized bytes (zero point 3) feed a 16-channel 3x3
-    convolution: both ConvInteger ones."""
+def stem_and_conv_program(seed=3, readers=1):
+    """A 3-channel stem whose requantized bytes (zero point 3) feed ``readers`` 16-channel
+    3x3 convolutions: all ConvInteger ones."""
     rng = np.random.default_rng(seed)
     b = Builder("stem")
     x = b.input("x", (1, 3, 12, 12), 8)
@@ -165,9 +165,10 @@ def stem_and_conv_program(seed=3):
     z = b.op("qconv2d", x, w1, channels=16, kernel_size=(3, 3), padding=(1, 1), use_bias=False)
     q = b.op("requantize", z, multiplier=rng.integers(1 << 22, 1 << 24, 16).tolist(),
              shift=[31] * 16, axis=1, qmin=0, qmax=255, zero_point=3)
-    w2 = b.const("w2", rng.integers(-127, 128, (16, 16, 3, 3)), precision=8)
-    b.output(b.op("qconv2d", q, w2, channels=16, kernel_size=(3, 3), padding=(1, 1),
-                  use_bias=False, zero_point=3))
+    for k in range(readers):
+        w = b.const(f"w{k + 2}", rng.integers(-127, 128, (16, 16, 3, 3)), precision=8)
+        b.output(b.op("qconv2d", q, w, channels=16, kernel_size=(3, 3), padding=(1, 1),
+                      use_bias=False, zero_point=3))
     return b.build()
 
 
@@ -206,18 +207,7 @@ def test_a_conv_integer_reads_held_bytes_as_int8(heads_only):
 def test_two_convolutions_of_one_region_share_the_flipped_input(heads_only):
     """Two ConvInteger convolutions in one session reading the same held bytes: one input,
     flipped once."""
-    rng = np.random.default_rng(5)
-    b = Builder("two")
-    x = b.input("x", (1, 3, 10, 10), 8)
-    w = b.const("w", rng.integers(-127, 128, (8, 3, 3, 3)), precision=8)
-    z = b.op("qconv2d", x, w, channels=8, kernel_size=(3, 3), padding=(1, 1), use_bias=False)
-    q = b.op("requantize", z, multiplier=rng.integers(1 << 22, 1 << 24, 8).tolist(),
-             shift=[30] * 8, axis=1, qmin=0, qmax=255, zero_point=9)
-    for name in ("a", "b"):
-        w = b.const(name, rng.integers(-127, 128, (4, 8, 3, 3)), precision=8)
-        b.output(b.op("qconv2d", q, w, channels=4, kernel_size=(3, 3), padding=(1, 1),
-                      use_bias=False, zero_point=9))
-    program = b.build()
+    program = stem_and_conv_program(5, readers=2)
     model = same_as_reference(program, extreme_feeds(program, 6), vm.cpu())
     regions = [s.kernel for s in model.plan.fast if isinstance(s.kernel, plan.RegionKernel)]
     assert [(len(k.inputs), k.flips) for k in regions] == [(1, ()), (1, (0,))]
@@ -691,17 +681,7 @@ def test_a_conv_integer_accumulator_is_not_transposed_for_its_reader(heads_only,
     """A ConvInteger stem (3 channels) whose requantized bytes feed a MatMulInteger
     convolution: the int32 accumulator and the requantize after it stay NCHW (as ConvInteger
     writes them); the next session transposes the bytes."""
-    rng = np.random.default_rng(3)
-    b = Builder("stem")
-    x = b.input("x", (1, 3, 12, 12), 8)
-    w1 = b.const("w1", rng.integers(-127, 128, (16, 3, 3, 3)), precision=8)
-    z = b.op("qconv2d", x, w1, channels=16, kernel_size=(3, 3), padding=(1, 1), use_bias=False)
-    q = b.op("requantize", z, multiplier=rng.integers(1 << 22, 1 << 24, 16).tolist(),
-             shift=[31] * 16, axis=1, qmin=0, qmax=255, zero_point=3)
-    w2 = b.const("w2", rng.integers(-127, 128, (16, 16, 3, 3)), precision=8)
-    b.output(b.op("qconv2d", q, w2, channels=16, kernel_size=(3, 3), padding=(1, 1),
-                  use_bias=False, zero_point=3))
-    program = b.build()
+    program = stem_and_conv_program()
     feeds = extreme_feeds(program, 4)
     model = same_as_reference(program, feeds, vm.cpu())
     held = fused_values(model, feeds)

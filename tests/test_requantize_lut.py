@@ -61,6 +61,17 @@ def branch(kernel, shape, block: int) -> str:
     return "channels last" if post == 1 else "parts of a plane" if post >= block else "planes"
 
 
+def on_lanes(lanes: int, fn):
+    """fn() in a workspace of its own, on ``lanes`` lanes (a pool of its own beyond one)."""
+    pool = Lanes(lanes) if lanes > 1 else None
+    try:
+        with using(Workspace(), pool):
+            return fn()
+    finally:
+        if pool is not None:
+            pool.close()
+
+
 def requantized(x, attrs, tail) -> np.ndarray:
     """requantize's int64 kernel, then the tail's clip."""
     y = REQUANTIZE.kernel(np, x, **attrs).astype(np.int64)
@@ -89,13 +100,7 @@ def test_blocked_requantize_equals_the_op_kernel(monkeypatch, case, block, lanes
     event(branch(kernel, x.shape, block))
     event(f"{np.dtype(out_dtype)}, rounder: {kernel.rounder is not None}, odd zero point: "
           f"{attrs['zero_point'] % 2}")
-    pool = Lanes(lanes) if lanes > 1 else None
-    try:
-        with using(Workspace(), pool):
-            got = kernel(np, x)
-    finally:
-        if pool is not None:
-            pool.close()
+    got = on_lanes(lanes, lambda: kernel(np, x))
     assert got.dtype == out_dtype and np.array_equal(got, want)
 
 
@@ -121,13 +126,7 @@ def test_requantize_then_lut_equals_the_op_kernels(monkeypatch, case, block, low
         return
     event(branch(kernel, x.shape, block))
     event(f"translated: {kernel.by_bits is not None}, rounder: {kernel.rounder is not None}")
-    pool = Lanes(lanes) if lanes > 1 else None
-    try:
-        with using(Workspace(), pool):
-            got = kernel(np, x)
-    finally:
-        if pool is not None:
-            pool.close()
+    got = on_lanes(lanes, lambda: kernel(np, x))
     want = LUT.kernel(np, table, requantized(x, attrs, tail), low=[low])
     assert got.dtype == np.dtype(out_dtype) and np.array_equal(got, want)
 
@@ -319,13 +318,9 @@ def test_pairs_of_bytes_gather_in_blocks(monkeypatch, dtypes, lanes):
             for t in dtypes)
     low = [np.iinfo(t).min for t in dtypes]
     table = rng.integers(-128, 128, (256, 256)).astype(np.int8)
-    pool = Lanes(lanes) if lanes > 1 else None
-    try:
-        with using(Workspace(), pool):
-            assert scratch.lane_count(a.size) == lanes
-            got = LUT.kernel(np, table, a, b, low=low)
-    finally:
-        if pool is not None:
-            pool.close()
+    def gather():
+        assert scratch.lane_count(a.size) == lanes
+        return LUT.kernel(np, table, a, b, low=low)
+    got = on_lanes(lanes, gather)
     want = table[a.astype(np.int64) - low[0], b.astype(np.int64) - low[1]]
     assert got.dtype == np.int8 and np.array_equal(got, want)
