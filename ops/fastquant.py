@@ -84,7 +84,7 @@ class RequantizeKernel:
             if self.zp & 1:
                 np.add(bits, np.uint8(1), out=bits)         # modulo 256: the byte's bits
             return out
-        self._blocks(x, out.reshape(-1), self._block)
+        self._blocks(x, out.reshape(-1), self._rounded if self._rounds(x) else self._block)
         return out
 
     def _rounds(self, x) -> bool:
@@ -132,6 +132,21 @@ class RequantizeKernel:
         np.add(y, base, out=y)                             # base + rint(p), exactly
         np.clip(y, low, high, out=y)                       # exact: integers below 2^24
         np.copyto(dst, y.view(np.uint32), casting="unsafe")   # the low byte of the bits
+
+    def _rounded(self, part, dst, scale, half) -> None:
+        """dst <- clip(rint(float32(float32(part) * scale)), lo, hi) + zp, by ROUNDER (as
+        :meth:`_low_byte`): the bits of the clipped sum are 0x4B400000 + even + v, so the
+        result is those bits as int32 minus 0x4B400000 + even - zp, one integer pass in place
+        of the rounding, the zero point's addition and the float-to-integer copy (204,800
+        elements into int32: 102 -> 90 us)."""
+        base, low, high = self.rounder
+        y = scratch("y", part.shape, np.float32)
+        np.copyto(y, part, casting="unsafe")               # one rounding: float32(x)
+        np.multiply(y, scale, out=y)                       # one rounding: p, |p| < 2^21
+        np.add(y, base, out=y)                             # base + rint(p), exactly
+        np.clip(y, low, high, out=y)                       # exact: integers below 2^24
+        np.subtract(y.view(np.int32), np.int32(0x4B400000 + self.even - self.zp), out=dst,
+                    casting="unsafe")                      # exact: the result fits dst
 
     def _chunks(self, shape, lanes: int = 1) -> list:
         """The blocks of :meth:`_plan` for ``shape`` on ``lanes`` lanes, made once per shape
@@ -256,9 +271,11 @@ class RequantizeLut(RequantizeKernel):
             self.rotated = entries.view(np.uint8)[bits].tobytes()
 
     def __call__(self, xp, x):
-        if self.by_bits is None:
-            return super().__call__(xp, x)
         x = np.ascontiguousarray(x)
+        if self.by_bits is None:          # a wider result: each block's bytes take the entries
+            out = np.empty(x.shape, self.out_dtype)
+            self._blocks(x, out.reshape(-1), self._block)
+            return out
         low = bytearray(x.size)
         rounded = self._rounds(x)
         self._blocks(x, np.frombuffer(low, np.uint8), self._low_byte if rounded else

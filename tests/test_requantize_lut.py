@@ -80,11 +80,12 @@ def requantized(x, attrs, tail) -> np.ndarray:
 
 @SETTINGS
 @given(requantizations(), st.sampled_from([1, 5, 64, 1 << 17]), st.sampled_from([1, 2]),
-       st.booleans())
+       st.sampled_from(["byte", "int16", "int32", "int64"]))
 def test_blocked_requantize_equals_the_op_kernel(monkeypatch, case, block, lanes, narrow):
-    """Into int64, or (``narrow``) into the byte type the clipped results fit when there is
-    one (the rounder's low bytes, odd zero points included); on two lanes the blocks are
-    spread over them whatever the tensor's size (MIN_WORK 0)."""
+    """Into the byte type the clipped results fit when there is one (the rounder's low bytes,
+    odd zero points included), or the ``narrow`` integer type when they fit it (the rounder's
+    bits minus a constant), else int64; on two lanes the blocks are spread over them whatever
+    the tensor's size (MIN_WORK 0)."""
     x, attrs, precision, tail = case
     monkeypatch.setattr(fastquant, "BLOCK", block)
     monkeypatch.setattr(scratch, "MIN_WORK", 0)
@@ -93,7 +94,9 @@ def test_blocked_requantize_equals_the_op_kernel(monkeypatch, case, block, lanes
     hi = max(attrs["qmax"] if tail.hi is None else min(attrs["qmax"], tail.hi), want.max())
     byte = next((t for t in (np.uint8, np.int8) if np.iinfo(t).min <= lo and
                  hi <= np.iinfo(t).max), None)
-    out_dtype = byte if narrow and byte is not None else np.int64
+    wide = np.dtype(narrow) if narrow != "byte" else None
+    out_dtype = byte if narrow == "byte" and byte is not None else wide if wide is not None \
+        and np.iinfo(wide).min <= lo and hi <= np.iinfo(wide).max else np.int64
     kernel = fastquant.prepare(attrs, precision, x.ndim, out_dtype, tail)
     if kernel is None:
         return
@@ -161,6 +164,21 @@ def test_a_table_entry_wider_than_the_result_is_not_fused():
     table = np.arange(256) * 2
     assert fastquant.prepare_lut(attrs, 8, 2, Requant(), table, 0, np.uint8) is None
     assert fastquant.prepare_lut(attrs, 8, 2, Requant(), table, 0, np.int32) is not None
+
+
+@pytest.mark.parametrize("zero_point", [0, 7, -4])
+def test_a_wider_result_takes_its_entries_where_the_rounder_is_licensed(zero_point):
+    """A requantize whose rounder licence holds, then a table of int32 entries: the blocks'
+    bytes index the entries (the result is the table's, not the requantized value)."""
+    attrs = REQUANTIZE.check_attrs(dict(multiplier=[1 << 23], shift=[30], rounding="fp32",
+                                        qmin=-128, qmax=127, zero_point=zero_point))
+    table = np.arange(-128, 128) * 1000 + 17
+    kernel = fastquant.prepare_lut(attrs, 16, 2, Requant(), table, -128, np.int32)
+    assert kernel.rounder is not None and kernel.by_bits is None
+    x = np.arange(-32767, 32768, 3, dtype=np.int32).reshape(1, -1)
+    got = on_lanes(1, lambda: kernel(np, x))
+    want = LUT.kernel(np, table, requantized(x, attrs, Requant()), low=[-128])
+    assert got.dtype == np.int32 and np.array_equal(got, want)
 
 
 def chain_program(shape, per_channel: bool, rounding: str, unsigned: bool, second_reader: bool,
