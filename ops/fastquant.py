@@ -120,32 +120,32 @@ class RequantizeKernel:
         np.subtract(part, self.zin, out=d, dtype=np.float64)  # exact: |d| < 2^53
         self._apply(d, dst, scale, half)
 
-    def _low_byte(self, part, dst, scale, half) -> None:
-        """dst <- (clip(rint(float32(float32(part) * scale)), lo, hi) + even) mod 256, by
-        ROUNDER: exact for the fp32 rounding with zin = 0 while the input's bound times the
-        scale stays below 2^21 and zp, qmin, qmax below 2^20 (``rounder``: ROUNDER + even and
-        the clip bounds of the sum)."""
+    def _rounder_sum(self, part, scale) -> np.ndarray:
+        """The float32 scratch ROUNDER + even + clip(rint(float32(float32(part) * scale)), lo,
+        hi), exact for the fp32 rounding with zin = 0 while the input's bound times the scale
+        stays below 2^21 and zp, qmin, qmax below 2^20 (``rounder``: ROUNDER + even and the
+        clip bounds of the sum): an integer in (2^23, 2^24), whose bits are 0x4B400000 + even
+        + v."""
         base, low, high = self.rounder
         y = scratch("y", part.shape, np.float32)
         np.copyto(y, part, casting="unsafe")               # one rounding: float32(x)
         np.multiply(y, scale, out=y)                       # one rounding: p, |p| < 2^21
         np.add(y, base, out=y)                             # base + rint(p), exactly
         np.clip(y, low, high, out=y)                       # exact: integers below 2^24
-        np.copyto(dst, y.view(np.uint32), casting="unsafe")   # the low byte of the bits
+        return y
+
+    def _low_byte(self, part, dst, scale, half) -> None:
+        """dst <- (clip(rint(float32(float32(part) * scale)), lo, hi) + even) mod 256: the low
+        byte of :meth:`_rounder_sum`'s bits."""
+        np.copyto(dst, self._rounder_sum(part, scale).view(np.uint32), casting="unsafe")
 
     def _rounded(self, part, dst, scale, half) -> None:
-        """dst <- clip(rint(float32(float32(part) * scale)), lo, hi) + zp, by ROUNDER (as
-        :meth:`_low_byte`): the bits of the clipped sum are 0x4B400000 + even + v, so the
-        result is those bits as int32 minus 0x4B400000 + even - zp, one integer pass in place
-        of the rounding, the zero point's addition and the float-to-integer copy (204,800
-        elements into int32: 102 -> 90 us)."""
-        base, low, high = self.rounder
-        y = scratch("y", part.shape, np.float32)
-        np.copyto(y, part, casting="unsafe")               # one rounding: float32(x)
-        np.multiply(y, scale, out=y)                       # one rounding: p, |p| < 2^21
-        np.add(y, base, out=y)                             # base + rint(p), exactly
-        np.clip(y, low, high, out=y)                       # exact: integers below 2^24
-        np.subtract(y.view(np.int32), np.int32(0x4B400000 + self.even - self.zp), out=dst,
+        """dst <- clip(rint(float32(float32(part) * scale)), lo, hi) + zp: :meth:`_rounder_sum`'s
+        bits as int32 minus 0x4B400000 + even - zp, one integer pass in place of the rounding,
+        the zero point's addition and the float-to-integer copy (204,800 elements into int32:
+        102 -> 90 us)."""
+        np.subtract(self._rounder_sum(part, scale).view(np.int32),
+                    np.int32(0x4B400000 + self.even - self.zp), out=dst,
                     casting="unsafe")                      # exact: the result fits dst
 
     def _chunks(self, shape, lanes: int = 1) -> list:
