@@ -53,7 +53,7 @@ class RequantizeKernel:
             shape[a["axis"]] = m.size
         self.mode = a["rounding"]
         self.axis = a["axis"] if m.size > 1 else None                  # per channel: where
-        self.top = top = bound(in_precision) + abs(a["zero_point_in"])
+        top = bound(in_precision) + abs(a["zero_point_in"])
         self.float = np.float32 if self.mode == "fp32" else np.float64
         self.scale = np.ldexp(m, -s).astype(self.float).reshape(shape)
         self.half = np.where(s > 0, 0.5, 0.0).reshape(shape)           # 2^(s-1) / 2^s
@@ -88,7 +88,7 @@ class RequantizeKernel:
         return out
 
     def _rounds(self, x) -> bool:
-        """Whether x's blocks take :meth:`_low_byte`."""
+        """Whether x's blocks take the rounder (:meth:`_low_byte`, :meth:`_rounded`)."""
         return self.rounder is not None and x.dtype.itemsize <= 4
 
     def _blocks(self, x, flat_out, block) -> None:

@@ -14,6 +14,7 @@ import numpy as np
 from . import softfloat as sf
 from .base import Attr, OpDef, Ref, clip_ints, precision_for, require, size_of, wide
 from .batch import along
+from .fastquant import F32
 from .layout import normalize_axis
 from .quant import INT31
 from .registry import register
@@ -21,7 +22,6 @@ from .z3util import fold_max
 
 TABLE = 256
 MAX_NUMERATOR = (1 << 24) - 1
-F24 = 1 << 24
 
 
 # ---------------------------------------------------------------------------------------------
@@ -174,7 +174,7 @@ def _offset_clip(y, zero_point: int, qmin: int, qmax: int):
     bounds are within it): the clip first, in float32 where its bounds minus the zero point
     are exact (|.| <= 2^24), else on the int64 sums."""
     lo, hi = qmin - zero_point, qmax - zero_point
-    if -F24 <= lo and hi <= F24:
+    if -F32 <= lo and hi <= F32:
         np.clip(y, np.float32(lo), np.float32(hi), out=y)             # exact: integers
         out = y.astype(np.int32)                                       # exact: |y| <= 2^24
         return np.add(out, zero_point, out=out) if zero_point else out

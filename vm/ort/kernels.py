@@ -53,10 +53,9 @@ class RegionKernel:
         if narrow is None:
             narrow = self.guarded is not None and self._bytes_at(arrays)
         run, names = (self.guarded[1], self.guarded[2]) if narrow else (self._run, self.names)
-        feeds = {name: a if a.flags.c_contiguous else np.ascontiguousarray(a)
-                 for name, a in zip(self.inputs, arrays)}
-        for k in self.guarded_flips if narrow else self.flips:
-            feeds[self.inputs[k]] = flipped(arrays[k])
+        flips = self.guarded_flips if narrow else self.flips
+        feeds = {name: flipped(a) if k in flips else a if a.flags.c_contiguous else
+                 np.ascontiguousarray(a) for k, (name, a) in enumerate(zip(self.inputs, arrays))}
         results = run(names, feeds, None)
         return results[0] if len(results) == 1 else tuple(results)
 
