@@ -22,6 +22,10 @@ from .graph import DIRECT_CHANNELS, DIRECT_IMAGES, DIRECT_POSITIONS, Graph, Line
 
 INT8, INT32, INT64 = np.dtype(np.int8), np.dtype(np.int32), np.dtype(np.int64)
 LIMIT32 = (1 << 31) - 1
+FLIP_MIN = 1 << 14
+"""Elements from which a convolution's byte input is flipped to int8 by numpy before its
+session (Region.flipped); below, the session's own BitwiseXor or Add and Cast cost less than
+numpy's call (the digits CNN at batch 1, its 64-value input: 27.3 us a call flipped, 22.3 not)."""
 NHWC, NCHW = (0, 2, 3, 1), (0, 3, 1, 2)
 
 
@@ -91,12 +95,13 @@ class Region:
         (proven, or checked at run time for a guarded region), as an input of its own fed as
         int8, t - 128 (RegionKernel flips the low bytes before the session: a numpy pass,
         8 us for 300 KB of bytes, 50 us from int32, where onnxruntime's BitwiseXor or Add
-        and Cast take 0.15 ms), in the layout it is held in; None for any other t."""
+        and Cast take 0.15 ms), in the layout it is held in; None for any other t, or one of
+        fewer than FLIP_MIN elements."""
         if t in self.flipped_inputs:
             return self.flipped_inputs[t]
         lo, hi = self.facts.range(t)
         if t in self.facts.program.consts or any(key[0] == t for key in self.vals) or \
-                not 0 <= lo <= hi <= 255:
+                not 0 <= lo <= hi <= 255 or self.facts.program.tensors[t].size < FLIP_MIN:
             return None
         name, layout = f"in{len(self.inputs)}", self.facts.layout.get(t, "nchw")
         self.flips.append(len(self.inputs))
